@@ -1,0 +1,299 @@
+//! Subcommand implementations.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use whittle::candle::{DType, Device};
+use whittle::eval::{self, UtteranceResult};
+use whittle::model_dir::WhisperCheckpoint;
+use whittle::models::whisper::{DecodeOptions, Transcriber};
+use whittle::text::normalize::EnglishNormalizer;
+
+/// Decoding options shared by `transcribe` and `eval`.
+#[derive(Args, Clone)]
+pub struct DecodeArgs {
+    /// Beam width; 1 decodes greedily (the reference uses 5 for beam search).
+    #[arg(long, default_value_t = 1)]
+    beam_size: usize,
+    /// Compute dtype.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    dtype: String,
+}
+
+/// `whittle transcribe MODEL AUDIO...`
+#[derive(Args)]
+pub struct TranscribeArgs {
+    /// Model folder (CTranslate2 or Hugging Face).
+    model: PathBuf,
+    /// Audio files (wav, flac, mp3, ogg, or 16 kHz s16le .raw).
+    #[arg(required = true)]
+    audio: Vec<PathBuf>,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+/// `whittle eval MODEL DATASET`
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model folder (CTranslate2 or Hugging Face).
+    model: PathBuf,
+    /// LibriSpeech-layout folder or JSONL manifest.
+    dataset: PathBuf,
+    /// Output folder for utterances.jsonl and summary.json.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Evaluate only the first N utterances.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    #[command(flatten)]
+    normalizer: NormalizerArgs,
+}
+
+/// Where Whisper's British-to-American spelling map comes from.
+#[derive(Args, Clone)]
+pub struct NormalizerArgs {
+    /// Whisper's `english.json` spelling map (default: $WHITTLE_ASSETS/text/english.json, fetched by scripts/setup.sh).
+    #[arg(long)]
+    spellings: Option<PathBuf>,
+    /// Score without the spelling map (results are then not comparable with Whisper's normaliser).
+    #[arg(long)]
+    no_spellings: bool,
+}
+
+/// `whittle inspect MODEL`
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Model folder.
+    model: PathBuf,
+}
+
+/// `whittle wer --ref A.jsonl --hyp B.jsonl`
+#[derive(Args)]
+pub struct WerArgs {
+    /// References: JSONL with `id` (or `audio`) and `text`.
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    /// Hypotheses: JSONL with `id` (or `audio`) and `text` or `hypothesis` (whittle eval's utterances.jsonl).
+    #[arg(long = "hyp")]
+    hypothesis: PathBuf,
+    #[command(flatten)]
+    normalizer: NormalizerArgs,
+}
+
+fn assets_dir() -> PathBuf {
+    std::env::var_os("WHITTLE_ASSETS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".assets"))
+}
+
+impl NormalizerArgs {
+    fn load(&self) -> Result<(EnglishNormalizer, Option<PathBuf>)> {
+        if self.no_spellings {
+            return Ok((EnglishNormalizer::without_spellings(), None));
+        }
+        let path = self.spellings.clone().unwrap_or_else(|| assets_dir().join("text/english.json"));
+        if !path.is_file() {
+            bail!("spelling map {} not found: run scripts/setup.sh, pass --spellings FILE, or --no-spellings", path.display());
+        }
+        let normalizer = EnglishNormalizer::from_spelling_file(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok((normalizer, Some(path)))
+    }
+}
+
+fn dtype(name: &str) -> DType {
+    match name {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        _ => DType::F32,
+    }
+}
+
+fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, serde_json::Value)> {
+    let t0 = Instant::now();
+    let checkpoint = WhisperCheckpoint::open(model, &Device::Cpu).with_context(|| format!("loading model {}", model.display()))?;
+    let location = checkpoint.location.clone();
+    let config = checkpoint.config.clone();
+    let (model_built, tokenizer, report) = checkpoint.build(dtype(&decode.dtype))?;
+    let info = serde_json::json!({
+        "path": model.display().to_string(),
+        "format": location.format,
+        "weights_bytes": location.weights_bytes(),
+        "parameters": config.parameter_count(),
+        "config": config,
+        "load_report": report,
+        "load_seconds": t0.elapsed().as_secs_f64(),
+        "dtype": decode.dtype,
+    });
+    if decode.beam_size == 0 {
+        bail!("--beam-size must be at least 1");
+    }
+    let options = DecodeOptions { beam_size: decode.beam_size, ..Default::default() };
+    Ok((Transcriber { model: model_built, tokenizer, options }, info))
+}
+
+pub fn transcribe(args: TranscribeArgs) -> Result<()> {
+    let (transcriber, _) = load_transcriber(&args.model, &args.decode)?;
+    let mut failed = 0;
+    for path in &args.audio {
+        let result = whittle::audio::load_audio(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|samples| Ok(transcriber.transcribe(&samples)?));
+        match result {
+            Ok(t) => println!("{}", t.text),
+            Err(e) => {
+                eprintln!("error: {}: {e:#}", path.display());
+                println!();
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} audio files could not be transcribed", args.audio.len());
+    }
+    Ok(())
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ETA {eta} {msg}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    whittle::fsutil::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let (normalizer, spellings) = args.normalizer.load()?;
+    let mut utterances = whittle::data::load_dataset(&args.dataset)?;
+    if let Some(limit) = args.limit {
+        utterances.truncate(limit);
+    }
+    let (transcriber, model_info) = load_transcriber(&args.model, &args.decode)?;
+    let bar = progress_bar(utterances.len());
+    let wall = Instant::now();
+    let mut running = (0usize, 0usize);
+    let (results, totals) = eval::evaluate(&transcriber, &utterances, &normalizer, |_, r: &UtteranceResult| {
+        running.0 += r.word_errors;
+        running.1 += r.reference_words;
+        bar.set_message(format!("WER {:.2}%", 100.0 * running.0 as f64 / running.1.max(1) as f64));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    write_jsonl(&args.out.join("utterances.jsonl"), &results)?;
+    let summary = serde_json::json!({
+        "model": model_info,
+        "dataset": args.dataset.display().to_string(),
+        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype },
+        "normalizer": { "kind": "whisper-english", "spelling_map": spellings.map(|p| p.display().to_string()) },
+        "threads": rayon::current_num_threads(),
+        "wall_seconds": wall.elapsed().as_secs_f64(),
+        "totals": totals,
+        "wer": totals.wer,
+        "cer": totals.cer,
+        "rtf": totals.rtf,
+    });
+    whittle::fsutil::write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!(
+        "{} utterances, {:.1} s audio: WER {:.2}% CER {:.2}% RTF {:.3} -> {}",
+        totals.utterances,
+        totals.audio_seconds,
+        100.0 * totals.wer,
+        100.0 * totals.cer,
+        totals.rtf,
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn inspect(args: InspectArgs) -> Result<()> {
+    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu).with_context(|| format!("loading model {}", args.model.display()))?;
+    let c = &checkpoint.config;
+    println!("model       {}", args.model.display());
+    println!("format      {:?} ({} bytes)", checkpoint.location.format, checkpoint.location.weights_bytes());
+    println!("architecture Whisper ({})", if c.is_multilingual() { "multilingual" } else { "English-only" });
+    println!(
+        "  d_model {}  mels {}  encoder {} layers x {} heads (ffn {})  decoder {} layers x {} heads (ffn {})  vocab {}  positions {}/{}",
+        c.d_model, c.num_mel_bins, c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim, c.decoder_layers,
+        c.decoder_attention_heads, c.decoder_ffn_dim, c.vocab_size, c.max_source_positions, c.max_target_positions
+    );
+    println!("{:<60} {:>16} {:>6} {:>10} {:>12}", "tensor", "shape", "dtype", "params", "bytes");
+    let (mut params, mut bytes) = (0usize, 0usize);
+    for name in checkpoint.store.names() {
+        let t = checkpoint.store.peek(name).expect("listed");
+        let dtype = checkpoint.store.stored_dtype(name).unwrap_or(t.dtype());
+        let n = t.elem_count();
+        let b = n * dtype.size_in_bytes();
+        params += n;
+        bytes += b;
+        println!("{:<60} {:>16} {:>6} {:>10} {:>12}", name, format!("{:?}", t.dims()), format!("{dtype:?}").to_lowercase(), n, b);
+    }
+    println!("total: {} tensors, {params} parameters, {bytes} bytes ({:.1} MB); fp32 would be {:.1} MB",
+        checkpoint.store.names().count(), bytes as f64 / 1e6, params as f64 * 4.0 / 1e6);
+    if !checkpoint.unconverted.is_empty() {
+        println!("file variables not used by the model: {}", checkpoint.unconverted.join(", "));
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct WerLine {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    audio: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    hypothesis: Option<String>,
+}
+
+fn read_texts(path: &Path) -> Result<Vec<(String, String)>> {
+    let content = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let l: WerLine = serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), n + 1))?;
+        let key = l
+            .id
+            .or_else(|| l.audio.as_ref().and_then(|a| Path::new(a).file_stem().map(|s| s.to_string_lossy().into_owned())))
+            .with_context(|| format!("{} line {}: needs `id` or `audio`", path.display(), n + 1))?;
+        let text = l.hypothesis.or(l.text).with_context(|| format!("{} line {}: needs `text` or `hypothesis`", path.display(), n + 1))?;
+        out.push((key, text));
+    }
+    Ok(out)
+}
+
+pub fn wer(args: WerArgs) -> Result<()> {
+    let (normalizer, _) = args.normalizer.load()?;
+    let refs = read_texts(&args.reference)?;
+    let hyps: std::collections::HashMap<String, String> = read_texts(&args.hypothesis)?.into_iter().collect();
+    let (mut we, mut wn, mut ce, mut cn) = (0, 0, 0, 0);
+    for (id, r) in &refs {
+        let h = hyps.get(id).with_context(|| format!("utterance `{id}` of {} has no hypothesis in {}", args.reference.display(), args.hypothesis.display()))?;
+        let (_, _, w, c) = eval::score(&normalizer, r, h);
+        we += w.substitutions + w.deletions + w.insertions;
+        wn += w.reference_len;
+        ce += c.substitutions + c.deletions + c.insertions;
+        cn += c.reference_len;
+    }
+    println!(
+        "{} utterances: WER {:.2}% ({we}/{wn})  CER {:.2}% ({ce}/{cn})",
+        refs.len(),
+        100.0 * we as f64 / wn.max(1) as f64,
+        100.0 * ce as f64 / cn.max(1) as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! The `whittle` command-line tool: a thin layer over the `whittle` library.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Make speech-recognition models small and fast without losing accuracy.
+#[derive(Parser)]
+#[command(name = "whittle", version, about)]
+struct Cli {
+    /// Worker threads for the tensor and kernel thread pools (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// More logging (-v info, -vv debug); logs go to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the transcript of each audio file, one line per file.
+    Transcribe(commands::TranscribeArgs),
+    /// Transcribe a dataset and score WER/CER against its transcripts.
+    Eval(commands::EvalArgs),
+    /// Show a model's architecture and tensors.
+    Inspect(commands::InspectArgs),
+    /// Score hypotheses in one JSONL file against references in another.
+    Wer(commands::WerArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Some(n) = cli.threads {
+        // candle's CPU matmul and our kernels read RAYON_NUM_THREADS; set both pools.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    let result = match cli.command {
+        Command::Transcribe(a) => commands::transcribe(a),
+        Command::Eval(a) => commands::eval(a),
+        Command::Inspect(a) => commands::inspect(a),
+        Command::Wer(a) => commands::wer(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

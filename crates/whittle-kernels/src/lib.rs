@@ -1,0 +1,45 @@
+//! Packed low-bit weight formats, quantizers and the matrix kernels that read them.
+//!
+//! This is whittle's "linalg" layer (in the spirit of sonos/tract's `linalg` and ggml's block
+//! formats): pure Rust, no tensor library. It backs the packed `.whittle` file and the low-bit
+//! runtime.
+//!
+//! * [`format`]: scheme, granularity and the exact byte layouts (bits-per-weight arithmetic on
+//!   each [`Layout`] variant).
+//! * [`quant`]: round-to-nearest (abs-max or MSE clipping) and ternary (TWN) quantizers, built
+//!   from parts; [`gptq`]: GPTQ error compensation; [`linalg`]: the Cholesky helpers it needs.
+//! * [`pack`]: [`PackedMatrix`] and the zero-copy [`PackedMatrixRef`] with `validate()`.
+//! * [`kernels`]: `y = x · W^T + bias` straight from packed weights (AVX2+FMA with run-time
+//!   detection, scalar fallback, naive references), plus the f32 baseline.
+//!
+//! ```
+//! use whittle_kernels::{matmul, Granularity, PackedMatrix, UniformQuantizer};
+//! let (n, k) = (8, 64);
+//! let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+//! let q = UniformQuantizer::symmetric(4, Granularity::Group(32))?.quantize(&w, n, k)?;
+//! let packed = PackedMatrix::pack(&q);
+//! let x = vec![0.5f32; k];
+//! let mut y = vec![0.0f32; n];
+//! matmul(&x, 1, packed.as_ref(), None, &mut y)?;
+//! # Ok::<(), whittle_kernels::KernelError>(())
+//! ```
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod error;
+pub mod format;
+pub mod gptq;
+pub mod kernels;
+pub mod linalg;
+pub mod pack;
+pub mod quant;
+
+pub use error::{KernelError, Result};
+pub use format::{Granularity, Layout, PackedFormat, QuantFormat, Scheme, BLOCK};
+pub use gptq::{Gptq, HessianAccumulator};
+pub use kernels::{matmul, matmul_f32, matmul_f32_with, matmul_with, Isa};
+pub use pack::{f16_slice_from_bytes, PackedMatrix, PackedMatrixRef};
+pub use quant::{
+    BitWidth, GroupParams, QuantizedMatrix, ScaleSearch, TernaryQuantizer, UniformQuantizer,
+    ZeroPoint,
+};

@@ -1,0 +1,61 @@
+//! Transcript scoring for whittle: Whisper's text normalisers, word/character error rates, and
+//! a significance test for comparing two systems on the same utterances.
+//!
+//! * [`normalize`]: Whisper's English and basic normalisers.
+//! * [`wer`]: Levenshtein alignment with jiwer's tie-breaking, WER and CER counts.
+//! * [`significance`]: the matched-pairs sentence-segment word error (MAPSSWE) test.
+//!
+//! ```
+//! use whittle_text::{word_errors, EnglishNormalizer};
+//!
+//! let normalizer = EnglishNormalizer::without_spellings();
+//! let reference = normalizer.normalize("Mr. Smith paid twenty-one dollars.");
+//! let hypothesis = normalizer.normalize("mister smith paid $21");
+//! assert_eq!(reference, "mister smith paid $21");
+//! assert_eq!(word_errors(&reference, &hypothesis).errors(), 0);
+//! ```
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
+
+pub mod normalize;
+pub mod significance;
+pub mod wer;
+
+pub use normalize::{normalize_numbers, BasicNormalizer, EnglishNormalizer};
+pub use significance::{matched_pairs_test, MatchedPairsResult};
+pub use wer::{align, char_errors, word_errors, EditOp, ErrorCounts};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    /// The spelling map could not be read.
+    #[error("cannot read spelling map {path}: {source}")]
+    ReadSpellings {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The spelling map is not a JSON object of strings.
+    #[error("spelling map {path} is not a JSON object of word -> word: {source}")]
+    ParseSpellings {
+        /// The file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The two systems were scored on different numbers of utterances.
+    #[error(
+        "matched-pairs test needs one error count per utterance for both systems, got {a} and {b}"
+    )]
+    UnpairedCounts {
+        /// Utterances scored for system A.
+        a: usize,
+        /// Utterances scored for system B.
+        b: usize,
+    },
+    /// Too few utterances to estimate a variance.
+    #[error("matched-pairs test needs at least 2 utterances, got {0}")]
+    TooFewUtterances(usize),
+}

@@ -1,0 +1,175 @@
+//! Evaluation and training datasets: a LibriSpeech-layout folder (`*/*/*.trans.txt` beside
+//! the audio) or a JSONL manifest (`{"audio": path, "text": ...}` per line, paths relative to
+//! the manifest's folder).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// One utterance of a dataset.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Utterance {
+    /// Identifier (LibriSpeech id, the manifest's `id`, or the audio file stem).
+    pub id: String,
+    /// Audio file.
+    pub audio: PathBuf,
+    /// Reference transcript, when known.
+    pub text: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestLine {
+    #[serde(default)]
+    id: Option<String>,
+    audio: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// Audio extensions searched for beside a LibriSpeech transcript, in order.
+const AUDIO_EXTENSIONS: &[&str] = &["flac", "wav", "mp3", "ogg", "raw"];
+
+/// Read a dataset from a JSONL manifest or a LibriSpeech-layout folder.
+pub fn load_dataset(path: &Path) -> Result<Vec<Utterance>> {
+    if path.is_dir() {
+        let manifest = path.join("manifest.jsonl");
+        let found = librispeech(path)?;
+        if found.is_empty() && manifest.is_file() {
+            return jsonl(&manifest);
+        }
+        if found.is_empty() {
+            return Err(Error::Dataset { path: path.into(), reason: "no */*/*.trans.txt transcripts and no manifest.jsonl".into() });
+        }
+        Ok(found)
+    } else if path.is_file() {
+        jsonl(path)
+    } else {
+        Err(Error::Dataset { path: path.into(), reason: "no such file or folder".into() })
+    }
+}
+
+/// Read a JSONL manifest.
+pub fn jsonl(path: &Path) -> Result<Vec<Utterance>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: ManifestLine = serde_json::from_str(line)
+            .map_err(|e| Error::Dataset { path: path.into(), reason: format!("line {}: {e}", n + 1) })?;
+        let audio = base.join(&entry.audio);
+        let id = entry.id.unwrap_or_else(|| {
+            Path::new(&entry.audio).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("line{}", n + 1))
+        });
+        out.push(Utterance { id, audio, text: entry.text });
+    }
+    check_unique(path, &out)?;
+    if out.is_empty() {
+        return Err(Error::Dataset { path: path.into(), reason: "the manifest lists no utterances".into() });
+    }
+    Ok(out)
+}
+
+fn check_unique(path: &Path, utterances: &[Utterance]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for u in utterances {
+        if !seen.insert(&u.id) {
+            return Err(Error::Dataset { path: path.into(), reason: format!("utterance id `{}` appears twice", u.id) });
+        }
+    }
+    Ok(())
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+/// Read a LibriSpeech-layout folder: `speaker/chapter/speaker-chapter.trans.txt`.
+pub fn librispeech(root: &Path) -> Result<Vec<Utterance>> {
+    let mut out = Vec::new();
+    for speaker in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
+        for chapter in sorted_entries(&speaker)?.into_iter().filter(|p| p.is_dir()) {
+            for file in sorted_entries(&chapter)? {
+                if !file.to_string_lossy().ends_with(".trans.txt") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let (id, words) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+                    let audio = AUDIO_EXTENSIONS
+                        .iter()
+                        .map(|ext| chapter.join(format!("{id}.{ext}")))
+                        .find(|p| p.is_file())
+                        .ok_or_else(|| Error::Dataset {
+                            path: file.clone(),
+                            reason: format!("line {}: no audio file for utterance `{id}`", n + 1),
+                        })?;
+                    out.push(Utterance { id: id.to_string(), audio, text: Some(words.trim().to_string()) });
+                }
+            }
+        }
+    }
+    check_unique(root, &out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_paths_are_relative_to_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m.jsonl");
+        std::fs::write(&m, "{\"audio\": \"a/x.wav\", \"text\": \"hello\"}\n\n{\"id\": \"y\", \"audio\": \"b.flac\"}\n").unwrap();
+        let u = jsonl(&m).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].id, "x");
+        assert_eq!(u[0].audio, dir.path().join("a/x.wav"));
+        assert_eq!(u[1].text, None);
+    }
+
+    #[test]
+    fn bad_manifest_line_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m.jsonl");
+        std::fs::write(&m, "{\"audio\": \"x.wav\"}\n{not json\n").unwrap();
+        let err = jsonl(&m).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m.jsonl");
+        std::fs::write(&m, "{\"audio\": \"x.wav\"}\n{\"audio\": \"other/x.wav\"}\n").unwrap();
+        assert!(jsonl(&m).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn librispeech_layout_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ch = dir.path().join("19/198");
+        std::fs::create_dir_all(&ch).unwrap();
+        std::fs::write(ch.join("19-198.trans.txt"), "19-198-0000 HELLO WORLD\n19-198-0001 AGAIN\n").unwrap();
+        std::fs::write(ch.join("19-198-0000.flac"), b"").unwrap();
+        std::fs::write(ch.join("19-198-0001.wav"), b"").unwrap();
+        let u = load_dataset(dir.path()).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].text.as_deref(), Some("HELLO WORLD"));
+        assert!(u[1].audio.ends_with("19-198-0001.wav"));
+        std::fs::remove_file(ch.join("19-198-0001.wav")).unwrap();
+        assert!(load_dataset(dir.path()).unwrap_err().to_string().contains("19-198-0001"));
+    }
+}

@@ -1,0 +1,133 @@
+//! Finding and loading a model given on the command line: a CTranslate2 folder
+//! (`model.bin` + `config.json` + `tokenizer.json`) or a Hugging Face folder
+//! (`config.json` + `model.safetensors` + `tokenizer.json`).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::checkpoint::{ct2::Ct2File, hf, LoadReport, TensorStore};
+use crate::error::{Error, Result};
+use crate::models::whisper::{from_ct2, WhisperConfig, WhisperTokenizer};
+
+/// The on-disk kind of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ModelFormat {
+    /// CTranslate2 `model.bin`.
+    CTranslate2,
+    /// Hugging Face safetensors.
+    HuggingFace,
+}
+
+/// A model folder with its kind detected.
+#[derive(Debug, Clone)]
+pub struct ModelLocation {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its kind.
+    pub format: ModelFormat,
+}
+
+impl ModelLocation {
+    /// Detect the kind of `path`.
+    pub fn detect(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::UnknownModel { path: path.into(), reason: "no such file or folder".into() });
+        }
+        if !path.is_dir() {
+            return Err(Error::UnknownModel { path: path.into(), reason: "expected a model folder".into() });
+        }
+        let has = |f: &str| path.join(f).is_file();
+        let format = if has("model.bin") {
+            ModelFormat::CTranslate2
+        } else if has("model.safetensors") {
+            ModelFormat::HuggingFace
+        } else {
+            return Err(Error::UnknownModel {
+                path: path.into(),
+                reason: "found neither model.bin (CTranslate2) nor model.safetensors (Hugging Face)".into(),
+            });
+        };
+        for needed in ["config.json", "tokenizer.json"] {
+            if !has(needed) {
+                return Err(Error::UnknownModel { path: path.into(), reason: format!("{needed} is missing") });
+            }
+        }
+        Ok(Self { dir: path.to_path_buf(), format })
+    }
+
+    /// Size in bytes of the weight file(s).
+    pub fn weights_bytes(&self) -> u64 {
+        let name = match self.format {
+            ModelFormat::CTranslate2 => "model.bin",
+            ModelFormat::HuggingFace => "model.safetensors",
+        };
+        std::fs::metadata(self.dir.join(name)).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Tensors, configuration and tokenizer of a Whisper checkpoint, before the model is built.
+pub struct WhisperCheckpoint {
+    /// Where it came from.
+    pub location: ModelLocation,
+    /// Tensors with Hugging Face names, in their stored dtypes.
+    pub store: TensorStore,
+    /// Architecture.
+    pub config: WhisperConfig,
+    /// Tokenizer.
+    pub tokenizer: WhisperTokenizer,
+    /// Names in the original file that no model tensor came from.
+    pub unconverted: Vec<String>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Json { context: path.display().to_string(), source: e })
+}
+
+impl WhisperCheckpoint {
+    /// Read a Whisper checkpoint folder.
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let location = ModelLocation::detect(path)?;
+        let tokenizer = WhisperTokenizer::from_file(&path.join("tokenizer.json"))?;
+        let (store, config, unconverted) = match location.format {
+            ModelFormat::CTranslate2 => {
+                let file = Ct2File::open(&path.join("model.bin"))?;
+                let decoding: from_ct2::Ct2WhisperConfig = read_json(&path.join("config.json"))?;
+                from_ct2::convert(&file, &decoding, device)?
+            }
+            ModelFormat::HuggingFace => {
+                let config_path = path.join("config.json");
+                let mut config: WhisperConfig = read_json(&config_path)?;
+                let generation = path.join("generation_config.json");
+                if config.suppress_tokens.is_empty() && generation.is_file() {
+                    #[derive(serde::Deserialize)]
+                    struct Generation {
+                        #[serde(default)]
+                        suppress_tokens: Vec<u32>,
+                        #[serde(default)]
+                        begin_suppress_tokens: Vec<u32>,
+                    }
+                    let g: Generation = read_json(&generation)?;
+                    config.suppress_tokens = g.suppress_tokens;
+                    config.begin_suppress_tokens = g.begin_suppress_tokens;
+                }
+                config.validate(&config_path.display().to_string())?;
+                (hf::load_safetensors(&path.join("model.safetensors"), device)?, config, Vec::new())
+            }
+        };
+        Ok(Self { location, store, config, tokenizer, unconverted })
+    }
+
+    /// Build the model in `dtype` and report what the load used.
+    pub fn build(self, dtype: DType) -> Result<(crate::models::whisper::Whisper, WhisperTokenizer, LoadReport)> {
+        let model = crate::models::whisper::Whisper::load(&self.store, &self.config, dtype)?;
+        let mut report = self.store.report();
+        report.unused.extend(self.unconverted.iter().map(|n| format!("(file) {n}")));
+        for name in &report.unused {
+            tracing::warn!(source = %report.source, tensor = %name, "unused tensor");
+        }
+        tracing::info!(source = %report.source, used = report.used, unused = report.unused.len(), missing = 0, "loaded model");
+        Ok((model, self.tokenizer, report))
+    }
+}

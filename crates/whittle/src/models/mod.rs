@@ -1,0 +1,3 @@
+//! Model families. Each architecture is written once and loaded by tensor name.
+
+pub mod whisper;

@@ -1,0 +1,255 @@
+//! Decoding: greedy and beam search without timestamps, over 30 s windows.
+//!
+//! Follows openai-whisper's `DecodingTask` (Radford et al. 2022): the prompt
+//! `sot [lang transcribe] notimestamps`, the model's suppress list at every step, blank and
+//! end-of-text suppressed at the first step, at most `max_target_positions / 2` new tokens.
+//! Beam search keeps `beam_size` live hypotheses, expands each by its `beam_size + 1` best
+//! tokens, finishes when `beam_size` hypotheses have ended, and ranks them by
+//! sum log-probability / length. Longer audio is cut into consecutive 3000-frame windows.
+
+use candle_core::{DType, Tensor, D};
+
+use super::model::Whisper;
+use super::tokenizer::WhisperTokenizer;
+use crate::error::Result;
+
+/// Frames of one 30 s window.
+pub const WINDOW_FRAMES: usize = 3000;
+
+/// How to decode.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DecodeOptions {
+    /// 1 = greedy; otherwise beam width (5 in the reference).
+    pub beam_size: usize,
+    /// Upper bound on new tokens per window (default: half the decoder context, 224).
+    pub max_new_tokens: Option<usize>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { beam_size: 1, max_new_tokens: None }
+    }
+}
+
+/// The text and tokens of one audio input.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Transcript {
+    /// Decoded text (windows joined).
+    pub text: String,
+    /// Text tokens per window.
+    pub window_tokens: Vec<Vec<u32>>,
+}
+
+/// A model with its tokenizer, ready to transcribe.
+pub struct Transcriber {
+    /// The model.
+    pub model: Whisper,
+    /// Its tokenizer.
+    pub tokenizer: WhisperTokenizer,
+    /// Decoding options.
+    pub options: DecodeOptions,
+}
+
+struct LogitFilter {
+    every_step: Vec<u32>,
+    first_step: Vec<u32>,
+}
+
+impl LogitFilter {
+    fn new(model: &Whisper, tok: &WhisperTokenizer) -> Self {
+        let vocab = model.config.vocab_size as u32;
+        let mut every_step = model.config.suppress_tokens.clone();
+        // Without timestamps, no special token but end-of-text may be produced.
+        every_step.extend((tok.sot..vocab).filter(|&t| t != tok.eot));
+        every_step.sort_unstable();
+        every_step.dedup();
+        let mut first_step = model.config.begin_suppress_tokens.clone();
+        if first_step.is_empty() {
+            first_step = tok.encode(" ").unwrap_or_default();
+            first_step.push(tok.eot);
+        }
+        Self { every_step, first_step }
+    }
+
+    fn apply(&self, logits: &mut [f32], first: bool) {
+        for &t in &self.every_step {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if first {
+            for &t in &self.first_step {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
+
+fn log_softmax_row(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    let log_z = max + sum.ln();
+    logits.iter().map(|&l| l - log_z).collect()
+}
+
+impl Transcriber {
+    /// Transcribe mono 16 kHz samples.
+    pub fn transcribe(&self, samples: &[f32]) -> Result<Transcript> {
+        let n_mels = self.model.config.num_mel_bins;
+        let mel = whittle_audio::mel::log_mel_spectrogram(samples, n_mels);
+        let content_frames = samples.len() / whittle_audio::mel::HOP_LENGTH;
+        let device = self.model.device();
+        let mel = Tensor::from_vec(mel.data, (1, n_mels, mel.n_frames), device)?.to_dtype(self.model.dtype)?;
+        let mut window_tokens = Vec::new();
+        let mut seek = 0;
+        loop {
+            let window = mel.narrow(2, seek, WINDOW_FRAMES)?;
+            window_tokens.push(self.decode_window(&window)?);
+            seek += WINDOW_FRAMES;
+            if seek >= content_frames || seek + WINDOW_FRAMES > mel.dim(2)? {
+                break;
+            }
+        }
+        let texts: Vec<String> =
+            window_tokens.iter().map(|t| self.tokenizer.decode(t).map(|s| s.trim().to_string())).collect::<Result<_>>()?;
+        let text = texts.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
+        Ok(Transcript { text, window_tokens })
+    }
+
+    /// Decode one window `[1, n_mels, 3000]` to text tokens (prompt and end-of-text removed).
+    pub fn decode_window(&self, mel: &Tensor) -> Result<Vec<u32>> {
+        let encoded = self.model.encoder.forward(mel)?;
+        if self.options.beam_size <= 1 {
+            self.greedy(&encoded)
+        } else {
+            self.beam_search(&encoded, self.options.beam_size)
+        }
+    }
+
+    fn max_new_tokens(&self) -> usize {
+        let prompt_len = self.tokenizer.prompt(self.model.config.is_multilingual()).len();
+        let limit = self.model.config.max_target_positions / 2;
+        self.options.max_new_tokens.unwrap_or(limit).min(self.model.config.max_target_positions - prompt_len)
+    }
+
+    /// Greedy decoding over an encoder output `[1, frames, d]`.
+    pub fn greedy(&self, encoded: &Tensor) -> Result<Vec<u32>> {
+        let filter = LogitFilter::new(&self.model, &self.tokenizer);
+        let device = self.model.device();
+        let mut cache = self.model.decoder.new_cache(encoded)?;
+        let mut input = self.tokenizer.prompt(self.model.config.is_multilingual());
+        let mut out = Vec::new();
+        for step in 0..self.max_new_tokens() {
+            let tokens = Tensor::new(input.as_slice(), device)?.unsqueeze(0)?;
+            let mut logits: Vec<f32> = self.model.decoder.last_logits(&tokens, &mut cache)?.to_dtype(DType::F32)?.squeeze(0)?.to_vec1()?;
+            filter.apply(&mut logits, step == 0);
+            let next = argmax(&logits);
+            if next == self.tokenizer.eot {
+                break;
+            }
+            out.push(next);
+            input = vec![next];
+        }
+        Ok(out)
+    }
+
+    /// Beam search over an encoder output `[1, frames, d]`.
+    pub fn beam_search(&self, encoded: &Tensor, beam_size: usize) -> Result<Vec<u32>> {
+        let filter = LogitFilter::new(&self.model, &self.tokenizer);
+        let device = self.model.device();
+        let mut cache = self.model.decoder.new_cache(encoded)?;
+        let prompt = self.tokenizer.prompt(self.model.config.is_multilingual());
+        // Live hypotheses: (tokens, sum log-probability); all share the prompt in the cache.
+        let mut live: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
+        let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+        let mut input = Tensor::new(prompt.as_slice(), device)?.unsqueeze(0)?;
+        for step in 0..self.max_new_tokens() {
+            let logits = self.model.decoder.last_logits(&input, &mut cache)?.to_dtype(DType::F32)?;
+            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+            let mut candidates: Vec<(usize, u32, f32)> = Vec::new();
+            for (beam, row) in rows.into_iter().enumerate() {
+                let mut row = row;
+                filter.apply(&mut row, step == 0);
+                let logprobs = log_softmax_row(&row);
+                for (token, lp) in top_k(&logprobs, beam_size + 1) {
+                    candidates.push((beam, token, live[beam].1 + lp));
+                }
+            }
+            candidates.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let mut next_live = Vec::new();
+            let mut sources = Vec::new();
+            let mut next_tokens = Vec::new();
+            // Walk candidates best first until the beam is full: ended hypotheses ranked above
+            // the last kept live one are finished; lower-ranked ones are not considered.
+            for (beam, token, score) in candidates {
+                if next_live.len() == beam_size {
+                    break;
+                }
+                if token == self.tokenizer.eot {
+                    if finished.len() < beam_size {
+                        finished.push((live[beam].0.clone(), score));
+                    }
+                } else {
+                    let mut seq = live[beam].0.clone();
+                    seq.push(token);
+                    if next_live.iter().any(|(s, _): &(Vec<u32>, f32)| *s == seq) {
+                        continue;
+                    }
+                    next_live.push((seq, score));
+                    sources.push(beam as u32);
+                    next_tokens.push(token);
+                }
+            }
+            if finished.len() >= beam_size || next_live.is_empty() {
+                break;
+            }
+            cache.select(&sources)?;
+            live = next_live;
+            input = Tensor::new(next_tokens.as_slice(), device)?.unsqueeze(1)?;
+        }
+        if finished.is_empty() {
+            finished = live;
+        }
+        let best = finished
+            .into_iter()
+            .max_by(|a, b| (a.1 / a.0.len().max(1) as f32).total_cmp(&(b.1 / b.0.len().max(1) as f32)))
+            .map(|(tokens, _)| tokens)
+            .unwrap_or_default();
+        Ok(best)
+    }
+
+    /// Log-probabilities `[b, len, vocab]` of the decoder over `tokens` (teacher forcing).
+    pub fn token_log_probs(&self, mel: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+        let encoded = self.model.encoder.forward(mel)?;
+        let mut cache = self.model.decoder.new_cache(&encoded)?;
+        let hidden = self.model.decoder.forward_hidden(tokens, &mut cache)?;
+        Ok(candle_nn::ops::log_softmax(&self.model.decoder.logits(&hidden)?, D::Minus1)?)
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn top_k(v: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &x) in v.iter().enumerate() {
+        if x == f32::NEG_INFINITY {
+            continue;
+        }
+        if best.len() < k || x > best[best.len() - 1].1 {
+            let pos = best.partition_point(|&(_, y)| y >= x);
+            best.insert(pos, (i as u32, x));
+            best.truncate(k);
+        }
+    }
+    best
+}

@@ -1,0 +1,12 @@
+//! Whisper: configuration, model, checkpoint conversion, tokenizer and decoding.
+
+pub mod config;
+pub mod decode;
+pub mod from_ct2;
+pub mod model;
+pub mod tokenizer;
+
+pub use config::WhisperConfig;
+pub use decode::{DecodeOptions, Transcriber, Transcript};
+pub use model::Whisper;
+pub use tokenizer::WhisperTokenizer;

@@ -1,0 +1,329 @@
+//! The Whisper encoder-decoder (Radford et al. 2022, "Robust Speech Recognition via
+//! Large-Scale Weak Supervision"), written once for inference and training.
+//!
+//! Tensor names follow Hugging Face `WhisperForConditionalGeneration`; other checkpoint
+//! formats are renamed into that scheme by their readers.
+//!
+//! # Shapes
+//! - mel input `[batch, n_mels, frames]` (3000 frames = 30 s; fewer when trimmed);
+//! - encoder output `[batch, frames / 2, d_model]`;
+//! - decoder tokens `[batch, len]` (u32) to logits `[batch, len, vocab]`.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+
+use super::config::WhisperConfig;
+use crate::checkpoint::TensorStore;
+use crate::error::{Error, Result};
+use crate::nn::{Conv1d, LayerNorm, Linear};
+
+/// Multi-head attention with separate q/k/v/out projections (k has no bias).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Query projection.
+    pub q_proj: Linear,
+    /// Key projection (no bias in Whisper).
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Output projection.
+    pub out_proj: Linear,
+    /// Number of heads.
+    pub heads: usize,
+}
+
+impl Attention {
+    fn load(store: &TensorStore, prefix: &str, d: usize, heads: usize, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            q_proj: Linear::load(store, &format!("{prefix}.q_proj"), d, d, true, dtype)?,
+            k_proj: Linear::load(store, &format!("{prefix}.k_proj"), d, d, false, dtype)?,
+            v_proj: Linear::load(store, &format!("{prefix}.v_proj"), d, d, true, dtype)?,
+            out_proj: Linear::load(store, &format!("{prefix}.out_proj"), d, d, true, dtype)?,
+            heads,
+        })
+    }
+
+    /// `[b, t, d]` to `[b, heads, t, d/heads]`.
+    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        x.reshape((b, t, self.heads, d / self.heads))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// Keys and values for `x`, already split into heads.
+    pub fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((self.split_heads(&self.k_proj.forward(x)?)?, self.split_heads(&self.v_proj.forward(x)?)?))
+    }
+
+    /// Attend from `x` to split keys/values, with an optional additive mask `[t, s]`.
+    pub fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let head_dim = d / self.heads;
+        let q = (self.split_heads(&self.q_proj.forward(x)?)? * (1.0 / (head_dim as f64).sqrt()))?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = weights.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+/// Pre-norm transformer block: self-attention, optional cross-attention, GELU MLP.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Self-attention.
+    pub self_attn: Attention,
+    /// Norm before self-attention.
+    pub self_attn_layer_norm: LayerNorm,
+    /// Cross-attention to the encoder output (decoder only).
+    pub encoder_attn: Option<(Attention, LayerNorm)>,
+    /// First MLP projection.
+    pub fc1: Linear,
+    /// Second MLP projection.
+    pub fc2: Linear,
+    /// Norm before the MLP.
+    pub final_layer_norm: LayerNorm,
+}
+
+impl Block {
+    fn load(store: &TensorStore, prefix: &str, d: usize, heads: usize, ffn: usize, cross: bool, dtype: DType) -> Result<Self> {
+        let encoder_attn = if cross {
+            Some((
+                Attention::load(store, &format!("{prefix}.encoder_attn"), d, heads, dtype)?,
+                LayerNorm::load(store, &format!("{prefix}.encoder_attn_layer_norm"), d, dtype)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            self_attn: Attention::load(store, &format!("{prefix}.self_attn"), d, heads, dtype)?,
+            self_attn_layer_norm: LayerNorm::load(store, &format!("{prefix}.self_attn_layer_norm"), d, dtype)?,
+            encoder_attn,
+            fc1: Linear::load(store, &format!("{prefix}.fc1"), d, ffn, true, dtype)?,
+            fc2: Linear::load(store, &format!("{prefix}.fc2"), ffn, d, true, dtype)?,
+            final_layer_norm: LayerNorm::load(store, &format!("{prefix}.final_layer_norm"), d, dtype)?,
+        })
+    }
+
+    fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.final_layer_norm.forward(x)?;
+        let h = self.fc2.forward(&self.fc1.forward(&h)?.gelu_erf()?)?;
+        x + h
+    }
+}
+
+/// The audio encoder.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    /// First conv, `n_mels -> d`, kernel 3.
+    pub conv1: Conv1d,
+    /// Second conv, stride 2.
+    pub conv2: Conv1d,
+    /// Sinusoidal positions `[max_source_positions, d]`.
+    pub embed_positions: Tensor,
+    /// Transformer blocks.
+    pub layers: Vec<Block>,
+    /// Final norm.
+    pub layer_norm: LayerNorm,
+}
+
+impl Encoder {
+    /// Encode a mel batch `[b, n_mels, frames]` into `[b, frames/2, d]`. Fewer than 3000
+    /// frames (trimmed input) uses the first positions only.
+    pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+        let x = self.conv1.forward(mel)?.gelu_erf()?;
+        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let x = x.transpose(1, 2)?;
+        let frames = x.dim(1)?;
+        let max = self.embed_positions.dim(0)?;
+        if frames > max {
+            return Err(Error::config("encoder input", format!("{frames} positions exceed the model's {max}")));
+        }
+        let mut x = x.broadcast_add(&self.embed_positions.narrow(0, 0, frames)?)?;
+        for layer in &self.layers {
+            let h = layer.self_attn_layer_norm.forward(&x)?;
+            let (k, v) = layer.self_attn.keys_values(&h)?;
+            x = (&x + layer.self_attn.attend(&h, &k, &v, None)?)?;
+            x = layer.mlp(&x)?;
+        }
+        Ok(self.layer_norm.forward(&x)?)
+    }
+}
+
+/// The text decoder with tied output projection.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    /// Token embedding `[vocab, d]`, also the output projection.
+    pub embed_tokens: Tensor,
+    /// Learned positions `[max_target_positions, d]`.
+    pub embed_positions: Tensor,
+    /// Transformer blocks with cross-attention.
+    pub layers: Vec<Block>,
+    /// Final norm.
+    pub layer_norm: LayerNorm,
+}
+
+/// Per-sequence decoder caches: self-attention keys/values so far, and the cross-attention
+/// keys/values of the encoder output (computed once per audio window).
+#[derive(Debug, Clone)]
+pub struct DecoderCache {
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    cross_kv: Vec<(Tensor, Tensor)>,
+    /// Tokens consumed so far.
+    pub offset: usize,
+}
+
+impl DecoderCache {
+    /// Keep only the batch rows in `indices` (beam search reordering).
+    pub fn select(&mut self, indices: &[u32]) -> Result<()> {
+        let device = self.cross_kv.first().map(|(k, _)| k.device().clone()).unwrap_or(Device::Cpu);
+        let idx = Tensor::new(indices, &device)?;
+        for kv in self.self_kv.iter_mut().flatten() {
+            *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+        }
+        for kv in self.cross_kv.iter_mut() {
+            *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
+        }
+        Ok(())
+    }
+}
+
+impl Decoder {
+    /// Cross-attention keys/values for an encoder output `[b, s, d]`.
+    pub fn new_cache(&self, encoder_out: &Tensor) -> Result<DecoderCache> {
+        let mut cross_kv = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (attn, _) = layer.encoder_attn.as_ref().expect("decoder blocks have cross-attention");
+            cross_kv.push(attn.keys_values(encoder_out)?);
+        }
+        Ok(DecoderCache { self_kv: vec![None; self.layers.len()], cross_kv, offset: 0 })
+    }
+
+    /// Run `tokens` `[b, len]` after what the cache holds; returns hidden states `[b, len, d]`
+    /// after the final norm.
+    pub fn forward_hidden(&self, tokens: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
+        let (_, len) = tokens.dims2()?;
+        let max = self.embed_positions.dim(0)?;
+        if cache.offset + len > max {
+            return Err(Error::config("decoder input", format!("{} tokens exceed the model's {max} positions", cache.offset + len)));
+        }
+        let positions = self.embed_positions.narrow(0, cache.offset, len)?;
+        let mut x = self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((tokens.dim(0)?, len, ()))?;
+        x = x.broadcast_add(&positions)?;
+        let mask = if len > 1 { Some(causal_mask(len, cache.offset, x.dtype(), x.device())?) } else { None };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.self_attn_layer_norm.forward(&x)?;
+            let (k_new, v_new) = layer.self_attn.keys_values(&h)?;
+            let (k, v) = match &cache.self_kv[i] {
+                Some((k, v)) => (Tensor::cat(&[k, &k_new], 2)?, Tensor::cat(&[v, &v_new], 2)?),
+                None => (k_new, v_new),
+            };
+            x = (&x + layer.self_attn.attend(&h, &k, &v, mask.as_ref())?)?;
+            cache.self_kv[i] = Some((k, v));
+            let (cross, cross_ln) = layer.encoder_attn.as_ref().expect("decoder blocks have cross-attention");
+            let h = cross_ln.forward(&x)?;
+            let (ck, cv) = &cache.cross_kv[i];
+            x = (&x + cross.attend(&h, ck, cv, None)?)?;
+            x = layer.mlp(&x)?;
+        }
+        cache.offset += len;
+        Ok(self.layer_norm.forward(&x)?)
+    }
+
+    /// Logits `[b, len, vocab]` of hidden states (tied embedding projection).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, len, d) = hidden.dims3()?;
+        let logits = hidden.reshape((b * len, d))?.matmul(&self.embed_tokens.t()?)?;
+        Ok(logits.reshape((b, len, ()))?)
+    }
+
+    /// Logits of the last position only, `[b, vocab]`: what decoding needs.
+    pub fn last_logits(&self, tokens: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
+        let hidden = self.forward_hidden(tokens, cache)?;
+        let len = hidden.dim(1)?;
+        let last = hidden.i((.., len - 1..len, ..))?.contiguous()?;
+        Ok(self.logits(&last)?.squeeze(1)?)
+    }
+}
+
+fn causal_mask(len: usize, offset: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    let total = offset + len;
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|i| (0..total).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (len, total), device)?.to_dtype(dtype)
+}
+
+/// A complete Whisper model.
+#[derive(Debug, Clone)]
+pub struct Whisper {
+    /// Architecture.
+    pub config: WhisperConfig,
+    /// Audio encoder.
+    pub encoder: Encoder,
+    /// Text decoder.
+    pub decoder: Decoder,
+    /// Compute dtype.
+    pub dtype: DType,
+}
+
+impl Whisper {
+    /// Load from a store with Hugging Face names, converting weights to `dtype` for compute.
+    pub fn load(store: &TensorStore, config: &WhisperConfig, dtype: DType) -> Result<Self> {
+        config.validate(store.source_name())?;
+        let c = config;
+        let d = c.d_model;
+        let prefix = if store.contains("model.encoder.conv1.weight") { "model." } else { "" };
+        let enc = format!("{prefix}encoder");
+        let dec = format!("{prefix}decoder");
+        let encoder = Encoder {
+            conv1: Conv1d::load(store, &format!("{enc}.conv1"), c.num_mel_bins, d, 3, 1, 1, dtype)?,
+            conv2: Conv1d::load(store, &format!("{enc}.conv2"), d, d, 3, 1, 2, dtype)?,
+            embed_positions: store.get(&format!("{enc}.embed_positions.weight"), &[c.max_source_positions, d], dtype)?,
+            layers: (0..c.encoder_layers)
+                .map(|i| Block::load(store, &format!("{enc}.layers.{i}"), d, c.encoder_attention_heads, c.encoder_ffn_dim, false, dtype))
+                .collect::<Result<_>>()?,
+            layer_norm: LayerNorm::load(store, &format!("{enc}.layer_norm"), d, dtype)?,
+        };
+        let embed_tokens = store.get(&format!("{dec}.embed_tokens.weight"), &[c.vocab_size, d], dtype)?;
+        // The output projection is tied to the embedding; a separate copy must match it.
+        if store.contains("proj_out.weight") {
+            store.get("proj_out.weight", &[c.vocab_size, d], dtype)?;
+        }
+        let decoder = Decoder {
+            embed_tokens,
+            embed_positions: store.get(&format!("{dec}.embed_positions.weight"), &[c.max_target_positions, d], dtype)?,
+            layers: (0..c.decoder_layers)
+                .map(|i| Block::load(store, &format!("{dec}.layers.{i}"), d, c.decoder_attention_heads, c.decoder_ffn_dim, true, dtype))
+                .collect::<Result<_>>()?,
+            layer_norm: LayerNorm::load(store, &format!("{dec}.layer_norm"), d, dtype)?,
+        };
+        Ok(Self { config: config.clone(), encoder, decoder, dtype })
+    }
+
+    /// Every linear layer by its Hugging Face tensor path (without `.weight`), encoder first.
+    /// Compression passes walk this list.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (part, layers) in [("model.encoder", &mut self.encoder.layers), ("model.decoder", &mut self.decoder.layers)] {
+            for (i, layer) in layers.iter_mut().enumerate() {
+                let p = format!("{part}.layers.{i}");
+                let Block { self_attn, encoder_attn, fc1, fc2, .. } = layer;
+                for (name, attn) in std::iter::once(("self_attn", self_attn)).chain(encoder_attn.as_mut().map(|(a, _)| ("encoder_attn", a))) {
+                    out.push((format!("{p}.{name}.q_proj"), &mut attn.q_proj));
+                    out.push((format!("{p}.{name}.k_proj"), &mut attn.k_proj));
+                    out.push((format!("{p}.{name}.v_proj"), &mut attn.v_proj));
+                    out.push((format!("{p}.{name}.out_proj"), &mut attn.out_proj));
+                }
+                out.push((format!("{p}.fc1"), fc1));
+                out.push((format!("{p}.fc2"), fc2));
+            }
+        }
+        out
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> &Device {
+        self.decoder.embed_tokens.device()
+    }
+}

@@ -1,0 +1,96 @@
+//! Whisper's byte-level BPE tokenizer (`tokenizer.json`) and its special tokens.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The tokenizer with the ids of the special tokens decoding needs.
+pub struct WhisperTokenizer {
+    inner: tokenizers::Tokenizer,
+    /// `<|endoftext|>`.
+    pub eot: u32,
+    /// `<|startoftranscript|>`.
+    pub sot: u32,
+    /// `<|transcribe|>`.
+    pub transcribe: u32,
+    /// `<|notimestamps|>`.
+    pub no_timestamps: u32,
+    /// First timestamp token (`<|0.00|>`), one past `<|notimestamps|>`.
+    pub timestamp_begin: u32,
+    /// `<|en|>` (present in every released tokenizer, used only by multilingual models).
+    pub english: u32,
+}
+
+impl std::fmt::Debug for WhisperTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperTokenizer").field("eot", &self.eot).field("sot", &self.sot).finish_non_exhaustive()
+    }
+}
+
+impl WhisperTokenizer {
+    /// Load `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer { context: path.display().to_string(), reason: e.to_string() })?;
+        Self::new(inner, &path.display().to_string())
+    }
+
+    /// Load from the JSON text of a `tokenizer.json` (as embedded in packed files).
+    pub fn from_json(json: &str, context: &str) -> Result<Self> {
+        let inner = json
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| Error::Tokenizer { context: context.to_string(), reason: e.to_string() })?;
+        Self::new(inner, context)
+    }
+
+    fn new(inner: tokenizers::Tokenizer, context: &str) -> Result<Self> {
+        let id = |token: &str| {
+            inner.token_to_id(token).ok_or_else(|| Error::Tokenizer {
+                context: context.to_string(),
+                reason: format!("special token {token} is missing"),
+            })
+        };
+        let no_timestamps = id("<|notimestamps|>")?;
+        Ok(Self {
+            eot: id("<|endoftext|>")?,
+            sot: id("<|startoftranscript|>")?,
+            transcribe: id("<|transcribe|>")?,
+            english: id("<|en|>")?,
+            no_timestamps,
+            timestamp_begin: no_timestamps + 1,
+            inner,
+        })
+    }
+
+    /// Text of `tokens`, skipping special tokens.
+    pub fn decode(&self, tokens: &[u32]) -> Result<String> {
+        let text_tokens: Vec<u32> = tokens.iter().copied().filter(|&t| t < self.eot).collect();
+        self.inner
+            .decode(&text_tokens, true)
+            .map_err(|e| Error::Tokenizer { context: "decode".into(), reason: e.to_string() })
+    }
+
+    /// Token ids of `text` (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer { context: "encode".into(), reason: e.to_string() })?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// The decoder prompt: `sot [en transcribe] notimestamps`.
+    pub fn prompt(&self, multilingual: bool) -> Vec<u32> {
+        if multilingual {
+            vec![self.sot, self.english, self.transcribe, self.no_timestamps]
+        } else {
+            vec![self.sot, self.no_timestamps]
+        }
+    }
+
+    /// The underlying `tokenizers` object.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}

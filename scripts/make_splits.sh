@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds whittle's standard synthetic speech splits into .assets/data/<split>/:
+#   synth-train       ~2 h   train sentences (novels other than Sense and Sensibility), voice set A
+#   synth-dev         15 min dev sentences, voice set A
+#   synth-test-clean  20 min held-out sentences, held-out natural voices (festival us-slt-hts,
+#                             flite slt/rms, pico when installed), no augmentation
+#   synth-test-other  20 min held-out sentences, espeak-ng (+ mbrola when installed) voices,
+#                             noise at 10-20 dB SNR and reverb
+# plus .assets/data/leak-check.txt (Sense and Sensibility chapter 1, kept out of every split).
+#
+# Sizes and seed come from the environment: TRAIN_HOURS DEV_HOURS TEST_CLEAN_HOURS
+# TEST_OTHER_HOURS SEED JOBS OUT; extra arguments go to `whittle corpus splits` (e.g.
+# --only synth-test-clean). An interrupted build resumes where it stopped; a finished split is
+# reused as is. Same seed and same engine versions give identical files.
+#
+# Needs the Debian packages:
+#   apt-get install -y r-cran-janeaustenr espeak-ng flite festival festvox-kallpc16k \
+#       festvox-kdlpc16k festvox-us-slt-hts
+# and optionally (contrib/non-free): mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 libttspico-utils
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT="${OUT:-.assets/data}"
+TRAIN_HOURS="${TRAIN_HOURS:-2}"
+DEV_HOURS="${DEV_HOURS:-0.25}"
+TEST_CLEAN_HOURS="${TEST_CLEAN_HOURS:-0.3333333333}"
+TEST_OTHER_HOURS="${TEST_OTHER_HOURS:-0.3333333333}"
+SEED="${SEED:-0}"
+JOBS="${JOBS:-0}"
+
+missing=()
+for program in espeak-ng flite festival text2wave; do
+    command -v "$program" >/dev/null || missing+=("$program")
+done
+[ -f /usr/lib/R/site-library/janeaustenr/data/Rdata.rdx ] || missing+=("janeaustenr")
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "make_splits.sh: missing ${missing[*]}; install with:" >&2
+    echo "  apt-get install -y r-cran-janeaustenr espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts" >&2
+    exit 1
+fi
+
+cargo build --release -p whittle-cli
+start=$(date +%s)
+target/release/whittle corpus splits \
+    --out "$OUT" \
+    --train-hours "$TRAIN_HOURS" \
+    --dev-hours "$DEV_HOURS" \
+    --test-clean-hours "$TEST_CLEAN_HOURS" \
+    --test-other-hours "$TEST_OTHER_HOURS" \
+    --seed "$SEED" \
+    --jobs "$JOBS" \
+    "$@"
+echo "make_splits.sh: built the splits in $OUT in $(( $(date +%s) - start )) s"
