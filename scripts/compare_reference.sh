@@ -63,7 +63,13 @@ wer() {
     line=$("$WHITTLE" wer --ref "$1" --hyp "$2") || die "whittle wer --ref $1 --hyp $2 failed"
     grep -o 'WER [0-9.]*% ([0-9]*/[0-9]*)' <<<"$line" | sed 's/^WER //' || die "unexpected output from whittle wer: $line"
 }
+echo "== whittle eval f32, beam 1, faster-whisper front-end padding ($THREADS threads)"
+"$WHITTLE" --threads "$THREADS" eval "$MODEL" "$MANIFEST" --out "$OUT/whittle-fwpad" --dtype f32 --beam-size 1 --padding faster-whisper \
+    || die "whittle eval --padding faster-whisper failed"
+
 REF_VS_TRUTH=$(wer "$MANIFEST" "$REF_HYP")
+FWPAD_VS_TRUTH=$(wer "$MANIFEST" "$OUT/whittle-fwpad/utterances.jsonl")
+FWPAD_VS_REF=$(wer "$REF_HYP" "$OUT/whittle-fwpad/utterances.jsonl")
 WHITTLE_VS_TRUTH=$(wer "$MANIFEST" "$OUT/whittle/utterances.jsonl")
 WHITTLE_VS_REF=$(wer "$REF_HYP" "$OUT/whittle/utterances.jsonl")
 
@@ -74,5 +80,6 @@ printf '| %-26s | %-18s | %-24s |\n' "system" "WER vs truth" "WER vs faster-whis
 printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..28})" "$(printf -- '-%.0s' {1..20})" "$(printf -- '-%.0s' {1..26})"
 printf '| %-26s | %-18s | %-24s |\n' "faster-whisper float32" "$REF_VS_TRUTH" "-"
 printf '| %-26s | %-18s | %-24s |\n' "whittle f32" "$WHITTLE_VS_TRUTH" "$WHITTLE_VS_REF"
+printf '| %-26s | %-18s | %-24s |\n' "whittle f32, --padding faster-whisper" "$FWPAD_VS_TRUTH" "$FWPAD_VS_REF"
 echo
 echo "outputs: $OUT/{reference,whittle}/"

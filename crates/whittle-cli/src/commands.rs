@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use whittle::candle::{DType, Device};
+use whittle::compress::ptq::{quantize_linears, PtqMethod, UniformSpec};
 use whittle::eval::{self, UtteranceResult};
 use whittle::model_dir::WhisperCheckpoint;
-use whittle::models::whisper::{DecodeOptions, Transcriber};
+use whittle::models::whisper::{DecodeOptions, FrontEndPadding, Transcriber};
 use whittle::text::normalize::EnglishNormalizer;
 
 /// Decoding options shared by `transcribe` and `eval`.
@@ -21,6 +22,19 @@ pub struct DecodeArgs {
     /// Compute dtype.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     dtype: String,
+    /// Front-end padding: openai-whisper's 30 s of zero audio, or faster-whisper's zero-filled frames.
+    #[arg(long, default_value = "openai-whisper", value_parser = ["openai-whisper", "faster-whisper"])]
+    padding: String,
+    /// Quantize every linear layer in memory after loading (post-training, packed kernels):
+    /// bits 2..=8, or 0 for ternary. Embeddings, norms and the conv stem stay float.
+    #[arg(long)]
+    quantize: Option<u8>,
+    /// Group size for --quantize (omit for per-output-channel scales).
+    #[arg(long, requires = "quantize")]
+    group: Option<usize>,
+    /// Rounding for --quantize.
+    #[arg(long, default_value = "rtn", value_parser = ["rtn", "mse"], requires = "quantize")]
+    method: String,
 }
 
 /// `whittle transcribe MODEL AUDIO...`
@@ -116,7 +130,17 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
     let checkpoint = WhisperCheckpoint::open(model, &Device::Cpu).with_context(|| format!("loading model {}", model.display()))?;
     let location = checkpoint.location.clone();
     let config = checkpoint.config.clone();
-    let (model_built, tokenizer, report) = checkpoint.build(dtype(&decode.dtype))?;
+    let (mut model_built, tokenizer, report) = checkpoint.build(dtype(&decode.dtype))?;
+    let mut quantization = serde_json::Value::Null;
+    if let Some(bits) = decode.quantize {
+        let method = if decode.method == "mse" { PtqMethod::Mse } else { PtqMethod::Rtn };
+        let spec = UniformSpec { bits, group: decode.group, method };
+        let t = Instant::now();
+        let layers = quantize_linears(&mut model_built, spec)?;
+        let packed: usize = layers.iter().map(|l| l.packed_bytes).sum();
+        tracing::info!(layers = layers.len(), packed_bytes = packed, seconds = t.elapsed().as_secs_f64(), "quantized linear layers");
+        quantization = serde_json::json!({ "spec": spec, "linear_packed_bytes": packed, "layers": layers, "seconds": t.elapsed().as_secs_f64() });
+    }
     let info = serde_json::json!({
         "path": model.display().to_string(),
         "format": location.format,
@@ -126,11 +150,13 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
         "load_report": report,
         "load_seconds": t0.elapsed().as_secs_f64(),
         "dtype": decode.dtype,
+        "quantization": quantization,
     });
     if decode.beam_size == 0 {
         bail!("--beam-size must be at least 1");
     }
-    let options = DecodeOptions { beam_size: decode.beam_size, ..Default::default() };
+    let padding = if decode.padding == "faster-whisper" { FrontEndPadding::FasterWhisper } else { FrontEndPadding::OpenaiWhisper };
+    let options = DecodeOptions { beam_size: decode.beam_size, padding, ..Default::default() };
     Ok((Transcriber { model: model_built, tokenizer, options }, info))
 }
 
@@ -197,7 +223,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let summary = serde_json::json!({
         "model": model_info,
         "dataset": args.dataset.display().to_string(),
-        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype },
+        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding },
         "normalizer": { "kind": "whisper-english", "spelling_map": spellings.map(|p| p.display().to_string()) },
         "threads": rayon::current_num_threads(),
         "wall_seconds": wall.elapsed().as_secs_f64(),

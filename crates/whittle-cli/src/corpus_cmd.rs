@@ -209,10 +209,10 @@ fn synth(args: SynthArgs) -> Result<()> {
             None => bail!("--sentences {name:?}: use all, train, dev, test-clean or test-other"),
         },
     };
-    let name = args
-        .out
-        .file_name()
-        .map_or_else(|| "corpus".to_string(), |n| n.to_string_lossy().into_owned());
+    let name = args.out.file_name().map_or_else(
+        || "corpus".to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut config = SynthConfig::new(&name, text, voices, args.hours, args.seed, args.out.clone());
     config.partition = partition;
     config.augment = args.augment.parse()?;
@@ -256,6 +256,9 @@ fn splits(args: SplitsArgs) -> Result<()> {
     for (name, report) in &reports {
         print_report(name, report);
     }
-    println!("leak check list: {}", args.out.join("leak-check.txt").display());
+    println!(
+        "leak check list: {}",
+        args.out.join("leak-check.txt").display()
+    );
     Ok(())
 }

@@ -113,7 +113,11 @@ impl fmt::Display for AugmentConfig {
         write!(
             f,
             "noise={},noise-prob={},snr={}:{},reverb={},rt60={}:{},talkers={}",
-            if noise.is_empty() { "none".to_string() } else { noise.join("+") },
+            if noise.is_empty() {
+                "none".to_string()
+            } else {
+                noise.join("+")
+            },
             self.noise_prob,
             self.snr_db.0,
             self.snr_db.1,
@@ -159,7 +163,9 @@ impl FromStr for AugmentConfig {
             if (0.0..=1.0).contains(&p) {
                 Ok(p)
             } else {
-                Err(bad(format!("{key} must be a probability in [0, 1], got {p}")))
+                Err(bad(format!(
+                    "{key} must be a probability in [0, 1], got {p}"
+                )))
             }
         };
         for pair in spec.split(',') {
@@ -174,8 +180,9 @@ impl FromStr for AugmentConfig {
                         value
                             .split('+')
                             .map(|n| {
-                                NoiseKind::parse(n)
-                                    .ok_or_else(|| bad(format!("unknown noise {n:?} (white, pink, babble)")))
+                                NoiseKind::parse(n).ok_or_else(|| {
+                                    bad(format!("unknown noise {n:?} (white, pink, babble)"))
+                                })
                             })
                             .collect::<Result<_>>()?
                     }
@@ -259,12 +266,19 @@ fn power(signal: &[f32]) -> f64 {
     if signal.is_empty() {
         return 0.0;
     }
-    signal.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / signal.len() as f64
+    signal
+        .iter()
+        .map(|&s| f64::from(s) * f64::from(s))
+        .sum::<f64>()
+        / signal.len() as f64
 }
 
 /// Adds `noise` (at least as long as `speech`) scaled to the given SNR in dB.
 pub fn add_noise(speech: &mut [f32], noise: &[f32], snr_db: f64) {
-    let (ps, pn) = (power(speech), power(&noise[..speech.len().min(noise.len())]));
+    let (ps, pn) = (
+        power(speech),
+        power(&noise[..speech.len().min(noise.len())]),
+    );
     if ps == 0.0 || pn == 0.0 {
         return;
     }
@@ -351,9 +365,12 @@ pub fn augment(
         let noise = match kind {
             NoiseKind::White => white_noise(speech.len(), &mut noise_rng),
             NoiseKind::Pink => pink_noise(speech.len(), &mut noise_rng),
-            NoiseKind::Babble => {
-                babble_noise(speech.len(), babble_bank, config.babble_talkers, &mut noise_rng)
-            }
+            NoiseKind::Babble => babble_noise(
+                speech.len(),
+                babble_bank,
+                config.babble_talkers,
+                &mut noise_rng,
+            ),
         };
         add_noise(speech, &noise, snr);
         applied.noise = Some(kind);
@@ -387,7 +404,12 @@ mod tests {
             let noise = match kind {
                 NoiseKind::White => white_noise(clean.len(), &mut rng),
                 NoiseKind::Pink => pink_noise(clean.len(), &mut rng),
-                NoiseKind::Babble => babble_noise(clean.len(), &[sine(700), white_noise(900, &mut Rng::new(1))], 3, &mut rng),
+                NoiseKind::Babble => babble_noise(
+                    clean.len(),
+                    &[sine(700), white_noise(900, &mut Rng::new(1))],
+                    3,
+                    &mut rng,
+                ),
             };
             let mut noisy = clean.clone();
             add_noise(&mut noisy, &noise, 12.5);
@@ -405,7 +427,10 @@ mod tests {
         let white_diff: Vec<f32> = white.windows(2).map(|w| w[1] - w[0]).collect();
         let pink_ratio = power(&diff) / power(&noise);
         let white_ratio = power(&white_diff) / power(&white);
-        assert!(pink_ratio < 0.5 * white_ratio, "pink {pink_ratio} white {white_ratio}");
+        assert!(
+            pink_ratio < 0.5 * white_ratio,
+            "pink {pink_ratio} white {white_ratio}"
+        );
     }
 
     #[test]
@@ -413,7 +438,8 @@ mod tests {
         let ir = room_impulse_response(0.4, 16000, &mut Rng::new(2));
         assert_eq!(ir.len(), 6400);
         assert_eq!(ir[0], 1.0);
-        let energy = |s: &[f32]| s.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / s.len() as f64;
+        let energy =
+            |s: &[f32]| s.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / s.len() as f64;
         let early = energy(&ir[1..400]);
         let late = energy(&ir[6000..6400]);
         let drop_db = 10.0 * (early / late).log10();
@@ -427,7 +453,10 @@ mod tests {
         let ir = [1.0, 0.5, -0.25, 0.125];
         let fast = convolve_same_length(&signal, &ir);
         for (n, &got) in fast.iter().enumerate() {
-            let direct: f32 = (0..ir.len()).filter(|&k| k <= n).map(|k| ir[k] * signal[n - k]).sum();
+            let direct: f32 = (0..ir.len())
+                .filter(|&k| k <= n)
+                .map(|k| ir[k] * signal[n - k])
+                .sum();
             assert!((got - direct).abs() < 1e-5, "n={n}: {got} vs {direct}");
         }
     }
@@ -438,7 +467,13 @@ mod tests {
         let bank = vec![sine(4000)];
         let run = || {
             let mut speech = sine(8000);
-            let applied = augment(&mut speech, &config, &bank, 16000, &mut Rng::derive(11, "augment", 7));
+            let applied = augment(
+                &mut speech,
+                &config,
+                &bank,
+                16000,
+                &mut Rng::derive(11, "augment", 7),
+            );
             (speech, applied)
         };
         let (a, applied) = run();
@@ -451,7 +486,9 @@ mod tests {
 
     #[test]
     fn parses_augment_specs() {
-        let config: AugmentConfig = "noise=white+babble,snr=5:15,reverb=0.5,rt60=0.3:0.8".parse().unwrap();
+        let config: AugmentConfig = "noise=white+babble,snr=5:15,reverb=0.5,rt60=0.3:0.8"
+            .parse()
+            .unwrap();
         assert_eq!(config.noise, vec![NoiseKind::White, NoiseKind::Babble]);
         assert_eq!(config.snr_db, (5.0, 15.0));
         assert_eq!(config.reverb_prob, 0.5);
@@ -459,7 +496,14 @@ mod tests {
         assert_eq!(round_trip, config);
         assert!(!"none".parse::<AugmentConfig>().unwrap().is_active());
         assert!("other".parse::<AugmentConfig>().unwrap().needs_babble());
-        for bad in ["noise=brown", "snr=20:10", "reverb=2", "rt60=0:9", "color=red", "noise"] {
+        for bad in [
+            "noise=brown",
+            "snr=20:10",
+            "reverb=2",
+            "rt60=0:9",
+            "color=red",
+            "noise",
+        ] {
             assert!(bad.parse::<AugmentConfig>().is_err(), "{bad}");
         }
     }

@@ -137,7 +137,10 @@ impl Voice {
 
     /// Whether the engine can shift this voice's pitch.
     pub fn has_pitch_control(&self) -> bool {
-        matches!(self.engine, Engine::EspeakNg | Engine::Mbrola | Engine::Flite)
+        matches!(
+            self.engine,
+            Engine::EspeakNg | Engine::Mbrola | Engine::Flite
+        )
     }
 
     /// Whether the engine can change this voice's speed.
@@ -316,13 +319,17 @@ impl Engines {
             };
             if engine == Engine::Mbrola {
                 // The voices run in the mbrola program, which espeak-ng calls.
-                let mbrola = find_program(&paths.mbrola).ok_or_else(|| CorpusError::EngineMissing {
-                    engine: "mbrola".into(),
-                    program: paths.mbrola.display().to_string(),
-                    package: "mbrola".into(),
-                })?;
-                let mbrola_version = command_output(&mbrola, &["-h"])
-                    .and_then(|t| t.lines().find(|l| l.contains("MBROLA")).map(|l| l.trim().to_string()));
+                let mbrola =
+                    find_program(&paths.mbrola).ok_or_else(|| CorpusError::EngineMissing {
+                        engine: "mbrola".into(),
+                        program: paths.mbrola.display().to_string(),
+                        package: "mbrola".into(),
+                    })?;
+                let mbrola_version = command_output(&mbrola, &["-h"]).and_then(|t| {
+                    t.lines()
+                        .find(|l| l.contains("MBROLA"))
+                        .map(|l| l.trim().to_string())
+                });
                 version = Some(format!(
                     "{} + {}",
                     version.unwrap_or_else(|| "espeak-ng".into()),
@@ -376,7 +383,8 @@ impl Engines {
                 let languages = command_output(program, &["--voices"]).unwrap_or_default();
                 let known_language = languages.lines().skip(1).any(|line| {
                     let cols: Vec<&str> = line.split_whitespace().collect();
-                    cols.get(1).is_some_and(|l| l.eq_ignore_ascii_case(language))
+                    cols.get(1)
+                        .is_some_and(|l| l.eq_ignore_ascii_case(language))
                 });
                 let known_variant = variant.is_none_or(|variant| {
                     command_output(program, &["--voices=variant"])
@@ -402,7 +410,8 @@ impl Engines {
                 }
             }
             Engine::Flite => {
-                let listing = command_output(self.program(Engine::Flite), &["-lv"]).unwrap_or_default();
+                let listing =
+                    command_output(self.program(Engine::Flite), &["-lv"]).unwrap_or_default();
                 let available = listing
                     .split(':')
                     .nth(1)
@@ -419,8 +428,8 @@ impl Engines {
                         package: "festival".into(),
                     }
                 })?;
-                let listing =
-                    command_output(&festival, &["--batch", "(print (voice.list))"]).unwrap_or_default();
+                let listing = command_output(&festival, &["--batch", "(print (voice.list))"])
+                    .unwrap_or_default();
                 let wanted = festival_voice(&voice.name).ok_or_else(missing)?;
                 listing
                     .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
@@ -443,7 +452,12 @@ impl Engines {
 
     /// The exact command-line arguments (after the program) used for a voice and prosody; the
     /// text file and output file are `IN` and `OUT`.
-    pub fn arguments(voice: &Voice, prosody: &Prosody, text_file: &str, wav_file: &str) -> Vec<String> {
+    pub fn arguments(
+        voice: &Voice,
+        prosody: &Prosody,
+        text_file: &str,
+        wav_file: &str,
+    ) -> Vec<String> {
         let stretch = format!("{:.4}", 1.0 / prosody.speed);
         match voice.engine {
             Engine::EspeakNg | Engine::Mbrola => {
@@ -453,7 +467,9 @@ impl Engines {
                     voice.name.clone()
                 };
                 let wpm = (175.0 * prosody.speed).round() as i64;
-                let pitch = (50.0 + 7.5 * prosody.pitch_semitones).round().clamp(0.0, 99.0) as i64;
+                let pitch = (50.0 + 7.5 * prosody.pitch_semitones)
+                    .round()
+                    .clamp(0.0, 99.0) as i64;
                 vec![
                     "-v".into(),
                     name,
@@ -488,7 +504,11 @@ impl Engines {
             }
             Engine::Festival => vec![
                 "-eval".into(),
-                format!("({})", festival_voice(&voice.name).map_or_else(|| "voice_kal_diphone".to_string(), |v| format!("voice_{v}"))),
+                format!(
+                    "({})",
+                    festival_voice(&voice.name)
+                        .map_or_else(|| "voice_kal_diphone".to_string(), |v| format!("voice_{v}"))
+                ),
                 "-eval".into(),
                 format!("(Parameter.set 'Duration_Stretch {stretch})"),
                 text_file.into(),
@@ -557,14 +577,25 @@ impl Engines {
                 Ok(None) if started.elapsed() > ENGINE_TIMEOUT => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(fail(format!("timed out after {} s", ENGINE_TIMEOUT.as_secs())));
+                    return Err(fail(format!(
+                        "timed out after {} s",
+                        ENGINE_TIMEOUT.as_secs()
+                    )));
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(err) => return Err(fail(format!("waiting for the engine: {err}"))),
             }
         };
         let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let log_tail: String = log_text.trim().chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
+        let log_tail: String = log_text
+            .trim()
+            .chars()
+            .rev()
+            .take(400)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         if !status.success() {
             return Err(fail(format!("exited with {status}: {log_tail}")));
         }
@@ -573,7 +604,10 @@ impl Engines {
         }
         let bytes = std::fs::read(&wav_path)
             .map_err(|err| fail(format!("no WAV output ({err}); engine said: {log_tail}")))?;
-        let wave = parse_wav(&bytes, &format!("{} for utterance {utterance}", voice.spec()))?;
+        let wave = parse_wav(
+            &bytes,
+            &format!("{} for utterance {utterance}", voice.spec()),
+        )?;
         let min_samples = wave.sample_rate as usize / 10;
         if wave.samples.len() < min_samples || wave.samples.iter().all(|&s| s == 0.0) {
             return Err(fail(format!(
@@ -626,19 +660,48 @@ mod tests {
         let v: Voice = "espeak-ng:en-gb-scotland+f2".parse().unwrap();
         assert_eq!(v, Voice::new(Engine::EspeakNg, "en-gb-scotland+f2"));
         assert_eq!(v.spec(), "espeak-ng:en-gb-scotland+f2");
-        assert_eq!("festival:slt-hts".parse::<Voice>().unwrap().debian_package(), "festvox-us-slt-hts");
-        assert_eq!("mbrola:us1".parse::<Voice>().unwrap().debian_package(), "mbrola-us1");
-        assert_eq!("pico:en-GB".parse::<Voice>().unwrap().debian_package(), "libttspico-utils");
-        for bad in ["slt", "flite:bogus", "say:alex", "espeak-ng:en us", "festival:"] {
+        assert_eq!(
+            "festival:slt-hts"
+                .parse::<Voice>()
+                .unwrap()
+                .debian_package(),
+            "festvox-us-slt-hts"
+        );
+        assert_eq!(
+            "mbrola:us1".parse::<Voice>().unwrap().debian_package(),
+            "mbrola-us1"
+        );
+        assert_eq!(
+            "pico:en-GB".parse::<Voice>().unwrap().debian_package(),
+            "libttspico-utils"
+        );
+        for bad in [
+            "slt",
+            "flite:bogus",
+            "say:alex",
+            "espeak-ng:en us",
+            "festival:",
+        ] {
             assert!(bad.parse::<Voice>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn maps_prosody_to_engine_arguments() {
-        let prosody = Prosody { speed: 1.1, pitch_semitones: -2.0 };
-        let args = Engines::arguments(&"espeak-ng:en-us+m3".parse().unwrap(), &prosody, "IN", "OUT");
-        assert_eq!(args, ["-v", "en-us+m3", "-s", "193", "-p", "35", "-f", "IN", "-w", "OUT"]);
+        let prosody = Prosody {
+            speed: 1.1,
+            pitch_semitones: -2.0,
+        };
+        let args = Engines::arguments(
+            &"espeak-ng:en-us+m3".parse().unwrap(),
+            &prosody,
+            "IN",
+            "OUT",
+        );
+        assert_eq!(
+            args,
+            ["-v", "en-us+m3", "-s", "193", "-p", "35", "-f", "IN", "-w", "OUT"]
+        );
         let args = Engines::arguments(&"flite:slt".parse().unwrap(), &prosody, "IN", "OUT");
         assert_eq!(args[3], "duration_stretch=0.9091");
         assert_eq!(args[5], "int_f0_target_mean=151.5");
@@ -706,7 +769,14 @@ mod tests {
     fn each_installed_engine_speaks() {
         let paths = EnginePaths::default();
         let dir = tempfile::tempdir().unwrap();
-        for spec in ["espeak-ng:en-us+m3", "flite:slt", "festival:kal", "festival:slt-hts", "pico:en-US", "mbrola:us1"] {
+        for spec in [
+            "espeak-ng:en-us+m3",
+            "flite:slt",
+            "festival:kal",
+            "festival:slt-hts",
+            "pico:en-US",
+            "mbrola:us1",
+        ] {
             let voice: Voice = spec.parse().unwrap();
             let engines = match Engines::probe(&paths, std::slice::from_ref(&voice)) {
                 Ok(e) => e,
@@ -715,9 +785,18 @@ mod tests {
                     continue;
                 }
             };
-            let prosody = Prosody { speed: 1.0, pitch_semitones: 0.0 };
+            let prosody = Prosody {
+                speed: 1.0,
+                pitch_semitones: 0.0,
+            };
             let wave = engines
-                .synthesize(&voice, &prosody, "Hello there, my friend.", "test-0", dir.path())
+                .synthesize(
+                    &voice,
+                    &prosody,
+                    "Hello there, my friend.",
+                    "test-0",
+                    dir.path(),
+                )
                 .unwrap();
             let seconds = wave.samples.len() as f64 / f64::from(wave.sample_rate);
             assert!((0.5..5.0).contains(&seconds), "{spec}: {seconds} s");

@@ -51,7 +51,9 @@ pub enum CorpusError {
     NoSentences { source_name: String },
 
     /// A text source name is not known.
-    #[error("unknown text source {0:?}: use austen, austen:<novel>, or a path to a UTF-8 text file")]
+    #[error(
+        "unknown text source {0:?}: use austen, austen:<novel>, or a path to a UTF-8 text file"
+    )]
     UnknownTextSource(String),
 
     /// A voice set or voice name could not be parsed.

@@ -21,6 +21,8 @@
 //! # Ok::<(), whittle_corpus::CorpusError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod augment;
 pub mod engine;
 mod error;

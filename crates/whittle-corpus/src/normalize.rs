@@ -196,13 +196,9 @@ pub fn split_long_sentence(
             break;
         }
         // The last pause that leaves a piece of at most max_words and a tail of at least min_words.
-        let end = (start + min_words..=start + max_words)
-            .rev()
-            .find(|&end| {
-                end <= words.len()
-                    && words[end - 1].pause.is_some()
-                    && words.len() - end >= min_words
-            })?;
+        let end = (start + min_words..=start + max_words).rev().find(|&end| {
+            end <= words.len() && words[end - 1].pause.is_some() && words.len() - end >= min_words
+        })?;
         pieces.push(render(&words[start..end]));
         start = end;
     }
@@ -476,7 +472,10 @@ fn spell_number_token(token: &str) -> Option<Vec<String>> {
         if whole.chars().all(|c| c.is_ascii_digit()) && frac.chars().all(|c| c.is_ascii_digit()) {
             let mut words = split(cardinal_words(whole.parse().ok()?)?);
             words.push("point".into());
-            words.extend(frac.chars().map(|d| DIGITS[d as usize - '0' as usize].to_string()));
+            words.extend(
+                frac.chars()
+                    .map(|d| DIGITS[d as usize - '0' as usize].to_string()),
+            );
             return Some(words);
         }
         return None;
@@ -535,7 +534,11 @@ fn below_thousand(n: u64) -> String {
     match (hundreds, rest) {
         (0, _) => below_hundred(rest),
         (_, 0) => format!("{} hundred", DIGITS[hundreds as usize]),
-        _ => format!("{} hundred and {}", DIGITS[hundreds as usize], below_hundred(rest)),
+        _ => format!(
+            "{} hundred and {}",
+            DIGITS[hundreds as usize],
+            below_hundred(rest)
+        ),
     }
 }
 
@@ -547,7 +550,11 @@ pub fn cardinal_words(n: u64) -> Option<String> {
     if n == 0 {
         return Some("zero".into());
     }
-    let scales = [(1_000_000_000, "billion"), (1_000_000, "million"), (1000, "thousand")];
+    let scales = [
+        (1_000_000_000, "billion"),
+        (1_000_000, "million"),
+        (1000, "thousand"),
+    ];
     let mut parts = Vec::new();
     let mut rest = n;
     for (scale, name) in scales {
@@ -643,8 +650,12 @@ mod tests {
 
     #[test]
     fn spoken_text_keeps_pauses_and_words() {
-        let n = normalize_sentence("\"My dear Mr. Bennet,\" said his lady--\"have you heard?\"").unwrap();
-        assert_eq!(n.spoken, "My dear Mister Bennet, said his lady, have you heard?");
+        let n = normalize_sentence("\"My dear Mr. Bennet,\" said his lady--\"have you heard?\"")
+            .unwrap();
+        assert_eq!(
+            n.spoken,
+            "My dear Mister Bennet, said his lady, have you heard?"
+        );
         assert_eq!(n.word_count(), 10);
         let n = normalize_sentence("Mrs. Smith").unwrap();
         assert_eq!(n.spoken, "Missus Smith.");
@@ -691,14 +702,24 @@ mod tests {
             (101, "one hundred and one"),
             (2005, "two thousand and five"),
             (10_000, "ten thousand"),
-            (123_456, "one hundred and twenty three thousand four hundred and fifty six"),
+            (
+                123_456,
+                "one hundred and twenty three thousand four hundred and fifty six",
+            ),
             (3_000_000, "three million"),
         ];
         for (n, words) in cases {
             assert_eq!(cardinal_words(n).unwrap(), words, "{n}");
         }
         assert_eq!(cardinal_words(1_000_000_000_000), None);
-        let ordinals = [(1, "first"), (2, "second"), (12, "twelfth"), (20, "twentieth"), (23, "twenty third"), (105, "one hundred and fifth")];
+        let ordinals = [
+            (1, "first"),
+            (2, "second"),
+            (12, "twelfth"),
+            (20, "twentieth"),
+            (23, "twenty third"),
+            (105, "one hundred and fifth"),
+        ];
         for (n, words) in ordinals {
             assert_eq!(ordinal_words(n).unwrap(), words, "{n}");
         }

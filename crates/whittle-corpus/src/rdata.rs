@@ -297,7 +297,8 @@ impl LazyLoadDb {
         let rdx_path = append_extension(&base, "rdx");
         let rdb_path = append_extension(&base, "rdb");
         let index = read_rds(&rdx_path)?;
-        let bad = |reason: &str| rdata_error(&rdx_path, 0, format!("bad lazy-load index: {reason}"));
+        let bad =
+            |reason: &str| rdata_error(&rdx_path, 0, format!("bad lazy-load index: {reason}"));
         let variables = index
             .list_element("variables")
             .ok_or_else(|| bad("no `variables` element"))?;
@@ -467,10 +468,9 @@ fn append_extension(base: &Path, ext: &str) -> PathBuf {
 fn key_pair(key: &RValue) -> Option<(u64, u64)> {
     let as_u64 = |x: f64| (x >= 0.0 && x.fract() == 0.0 && x < 2f64.powi(53)).then_some(x as u64);
     match &key.data {
-        RData::Integer(v) if v.len() == 2 => Some((
-            u64::try_from(v[0]).ok()?,
-            u64::try_from(v[1]).ok()?,
-        )),
+        RData::Integer(v) if v.len() == 2 => {
+            Some((u64::try_from(v[0]).ok()?, u64::try_from(v[1]).ok()?))
+        }
         RData::Real(v) if v.len() == 2 => Some((as_u64(v[0])?, as_u64(v[1])?)),
         _ => None,
     }
@@ -1027,7 +1027,14 @@ pub(crate) mod tests {
     fn decodes_character_vector_with_na_in_both_versions() {
         for version in [2, 3] {
             let mut w = RWriter::header(version);
-            w.strsxp(&[Some("It is a truth"), None, Some("universally ackn\u{f6}wledged")], false);
+            w.strsxp(
+                &[
+                    Some("It is a truth"),
+                    None,
+                    Some("universally ackn\u{f6}wledged"),
+                ],
+                false,
+            );
             let value = unserialize(&w.bytes, origin()).unwrap();
             assert_eq!(
                 value.data,
@@ -1044,7 +1051,8 @@ pub(crate) mod tests {
     fn decodes_latin1_marked_strings() {
         let mut w = RWriter::header(2);
         w.flags(STRSXP, false, false).int(1);
-        w.int((u32::from(CHARSXP) | (LATIN1_MASK << 12)) as i32).int(3);
+        w.int((u32::from(CHARSXP) | (LATIN1_MASK << 12)) as i32)
+            .int(3);
         w.bytes.extend_from_slice(&[b'c', 0xe9, b'!']);
         let value = unserialize(&w.bytes, origin()).unwrap();
         assert_eq!(value.data, RData::Strings(vec![Some("c\u{e9}!".into())]));
@@ -1095,7 +1103,10 @@ pub(crate) mod tests {
         let err = unserialize(&w.bytes, origin()).unwrap_err().to_string();
         assert!(err.contains("only 0 remain"), "{err}");
         let mut w = RWriter::header(2);
-        w.flags(REALSXP, false, false).int(-1).int(0x7fff_ffff).int(0);
+        w.flags(REALSXP, false, false)
+            .int(-1)
+            .int(0x7fff_ffff)
+            .int(0);
         assert!(unserialize(&w.bytes, origin()).is_err());
     }
 
@@ -1190,7 +1201,10 @@ pub(crate) mod tests {
         );
         assert_eq!(db.read_strings("emma").unwrap().len(), 3);
         let err = db.read("sanditon").unwrap_err().to_string();
-        assert!(err.contains("sanditon") && err.contains("emma, persuasion"), "{err}");
+        assert!(
+            err.contains("sanditon") && err.contains("emma, persuasion"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1202,19 +1216,31 @@ pub(crate) mod tests {
         // Truncated data file: the record runs past the end.
         std::fs::write(&rdb_path, &good[..good.len() - 3]).unwrap();
         let db = LazyLoadDb::open(&dir.path().join("Rdata.rdx")).unwrap();
-        assert!(db.read("emma").unwrap_err().to_string().contains("past the end"));
+        assert!(db
+            .read("emma")
+            .unwrap_err()
+            .to_string()
+            .contains("past the end"));
         // Garbage instead of zlib.
         let mut garbage = good.clone();
         for b in &mut garbage[4..] {
             *b = 0x55;
         }
         std::fs::write(&rdb_path, &garbage).unwrap();
-        assert!(db.read("emma").unwrap_err().to_string().contains("decompression"));
+        assert!(db
+            .read("emma")
+            .unwrap_err()
+            .to_string()
+            .contains("decompression"));
         // Wrong declared length.
         let mut wrong = good.clone();
         wrong[3] ^= 1;
         std::fs::write(&rdb_path, &wrong).unwrap();
-        assert!(db.read("emma").unwrap_err().to_string().contains("declares"));
+        assert!(db
+            .read("emma")
+            .unwrap_err()
+            .to_string()
+            .contains("declares"));
         // Truncated and garbage index files.
         let rdx = std::fs::read(dir.path().join("Rdata.rdx")).unwrap();
         std::fs::write(dir.path().join("Rdata.rdx"), &rdx[..rdx.len() / 2]).unwrap();
@@ -1222,7 +1248,9 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join("Rdata.rdx"), b"\x1f\x8bnot really gzip").unwrap();
         assert!(LazyLoadDb::open(&dir.path().join("Rdata")).is_err());
         // Missing files name the path.
-        let err = LazyLoadDb::open(&dir.path().join("Nothing")).unwrap_err().to_string();
+        let err = LazyLoadDb::open(&dir.path().join("Nothing"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Nothing.rdx"), "{err}");
     }
 

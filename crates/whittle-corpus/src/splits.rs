@@ -70,7 +70,12 @@ pub fn resolve_voices(spec: &str, paths: &EnginePaths) -> Result<Vec<Voice>> {
         "other" => Some(VOICE_SET_OTHER),
         _ => None,
     };
-    let parse = |specs: &[&str]| specs.iter().map(|s| s.parse::<Voice>()).collect::<Result<Vec<_>>>();
+    let parse = |specs: &[&str]| {
+        specs
+            .iter()
+            .map(|s| s.parse::<Voice>())
+            .collect::<Result<Vec<_>>>()
+    };
     match set {
         Some((required, optional)) => {
             let mut voices = parse(required)?;
@@ -118,7 +123,12 @@ impl Default for SplitSizes {
 }
 
 /// The standard split names, in build order.
-pub const SPLIT_NAMES: [&str; 4] = ["synth-train", "synth-dev", "synth-test-clean", "synth-test-other"];
+pub const SPLIT_NAMES: [&str; 4] = [
+    "synth-train",
+    "synth-dev",
+    "synth-test-clean",
+    "synth-test-other",
+];
 
 /// The configurations of the standard splits under `root` (`root/<split>/`).
 pub fn standard_splits(
@@ -141,10 +151,38 @@ pub fn standard_splits(
         novels: Novel::ALL.to_vec(),
     };
     let specs = [
-        ("synth-train", Partition::Train, &text_train, "A", sizes.train, false),
-        ("synth-dev", Partition::Dev, &text_train, "A", sizes.dev, false),
-        ("synth-test-clean", Partition::TestClean, &text_all, "clean", sizes.test_clean, false),
-        ("synth-test-other", Partition::TestOther, &text_all, "other", sizes.test_other, true),
+        (
+            "synth-train",
+            Partition::Train,
+            &text_train,
+            "A",
+            sizes.train,
+            false,
+        ),
+        (
+            "synth-dev",
+            Partition::Dev,
+            &text_train,
+            "A",
+            sizes.dev,
+            false,
+        ),
+        (
+            "synth-test-clean",
+            Partition::TestClean,
+            &text_all,
+            "clean",
+            sizes.test_clean,
+            false,
+        ),
+        (
+            "synth-test-other",
+            Partition::TestOther,
+            &text_all,
+            "other",
+            sizes.test_other,
+            true,
+        ),
     ];
     specs
         .into_iter()

@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::augment::{augment, AugmentConfig, Applied};
+use crate::augment::{augment, Applied, AugmentConfig};
 use crate::engine::{EngineInfo, EnginePaths, Engines, Prosody, Voice};
 use crate::error::{CorpusError, IoContext, Result};
 use crate::flac::{encode_flac, flac_info, to_i16, SAMPLE_RATE};
@@ -84,7 +84,14 @@ pub struct SynthConfig {
 impl SynthConfig {
     /// A configuration with the standard ranges: speed ±15 %, pitch ±2 semitones, 2-20 s, no
     /// augmentation, all cores, engines on `PATH`.
-    pub fn new(name: &str, text: TextSource, voices: Vec<Voice>, hours: f64, seed: u64, out_dir: PathBuf) -> Self {
+    pub fn new(
+        name: &str,
+        text: TextSource,
+        voices: Vec<Voice>,
+        hours: f64,
+        seed: u64,
+        out_dir: PathBuf,
+    ) -> Self {
         SynthConfig {
             name: name.to_string(),
             text,
@@ -285,7 +292,9 @@ pub fn synthesize_corpus(
     let thread_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(pool_threads)
         .build()
-        .map_err(|err| CorpusError::Config(format!("cannot start {pool_threads} worker threads: {err}")))?;
+        .map_err(|err| {
+            CorpusError::Config(format!("cannot start {pool_threads} worker threads: {err}"))
+        })?;
 
     let babble_bank = if config.augment.needs_babble() {
         progress.phase("babble bank", BABBLE_BANK_SIZE);
@@ -314,29 +323,30 @@ pub fn synthesize_corpus(
         }
         progress.phase(&format!("round {rounds}"), batch.len());
         let abort = AtomicBool::new(false);
-        let results: Vec<Result<(Outcome, Option<ManifestEntry>, f64)>> = thread_pool.install(|| {
-            batch
-                .par_iter()
-                .map(|item| {
-                    if abort.load(Ordering::Relaxed)
-                        || cancel.is_some_and(|c| c.load(Ordering::Relaxed))
-                    {
-                        return Err(CorpusError::Cancelled {
-                            finished: finished.load(Ordering::Relaxed),
-                        });
-                    }
-                    let result = produce(config, &engines, item, &babble_bank, &work_dir);
-                    match &result {
-                        Ok((outcome, _, duration)) => {
-                            finished.fetch_add(1, Ordering::Relaxed);
-                            progress.utterance(&item.id, *outcome, *duration);
+        let results: Vec<Result<(Outcome, Option<ManifestEntry>, f64)>> =
+            thread_pool.install(|| {
+                batch
+                    .par_iter()
+                    .map(|item| {
+                        if abort.load(Ordering::Relaxed)
+                            || cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+                        {
+                            return Err(CorpusError::Cancelled {
+                                finished: finished.load(Ordering::Relaxed),
+                            });
                         }
-                        Err(_) => abort.store(true, Ordering::Relaxed),
-                    }
-                    result
-                })
-                .collect()
-        });
+                        let result = produce(config, &engines, item, &babble_bank, &work_dir);
+                        match &result {
+                            Ok((outcome, _, duration)) => {
+                                finished.fetch_add(1, Ordering::Relaxed);
+                                progress.utterance(&item.id, *outcome, *duration);
+                            }
+                            Err(_) => abort.store(true, Ordering::Relaxed),
+                        }
+                        result
+                    })
+                    .collect()
+            });
         // A real error outranks the cancellations it caused.
         let mut done = Vec::with_capacity(results.len());
         let (mut first_error, mut cancelled) = (None, false);
@@ -418,15 +428,29 @@ fn plan_item(
     let mut rng = Rng::derive(config.seed, "utterance", index as u64);
     let voice_index = rng.below(config.voices.len() as u64) as usize;
     let voice = &config.voices[voice_index];
-    let speed = rng.uniform(config.speed_range.0, config.speed_range.1.max(config.speed_range.0 + 1e-12));
+    let speed = rng.uniform(
+        config.speed_range.0,
+        config.speed_range.1.max(config.speed_range.0 + 1e-12),
+    );
     let pitch = rng.uniform(
         config.pitch_semitones.0,
-        config.pitch_semitones.1.max(config.pitch_semitones.0 + 1e-12),
+        config
+            .pitch_semitones
+            .1
+            .max(config.pitch_semitones.0 + 1e-12),
     );
     let augment_seed = rng.next_u64();
     let prosody = Prosody {
-        speed: if voice.has_speed_control() { round3(speed) } else { 1.0 },
-        pitch_semitones: if voice.has_pitch_control() { round3(pitch) } else { 0.0 },
+        speed: if voice.has_speed_control() {
+            round3(speed)
+        } else {
+            1.0
+        },
+        pitch_semitones: if voice.has_pitch_control() {
+            round3(pitch)
+        } else {
+            0.0
+        },
     };
     let speaker = voice_index as u32 + 1;
     let chapter = candidate.chapter_id();
@@ -468,18 +492,26 @@ fn produce(
         chapter: item.candidate.chapter_id(),
         source: item.candidate.source.clone(),
         speed: voice.has_speed_control().then_some(item.prosody.speed),
-        pitch_semitones: voice.has_pitch_control().then_some(item.prosody.pitch_semitones),
+        pitch_semitones: voice
+            .has_pitch_control()
+            .then_some(item.prosody.pitch_semitones),
         engine_args: Engines::arguments(voice, &item.prosody, "IN", "OUT"),
         augment: applied,
         sha256,
     };
 
     if let Ok(bytes) = std::fs::read(&path) {
-        if let Some(info) = flac_info(&bytes).filter(|i| i.sample_rate == SAMPLE_RATE && i.total_samples > 0) {
+        if let Some(info) =
+            flac_info(&bytes).filter(|i| i.sample_rate == SAMPLE_RATE && i.total_samples > 0)
+        {
             // The augmentation drawn is recomputed (cheaply) from the seed for the manifest.
             let applied = redraw_applied(config, item, info.total_samples as usize, babble_bank);
             let duration = round4(info.duration_s());
-            return Ok((Outcome::Reused, Some(entry(duration, sha256_hex(&bytes), applied)), duration));
+            return Ok((
+                Outcome::Reused,
+                Some(entry(duration, sha256_hex(&bytes), applied)),
+                duration,
+            ));
         }
     }
 
@@ -487,7 +519,13 @@ fn produce(
         .prefix(&item.id)
         .tempdir_in(work_dir)
         .at(work_dir)?;
-    let wave = engines.synthesize(voice, &item.prosody, &item.candidate.spoken, &item.id, scratch.path())?;
+    let wave = engines.synthesize(
+        voice,
+        &item.prosody,
+        &item.candidate.spoken,
+        &item.id,
+        scratch.path(),
+    )?;
     let mut samples = whittle_audio::resample_mono(&wave.samples, wave.sample_rate, SAMPLE_RATE)
         .map_err(|source| CorpusError::Resample {
             utterance: item.id.clone(),
@@ -500,7 +538,13 @@ fn produce(
     scale_peak(&mut samples, PEAK_LEVEL);
     let mut rng = Rng::new(item.augment_seed);
     let applied = if config.augment.is_active() {
-        augment(&mut samples, &config.augment, babble_bank, SAMPLE_RATE, &mut rng)
+        augment(
+            &mut samples,
+            &config.augment,
+            babble_bank,
+            SAMPLE_RATE,
+            &mut rng,
+        )
     } else {
         Applied::default()
     };
@@ -512,7 +556,11 @@ fn produce(
     let dir = config.out_dir.join(&item.rel_dir);
     std::fs::create_dir_all(&dir).at(&dir)?;
     write_atomically(&path, &bytes)?;
-    Ok((Outcome::Synthesized, Some(entry(duration, sha256_hex(&bytes), applied)), duration))
+    Ok((
+        Outcome::Synthesized,
+        Some(entry(duration, sha256_hex(&bytes), applied)),
+        duration,
+    ))
 }
 
 /// The augmentation record for a reused file: the same draws as when it was made.
@@ -577,10 +625,11 @@ fn check_or_write_config(config: &SynthConfig) -> Result<()> {
     })?;
     match std::fs::read_to_string(&path) {
         Ok(existing) => {
-            let previous: RecordedConfig = serde_json::from_str(&existing).map_err(|err| CorpusError::Manifest {
-                path: path.clone(),
-                reason: format!("unreadable ({err}); delete the directory to start over"),
-            })?;
+            let previous: RecordedConfig =
+                serde_json::from_str(&existing).map_err(|err| CorpusError::Manifest {
+                    path: path.clone(),
+                    reason: format!("unreadable ({err}); delete the directory to start over"),
+                })?;
             if previous != recorded {
                 return Err(CorpusError::Manifest {
                     path,
@@ -596,7 +645,9 @@ fn check_or_write_config(config: &SynthConfig) -> Result<()> {
             if has_content {
                 return Err(CorpusError::Manifest {
                     path: config.out_dir.clone(),
-                    reason: "output directory is not empty and was not made by `whittle corpus synth`".into(),
+                    reason:
+                        "output directory is not empty and was not made by `whittle corpus synth`"
+                            .into(),
                 });
             }
             write_atomically(&path, json.as_bytes())
@@ -612,21 +663,34 @@ fn build_babble_bank(
     work_dir: &Path,
 ) -> Result<Vec<Vec<f32>>> {
     // Babble talkers come from the end of the shuffled queue, far from the utterances used.
-    let sources: Vec<(usize, &Candidate)> = pool.iter().rev().take(BABBLE_BANK_SIZE).enumerate().collect();
+    let sources: Vec<(usize, &Candidate)> = pool
+        .iter()
+        .rev()
+        .take(BABBLE_BANK_SIZE)
+        .enumerate()
+        .collect();
     sources
         .par_iter()
         .map(|&(k, candidate)| {
             let mut rng = Rng::derive(config.seed, "babble", k as u64);
             let voice = &config.voices[rng.below(config.voices.len() as u64) as usize];
             let id = format!("babble-{k}");
-            let scratch = tempfile::Builder::new().prefix(&id).tempdir_in(work_dir).at(work_dir)?;
+            let scratch = tempfile::Builder::new()
+                .prefix(&id)
+                .tempdir_in(work_dir)
+                .at(work_dir)?;
             let prosody = Prosody {
                 speed: 1.0,
                 pitch_semitones: 0.0,
             };
-            let wave = engines.synthesize(voice, &prosody, &candidate.spoken, &id, scratch.path())?;
-            let mut samples = whittle_audio::resample_mono(&wave.samples, wave.sample_rate, SAMPLE_RATE)
-                .map_err(|source| CorpusError::Resample { utterance: id, source })?;
+            let wave =
+                engines.synthesize(voice, &prosody, &candidate.spoken, &id, scratch.path())?;
+            let mut samples =
+                whittle_audio::resample_mono(&wave.samples, wave.sample_rate, SAMPLE_RATE)
+                    .map_err(|source| CorpusError::Resample {
+                        utterance: id,
+                        source,
+                    })?;
             scale_peak(&mut samples, PEAK_LEVEL);
             Ok(samples)
         })
@@ -648,11 +712,17 @@ fn write_outputs(
     // Transcripts per speaker/chapter, sorted by id (kept is sorted).
     let mut by_chapter: BTreeMap<(u32, u32), Vec<&ManifestEntry>> = BTreeMap::new();
     for entry in kept {
-        by_chapter.entry((entry.speaker, entry.chapter)).or_default().push(entry);
+        by_chapter
+            .entry((entry.speaker, entry.chapter))
+            .or_default()
+            .push(entry);
     }
     for ((speaker, chapter), entries) in &by_chapter {
         let path = out.join(format!("{speaker}/{chapter}/{speaker}-{chapter}.trans.txt"));
-        let text: String = entries.iter().map(|e| format!("{} {}\n", e.id, e.text)).collect();
+        let text: String = entries
+            .iter()
+            .map(|e| format!("{} {}\n", e.id, e.text))
+            .collect();
         write_atomically(&path, text.as_bytes())?;
     }
     let manifest_path = out.join("manifest.jsonl");

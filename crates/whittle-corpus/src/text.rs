@@ -395,7 +395,10 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             let err = read_plain_text(&path).unwrap_err().to_string();
             assert!(err.contains(expected), "{name}: {err}");
-            assert!(err.contains(name), "{name}: error does not name the file: {err}");
+            assert!(
+                err.contains(name),
+                "{name}: error does not name the file: {err}"
+            );
         }
         let missing = dir.path().join("missing.txt");
         let err = read_plain_text(&missing).unwrap_err().to_string();
@@ -439,8 +442,9 @@ mod tests {
         let chapters: Vec<usize> = docs.iter().map(|d| d.chapters.len()).collect();
         // 50 + 61 + 48 + 55 + 31 + 24 chapters, less Sense and Sensibility chapter 1.
         assert_eq!(chapters, [49, 61, 48, 55, 31, 24]);
-        assert!(docs[1].chapters[0].paragraphs[0]
-            .starts_with("It is a truth universally acknowledged"));
+        assert!(
+            docs[1].chapters[0].paragraphs[0].starts_with("It is a truth universally acknowledged")
+        );
         let leak = leak_check_paragraphs(dir).unwrap();
         assert!(leak[0].starts_with("The family of Dashwood had long been settled in Sussex."));
         let all_text: String = docs

@@ -171,7 +171,9 @@ mod tests {
     fn partition_is_a_function_of_text_with_expected_shares() {
         let mut counts = std::collections::HashMap::new();
         for i in 0..20_000 {
-            *counts.entry(Partition::of(&format!("SENTENCE NUMBER {i}"))).or_insert(0) += 1;
+            *counts
+                .entry(Partition::of(&format!("SENTENCE NUMBER {i}")))
+                .or_insert(0) += 1;
         }
         let share = |p| counts[&p] as f64 / 20_000.0;
         assert!((share(Partition::Train) - 0.8).abs() < 0.02);

@@ -28,9 +28,12 @@ pub fn parse_wav(bytes: &[u8], origin: &str) -> Result<Wave> {
     let mut format: Option<(u16, u16, u32, u16)> = None;
     while pos + 8 <= bytes.len() {
         let id = &bytes[pos..pos + 4];
-        let declared =
-            u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]])
-                as usize;
+        let declared = u32::from_le_bytes([
+            bytes[pos + 4],
+            bytes[pos + 5],
+            bytes[pos + 6],
+            bytes[pos + 7],
+        ]) as usize;
         let body_start = pos + 8;
         let body_end = body_start.saturating_add(declared).min(bytes.len());
         let body = &bytes[body_start..body_end];
@@ -57,7 +60,9 @@ pub fn parse_wav(bytes: &[u8], origin: &str) -> Result<Wave> {
             _ => {}
         }
         // Chunks are padded to even sizes.
-        pos = body_start.saturating_add(declared).saturating_add(declared & 1);
+        pos = body_start
+            .saturating_add(declared)
+            .saturating_add(declared & 1);
     }
     Err(bad("no data chunk"))
 }
@@ -82,7 +87,11 @@ fn decode_pcm(
         (1, 24) => |b| (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0,
         (1, 32) => |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0,
         (3, 32) => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        _ => return Err(format!("unsupported sample format (tag {tag}, {bits} bits)")),
+        _ => {
+            return Err(format!(
+                "unsupported sample format (tag {tag}, {bits} bits)"
+            ))
+        }
     };
     let frame = width * usize::from(channels);
     let samples = body
@@ -134,7 +143,11 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bytes in [&b""[..], b"RIFF\0\0\0\0WAVE", b"hello world, not a wav file"] {
+        for bytes in [
+            &b""[..],
+            b"RIFF\0\0\0\0WAVE",
+            b"hello world, not a wav file",
+        ] {
             assert!(parse_wav(bytes, "x").is_err());
         }
         let mut bytes = write_wav_i16(&[1, 2], 16000);

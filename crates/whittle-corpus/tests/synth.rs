@@ -52,10 +52,7 @@ fn write_text(dir: &Path) -> PathBuf {
         "The servants had lit the fires early because the wind had turned cold.",
     ];
     let path = dir.join("story.txt");
-    let text: String = sentences
-        .chunks(3)
-        .map(|c| c.join(" ") + "\n\n")
-        .collect();
+    let text: String = sentences.chunks(3).map(|c| c.join(" ") + "\n\n").collect();
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -87,7 +84,11 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((rel, std::fs::read(&path).unwrap()));
             }
         }
@@ -99,19 +100,34 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn assert_same_tree(a: &Path, b: &Path) {
     let (ta, tb) = (tree(a), tree(b));
     let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&ta), names(&tb), "different files in {} and {}", a.display(), b.display());
+    assert_eq!(
+        names(&ta),
+        names(&tb),
+        "different files in {} and {}",
+        a.display(),
+        b.display()
+    );
     for ((name, x), (_, y)) in ta.iter().zip(&tb) {
-        assert!(x == y, "{name} differs between {} and {}", a.display(), b.display());
+        assert!(
+            x == y,
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
     }
 }
 
 #[test]
 fn same_seed_gives_the_same_corpus_in_librispeech_layout() {
-    let Some(voices) = voices_or_skip(TEST_VOICES) else { return };
+    let Some(voices) = voices_or_skip(TEST_VOICES) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let text = write_text(dir.path());
     let mut a = config(dir.path(), "a", &text, voices.clone(), 42);
-    a.augment = "noise=white+pink+babble,snr=10:20,reverb=0.5".parse().unwrap();
+    a.augment = "noise=white+pink+babble,snr=10:20,reverb=0.5"
+        .parse()
+        .unwrap();
     let mut b = a.clone();
     b.out_dir = dir.path().join("b");
     b.jobs = 1; // a different thread count must not matter
@@ -126,21 +142,42 @@ fn same_seed_gives_the_same_corpus_in_librispeech_layout() {
         // LibriSpeech layout: <speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
         let expected = format!("{}/{}/{}.flac", entry.speaker, entry.chapter, entry.id);
         assert_eq!(entry.audio, expected);
-        assert!(entry.id.starts_with(&format!("{}-{}-", entry.speaker, entry.chapter)));
+        assert!(entry
+            .id
+            .starts_with(&format!("{}-{}-", entry.speaker, entry.chapter)));
         let samples = whittle_audio::load_audio(&a.out_dir.join(&entry.audio)).unwrap();
         let seconds = samples.len() as f64 / 16_000.0;
-        assert!((seconds - entry.duration_s).abs() < 1e-3, "{}: {seconds} vs {}", entry.id, entry.duration_s);
-        assert!((2.0..=20.0).contains(&entry.duration_s), "{}: {} s", entry.id, entry.duration_s);
+        assert!(
+            (seconds - entry.duration_s).abs() < 1e-3,
+            "{}: {seconds} vs {}",
+            entry.id,
+            entry.duration_s
+        );
+        assert!(
+            (2.0..=20.0).contains(&entry.duration_s),
+            "{}: {} s",
+            entry.id,
+            entry.duration_s
+        );
         let trans = read(&a.out_dir.join(format!(
             "{}/{}/{}-{}.trans.txt",
             entry.speaker, entry.chapter, entry.speaker, entry.chapter
         )));
-        assert!(trans.lines().any(|l| l == format!("{} {}", entry.id, entry.text)));
-        assert!(entry.text.chars().all(|c| c.is_ascii_uppercase() || c == ' ' || c == '\''));
+        assert!(trans
+            .lines()
+            .any(|l| l == format!("{} {}", entry.id, entry.text)));
+        assert!(entry
+            .text
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c == ' ' || c == '\''));
         assert!(entry.speed.is_some_and(|s| (0.85..=1.15).contains(&s)));
-        assert!(entry.augment.noise.is_some(), "noise-prob 1 gives every utterance noise");
+        assert!(
+            entry.augment.noise.is_some(),
+            "noise-prob 1 gives every utterance noise"
+        );
     }
-    let corpus: serde_json::Value = serde_json::from_str(&read(&a.out_dir.join("corpus.json"))).unwrap();
+    let corpus: serde_json::Value =
+        serde_json::from_str(&read(&a.out_dir.join("corpus.json"))).unwrap();
     assert_eq!(corpus["config"]["seed"], 42);
     assert_eq!(corpus["speakers"].as_array().unwrap().len(), 3);
     assert!(corpus["engines"][0]["version"].as_str().unwrap().len() > 3);
@@ -149,7 +186,10 @@ fn same_seed_gives_the_same_corpus_in_librispeech_layout() {
     c.out_dir = dir.path().join("c");
     c.seed = 43;
     synthesize_corpus(&c, &NoProgress, None).unwrap();
-    assert_ne!(read(&a.out_dir.join("manifest.jsonl")), read(&c.out_dir.join("manifest.jsonl")));
+    assert_ne!(
+        read(&a.out_dir.join("manifest.jsonl")),
+        read(&c.out_dir.join("manifest.jsonl"))
+    );
 }
 
 /// Cancels the run after `limit` finished utterances.
@@ -186,7 +226,9 @@ impl Progress for Count {
 
 #[test]
 fn interrupted_run_resumes_to_the_same_corpus() {
-    let Some(voices) = voices_or_skip(TEST_VOICES) else { return };
+    let Some(voices) = voices_or_skip(TEST_VOICES) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let text = write_text(dir.path());
     let whole = config(dir.path(), "whole", &text, voices.clone(), 7);
@@ -195,12 +237,21 @@ fn interrupted_run_resumes_to_the_same_corpus() {
     let mut resumed = config(dir.path(), "whole", &text, voices, 7);
     resumed.out_dir = dir.path().join("resumed");
     let flag = AtomicBool::new(false);
-    let stopper = CancelAfter { limit: 3, done: AtomicUsize::new(0), flag: &flag };
+    let stopper = CancelAfter {
+        limit: 3,
+        done: AtomicUsize::new(0),
+        flag: &flag,
+    };
     let err = synthesize_corpus(&resumed, &stopper, Some(&flag)).unwrap_err();
-    assert!(matches!(err, CorpusError::Cancelled { finished } if finished >= 3), "{err}");
+    assert!(
+        matches!(err, CorpusError::Cancelled { finished } if finished >= 3),
+        "{err}"
+    );
     assert!(!resumed.out_dir.join("manifest.jsonl").exists());
-    let mut flacs: Vec<(String, Vec<u8>)> =
-        tree(&resumed.out_dir).into_iter().filter(|(p, _)| p.ends_with(".flac")).collect();
+    let mut flacs: Vec<(String, Vec<u8>)> = tree(&resumed.out_dir)
+        .into_iter()
+        .filter(|(p, _)| p.ends_with(".flac"))
+        .collect();
     assert!(flacs.len() >= 3, "{} files", flacs.len());
     // A damaged file under a final name (as from a crash outside our control) is redone.
     let (victim, _) = flacs.pop().unwrap();
@@ -208,14 +259,19 @@ fn interrupted_run_resumes_to_the_same_corpus() {
 
     let count = Count::default();
     let report = synthesize_corpus(&resumed, &count, None).unwrap();
-    assert!(count.reused.load(Ordering::SeqCst) >= 2, "finished utterances were redone");
+    assert!(
+        count.reused.load(Ordering::SeqCst) >= 2,
+        "finished utterances were redone"
+    );
     assert_eq!(report.reused, count.reused.load(Ordering::SeqCst));
     assert_same_tree(&whole.out_dir, &resumed.out_dir);
 
     // Resuming with different options is refused.
     let mut other = resumed.clone();
     other.seed = 8;
-    let err = synthesize_corpus(&other, &NoProgress, None).unwrap_err().to_string();
+    let err = synthesize_corpus(&other, &NoProgress, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("different options"), "{err}");
 }
 
@@ -226,10 +282,15 @@ fn missing_engine_is_a_clear_error() {
     let voices = resolve_voices("espeak-ng:en-us", &EnginePaths::default()).unwrap();
     let mut config = config(dir.path(), "x", &text, voices, 1);
     config.engine_paths.espeak_ng = "/nonexistent/bin/espeak-ng".into();
-    let err = synthesize_corpus(&config, &NoProgress, None).unwrap_err().to_string();
+    let err = synthesize_corpus(&config, &NoProgress, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/bin/espeak-ng"), "{err}");
     assert!(err.contains("apt-get install espeak-ng"), "{err}");
-    assert!(!config.out_dir.exists(), "nothing is written before the engines are checked");
+    assert!(
+        !config.out_dir.exists(),
+        "nothing is written before the engines are checked"
+    );
 }
 
 #[test]
@@ -239,20 +300,31 @@ fn bad_text_input_is_a_clear_error() {
     let cases: [(&str, &[u8], &str); 3] = [
         ("empty.txt", b"", "is empty"),
         ("binary.dat", b"\x00\x01\x02\x03binary", "looks binary"),
-        ("latin1.txt", b"Na\xefve text in Latin-1.", "not valid UTF-8"),
+        (
+            "latin1.txt",
+            b"Na\xefve text in Latin-1.",
+            "not valid UTF-8",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let config = config(dir.path(), &format!("out-{name}"), &path, voices.clone(), 1);
-        let err = synthesize_corpus(&config, &NoProgress, None).unwrap_err().to_string();
-        assert!(err.contains(expected) && err.contains(name), "{name}: {err}");
+        let err = synthesize_corpus(&config, &NoProgress, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expected) && err.contains(name),
+            "{name}: {err}"
+        );
     }
     // Text with no sentence of speakable length.
     let path = dir.path().join("short.txt");
     std::fs::write(&path, "Yes. No. Fine.").unwrap();
     let config = config(dir.path(), "out-short", &path, voices, 1);
-    let err = synthesize_corpus(&config, &NoProgress, None).unwrap_err().to_string();
+    let err = synthesize_corpus(&config, &NoProgress, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no sentence"), "{err}");
 }
 
@@ -273,34 +345,59 @@ fn standard_split_pools_share_no_sentence_and_skip_the_leak_check_chapter() {
             return;
         }
     };
-    let leak: HashSet<String> = leak_check_transcripts(austen).unwrap().into_iter().collect();
-    assert!(leak.len() > 20, "leak-check list has {} sentences", leak.len());
+    let leak: HashSet<String> = leak_check_transcripts(austen)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        leak.len() > 20,
+        "leak-check list has {} sentences",
+        leak.len()
+    );
     let mut pools = Vec::new();
     for config in &configs {
         let queue = candidate_queue(config).unwrap();
         let texts: HashSet<String> = queue.iter().map(|c| c.transcript.clone()).collect();
         let sources: HashSet<String> = queue.iter().map(|c| c.source.clone()).collect();
-        assert!(texts.is_disjoint(&leak), "{} contains leak-check sentences", config.name);
         assert!(
-            queue.iter().all(|c| !c.source.starts_with("sensesensibility/1/")),
+            texts.is_disjoint(&leak),
+            "{} contains leak-check sentences",
+            config.name
+        );
+        assert!(
+            queue
+                .iter()
+                .all(|c| !c.source.starts_with("sensesensibility/1/")),
             "{} uses Sense and Sensibility chapter 1",
             config.name
         );
         assert!(queue.iter().all(|c| Some(c.partition) == config.partition));
         // Enough material for the default sizes at 2.7 words per second.
         let hours: f64 = queue.iter().map(|c| c.estimated_s()).sum::<f64>() / 3600.0;
-        assert!(hours > 1.5 * config.hours, "{}: only {hours:.2} h of text", config.name);
+        assert!(
+            hours > 1.5 * config.hours,
+            "{}: only {hours:.2} h of text",
+            config.name
+        );
         pools.push((config.name.clone(), texts, sources));
     }
     for i in 0..pools.len() {
         for j in i + 1..pools.len() {
             let (a, b) = (&pools[i], &pools[j]);
-            assert!(a.1.is_disjoint(&b.1), "{} and {} share a sentence", a.0, b.0);
+            assert!(
+                a.1.is_disjoint(&b.1),
+                "{} and {} share a sentence",
+                a.0,
+                b.0
+            );
             assert!(a.2.is_disjoint(&b.2), "{} and {} share a source", a.0, b.0);
         }
     }
     assert!(configs[0].partition == Some(Partition::Train));
-    assert!(pools[0].2.iter().all(|s| !s.starts_with("sensesensibility/")));
+    assert!(pools[0]
+        .2
+        .iter()
+        .all(|s| !s.starts_with("sensesensibility/")));
 }
 
 #[test]
@@ -312,9 +409,21 @@ fn tiny_standard_splits_have_disjoint_manifests() {
     }
     let paths = EnginePaths::default();
     let dir = tempfile::tempdir().unwrap();
-    let sizes = SplitSizes { train: 0.004, dev: 0.002, test_clean: 0.002, test_other: 0.002 };
+    let sizes = SplitSizes {
+        train: 0.004,
+        dev: 0.002,
+        test_clean: 0.002,
+        test_other: 0.002,
+    };
     let reports = match whittle_corpus::splits::build_standard_splits(
-        dir.path(), sizes, 5, austen, &paths, 2, None, &NoProgress,
+        dir.path(),
+        sizes,
+        5,
+        austen,
+        &paths,
+        2,
+        None,
+        &NoProgress,
     ) {
         Ok(r) => r,
         Err(err @ (CorpusError::EngineMissing { .. } | CorpusError::VoiceMissing { .. })) => {
@@ -324,20 +433,46 @@ fn tiny_standard_splits_have_disjoint_manifests() {
         Err(err) => panic!("{err}"),
     };
     assert_eq!(reports.len(), 4);
-    let texts: Vec<HashSet<String>> = ["synth-train", "synth-dev", "synth-test-clean", "synth-test-other"]
-        .iter()
-        .map(|name| read_manifest(&dir.path().join(name)).unwrap().into_iter().map(|e| e.text).collect())
-        .collect();
+    let texts: Vec<HashSet<String>> = [
+        "synth-train",
+        "synth-dev",
+        "synth-test-clean",
+        "synth-test-other",
+    ]
+    .iter()
+    .map(|name| {
+        read_manifest(&dir.path().join(name))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text)
+            .collect()
+    })
+    .collect();
     for i in 0..4 {
         assert!(!texts[i].is_empty());
         for j in i + 1..4 {
-            assert!(texts[i].is_disjoint(&texts[j]), "splits {i} and {j} share a sentence");
+            assert!(
+                texts[i].is_disjoint(&texts[j]),
+                "splits {i} and {j} share a sentence"
+            );
         }
     }
     let other = read_manifest(&dir.path().join("synth-test-other")).unwrap();
-    assert!(other.iter().all(|e| e.augment.noise.is_some() && e.augment.rt60_s.is_some()));
+    assert!(other
+        .iter()
+        .all(|e| e.augment.noise.is_some() && e.augment.rt60_s.is_some()));
     let clean = read_manifest(&dir.path().join("synth-test-clean")).unwrap();
-    assert!(clean.iter().all(|e| e.augment.noise.is_none() && e.augment.rt60_s.is_none()));
-    assert!(clean.iter().all(|e| ["festival:slt-hts", "flite:slt", "flite:rms", "pico:en-US", "pico:en-GB"].contains(&e.voice.as_str())));
-    assert!(read(&dir.path().join("leak-check.txt")).starts_with("THE FAMILY OF DASHWOOD HAD LONG BEEN SETTLED IN SUSSEX"));
+    assert!(clean
+        .iter()
+        .all(|e| e.augment.noise.is_none() && e.augment.rt60_s.is_none()));
+    assert!(clean.iter().all(|e| [
+        "festival:slt-hts",
+        "flite:slt",
+        "flite:rms",
+        "pico:en-US",
+        "pico:en-GB"
+    ]
+    .contains(&e.voice.as_str())));
+    assert!(read(&dir.path().join("leak-check.txt"))
+        .starts_with("THE FAMILY OF DASHWOOD HAD LONG BEEN SETTLED IN SUSSEX"));
 }

@@ -29,7 +29,9 @@ fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
         state ^= state << 17;
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
-    (0..len).map(|_| (uniform() + uniform() + uniform() - 1.5) * scale).collect()
+    (0..len)
+        .map(|_| (uniform() + uniform() + uniform() - 1.5) * scale)
+        .collect()
 }
 
 /// Minimum time of `f` over alternating rounds until `budget` is spent.
@@ -63,11 +65,16 @@ fn main() {
         let mut packed: Vec<PackedMatrix> = [8u8, 4, 3, 2]
             .iter()
             .map(|&bits| {
-                let q = UniformQuantizer::symmetric(bits, group).unwrap().quantize(&w, n, k).unwrap();
+                let q = UniformQuantizer::symmetric(bits, group)
+                    .unwrap()
+                    .quantize(&w, n, k)
+                    .unwrap();
                 PackedMatrix::pack(&q)
             })
             .collect();
-        let t = TernaryQuantizer { granularity: group }.quantize(&w, n, k).unwrap();
+        let t = TernaryQuantizer { granularity: group }
+            .quantize(&w, n, k)
+            .unwrap();
         packed.push(PackedMatrix::pack(&t));
         for m in [1, 1500] {
             let kind = if m == 1 { "gemv" } else { "gemm" };
@@ -94,7 +101,11 @@ fn main() {
                 .iter()
                 .map(|t| format!("{} ({:.2}x)", fmt(*t), base / t.as_secs_f64()))
                 .collect();
-            println!("| {kind} | {model} | {layer} | {m} | {} | {} |", fmt(times[0]), cells.join(" | "));
+            println!(
+                "| {kind} | {model} | {layer} | {m} | {} | {} |",
+                fmt(times[0]),
+                cells.join(" | ")
+            );
         }
     }
 }

@@ -98,8 +98,12 @@ impl Scheme {
     /// Checks the bit width range.
     pub fn validate(self) -> Result<()> {
         match self {
-            Scheme::Symmetric { bits } | Scheme::Asymmetric { bits } if !(2..=8).contains(&bits) => {
-                Err(KernelError::InvalidFormat(format!("bit width {bits} is outside 2..=8")))
+            Scheme::Symmetric { bits } | Scheme::Asymmetric { bits }
+                if !(2..=8).contains(&bits) =>
+            {
+                Err(KernelError::InvalidFormat(format!(
+                    "bit width {bits} is outside 2..=8"
+                )))
             }
             _ => Ok(()),
         }
@@ -108,9 +112,7 @@ impl Scheme {
     /// Largest code value.
     pub fn max_code(self) -> u8 {
         match self {
-            Scheme::Symmetric { bits } | Scheme::Asymmetric { bits } => {
-                ((1u16 << bits) - 1) as u8
-            }
+            Scheme::Symmetric { bits } | Scheme::Asymmetric { bits } => ((1u16 << bits) - 1) as u8,
             Scheme::Ternary => 2,
         }
     }
@@ -285,7 +287,10 @@ impl PackedFormat {
     /// Byte offset of `group` inside a row (all groups before it are full).
     #[inline]
     pub fn group_offset(self, cols: usize, group: usize) -> usize {
-        group * self.layout.group_bytes(self.quant.granularity.group_len(cols))
+        group
+            * self
+                .layout
+                .group_bytes(self.quant.granularity.group_len(cols))
     }
 
     /// Total stored bytes (codes + scales + zero points) for a `rows x cols` matrix.
@@ -329,7 +334,10 @@ mod tests {
             (group64(sym(5), Layout::Bits5), 5.25),
             (group64(sym(6), Layout::Bits6), 6.25),
             (group64(sym(8), Layout::Bits8), 8.25),
-            (group64(Scheme::Asymmetric { bits: 4 }, Layout::Bits4), 4.375),
+            (
+                group64(Scheme::Asymmetric { bits: 4 }, Layout::Bits4),
+                4.375,
+            ),
             (group64(Scheme::Ternary, Layout::Trits5), 1.875),
         ];
         for (format, bpw) in cases {

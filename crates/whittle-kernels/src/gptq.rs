@@ -65,7 +65,11 @@ impl HessianAccumulator {
     /// The symmetric `[cols][cols]` matrix `2/N X^T X`.
     pub fn finish(&self) -> Vec<f64> {
         let cols = self.cols;
-        let factor = if self.samples == 0 { 0.0 } else { 2.0 / self.samples as f64 };
+        let factor = if self.samples == 0 {
+            0.0
+        } else {
+            2.0 / self.samples as f64
+        };
         let mut h = vec![0.0; cols * cols];
         for i in 0..cols {
             for j in 0..=i {
@@ -119,7 +123,7 @@ impl Gptq {
                 index,
             });
         }
-        if self.block_size == 0 || !(self.percdamp >= 0.0) {
+        if self.block_size == 0 || self.percdamp.is_nan() || self.percdamp < 0.0 {
             return Err(KernelError::InvalidFormat(format!(
                 "GPTQ needs block_size >= 1 and percdamp >= 0, got {} and {}",
                 self.block_size, self.percdamp

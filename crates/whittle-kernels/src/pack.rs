@@ -198,13 +198,21 @@ impl<'a> PackedMatrixRef<'a> {
 
     /// Scale and zero point of a group (after validation).
     #[inline]
-    pub(crate) fn group_params(&self, row: usize, group: usize, groups_per_row: usize) -> (f32, u8) {
+    pub(crate) fn group_params(
+        &self,
+        row: usize,
+        group: usize,
+        groups_per_row: usize,
+    ) -> (f32, u8) {
         let index = self
             .format
             .quant
             .granularity
             .scale_index(row, group, groups_per_row);
-        let zero = match (self.format.quant.scheme.implicit_zero_point(), self.zero_points) {
+        let zero = match (
+            self.format.quant.scheme.implicit_zero_point(),
+            self.zero_points,
+        ) {
             (Some(zero), _) => zero,
             (None, Some(zeros)) => zeros[index],
             (None, None) => 0,

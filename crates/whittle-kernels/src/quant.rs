@@ -46,14 +46,15 @@ impl QuantizedMatrix {
         format.validate()?;
         let weights = checked_weights(rows, cols)?;
         expect_len("codes", weights, codes.len())?;
-        let groups = format
-            .granularity
-            .scale_count(rows, cols)
-            .ok_or(KernelError::InvalidShape {
-                rows,
-                cols,
-                reason: "scale count overflows usize",
-            })?;
+        let groups =
+            format
+                .granularity
+                .scale_count(rows, cols)
+                .ok_or(KernelError::InvalidShape {
+                    rows,
+                    cols,
+                    reason: "scale count overflows usize",
+                })?;
         expect_len("scales", groups, scales.len())?;
         let max = format.scheme.max_code();
         check_codes("codes", &codes, max)?;
@@ -294,7 +295,12 @@ impl UniformQuantizer {
 
     /// Asymmetric min-max quantizer.
     pub fn asymmetric(bits: u8, granularity: Granularity) -> Result<Self> {
-        Self::new(bits, ZeroPoint::Asymmetric, granularity, ScaleSearch::AbsMax)
+        Self::new(
+            bits,
+            ZeroPoint::Asymmetric,
+            granularity,
+            ScaleSearch::AbsMax,
+        )
     }
 
     /// General constructor; validates every part.
@@ -345,10 +351,11 @@ impl UniformQuantizer {
         let (scale, zero) = match self.zero_point {
             ZeroPoint::Symmetric => {
                 // Signed extreme mapped onto the most negative code.
-                let extreme = values
-                    .iter()
-                    .copied()
-                    .fold(0.0f32, |acc, v| if v.abs() > acc.abs() { v } else { acc });
+                let extreme =
+                    values
+                        .iter()
+                        .copied()
+                        .fold(0.0f32, |acc, v| if v.abs() > acc.abs() { v } else { acc });
                 let half = f32::from(1u8 << (self.bits.bits() - 1));
                 (extreme * ratio / -half, 1u8 << (self.bits.bits() - 1))
             }
@@ -399,7 +406,13 @@ impl UniformQuantizer {
         let max_code = self.bits.max_code();
         quantize_groups(weights, rows, cols, format, |group| {
             let params = self.group_params(group)?;
-            Ok((params, group.iter().map(|&w| params.quantize(w, max_code)).collect()))
+            Ok((
+                params,
+                group
+                    .iter()
+                    .map(|&w| params.quantize(w, max_code))
+                    .collect(),
+            ))
         })
     }
 }
@@ -453,8 +466,14 @@ impl TernaryQuantizer {
         let (sum, count) = values
             .iter()
             .filter(|v| v.abs() > delta)
-            .fold((0.0f64, 0usize), |(s, n), v| (s + f64::from(v.abs()), n + 1));
-        let alpha = if count == 0 { 0.0 } else { (sum / count as f64) as f32 };
+            .fold((0.0f64, 0usize), |(s, n), v| {
+                (s + f64::from(v.abs()), n + 1)
+            });
+        let alpha = if count == 0 {
+            0.0
+        } else {
+            (sum / count as f64) as f32
+        };
         Ok((delta, round_to_f16(alpha)?))
     }
 
@@ -476,7 +495,13 @@ impl TernaryQuantizer {
                     }
                 })
                 .collect();
-            Ok((GroupParams { scale: alpha, zero: 1 }, codes))
+            Ok((
+                GroupParams {
+                    scale: alpha,
+                    zero: 1,
+                },
+                codes,
+            ))
         })
     }
 }
@@ -537,7 +562,14 @@ where
             zeros.push(p.zero);
         }
     }
-    QuantizedMatrix::from_parts(rows, cols, format, codes, scales, with_zeros.then_some(zeros))
+    QuantizedMatrix::from_parts(
+        rows,
+        cols,
+        format,
+        codes,
+        scales,
+        with_zeros.then_some(zeros),
+    )
 }
 
 #[cfg(test)]

@@ -121,10 +121,11 @@ fn large_shapes_match_reference() {
 fn operand_lengths_are_checked() {
     let mut rng = Rng::new(1);
     let w = rng.normals(4 * 64, 0.1);
-    let q = whittle_kernels::UniformQuantizer::symmetric(4, whittle_kernels::Granularity::Group(32))
-        .unwrap()
-        .quantize(&w, 4, 64)
-        .unwrap();
+    let q =
+        whittle_kernels::UniformQuantizer::symmetric(4, whittle_kernels::Granularity::Group(32))
+            .unwrap()
+            .quantize(&w, 4, 64)
+            .unwrap();
     let packed = whittle_kernels::PackedMatrix::pack(&q);
     let x = vec![0.0; 64];
     let mut y = vec![0.0; 4];

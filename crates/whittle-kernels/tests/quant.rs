@@ -50,14 +50,22 @@ fn round_trip_error_limits() {
         println!("w{bits} g64 rel_rmse {err:.4}");
         assert!(err <= limit, "w{bits} g64: rel_rmse {err} exceeds {limit}");
         // Guards against a limit so loose it could not fail.
-        assert!(err > limit / 4.0, "w{bits} g64: rel_rmse {err} suspiciously small");
+        assert!(
+            err > limit / 4.0,
+            "w{bits} g64: rel_rmse {err} suspiciously small"
+        );
     }
-    let t = TernaryQuantizer { granularity: Granularity::Group(64) }
-        .quantize(&w, rows, cols)
-        .unwrap();
+    let t = TernaryQuantizer {
+        granularity: Granularity::Group(64),
+    }
+    .quantize(&w, rows, cols)
+    .unwrap();
     let err = rel_rmse(&w, &t.dequantize());
     println!("ternary g64 rel_rmse {err:.4}");
-    assert!(err <= MAX_REL_RMSE_TERNARY_G64, "ternary: rel_rmse {err} exceeds {MAX_REL_RMSE_TERNARY_G64}");
+    assert!(
+        err <= MAX_REL_RMSE_TERNARY_G64,
+        "ternary: rel_rmse {err} exceeds {MAX_REL_RMSE_TERNARY_G64}"
+    );
 }
 
 #[test]
@@ -70,13 +78,25 @@ fn mse_clipping_never_worse_and_helps_with_outliers() {
     }
     for zero_point in [ZeroPoint::Symmetric, ZeroPoint::Asymmetric] {
         for bits in [2, 3, 4] {
-            let plain = UniformQuantizer::new(bits, zero_point, Granularity::Group(128), ScaleSearch::AbsMax).unwrap();
+            let plain = UniformQuantizer::new(
+                bits,
+                zero_point,
+                Granularity::Group(128),
+                ScaleSearch::AbsMax,
+            )
+            .unwrap();
             let clipped = plain.with_scale_search(ScaleSearch::MSE_DEFAULT);
             let e_plain = rel_rmse(&w, &plain.quantize(&w, rows, cols).unwrap().dequantize());
             let e_clip = rel_rmse(&w, &clipped.quantize(&w, rows, cols).unwrap().dequantize());
-            assert!(e_clip <= e_plain, "{zero_point:?} w{bits}: clipped {e_clip} > plain {e_plain}");
+            assert!(
+                e_clip <= e_plain,
+                "{zero_point:?} w{bits}: clipped {e_clip} > plain {e_plain}"
+            );
             if bits <= 3 {
-                assert!(e_clip < 0.97 * e_plain, "{zero_point:?} w{bits}: clipping gained nothing ({e_clip} vs {e_plain})");
+                assert!(
+                    e_clip < 0.97 * e_plain,
+                    "{zero_point:?} w{bits}: clipping gained nothing ({e_clip} vs {e_plain})"
+                );
             }
         }
     }
@@ -86,13 +106,21 @@ fn mse_clipping_never_worse_and_helps_with_outliers() {
 fn ternary_takes_three_values_per_group() {
     let (rows, cols) = (8, 200);
     let w = Rng::new(5).normals(rows * cols, 0.05);
-    for granularity in [Granularity::PerRow, Granularity::Group(32), Granularity::Group(64)] {
-        let q = TernaryQuantizer { granularity }.quantize(&w, rows, cols).unwrap();
+    for granularity in [
+        Granularity::PerRow,
+        Granularity::Group(32),
+        Granularity::Group(64),
+    ] {
+        let q = TernaryQuantizer { granularity }
+            .quantize(&w, rows, cols)
+            .unwrap();
         let group = granularity.group_len(cols);
         for layout in [Layout::Bits2, Layout::Trits5] {
             let deq = PackedMatrix::pack_with(&q, layout).unwrap().dequantize();
             for (row, (deq_row, w_row)) in deq.chunks(cols).zip(w.chunks(cols)).enumerate() {
-                for (g, (values, orig)) in deq_row.chunks(group).zip(w_row.chunks(group)).enumerate() {
+                for (g, (values, orig)) in
+                    deq_row.chunks(group).zip(w_row.chunks(group)).enumerate()
+                {
                     let alpha = q.group_params(row, g).0;
                     assert!(alpha > 0.0);
                     let mut seen = [false; 3];
@@ -102,13 +130,23 @@ fn ternary_takes_three_values_per_group() {
                         seen[slot] = true;
                     }
                     if values.len() >= 32 {
-                        assert!(seen.iter().all(|&s| s), "row {row} group {g}: not all three levels used");
+                        assert!(
+                            seen.iter().all(|&s| s),
+                            "row {row} group {g}: not all three levels used"
+                        );
                     }
                     // TWN closed form: alpha is the mean magnitude above 0.7 * mean|W|.
                     let delta = 0.7 * orig.iter().map(|v| v.abs()).sum::<f32>() / orig.len() as f32;
-                    let big: Vec<f32> = orig.iter().map(|v| v.abs()).filter(|&v| v > delta).collect();
+                    let big: Vec<f32> = orig
+                        .iter()
+                        .map(|v| v.abs())
+                        .filter(|&v| v > delta)
+                        .collect();
                     let expected = big.iter().sum::<f32>() / big.len() as f32;
-                    assert!((alpha - expected).abs() <= expected * 1e-3, "alpha {alpha} vs {expected}");
+                    assert!(
+                        (alpha - expected).abs() <= expected * 1e-3,
+                        "alpha {alpha} vs {expected}"
+                    );
                 }
             }
         }
@@ -155,8 +193,12 @@ fn output_error(x: &[f32], w: &[f32], q: &[f32], cols: usize) -> f64 {
     let mut err = 0.0f64;
     for xr in x.chunks(cols) {
         for r in 0..rows {
-            let d: f32 = xr.iter().zip(&w[r * cols..(r + 1) * cols]).zip(&q[r * cols..(r + 1) * cols])
-                .map(|((a, b), c)| a * (b - c)).sum();
+            let d: f32 = xr
+                .iter()
+                .zip(&w[r * cols..(r + 1) * cols])
+                .zip(&q[r * cols..(r + 1) * cols])
+                .map(|((a, b), c)| a * (b - c))
+                .sum();
             err += f64::from(d).powi(2);
         }
     }
@@ -170,8 +212,10 @@ fn gptq_beats_round_to_nearest_on_correlated_inputs() {
     let w = rng.normals(rows * cols, 0.05);
     let x = correlated_inputs(&mut rng, samples, cols);
     let mut acc = HessianAccumulator::new(cols);
-    acc.add_batch(&x[..samples / 2 * cols], samples / 2).unwrap();
-    acc.add_batch(&x[samples / 2 * cols..], samples / 2).unwrap();
+    acc.add_batch(&x[..samples / 2 * cols], samples / 2)
+        .unwrap();
+    acc.add_batch(&x[samples / 2 * cols..], samples / 2)
+        .unwrap();
     let h = acc.finish();
     for (bits, granularity, zero_point) in [
         (4, Granularity::Group(64), ZeroPoint::Symmetric),
@@ -180,15 +224,21 @@ fn gptq_beats_round_to_nearest_on_correlated_inputs() {
         (2, Granularity::Group(64), ZeroPoint::Asymmetric),
         (4, Granularity::PerTensor, ZeroPoint::Symmetric),
     ] {
-        let rtn = UniformQuantizer::new(bits, zero_point, granularity, ScaleSearch::AbsMax).unwrap();
+        let rtn =
+            UniformQuantizer::new(bits, zero_point, granularity, ScaleSearch::AbsMax).unwrap();
         let rtn_q = rtn.quantize(&w, rows, cols).unwrap().dequantize();
         let gptq_q = Gptq::new(rtn).quantize(&w, rows, cols, &h).unwrap();
         assert_eq!(gptq_q.format(), rtn.format());
         let gptq_q = gptq_q.dequantize();
         let e_rtn = output_error(&x, &w, &rtn_q, cols);
         let e_gptq = output_error(&x, &w, &gptq_q, cols);
-        println!("w{bits} {granularity:?} {zero_point:?}: ||XW-XQ|| rtn {e_rtn:.3} gptq {e_gptq:.3}");
-        assert!(e_gptq < 0.8 * e_rtn, "w{bits} {granularity:?}: GPTQ {e_gptq} not clearly below RTN {e_rtn}");
+        println!(
+            "w{bits} {granularity:?} {zero_point:?}: ||XW-XQ|| rtn {e_rtn:.3} gptq {e_gptq:.3}"
+        );
+        assert!(
+            e_gptq < 0.8 * e_rtn,
+            "w{bits} {granularity:?}: GPTQ {e_gptq} not clearly below RTN {e_rtn}"
+        );
     }
 }
 
@@ -211,12 +261,18 @@ fn gptq_handles_dead_inputs_and_rejects_bad_hessians() {
     }
     let mut bad = h.clone();
     bad[1] = f64::NAN;
-    assert!(matches!(gptq.quantize(&w, rows, cols, &bad), Err(KernelError::NonFinite { .. })));
+    assert!(matches!(
+        gptq.quantize(&w, rows, cols, &bad),
+        Err(KernelError::NonFinite { .. })
+    ));
     let mut indefinite = vec![0.0; cols * cols];
     for i in 0..cols {
         indefinite[i * cols + i] = if i == 7 { -100.0 } else { 1.0 };
     }
-    let strict = Gptq { percdamp: 0.0, ..gptq };
+    let strict = Gptq {
+        percdamp: 0.0,
+        ..gptq
+    };
     assert!(matches!(
         strict.quantize(&w, rows, cols, &indefinite),
         Err(KernelError::NotPositiveDefinite { .. })
@@ -226,7 +282,10 @@ fn gptq_handles_dead_inputs_and_rejects_bad_hessians() {
 
 fn sample_view_parts() -> PackedMatrix {
     let w = Rng::new(1).normals(10 * 100, 0.1);
-    let q = UniformQuantizer::asymmetric(4, Granularity::Group(64)).unwrap().quantize(&w, 10, 100).unwrap();
+    let q = UniformQuantizer::asymmetric(4, Granularity::Group(64))
+        .unwrap()
+        .quantize(&w, 10, 100)
+        .unwrap();
     PackedMatrix::pack(&q)
 }
 
@@ -236,35 +295,76 @@ fn crafted_views_are_rejected() {
     let good = owned.as_ref();
     good.validate().unwrap();
 
-    let short = PackedMatrixRef { codes: &good.codes[..good.codes.len() - 1], ..good };
-    assert!(matches!(short.validate(), Err(KernelError::LengthMismatch { what: "codes", .. })));
+    let short = PackedMatrixRef {
+        codes: &good.codes[..good.codes.len() - 1],
+        ..good
+    };
+    assert!(matches!(
+        short.validate(),
+        Err(KernelError::LengthMismatch { what: "codes", .. })
+    ));
 
     let scales = &good.scales[..good.scales.len() - 1];
     let few_scales = PackedMatrixRef { scales, ..good };
-    assert!(matches!(few_scales.validate(), Err(KernelError::LengthMismatch { what: "scales", .. })));
+    assert!(matches!(
+        few_scales.validate(),
+        Err(KernelError::LengthMismatch { what: "scales", .. })
+    ));
 
-    let no_zeros = PackedMatrixRef { zero_points: None, ..good };
-    assert!(matches!(no_zeros.validate(), Err(KernelError::LengthMismatch { what: "zero_points", .. })));
+    let no_zeros = PackedMatrixRef {
+        zero_points: None,
+        ..good
+    };
+    assert!(matches!(
+        no_zeros.validate(),
+        Err(KernelError::LengthMismatch {
+            what: "zero_points",
+            ..
+        })
+    ));
 
-    let overflow = PackedMatrixRef { rows: usize::MAX, cols: usize::MAX / 2, ..good };
-    assert!(matches!(overflow.validate(), Err(KernelError::InvalidShape { .. })));
-    let overflow = PackedMatrixRef { rows: usize::MAX / 8, cols: 64, ..good };
-    assert!(matches!(overflow.validate(), Err(KernelError::InvalidShape { .. })));
+    let overflow = PackedMatrixRef {
+        rows: usize::MAX,
+        cols: usize::MAX / 2,
+        ..good
+    };
+    assert!(matches!(
+        overflow.validate(),
+        Err(KernelError::InvalidShape { .. })
+    ));
+    let overflow = PackedMatrixRef {
+        rows: usize::MAX / 8,
+        cols: 64,
+        ..good
+    };
+    assert!(matches!(
+        overflow.validate(),
+        Err(KernelError::InvalidShape { .. })
+    ));
 
     let empty = PackedMatrixRef { rows: 0, ..good };
     assert!(empty.validate().is_err());
 
     let bad_format = PackedMatrixRef {
         format: PackedFormat {
-            quant: QuantFormat { scheme: Scheme::Asymmetric { bits: 4 }, granularity: Granularity::Group(50) },
+            quant: QuantFormat {
+                scheme: Scheme::Asymmetric { bits: 4 },
+                granularity: Granularity::Group(50),
+            },
             layout: Layout::Bits4,
         },
         ..good
     };
-    assert!(matches!(bad_format.validate(), Err(KernelError::InvalidFormat(_))));
+    assert!(matches!(
+        bad_format.validate(),
+        Err(KernelError::InvalidFormat(_))
+    ));
 
     let narrow_layout = PackedMatrixRef {
-        format: PackedFormat { layout: Layout::Bits3, ..good.format },
+        format: PackedFormat {
+            layout: Layout::Bits3,
+            ..good.format
+        },
         ..good
     };
     assert!(narrow_layout.validate().is_err());
@@ -274,8 +374,14 @@ fn crafted_views_are_rejected() {
     let mut y = vec![0.0; 10];
     assert!(whittle_kernels::matmul(&x, 1, short, None, &mut y).is_err());
     assert!(whittle_kernels::matmul(&x, 1, few_scales, None, &mut y).is_err());
-    let err = short.validate().unwrap_err().in_tensor("decoder.blocks.0.mlp.0.weight");
-    assert!(err.to_string().contains("decoder.blocks.0.mlp.0.weight"), "{err}");
+    let err = short
+        .validate()
+        .unwrap_err()
+        .in_tensor("decoder.blocks.0.mlp.0.weight");
+    assert!(
+        err.to_string().contains("decoder.blocks.0.mlp.0.weight"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -284,18 +390,52 @@ fn scales_borrow_from_bytes_without_copy() {
     // u16 storage guarantees the 2-byte alignment a memory map of the file would provide.
     let words: Vec<u16> = scales.iter().map(|s| s.to_bits()).collect();
     let aligned: &[u8] = bytemuck::cast_slice(&words);
-    assert_eq!(whittle_kernels::f16_slice_from_bytes(aligned).unwrap(), &scales);
+    assert_eq!(
+        whittle_kernels::f16_slice_from_bytes(aligned).unwrap(),
+        &scales
+    );
     assert!(whittle_kernels::f16_slice_from_bytes(&aligned[..3]).is_err());
     assert!(whittle_kernels::f16_slice_from_bytes(&aligned[1..3]).is_err());
 }
 
 #[test]
 fn quantized_matrix_checks_parts() {
-    let format = QuantFormat { scheme: Scheme::Symmetric { bits: 3 }, granularity: Granularity::PerRow };
-    let ok = whittle_kernels::QuantizedMatrix::from_parts(1, 2, format, vec![0, 7], vec![f16::ONE], None);
+    let format = QuantFormat {
+        scheme: Scheme::Symmetric { bits: 3 },
+        granularity: Granularity::PerRow,
+    };
+    let ok = whittle_kernels::QuantizedMatrix::from_parts(
+        1,
+        2,
+        format,
+        vec![0, 7],
+        vec![f16::ONE],
+        None,
+    );
     assert!(ok.is_ok());
-    let too_big = whittle_kernels::QuantizedMatrix::from_parts(1, 2, format, vec![0, 8], vec![f16::ONE], None);
-    assert!(matches!(too_big, Err(KernelError::CodeOutOfRange { index: 1, value: 8, .. })));
-    let zeros = whittle_kernels::QuantizedMatrix::from_parts(1, 2, format, vec![0, 1], vec![f16::ONE], Some(vec![1]));
+    let too_big = whittle_kernels::QuantizedMatrix::from_parts(
+        1,
+        2,
+        format,
+        vec![0, 8],
+        vec![f16::ONE],
+        None,
+    );
+    assert!(matches!(
+        too_big,
+        Err(KernelError::CodeOutOfRange {
+            index: 1,
+            value: 8,
+            ..
+        })
+    ));
+    let zeros = whittle_kernels::QuantizedMatrix::from_parts(
+        1,
+        2,
+        format,
+        vec![0, 1],
+        vec![f16::ONE],
+        Some(vec![1]),
+    );
     assert!(zeros.is_err());
 }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod compress;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -14,6 +15,7 @@ pub mod fsutil;
 pub mod model_dir;
 pub mod models;
 pub mod nn;
+pub mod packed_file;
 
 pub use error::{Error, Result};
 

@@ -25,16 +25,42 @@ pub(super) fn available() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
     use super::*;
-    pub(in crate::kernels) fn dot_row_packed(_: Layout, _: &[u8], _: &Q8Row, _: &RowParams<'_>, _: usize) -> f32 {
+    pub(in crate::kernels) fn dot_row_packed(
+        _: Layout,
+        _: &[u8],
+        _: &Q8Row,
+        _: &RowParams<'_>,
+        _: usize,
+    ) -> f32 {
         unreachable!("AVX2 kernels are only selected when available()")
     }
-    pub(in crate::kernels) fn dot_row_bytes(_: &[u8], _: &Q8Row, _: &RowParams<'_>, _: usize) -> f32 {
+    pub(in crate::kernels) fn dot_row_bits4_pairs(
+        _: &[u8],
+        _: &Q8Row,
+        _: &RowParams<'_>,
+        _: usize,
+    ) -> f32 {
+        unreachable!("AVX2 kernels are only selected when available()")
+    }
+    pub(in crate::kernels) fn dot_row_bytes(
+        _: &[u8],
+        _: &Q8Row,
+        _: &RowParams<'_>,
+        _: usize,
+    ) -> f32 {
         unreachable!("AVX2 kernels are only selected when available()")
     }
     pub(in crate::kernels) fn dot_f32(_: &[f32], _: &[f32]) -> f32 {
         unreachable!("AVX2 kernels are only selected when available()")
     }
-    pub(in crate::kernels) fn dot_tile(_: &[f32], _: usize, _: &[f32], _: usize, _: usize, _: &mut [[f32; NR]; MR]) {
+    pub(in crate::kernels) fn dot_tile(
+        _: &[f32],
+        _: usize,
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: &mut [[f32; NR]; MR],
+    ) {
         unreachable!("AVX2 kernels are only selected when available()")
     }
 }
@@ -100,6 +126,77 @@ mod imp {
                 _ => dot_row::<BITS8>(packed.as_ptr(), act, params, blocks_per_group),
             }
         }
+    }
+
+    /// Int8 dot of a [`Layout::Bits4`] row, two blocks per step; `act` must have been through
+    /// `Q8Row::interleave_nibble_pairs` and block pairs must not straddle groups.
+    pub(in crate::kernels) fn dot_row_bits4_pairs(
+        packed: &[u8],
+        act: &Q8Row,
+        params: &RowParams<'_>,
+        blocks_per_group: usize,
+    ) -> f32 {
+        let blocks = act.scales.len();
+        assert!(super::available());
+        assert!(packed.len() >= blocks * block_bytes(BITS4));
+        assert!(act.values.len() >= blocks * BLOCK);
+        assert!(act.pair_scales.len() >= blocks / 2 * 8);
+        assert!(params.scales.len() * blocks_per_group >= blocks);
+        assert!(act.group_sums.len() >= params.scales.len());
+        assert!(blocks_per_group & 1 == 0 || params.scales.len() == 1);
+        // SAFETY: AVX2/FMA/F16C checked above; `packed`, `act.values` and `act.pair_scales`
+        // cover every block and `group_sums` has an entry per group.
+        unsafe { bits4_pairs(packed.as_ptr(), act, params, blocks_per_group) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bits4_pairs(
+        packed: *const u8,
+        act: &Q8Row,
+        params: &RowParams<'_>,
+        blocks_per_group: usize,
+    ) -> f32 {
+        let blocks = act.scales.len();
+        let x = act.values.as_ptr();
+        let pair_scales = act.pair_scales.as_ptr();
+        let nibble = _mm256_set1_epi8(15);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut zero_term = 0.0f32;
+        for (g, scale) in params.scales.iter().enumerate() {
+            let scale = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(scale.to_bits()))));
+            zero_term += scale * params.zero(g) * act.group_sums.get_unchecked(g);
+            let scale_v = _mm256_set1_ps(scale);
+            let end = ((g + 1) * blocks_per_group).min(blocks);
+            let mut b = g * blocks_per_group;
+            while b + 1 < end {
+                // Bytes of blocks b and b+1: low nibbles are codes 0..16 of each, high 16..32.
+                let v = _mm256_loadu_si256(packed.add(b * 16).cast());
+                let lo = _mm256_and_si256(v, nibble);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+                let x_lo = _mm256_loadu_si256(x.add(b * BLOCK).cast());
+                let x_hi = _mm256_loadu_si256(x.add(b * BLOCK + BLOCK).cast());
+                // Each vpmaddubsw lane is at most 2 * 15 * 127, so the i16 sum cannot overflow.
+                let pairs = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, x_lo),
+                    _mm256_maddubs_epi16(hi, x_hi),
+                );
+                // Lanes 0-3: block b, lanes 4-7: block b+1.
+                let dots = _mm256_madd_epi16(pairs, ones);
+                let scales = _mm256_mul_ps(_mm256_loadu_ps(pair_scales.add(b / 2 * 8)), scale_v);
+                let next = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scales, acc0);
+                acc0 = acc1;
+                acc1 = next;
+                b += 2;
+            }
+            if b < end {
+                let d = block_dot::<BITS4>(packed.add(b * 16), x.add(b * BLOCK), ones);
+                let s = _mm256_set1_ps(scale * *act.scales.get_unchecked(b));
+                acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s, acc0);
+            }
+        }
+        hsum(_mm256_add_ps(acc0, acc1)) - zero_term
     }
 
     /// Int8 dot of a decoded row (one code < 128 per byte, padded to whole blocks).
@@ -348,4 +445,4 @@ mod imp {
     }
 }
 
-pub(super) use imp::{dot_f32, dot_row_bytes, dot_row_packed, dot_tile};
+pub(super) use imp::{dot_f32, dot_row_bits4_pairs, dot_row_bytes, dot_row_packed, dot_tile};

@@ -191,6 +191,8 @@ pub(crate) struct Q8Row {
     scales: Vec<f32>,
     /// Per weight group: `sum over its blocks of scale * sum(values)`, for the zero-point term.
     group_sums: Vec<f32>,
+    /// After [`Q8Row::interleave_nibble_pairs`]: per pair of blocks, `[s_b; 4] ++ [s_b+1; 4]`.
+    pair_scales: Vec<f32>,
 }
 
 impl Q8Row {
@@ -221,6 +223,25 @@ impl Q8Row {
             values,
             scales,
             group_sums,
+            pair_scales: Vec::new(),
+        }
+    }
+
+    /// Reorders each full pair of blocks `(2p, 2p+1)` as `x[2p][..16], x[2p+1][..16],
+    /// x[2p][16..], x[2p+1][16..]`, the order in which one 32-byte load of two [`Layout::Bits4`]
+    /// blocks yields codes after masking (low nibbles) and shifting (high nibbles). A trailing odd
+    /// block keeps its natural order.
+    fn interleave_nibble_pairs(&mut self) {
+        const HALF: usize = BLOCK / 2;
+        for (pair, chunk) in self.values.chunks_exact_mut(2 * BLOCK).enumerate() {
+            let original: [i8; 2 * BLOCK] = chunk.try_into().expect("chunk of two blocks");
+            chunk[..HALF].copy_from_slice(&original[..HALF]);
+            chunk[HALF..BLOCK].copy_from_slice(&original[BLOCK..BLOCK + HALF]);
+            chunk[BLOCK..BLOCK + HALF].copy_from_slice(&original[HALF..BLOCK]);
+            chunk[BLOCK + HALF..].copy_from_slice(&original[BLOCK + HALF..]);
+            let (s0, s1) = (self.scales[2 * pair], self.scales[2 * pair + 1]);
+            self.pair_scales
+                .extend_from_slice(&[s0, s0, s0, s0, s1, s1, s1, s1]);
         }
     }
 }
@@ -231,19 +252,19 @@ fn blocks_per_group(w: &PackedMatrixRef<'_>) -> usize {
 }
 
 /// Matrix-vector product for one row of `x` (int8 activations, see module docs).
-fn gemv_packed(
-    isa: Isa,
-    x: &[f32],
-    w: PackedMatrixRef<'_>,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
+fn gemv_packed(isa: Isa, x: &[f32], w: PackedMatrixRef<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
     let k = w.cols;
     let bpg = blocks_per_group(&w);
-    let act = Q8Row::new(x, bpg);
+    let mut act = Q8Row::new(x, bpg);
     let groups_per_row = w.format.quant.granularity.groups_per_row(k);
     let row_bytes = w.format.row_bytes(k).unwrap_or(0);
     let layout = w.format.layout;
+    // 4-bit fast path: two blocks per load, when block pairs never straddle two groups.
+    let nibble_pairs =
+        isa == Isa::Avx2Fma && layout == Layout::Bits4 && (bpg & 1 == 0 || groups_per_row == 1);
+    if nibble_pairs {
+        act.interleave_nibble_pairs();
+    }
     // Bits8 is multiplied as signed `code - 128` to stay inside vpmaddubsw's i16 range.
     let code_shift = if isa == Isa::Avx2Fma && layout == Layout::Bits8 {
         128.0
@@ -253,14 +274,28 @@ fn gemv_packed(
     let per_task = rows_per_task(w.rows, k);
     let per_tensor = w.format.quant.granularity == Granularity::PerTensor;
     // Implicit zero point (symmetric, ternary) or per-group zero points (asymmetric).
-    let zero_const = w.format.quant.scheme.implicit_zero_point().map_or(0.0, f32::from) - code_shift;
+    let zero_const = w
+        .format
+        .quant
+        .scheme
+        .implicit_zero_point()
+        .map_or(0.0, f32::from)
+        - code_shift;
     let needs_decoding = isa == Isa::Scalar || layout == Layout::Trits5;
     let run = |(task, ys): (usize, &mut [f32])| {
-        let mut decoded = if needs_decoding { vec![0u8; act.values.len()] } else { Vec::new() };
+        let mut decoded = if needs_decoding {
+            vec![0u8; act.values.len()]
+        } else {
+            Vec::new()
+        };
         for (i, out) in ys.iter_mut().enumerate() {
             let row = task * per_task + i;
             // Per-tensor matrices have one group per row, all sharing entry 0.
-            let groups = if per_tensor { 0..1 } else { row * groups_per_row..(row + 1) * groups_per_row };
+            let groups = if per_tensor {
+                0..1
+            } else {
+                row * groups_per_row..(row + 1) * groups_per_row
+            };
             let params = RowParams {
                 scales: &w.scales[groups.clone()],
                 zeros: w.zero_points.map(|z| &z[groups]),
@@ -269,6 +304,9 @@ fn gemv_packed(
             };
             let packed = w.row_codes(row, row_bytes);
             let dot = match isa {
+                Isa::Avx2Fma if nibble_pairs => {
+                    avx2::dot_row_bits4_pairs(packed, &act, &params, bpg)
+                }
                 Isa::Avx2Fma if layout != Layout::Trits5 => {
                     avx2::dot_row_packed(layout, packed, &act, &params, bpg)
                 }
@@ -408,7 +446,9 @@ fn gemm(isa: Isa, x: &[f32], m: usize, weights: Weights<'_>, bias: Option<&[f32]
         if m * sp_rows * k < MIN_PARALLEL_WORK {
             run((0, y));
         } else {
-            y.par_chunks_mut(x_rows_per_task * n).enumerate().for_each(run);
+            y.par_chunks_mut(x_rows_per_task * n)
+                .enumerate()
+                .for_each(run);
         }
     }
 }
@@ -463,7 +503,11 @@ fn dot_tile_scalar(
     for (i, out_row) in out.iter_mut().enumerate().take(mr) {
         let x_row = &x[i * k..(i + 1) * k];
         for (j, o) in out_row.iter_mut().enumerate().take(nr) {
-            *o = x_row.iter().zip(&w[j * k..(j + 1) * k]).map(|(a, b)| a * b).sum();
+            *o = x_row
+                .iter()
+                .zip(&w[j * k..(j + 1) * k])
+                .map(|(a, b)| a * b)
+                .sum();
         }
     }
 }

@@ -31,7 +31,11 @@ pub fn matmul_f32_naive(
     check_operands(x, m, k, n, bias, y)?;
     for (x_row, y_row) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
         for (j, out) in y_row.iter_mut().enumerate() {
-            let dot: f32 = x_row.iter().zip(&w[j * k..(j + 1) * k]).map(|(a, b)| a * b).sum();
+            let dot: f32 = x_row
+                .iter()
+                .zip(&w[j * k..(j + 1) * k])
+                .map(|(a, b)| a * b)
+                .sum();
             *out = dot + bias.map_or(0.0, |b| b[j]);
         }
     }

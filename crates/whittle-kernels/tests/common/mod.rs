@@ -1,7 +1,9 @@
 //! Deterministic random data shared by the integration tests.
 #![allow(dead_code)]
 
-use whittle_kernels::{Granularity, Layout, PackedMatrix, QuantizedMatrix, TernaryQuantizer, UniformQuantizer};
+use whittle_kernels::{
+    Granularity, Layout, PackedMatrix, QuantizedMatrix, TernaryQuantizer, UniformQuantizer,
+};
 
 /// xorshift64* generator: tests own their randomness so failures reproduce exactly.
 pub struct Rng(u64);
@@ -31,12 +33,18 @@ impl Rng {
     }
 }
 
+/// Quantizes `(weights, rows, cols)` and packs the result.
+pub type MakeFormat = Box<dyn Fn(&[f32], usize, usize) -> (QuantizedMatrix, PackedMatrix)>;
+
 /// Every (name, scheme) the kernels support, quantized and packed.
-pub fn all_formats(granularity: Granularity) -> Vec<(String, Box<dyn Fn(&[f32], usize, usize) -> (QuantizedMatrix, PackedMatrix)>)> {
-    let mut out: Vec<(String, Box<dyn Fn(&[f32], usize, usize) -> (QuantizedMatrix, PackedMatrix)>)> = Vec::new();
+pub fn all_formats(granularity: Granularity) -> Vec<(String, MakeFormat)> {
+    let mut out: Vec<(String, MakeFormat)> = Vec::new();
     for bits in 2..=8u8 {
         for symmetric in [true, false] {
-            let name = format!("{}{bits} {granularity:?}", if symmetric { "sym" } else { "asym" });
+            let name = format!(
+                "{}{bits} {granularity:?}",
+                if symmetric { "sym" } else { "asym" }
+            );
             out.push((
                 name,
                 Box::new(move |w, rows, cols| {
@@ -58,7 +66,9 @@ pub fn all_formats(granularity: Granularity) -> Vec<(String, Box<dyn Fn(&[f32], 
         out.push((
             format!("ternary {layout:?} {granularity:?}"),
             Box::new(move |w, rows, cols| {
-                let q = TernaryQuantizer { granularity }.quantize(w, rows, cols).unwrap();
+                let q = TernaryQuantizer { granularity }
+                    .quantize(w, rows, cols)
+                    .unwrap();
                 let p = PackedMatrix::pack_with(&q, layout).unwrap();
                 (q, p)
             }),

@@ -1,6 +1,9 @@
 //! The weight of a linear layer as a value with several states.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Module, Tensor};
+use whittle_kernels::PackedMatrix;
 
 use crate::checkpoint::TensorStore;
 use crate::error::Result;
@@ -13,6 +16,9 @@ use crate::error::Result;
 pub enum Weight {
     /// A dense float matrix.
     Float(Tensor),
+    /// Low-bit codes with per-group scales, multiplied by kernels that dequantize inside the
+    /// inner loop (no float copy of the matrix exists).
+    Packed(Arc<PackedMatrix>),
 }
 
 impl Weight {
@@ -23,6 +29,7 @@ impl Weight {
                 let d = w.dims();
                 (d[0], d[1])
             }
+            Weight::Packed(p) => (p.rows(), p.cols()),
         }
     }
 
@@ -30,6 +37,7 @@ impl Weight {
     pub fn to_dense(&self) -> candle_core::Result<Tensor> {
         match self {
             Weight::Float(w) => Ok(w.clone()),
+            Weight::Packed(p) => Tensor::from_vec(p.dequantize(), (p.rows(), p.cols()), &candle_core::Device::Cpu),
         }
     }
 
@@ -37,6 +45,7 @@ impl Weight {
     pub fn storage_bytes(&self) -> usize {
         match self {
             Weight::Float(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Weight::Packed(p) => p.codes().len() + 2 * p.scales().len() + p.zero_points().map_or(0, <[u8]>::len),
         }
     }
 }
@@ -76,14 +85,73 @@ impl Module for Linear {
         let rows = x.elem_count() / in_features.max(1);
         let x2 = x.reshape((rows, in_features))?;
         let y = match &self.weight {
-            Weight::Float(w) => x2.matmul(&w.t()?)?,
-        };
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+            Weight::Float(w) => {
+                let y = x2.matmul(&w.t()?)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+            Weight::Packed(p) => packed_matmul(&x2, p, self.bias.as_ref())?,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.out_features();
         y.reshape(out_dims)
+    }
+}
+
+/// `x [rows, in] · W^T + b` through the packed kernels (inference only: no gradient).
+fn packed_matmul(x: &Tensor, w: &PackedMatrix, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let (rows, _) = x.dims2()?;
+    let input: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let bias: Option<Vec<f32>> = bias.map(|b| b.to_dtype(DType::F32)?.to_vec1()).transpose()?;
+    let mut out = vec![0f32; rows * w.rows()];
+    whittle_kernels::matmul(&input, rows, w.as_ref(), bias.as_deref(), &mut out)
+        .map_err(|e| candle_core::Error::Msg(format!("packed matmul: {e}")))?;
+    Tensor::from_vec(out, (rows, w.rows()), x.device())?.to_dtype(x.dtype())
+}
+
+impl Linear {
+    /// Replace a float weight by its packed form; returns the bytes the packed weight takes.
+    pub fn set_packed(&mut self, packed: PackedMatrix) -> usize {
+        self.weight = Weight::Packed(Arc::new(packed));
+        self.weight.storage_bytes()
+    }
+
+    /// The float weight as row-major f32 values (for quantizers).
+    pub fn float_weight_values(&self) -> candle_core::Result<Vec<f32>> {
+        self.weight.to_dense()?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use whittle_kernels::{Granularity, UniformQuantizer};
+
+    /// Packed forward equals the float forward over the dequantized weight (same numbers,
+    /// different summation order).
+    const PACKED_VS_DEQUANT_TOL: f32 = 1e-4;
+
+    #[test]
+    fn packed_linear_matches_dequantized_float_linear() {
+        let (n, k, m) = (24, 96, 5);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 211) as f32 - 105.0) / 90.0).collect();
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 104729 % 97) as f32 - 48.0) / 40.0).collect();
+        let bias = Tensor::from_vec((0..n).map(|i| i as f32 / 10.0).collect::<Vec<_>>(), n, &Device::Cpu).unwrap();
+        let q = UniformQuantizer::symmetric(4, Granularity::Group(32)).unwrap().quantize(&w, n, k).unwrap();
+        let packed = PackedMatrix::pack(&q);
+        let dequant = Tensor::from_vec(packed.dequantize(), (n, k), &Device::Cpu).unwrap();
+        let float = Linear { weight: Weight::Float(dequant), bias: Some(bias.clone()) };
+        let mut packed_linear = Linear { weight: Weight::Float(Tensor::zeros((n, k), DType::F32, &Device::Cpu).unwrap()), bias: Some(bias) };
+        packed_linear.set_packed(packed);
+        let xs = Tensor::from_vec(x, (1, m, k), &Device::Cpu).unwrap();
+        let a = float.forward(&xs).unwrap();
+        let b = packed_linear.forward(&xs).unwrap();
+        assert_eq!(b.dims(), &[1, m, n]);
+        let err: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert!(err < PACKED_VS_DEQUANT_TOL, "max_err {err} exceeds {PACKED_VS_DEQUANT_TOL}");
+        assert!(packed_linear.weight.storage_bytes() < n * k, "4-bit storage must be under 1 byte per weight");
     }
 }

@@ -23,11 +23,27 @@ pub struct DecodeOptions {
     pub beam_size: usize,
     /// Upper bound on new tokens per window (default: half the decoder context, 224).
     pub max_new_tokens: Option<usize>,
+    /// How the audio is padded before the log-mel front end.
+    pub padding: FrontEndPadding,
+}
+
+/// Padding of the front end: the two reference implementations differ, and on clips much
+/// shorter than 30 s the padded frames are most of the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrontEndPadding {
+    /// openai-whisper: 30 s of zero samples appended before the STFT, so padded frames take
+    /// the clamped floor `max - 8` of the log-mel.
+    #[default]
+    OpenaiWhisper,
+    /// faster-whisper / CTranslate2: 160 zero samples appended, and each window is filled up
+    /// to 3000 frames with zeros of the normalised log-mel.
+    FasterWhisper,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { beam_size: 1, max_new_tokens: None }
+        Self { beam_size: 1, max_new_tokens: None, padding: FrontEndPadding::OpenaiWhisper }
     }
 }
 
@@ -98,17 +114,24 @@ impl Transcriber {
     /// Transcribe mono 16 kHz samples.
     pub fn transcribe(&self, samples: &[f32]) -> Result<Transcript> {
         let n_mels = self.model.config.num_mel_bins;
-        let mel = whittle_audio::mel::log_mel_spectrogram(samples, n_mels);
+        let mel = match self.options.padding {
+            FrontEndPadding::OpenaiWhisper => whittle_audio::mel::log_mel_spectrogram(samples, n_mels),
+            FrontEndPadding::FasterWhisper => {
+                whittle_audio::mel::log_mel_spectrogram_with_padding(samples, n_mels, whittle_audio::mel::HOP_LENGTH)
+            }
+        };
         let content_frames = samples.len() / whittle_audio::mel::HOP_LENGTH;
         let device = self.model.device();
-        let mel = Tensor::from_vec(mel.data, (1, n_mels, mel.n_frames), device)?.to_dtype(self.model.dtype)?;
         let mut window_tokens = Vec::new();
         let mut seek = 0;
         loop {
-            let window = mel.narrow(2, seek, WINDOW_FRAMES)?;
+            // `window` fills frames past the end with zeros (faster-whisper's pad_or_trim);
+            // with openai-whisper padding the 30 s of padded audio is always there instead.
+            let window = mel.window(seek, WINDOW_FRAMES);
+            let window = Tensor::from_vec(window.data, (1, n_mels, WINDOW_FRAMES), device)?.to_dtype(self.model.dtype)?;
             window_tokens.push(self.decode_window(&window)?);
             seek += WINDOW_FRAMES;
-            if seek >= content_frames || seek + WINDOW_FRAMES > mel.dim(2)? {
+            if seek >= content_frames {
                 break;
             }
         }

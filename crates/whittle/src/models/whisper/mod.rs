@@ -7,6 +7,6 @@ pub mod model;
 pub mod tokenizer;
 
 pub use config::WhisperConfig;
-pub use decode::{DecodeOptions, Transcriber, Transcript};
+pub use decode::{DecodeOptions, FrontEndPadding, Transcriber, Transcript};
 pub use model::Whisper;
 pub use tokenizer::WhisperTokenizer;

@@ -1,0 +1,3 @@
+//! Compression passes over a model's named parameters.
+
+pub mod ptq;
