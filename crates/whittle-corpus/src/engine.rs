@@ -37,10 +37,15 @@ pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
+    /// espeak-ng (formant synthesis).
     EspeakNg,
+    /// CMU flite (diphone and clustergen voices).
     Flite,
+    /// festival through `text2wave` (diphone and HTS voices).
     Festival,
+    /// mbrola diphone voices driven by espeak-ng.
     Mbrola,
+    /// SVOX pico through `pico2wave`.
     Pico,
 }
 
@@ -84,6 +89,7 @@ impl Engine {
 /// One voice of one engine.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Voice {
+    /// The engine that speaks it.
     pub engine: Engine,
     /// The engine's own voice name: `en-us+m3`, `slt`, `slt-hts`, `us1`, `en-US`.
     pub name: String,
@@ -212,11 +218,17 @@ pub struct Prosody {
 /// Where the engine programs are. Bare names are looked up on `PATH`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnginePaths {
+    /// espeak-ng (also runs the mbrola voices).
     pub espeak_ng: PathBuf,
+    /// flite.
     pub flite: PathBuf,
+    /// festival's `text2wave` script.
     pub text2wave: PathBuf,
+    /// festival itself (lists the installed voices).
     pub festival: PathBuf,
+    /// The mbrola synthesiser espeak-ng calls.
     pub mbrola: PathBuf,
+    /// pico2wave.
     pub pico2wave: PathBuf,
     /// Directory holding mbrola voice databases (`<dir>/us1/us1`).
     pub mbrola_voices: PathBuf,
@@ -239,6 +251,7 @@ impl Default for EnginePaths {
 /// What was found for one engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineInfo {
+    /// Which engine.
     pub engine: Engine,
     /// The resolved program path.
     pub program: PathBuf,
@@ -246,6 +259,7 @@ pub struct EngineInfo {
     pub version: String,
     /// Debian package and its installed version, if dpkg knows it.
     pub package: String,
+    /// The package version from `dpkg-query`, when dpkg knows the package.
     pub package_version: Option<String>,
 }
 
@@ -297,10 +311,15 @@ impl Engines {
         let mut infos = Vec::new();
         for engine in engines {
             let program = program_for(paths, engine);
+            // mbrola voices run through espeak-ng, which is then the missing program.
+            let (needed, package) = match engine {
+                Engine::Mbrola => ("espeak-ng (which drives mbrola)", "espeak-ng"),
+                _ => (engine.name(), engine.debian_package()),
+            };
             let resolved = find_program(program).ok_or_else(|| CorpusError::EngineMissing {
-                engine: engine.name().to_string(),
+                engine: needed.to_string(),
                 program: program.display().to_string(),
-                package: engine.debian_package().to_string(),
+                package: package.to_string(),
             })?;
             let mut version = match engine {
                 Engine::EspeakNg | Engine::Mbrola => {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while reading text, synthesising speech or writing a corpus.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // variant docs say it all; the fields are named for what they hold
 pub enum CorpusError {
     /// A file or directory could not be read or written.
     #[error("{}: {source}", path.display())]

@@ -57,9 +57,13 @@ fn fix_min_block_size(bytes: &mut [u8], block_size: usize, total_samples: usize)
 /// What a FLAC file's STREAMINFO block says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlacInfo {
+    /// Samples per second.
     pub sample_rate: u32,
+    /// Channel count.
     pub channels: u8,
+    /// Bits per sample.
     pub bits_per_sample: u8,
+    /// Samples per channel in the whole stream.
     pub total_samples: u64,
 }
 

@@ -524,7 +524,7 @@ fn below_hundred(n: u64) -> String {
     match n {
         0..=9 => DIGITS[n as usize].to_string(),
         10..=19 => TEENS[n as usize - 10].to_string(),
-        _ if n % 10 == 0 => TENS[n as usize / 10].to_string(),
+        _ if n.is_multiple_of(10) => TENS[n as usize / 10].to_string(),
         _ => format!("{} {}", TENS[n as usize / 10], DIGITS[n as usize % 10]),
     }
 }

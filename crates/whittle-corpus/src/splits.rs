@@ -104,9 +104,13 @@ pub fn resolve_voices(spec: &str, paths: &EnginePaths) -> Result<Vec<Voice>> {
 /// Sizes of the standard splits in hours.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SplitSizes {
+    /// `synth-train`.
     pub train: f64,
+    /// `synth-dev`.
     pub dev: f64,
+    /// `synth-test-clean`.
     pub test_clean: f64,
+    /// `synth-test-other`.
     pub test_other: f64,
 }
 
@@ -253,7 +257,7 @@ pub fn build_standard_splits(
     write_atomically(&root.join("leak-check.txt"), leak.as_bytes())?;
     let mut reports = Vec::new();
     for mut config in configs {
-        if only.is_some_and(|only| !only.iter().any(|n| *n == config.name)) {
+        if only.is_some_and(|only| !only.contains(&config.name)) {
             continue;
         }
         config.jobs = jobs;

@@ -61,14 +61,19 @@ const PEAK_LEVEL: f32 = 0.9;
 pub struct SynthConfig {
     /// Corpus name recorded in `corpus.json` (e.g. `synth-train`).
     pub name: String,
+    /// Where the sentences come from.
     pub text: TextSource,
     /// Restrict sentences to one partition; `None` uses every sentence.
     pub partition: Option<Partition>,
+    /// The voices utterances are spread over; speaker `k` is `voices[k - 1]`.
     pub voices: Vec<Voice>,
     /// Hours of kept audio to produce.
     pub hours: f64,
+    /// Seed of every random choice.
     pub seed: u64,
+    /// The corpus directory.
     pub out_dir: PathBuf,
+    /// Noise and reverb to apply.
     pub augment: AugmentConfig,
     /// Speed factor range (uniform).
     pub speed_range: (f64, f64),
@@ -78,6 +83,7 @@ pub struct SynthConfig {
     pub duration_s: (f64, f64),
     /// Worker threads; 0 means one per core.
     pub jobs: usize,
+    /// Where the TTS programs are.
     pub engine_paths: EnginePaths,
 }
 
@@ -155,18 +161,31 @@ impl SynthConfig {
 /// The corpus-defining options, serialised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedConfig {
+    /// Corpus name.
     pub name: String,
+    /// Text source description.
     pub text: String,
+    /// Sentence partition, if restricted.
     pub partition: Option<Partition>,
+    /// Voice specifications, speaker 1 first.
     pub voices: Vec<String>,
+    /// Hours asked for.
     pub hours: f64,
+    /// The seed.
     pub seed: u64,
+    /// Augmentation settings.
     pub augment: AugmentConfig,
+    /// The same as an `--augment` string.
     pub augment_spec: String,
+    /// Speed factor range.
     pub speed_range: (f64, f64),
+    /// Pitch shift range in semitones.
     pub pitch_semitones: (f64, f64),
+    /// Accepted utterance durations in seconds.
     pub duration_s: (f64, f64),
+    /// Speaking rate used for duration estimates.
     pub words_per_second_estimate: f64,
+    /// Output sample rate.
     pub sample_rate: u32,
 }
 
@@ -179,10 +198,13 @@ pub struct ManifestEntry {
     pub audio: String,
     /// LibriSpeech-style transcript.
     pub text: String,
+    /// Duration in seconds (samples / 16000, rounded to 0.1 ms).
     pub duration_s: f64,
     /// Voice specification (`flite:slt`).
     pub voice: String,
+    /// LibriSpeech-style speaker id (1-based index of the voice).
     pub speaker: u32,
+    /// LibriSpeech-style chapter id (`book * 1000 + chapter`).
     pub chapter: u32,
     /// `document/chapter/paragraph/sentence[.piece]`.
     pub source: String,
@@ -192,6 +214,7 @@ pub struct ManifestEntry {
     pub pitch_semitones: Option<f64>,
     /// The exact engine arguments (text and output files shown as `IN` and `OUT`).
     pub engine_args: Vec<String>,
+    /// Noise and reverb applied.
     pub augment: Applied,
     /// SHA-256 of the FLAC file.
     pub sha256: String,
@@ -200,35 +223,53 @@ pub struct ManifestEntry {
 /// One speaker of the corpus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeakerInfo {
+    /// Speaker id.
     pub speaker: u32,
+    /// Its voice specification.
     pub voice: String,
+    /// The Debian package providing the voice.
     pub debian_package: String,
+    /// Utterances it speaks in this corpus.
     pub utterances: usize,
 }
 
 /// `corpus.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CorpusDescription {
+    /// [`CORPUS_FORMAT`].
     pub format: String,
+    /// The options that made the corpus.
     pub config: RecordedConfig,
+    /// Engines used, with versions.
     pub engines: Vec<EngineInfo>,
+    /// Speakers and their voices.
     pub speakers: Vec<SpeakerInfo>,
+    /// Number of utterances kept.
     pub utterances: usize,
+    /// Hours of audio kept.
     pub hours: f64,
     /// Clips synthesised but dropped for falling outside the duration range.
     pub dropped_out_of_range: usize,
+    /// Synthesis rounds run.
     pub rounds: usize,
+    /// How sentences are assigned to partitions.
     pub partition_rule: String,
 }
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthReport {
+    /// Utterances in the corpus.
     pub utterances: usize,
+    /// Hours of audio in the corpus.
     pub hours: f64,
+    /// Utterances synthesised in this run.
     pub synthesized: usize,
+    /// Utterances reused from an earlier run.
     pub reused: usize,
+    /// Clips dropped for their duration.
     pub dropped_out_of_range: usize,
+    /// Wall-clock seconds.
     pub elapsed_s: f64,
 }
 

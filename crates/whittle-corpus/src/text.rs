@@ -26,11 +26,17 @@ pub const MAX_TEXT_BYTES: u64 = 256 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Novel {
+    /// *Sense and Sensibility* (1811).
     SenseSensibility,
+    /// *Pride and Prejudice* (1813).
     PridePrejudice,
+    /// *Mansfield Park* (1814).
     MansfieldPark,
+    /// *Emma* (1815).
     Emma,
+    /// *Northanger Abbey* (1817).
     NorthangerAbbey,
+    /// *Persuasion* (1817).
     Persuasion,
 }
 
@@ -79,7 +85,9 @@ impl Novel {
 /// A chapter: its 1-based number in reading order and its paragraphs (line breaks joined).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chapter {
+    /// 1-based position in reading order (a new volume does not restart it).
     pub number: u32,
+    /// Paragraphs with line breaks joined by spaces.
     pub paragraphs: Vec<String>,
 }
 
@@ -90,6 +98,7 @@ pub struct Document {
     pub id: String,
     /// Numeric book id for LibriSpeech-style chapter ids (1-6 for the novels, 0 for user files).
     pub book_number: u32,
+    /// The chapters in reading order.
     pub chapters: Vec<Chapter>,
 }
 
@@ -248,7 +257,9 @@ pub fn document_from_lines<'a>(
 pub enum TextSource {
     /// Some of Austen's novels from the janeaustenr database in `data_dir`.
     Austen {
+        /// The directory holding `Rdata.rdx` and `Rdata.rdb`.
         data_dir: PathBuf,
+        /// Which novels.
         novels: Vec<Novel>,
     },
     /// A plain UTF-8 text file.
@@ -436,6 +447,22 @@ mod tests {
         if !dir.join("Rdata.rdx").exists() {
             eprintln!("skipping: r-cran-janeaustenr is not installed");
             return;
+        }
+        // Line counts as R reports them (`length(janeaustenr::emma)` ...).
+        let db = LazyLoadDb::open(&dir.join("Rdata")).unwrap();
+        for (novel, lines) in [
+            (Novel::SenseSensibility, 12624),
+            (Novel::PridePrejudice, 13030),
+            (Novel::MansfieldPark, 15349),
+            (Novel::Emma, 16235),
+            (Novel::NorthangerAbbey, 7856),
+            (Novel::Persuasion, 8328),
+        ] {
+            assert_eq!(
+                db.read_strings(novel.id()).unwrap().len(),
+                lines,
+                "{novel:?}"
+            );
         }
         let source = TextSource::parse("austen", dir).unwrap();
         let docs = source.load().unwrap();

@@ -80,11 +80,13 @@ pub struct Candidate {
     pub source: String,
     /// The document's book number (LibriSpeech chapter ids are `book * 1000 + chapter`).
     pub book_number: u32,
+    /// Chapter number within the document.
     pub chapter: u32,
     /// What the TTS engine reads.
     pub spoken: String,
     /// The transcript (LibriSpeech style).
     pub transcript: String,
+    /// Number of words in the transcript.
     pub words: usize,
     /// The partition of the whole sentence.
     pub partition: Partition,

@@ -11,7 +11,9 @@ use crate::error::{CorpusError, Result};
 /// Mono samples in [-1, 1] and their rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wave {
+    /// Samples per second.
     pub sample_rate: u32,
+    /// Mono samples in [-1, 1].
     pub samples: Vec<f32>,
 }
 

@@ -4,7 +4,7 @@
 //! formats): pure Rust, no tensor library. It backs the packed `.whittle` file and the low-bit
 //! runtime.
 //!
-//! * [`format`]: scheme, granularity and the exact byte layouts (bits-per-weight arithmetic on
+//! * [`mod@format`]: scheme, granularity and the exact byte layouts (bits-per-weight arithmetic on
 //!   each [`Layout`] variant).
 //! * [`quant`]: round-to-nearest (abs-max or MSE clipping) and ternary (TWN) quantizers, built
 //!   from parts; [`gptq`]: GPTQ error compensation; [`linalg`]: the Cholesky helpers it needs.

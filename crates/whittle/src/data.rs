@@ -38,13 +38,19 @@ pub fn load_dataset(path: &Path) -> Result<Vec<Utterance>> {
             return jsonl(&manifest);
         }
         if found.is_empty() {
-            return Err(Error::Dataset { path: path.into(), reason: "no */*/*.trans.txt transcripts and no manifest.jsonl".into() });
+            return Err(Error::Dataset {
+                path: path.into(),
+                reason: "no */*/*.trans.txt transcripts and no manifest.jsonl".into(),
+            });
         }
         Ok(found)
     } else if path.is_file() {
         jsonl(path)
     } else {
-        Err(Error::Dataset { path: path.into(), reason: "no such file or folder".into() })
+        Err(Error::Dataset {
+            path: path.into(),
+            reason: "no such file or folder".into(),
+        })
     }
 }
 
@@ -57,17 +63,29 @@ pub fn jsonl(path: &Path) -> Result<Vec<Utterance>> {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: ManifestLine = serde_json::from_str(line)
-            .map_err(|e| Error::Dataset { path: path.into(), reason: format!("line {}: {e}", n + 1) })?;
+        let entry: ManifestLine = serde_json::from_str(line).map_err(|e| Error::Dataset {
+            path: path.into(),
+            reason: format!("line {}: {e}", n + 1),
+        })?;
         let audio = base.join(&entry.audio);
         let id = entry.id.unwrap_or_else(|| {
-            Path::new(&entry.audio).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("line{}", n + 1))
+            Path::new(&entry.audio)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("line{}", n + 1))
         });
-        out.push(Utterance { id, audio, text: entry.text });
+        out.push(Utterance {
+            id,
+            audio,
+            text: entry.text,
+        });
     }
     check_unique(path, &out)?;
     if out.is_empty() {
-        return Err(Error::Dataset { path: path.into(), reason: "the manifest lists no utterances".into() });
+        return Err(Error::Dataset {
+            path: path.into(),
+            reason: "the manifest lists no utterances".into(),
+        });
     }
     Ok(out)
 }
@@ -76,7 +94,10 @@ fn check_unique(path: &Path, utterances: &[Utterance]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for u in utterances {
         if !seen.insert(&u.id) {
-            return Err(Error::Dataset { path: path.into(), reason: format!("utterance id `{}` appears twice", u.id) });
+            return Err(Error::Dataset {
+                path: path.into(),
+                reason: format!("utterance id `{}` appears twice", u.id),
+            });
         }
     }
     Ok(())
@@ -115,7 +136,11 @@ pub fn librispeech(root: &Path) -> Result<Vec<Utterance>> {
                             path: file.clone(),
                             reason: format!("line {}: no audio file for utterance `{id}`", n + 1),
                         })?;
-                    out.push(Utterance { id: id.to_string(), audio, text: Some(words.trim().to_string()) });
+                    out.push(Utterance {
+                        id: id.to_string(),
+                        audio,
+                        text: Some(words.trim().to_string()),
+                    });
                 }
             }
         }
@@ -162,7 +187,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ch = dir.path().join("19/198");
         std::fs::create_dir_all(&ch).unwrap();
-        std::fs::write(ch.join("19-198.trans.txt"), "19-198-0000 HELLO WORLD\n19-198-0001 AGAIN\n").unwrap();
+        std::fs::write(
+            ch.join("19-198.trans.txt"),
+            "19-198-0000 HELLO WORLD\n19-198-0001 AGAIN\n",
+        )
+        .unwrap();
         std::fs::write(ch.join("19-198-0000.flac"), b"").unwrap();
         std::fs::write(ch.join("19-198-0001.wav"), b"").unwrap();
         let u = load_dataset(dir.path()).unwrap();
@@ -170,6 +199,9 @@ mod tests {
         assert_eq!(u[0].text.as_deref(), Some("HELLO WORLD"));
         assert!(u[1].audio.ends_with("19-198-0001.wav"));
         std::fs::remove_file(ch.join("19-198-0001.wav")).unwrap();
-        assert!(load_dataset(dir.path()).unwrap_err().to_string().contains("19-198-0001"));
+        assert!(load_dataset(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("19-198-0001"));
     }
 }

@@ -113,16 +113,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Build an [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Build an [`Error::Malformed`] for `path`.
     pub fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Malformed { path: path.into(), reason: reason.into() }
+        Error::Malformed {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Build an [`Error::Config`].
     pub fn config(context: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Config { context: context.into(), reason: reason.into() }
+        Error::Config {
+            context: context.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -77,7 +77,12 @@ pub struct ErrorCountsJson {
 
 impl From<ErrorCounts> for ErrorCountsJson {
     fn from(c: ErrorCounts) -> Self {
-        Self { substitutions: c.substitutions, deletions: c.deletions, insertions: c.insertions, reference: c.reference_len }
+        Self {
+            substitutions: c.substitutions,
+            deletions: c.deletions,
+            insertions: c.insertions,
+            reference: c.reference_len,
+        }
     }
 }
 
@@ -90,12 +95,17 @@ impl ErrorCountsJson {
     }
 
     fn rate(&self) -> f64 {
-        (self.substitutions + self.deletions + self.insertions) as f64 / self.reference.max(1) as f64
+        (self.substitutions + self.deletions + self.insertions) as f64
+            / self.reference.max(1) as f64
     }
 }
 
 /// Score a hypothesis against a reference after normalisation.
-pub fn score(normalizer: &EnglishNormalizer, reference: &str, hypothesis: &str) -> (String, String, ErrorCounts, ErrorCounts) {
+pub fn score(
+    normalizer: &EnglishNormalizer,
+    reference: &str,
+    hypothesis: &str,
+) -> (String, String, ErrorCounts, ErrorCounts) {
     let r = normalizer.normalize(reference);
     let h = normalizer.normalize(hypothesis);
     let w = word_errors(&r, &h);
@@ -105,10 +115,24 @@ pub fn score(normalizer: &EnglishNormalizer, reference: &str, hypothesis: &str) 
 
 /// Sum per-utterance results into corpus totals.
 pub fn totals(results: &[UtteranceResult], audio_load_seconds: f64) -> EvalTotals {
-    let mut t = EvalTotals { utterances: results.len(), audio_load_seconds, ..Default::default() };
+    let mut t = EvalTotals {
+        utterances: results.len(),
+        audio_load_seconds,
+        ..Default::default()
+    };
     for r in results {
-        t.words.add(&ErrorCounts { substitutions: 0, deletions: 0, insertions: r.word_errors, reference_len: r.reference_words });
-        t.chars.add(&ErrorCounts { substitutions: 0, deletions: 0, insertions: r.char_errors, reference_len: r.reference_chars });
+        t.words.add(&ErrorCounts {
+            substitutions: 0,
+            deletions: 0,
+            insertions: r.word_errors,
+            reference_len: r.reference_words,
+        });
+        t.chars.add(&ErrorCounts {
+            substitutions: 0,
+            deletions: 0,
+            insertions: r.char_errors,
+            reference_len: r.reference_chars,
+        });
         t.audio_seconds += r.audio_seconds;
         t.transcribe_seconds += r.transcribe_seconds;
     }
@@ -131,8 +155,10 @@ pub fn evaluate(
     let mut chars = ErrorCountsJson::default();
     for (i, utt) in utterances.iter().enumerate() {
         let t0 = Instant::now();
-        let samples = whittle_audio::load_audio(&utt.audio)
-            .map_err(|e| Error::Dataset { path: utt.audio.clone(), reason: format!("utterance `{}`: {e}", utt.id) })?;
+        let samples = whittle_audio::load_audio(&utt.audio).map_err(|e| Error::Dataset {
+            path: utt.audio.clone(),
+            reason: format!("utterance `{}`: {e}", utt.id),
+        })?;
         load_seconds += t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let transcript = transcriber.transcribe(&samples)?;

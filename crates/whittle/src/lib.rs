@@ -19,7 +19,7 @@ pub mod packed_file;
 
 pub use error::{Error, Result};
 
+pub use candle_core as candle;
 pub use whittle_audio as audio;
 pub use whittle_kernels as kernels;
 pub use whittle_text as text;
-pub use candle_core as candle;

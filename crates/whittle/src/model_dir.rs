@@ -17,6 +17,8 @@ pub enum ModelFormat {
     CTranslate2,
     /// Hugging Face safetensors.
     HuggingFace,
+    /// whittle's packed `.whittle` file.
+    Whittle,
 }
 
 /// A model folder with its kind detected.
@@ -32,10 +34,22 @@ impl ModelLocation {
     /// Detect the kind of `path`.
     pub fn detect(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::UnknownModel { path: path.into(), reason: "no such file or folder".into() });
+            return Err(Error::UnknownModel {
+                path: path.into(),
+                reason: "no such file or folder".into(),
+            });
+        }
+        if path.is_file() && path.extension().is_some_and(|e| e == "whittle") {
+            return Ok(Self {
+                dir: path.to_path_buf(),
+                format: ModelFormat::Whittle,
+            });
         }
         if !path.is_dir() {
-            return Err(Error::UnknownModel { path: path.into(), reason: "expected a model folder".into() });
+            return Err(Error::UnknownModel {
+                path: path.into(),
+                reason: "expected a model folder or a .whittle file".into(),
+            });
         }
         let has = |f: &str| path.join(f).is_file();
         let format = if has("model.bin") {
@@ -45,24 +59,33 @@ impl ModelLocation {
         } else {
             return Err(Error::UnknownModel {
                 path: path.into(),
-                reason: "found neither model.bin (CTranslate2) nor model.safetensors (Hugging Face)".into(),
+                reason:
+                    "found neither model.bin (CTranslate2) nor model.safetensors (Hugging Face)"
+                        .into(),
             });
         };
         for needed in ["config.json", "tokenizer.json"] {
             if !has(needed) {
-                return Err(Error::UnknownModel { path: path.into(), reason: format!("{needed} is missing") });
+                return Err(Error::UnknownModel {
+                    path: path.into(),
+                    reason: format!("{needed} is missing"),
+                });
             }
         }
-        Ok(Self { dir: path.to_path_buf(), format })
+        Ok(Self {
+            dir: path.to_path_buf(),
+            format,
+        })
     }
 
     /// Size in bytes of the weight file(s).
     pub fn weights_bytes(&self) -> u64 {
-        let name = match self.format {
-            ModelFormat::CTranslate2 => "model.bin",
-            ModelFormat::HuggingFace => "model.safetensors",
+        let file = match self.format {
+            ModelFormat::CTranslate2 => self.dir.join("model.bin"),
+            ModelFormat::HuggingFace => self.dir.join("model.safetensors"),
+            ModelFormat::Whittle => self.dir.clone(),
         };
-        std::fs::metadata(self.dir.join(name)).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
     }
 }
 
@@ -82,13 +105,19 @@ pub struct WhisperCheckpoint {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Json { context: path.display().to_string(), source: e })
+    serde_json::from_str(&text).map_err(|e| Error::Json {
+        context: path.display().to_string(),
+        source: e,
+    })
 }
 
 impl WhisperCheckpoint {
     /// Read a Whisper checkpoint folder.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let location = ModelLocation::detect(path)?;
+        if location.format == ModelFormat::Whittle {
+            return Self::open_packed(location, device);
+        }
         let tokenizer = WhisperTokenizer::from_file(&path.join("tokenizer.json"))?;
         let (store, config, unconverted) = match location.format {
             ModelFormat::CTranslate2 => {
@@ -113,17 +142,98 @@ impl WhisperCheckpoint {
                     config.begin_suppress_tokens = g.begin_suppress_tokens;
                 }
                 config.validate(&config_path.display().to_string())?;
-                (hf::load_safetensors(&path.join("model.safetensors"), device)?, config, Vec::new())
+                (
+                    hf::load_safetensors(&path.join("model.safetensors"), device)?,
+                    config,
+                    Vec::new(),
+                )
             }
+            ModelFormat::Whittle => unreachable!("handled by open_packed above"),
         };
-        Ok(Self { location, store, config, tokenizer, unconverted })
+        Ok(Self {
+            location,
+            store,
+            config,
+            tokenizer,
+            unconverted,
+        })
+    }
+
+    fn open_packed(location: ModelLocation, device: &Device) -> Result<Self> {
+        use crate::packed_file::{keys, FloatDtype, PackedFile, TensorData};
+        let path = location.dir.clone();
+        let file = PackedFile::open(&path)?;
+        if file.architecture() != "whisper" {
+            return Err(Error::UnknownModel {
+                path,
+                reason: format!("architecture `{}` is not whisper", file.architecture()),
+            });
+        }
+        let config: WhisperConfig =
+            serde_json::from_value(file.header_field(keys::CONFIG).cloned().unwrap_or_default())
+                .map_err(|e| Error::Json {
+                    context: format!("{}: header `config`", path.display()),
+                    source: e,
+                })?;
+        config.validate(&path.display().to_string())?;
+        let tokenizer = match file.header_field(keys::TOKENIZER) {
+            Some(serde_json::Value::String(text)) => WhisperTokenizer::from_json(
+                text,
+                &format!("{}: header `tokenizer`", path.display()),
+            )?,
+            Some(object @ serde_json::Value::Object(_)) => WhisperTokenizer::from_json(
+                &object.to_string(),
+                &format!("{}: header `tokenizer`", path.display()),
+            )?,
+            _ => return Err(Error::malformed(&path, "header has no `tokenizer`")),
+        };
+        let mut store = TensorStore::new(
+            path.display().to_string(),
+            Default::default(),
+            device.clone(),
+        );
+        for entry in file.tensors() {
+            match &entry.data {
+                TensorData::Float { .. } => {
+                    let t = file.float(&entry.name)?;
+                    let dtype = match t.dtype {
+                        FloatDtype::F16 => DType::F16,
+                        FloatDtype::F32 => DType::F32,
+                    };
+                    store.insert(
+                        entry.name.clone(),
+                        candle_core::Tensor::from_raw_buffer(t.bytes, dtype, t.shape, device)?,
+                    );
+                }
+                TensorData::Packed { .. } => {
+                    // One owned copy of the codes (file-sized, never f32).
+                    store.insert_packed(entry.name.clone(), file.packed(&entry.name)?.to_owned()?);
+                }
+            }
+        }
+        Ok(Self {
+            location,
+            store,
+            config,
+            tokenizer,
+            unconverted: Vec::new(),
+        })
     }
 
     /// Build the model in `dtype` and report what the load used.
-    pub fn build(self, dtype: DType) -> Result<(crate::models::whisper::Whisper, WhisperTokenizer, LoadReport)> {
+    pub fn build(
+        self,
+        dtype: DType,
+    ) -> Result<(
+        crate::models::whisper::Whisper,
+        WhisperTokenizer,
+        LoadReport,
+    )> {
         let model = crate::models::whisper::Whisper::load(&self.store, &self.config, dtype)?;
         let mut report = self.store.report();
-        report.unused.extend(self.unconverted.iter().map(|n| format!("(file) {n}")));
+        report
+            .unused
+            .extend(self.unconverted.iter().map(|n| format!("(file) {n}")));
         for name in &report.unused {
             tracing::warn!(source = %report.source, tensor = %name, "unused tensor");
         }

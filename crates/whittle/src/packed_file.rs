@@ -152,9 +152,12 @@ impl TensorEntry {
     pub fn stored_bytes(&self) -> u64 {
         match &self.data {
             TensorData::Float { section, .. } => section.nbytes,
-            TensorData::Packed { codes, scales, zero_points, .. } => {
-                codes.nbytes + scales.nbytes + zero_points.map_or(0, |z| z.nbytes)
-            }
+            TensorData::Packed {
+                codes,
+                scales,
+                zero_points,
+                ..
+            } => codes.nbytes + scales.nbytes + zero_points.map_or(0, |z| z.nbytes),
         }
     }
 
@@ -281,13 +284,23 @@ impl FormatJson {
             ("group", Some(n)) => Granularity::Group(n),
             ("group", None) => return Err("granularity `group` needs `group`".into()),
             ("per_tensor" | "per_row", Some(_)) => {
-                return Err(format!("granularity `{}` takes no `group`", self.granularity))
+                return Err(format!(
+                    "granularity `{}` takes no `group`",
+                    self.granularity
+                ))
             }
             (other, _) => return Err(format!("unknown granularity `{other}`")),
         };
         let layout = layout_from_name(&self.layout)
             .ok_or_else(|| format!("unknown layout `{}`", self.layout))?;
-        PackedFormat::new(QuantFormat { scheme, granularity }, layout).map_err(|e| e.to_string())
+        PackedFormat::new(
+            QuantFormat {
+                scheme,
+                granularity,
+            },
+            layout,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -377,19 +390,24 @@ fn entry_to_json(entry: &TensorEntry) -> Value {
             offset: section.offset,
             nbytes: section.nbytes,
         }),
-        TensorData::Packed { rows, cols, format, codes, scales, zero_points } => {
-            serde_json::to_value(PackedEntryJson {
-                name,
-                kind: "packed".into(),
-                shape,
-                rows: *rows as u64,
-                cols: *cols as u64,
-                format: FormatJson::from_format(*format),
-                codes: *codes,
-                scales: *scales,
-                zero_points: *zero_points,
-            })
-        }
+        TensorData::Packed {
+            rows,
+            cols,
+            format,
+            codes,
+            scales,
+            zero_points,
+        } => serde_json::to_value(PackedEntryJson {
+            name,
+            kind: "packed".into(),
+            shape,
+            rows: *rows as u64,
+            cols: *cols as u64,
+            format: FormatJson::from_format(*format),
+            codes: *codes,
+            scales: *scales,
+            zero_points: *zero_points,
+        }),
     };
     json.expect("tensor entries contain only strings and integers")
 }
@@ -426,7 +444,10 @@ impl PackedFileWriter {
     /// An empty file for a model of `architecture` (e.g. `"whisper"`).
     pub fn new(architecture: impl Into<String>) -> Self {
         let mut header = Map::new();
-        header.insert(keys::ARCHITECTURE.into(), Value::String(architecture.into()));
+        header.insert(
+            keys::ARCHITECTURE.into(),
+            Value::String(architecture.into()),
+        );
         PackedFileWriter {
             header,
             entries: Vec::new(),
@@ -440,10 +461,16 @@ impl PackedFileWriter {
     /// string.
     pub fn set_header_field(&mut self, key: &str, value: Value) -> Result<&mut Self> {
         if key == keys::TENSORS {
-            return Err(Error::config("packed file header", "`tensors` is written by the writer"));
+            return Err(Error::config(
+                "packed file header",
+                "`tensors` is written by the writer",
+            ));
         }
         if key == keys::ARCHITECTURE && !value.is_string() {
-            return Err(Error::config("packed file header", "`architecture` must be a string"));
+            return Err(Error::config(
+                "packed file header",
+                "`architecture` must be a string",
+            ));
         }
         self.header.insert(key.to_string(), value);
         Ok(self)
@@ -501,7 +528,11 @@ impl PackedFileWriter {
         if elements != matrix.rows().checked_mul(matrix.cols()) {
             return Err(tensor_config(
                 name,
-                format!("shape {shape:?} does not hold {}x{}", matrix.rows(), matrix.cols()),
+                format!(
+                    "shape {shape:?} does not hold {}x{}",
+                    matrix.rows(),
+                    matrix.cols()
+                ),
             ));
         }
         let codes = self.place(matrix.codes().len());
@@ -542,7 +573,10 @@ impl PackedFileWriter {
         if json.len() as u64 > MAX_HEADER_LEN {
             return Err(Error::config(
                 format!("{}: header", path.display()),
-                format!("JSON header is {} bytes, above the {MAX_HEADER_LEN}-byte cap", json.len()),
+                format!(
+                    "JSON header is {} bytes, above the {MAX_HEADER_LEN}-byte cap",
+                    json.len()
+                ),
             ));
         }
         let data_start = align_up((PREFIX_LEN + json.len()) as u64);
@@ -560,7 +594,15 @@ impl PackedFileWriter {
                     (TensorData::Float { section, .. }, PendingData::Float(bytes)) => {
                         write_section(w, &mut position, *section, bytes)?;
                     }
-                    (TensorData::Packed { codes, scales, zero_points, .. }, PendingData::Packed(m)) => {
+                    (
+                        TensorData::Packed {
+                            codes,
+                            scales,
+                            zero_points,
+                            ..
+                        },
+                        PendingData::Packed(m),
+                    ) => {
                         write_section(w, &mut position, *codes, m.codes())?;
                         let scale_bytes: Vec<u8> =
                             m.scales().iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -586,13 +628,22 @@ impl PackedFileWriter {
             ));
         }
         if self.names.contains(name) {
-            return Err(tensor_config(name, "a tensor of this name was already added"));
+            return Err(tensor_config(
+                name,
+                "a tensor of this name was already added",
+            ));
         }
         if shape.len() > MAX_RANK {
-            return Err(tensor_config(name, format!("rank {} exceeds {MAX_RANK}", shape.len())));
+            return Err(tensor_config(
+                name,
+                format!("rank {} exceeds {MAX_RANK}", shape.len()),
+            ));
         }
         if self.entries.len() >= MAX_TENSORS {
-            return Err(tensor_config(name, format!("more than {MAX_TENSORS} tensors")));
+            return Err(tensor_config(
+                name,
+                format!("more than {MAX_TENSORS} tensors"),
+            ));
         }
         Ok(())
     }
@@ -601,12 +652,19 @@ impl PackedFileWriter {
     fn place(&mut self, nbytes: usize) -> Section {
         let offset = align_up(self.data_len);
         self.data_len = offset + nbytes as u64;
-        Section { offset, nbytes: nbytes as u64 }
+        Section {
+            offset,
+            nbytes: nbytes as u64,
+        }
     }
 
     fn push(&mut self, name: &str, shape: &[usize], data: TensorData, pending: PendingData) {
         self.names.insert(name.to_string());
-        self.entries.push(TensorEntry { name: name.to_string(), shape: shape.to_vec(), data });
+        self.entries.push(TensorEntry {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            data,
+        });
         self.pending.push(pending);
     }
 }
@@ -623,7 +681,12 @@ fn write_zeros(w: &mut impl Write, n: u64) -> std::io::Result<()> {
     std::io::copy(&mut std::io::repeat(0).take(n), w).map(|_| ())
 }
 
-fn write_section(w: &mut impl Write, position: &mut u64, section: Section, bytes: &[u8]) -> std::io::Result<()> {
+fn write_section(
+    w: &mut impl Write,
+    position: &mut u64,
+    section: Section,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     write_zeros(w, section.offset - *position)?;
     w.write_all(bytes)?;
     *position = section.offset + section.nbytes;
@@ -743,7 +806,9 @@ impl PackedFile {
                 dtype: *dtype,
                 shape: &entry.shape,
             }),
-            TensorData::Packed { format, .. } => Err(self.kind_mismatch(name, "f32 or f16", &format_label(*format))),
+            TensorData::Packed { format, .. } => {
+                Err(self.kind_mismatch(name, "f32 or f16", &format_label(*format)))
+            }
         }
     }
 
@@ -751,7 +816,14 @@ impl PackedFile {
     pub fn packed(&self, name: &str) -> Result<PackedMatrixRef<'_>> {
         let entry = self.entry(name)?;
         match &entry.data {
-            TensorData::Packed { rows, cols, format, codes, scales, zero_points } => {
+            TensorData::Packed {
+                rows,
+                cols,
+                format,
+                codes,
+                scales,
+                zero_points,
+            } => {
                 let matrix = PackedMatrixRef {
                     rows: *rows,
                     cols: *cols,
@@ -763,7 +835,9 @@ impl PackedFile {
                 };
                 Ok(matrix)
             }
-            TensorData::Float { dtype, .. } => Err(self.kind_mismatch(name, "packed", dtype.name())),
+            TensorData::Float { dtype, .. } => {
+                Err(self.kind_mismatch(name, "packed", dtype.name()))
+            }
         }
     }
 
@@ -802,12 +876,23 @@ impl PackedFile {
 fn summarize(entry: &TensorEntry) -> TensorSummary {
     let elements = entry.elements();
     let bytes = entry.stored_bytes();
-    let bits_per_weight = if elements == 0 { 0.0 } else { bytes as f64 * 8.0 / elements as f64 };
+    let bits_per_weight = if elements == 0 {
+        0.0
+    } else {
+        bytes as f64 * 8.0 / elements as f64
+    };
     let (kind, format) = match &entry.data {
         TensorData::Float { dtype, .. } => (TensorKind::Float, dtype.name().to_string()),
         TensorData::Packed { format, .. } => (TensorKind::Packed, format_label(*format)),
     };
-    TensorSummary { name: entry.name.clone(), kind, shape: entry.shape.clone(), format, bits_per_weight, bytes }
+    TensorSummary {
+        name: entry.name.clone(),
+        kind,
+        shape: entry.shape.clone(),
+        format,
+        bits_per_weight,
+        bytes,
+    }
 }
 
 struct Parsed {
@@ -837,15 +922,21 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     }
     let version = read_u32(bytes, 8);
     if version != VERSION {
-        return Err(bad(format!("format version {version}; this build reads version {VERSION}")));
+        return Err(bad(format!(
+            "format version {version}; this build reads version {VERSION}"
+        )));
     }
     let flags = read_u32(bytes, 12);
     if flags != 0 {
-        return Err(bad(format!("unknown flags {flags:#x} (version {VERSION} defines none)")));
+        return Err(bad(format!(
+            "unknown flags {flags:#x} (version {VERSION} defines none)"
+        )));
     }
     let header_len = read_u64(bytes, 16);
     if header_len > MAX_HEADER_LEN {
-        return Err(bad(format!("header length {header_len} exceeds the {MAX_HEADER_LEN}-byte cap")));
+        return Err(bad(format!(
+            "header length {header_len} exceeds the {MAX_HEADER_LEN}-byte cap"
+        )));
     }
     // Below the cap, so it fits usize and the sums below cannot overflow.
     let header_end = PREFIX_LEN + header_len as usize;
@@ -863,11 +954,16 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
         )));
     }
     if let Some(i) = bytes[header_end..data_start].iter().position(|&b| b != 0) {
-        return Err(bad(format!("non-zero header padding at offset {}", header_end + i)));
+        return Err(bad(format!(
+            "non-zero header padding at offset {}",
+            header_end + i
+        )));
     }
     let header: Value = serde_json::from_slice(&bytes[PREFIX_LEN..header_end])
         .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-    let object = header.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
+    let object = header
+        .as_object()
+        .ok_or_else(|| bad("header is not a JSON object".into()))?;
     let architecture = object
         .get(keys::ARCHITECTURE)
         .and_then(Value::as_str)
@@ -878,26 +974,42 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
         .and_then(Value::as_array)
         .ok_or_else(|| bad("header has no `tensors` array".into()))?;
     if table.len() > MAX_TENSORS {
-        return Err(bad(format!("{} tensors exceed the cap of {MAX_TENSORS}", table.len())));
+        return Err(bad(format!(
+            "{} tensors exceed the cap of {MAX_TENSORS}",
+            table.len()
+        )));
     }
     let data_len = (bytes.len() - data_start) as u64;
     let mut entries = Vec::with_capacity(table.len());
     let mut names = HashSet::with_capacity(table.len());
     for (position, raw) in table.iter().enumerate() {
-        let entry = parse_entry(raw, position, data_len).map_err(|reason| bad(reason))?;
+        let entry = parse_entry(raw, position, data_len).map_err(&bad)?;
         if !names.insert(entry.name.clone()) {
-            return Err(bad(format!("tensor `{}` appears more than once", entry.name)));
+            return Err(bad(format!(
+                "tensor `{}` appears more than once",
+                entry.name
+            )));
         }
-        if let TensorData::Packed { rows, cols, format, codes, scales, zero_points } = &entry.data {
-            let section = |s: Section| &bytes[data_start + s.offset as usize..][..s.nbytes as usize];
-            let matrix = f16_slice_from_bytes(section(*scales)).map(|scale_slice| PackedMatrixRef {
-                rows: *rows,
-                cols: *cols,
-                format: *format,
-                codes: section(*codes),
-                scales: scale_slice,
-                zero_points: zero_points.map(section),
-            });
+        if let TensorData::Packed {
+            rows,
+            cols,
+            format,
+            codes,
+            scales,
+            zero_points,
+        } = &entry.data
+        {
+            let section =
+                |s: Section| &bytes[data_start + s.offset as usize..][..s.nbytes as usize];
+            let matrix =
+                f16_slice_from_bytes(section(*scales)).map(|scale_slice| PackedMatrixRef {
+                    rows: *rows,
+                    cols: *cols,
+                    format: *format,
+                    codes: section(*codes),
+                    scales: scale_slice,
+                    zero_points: zero_points.map(section),
+                });
             matrix
                 .and_then(|m| m.validate())
                 .map_err(|e| bad(e.in_tensor(entry.name.clone()).to_string()))?;
@@ -905,7 +1017,12 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
         entries.push(entry);
     }
     check_layout(&entries, data_len).map_err(bad)?;
-    Ok(Parsed { header, architecture, data_start, entries })
+    Ok(Parsed {
+        header,
+        architecture,
+        data_start,
+        entries,
+    })
 }
 
 /// Sections must not overlap and the file must end where the last section ends.
@@ -913,8 +1030,15 @@ fn check_layout(entries: &[TensorEntry], data_len: u64) -> std::result::Result<(
     let mut sections: Vec<(u64, u64, &str, &str)> = Vec::new();
     for entry in entries {
         match &entry.data {
-            TensorData::Float { section, .. } => sections.push((section.offset, section.nbytes, &entry.name, "data")),
-            TensorData::Packed { codes, scales, zero_points, .. } => {
+            TensorData::Float { section, .. } => {
+                sections.push((section.offset, section.nbytes, &entry.name, "data"))
+            }
+            TensorData::Packed {
+                codes,
+                scales,
+                zero_points,
+                ..
+            } => {
                 sections.push((codes.offset, codes.nbytes, &entry.name, "codes"));
                 sections.push((scales.offset, scales.nbytes, &entry.name, "scales"));
                 if let Some(z) = zero_points {
@@ -952,7 +1076,11 @@ fn check_layout(entries: &[TensorEntry], data_len: u64) -> std::result::Result<(
 }
 
 /// Validates one table entry against the data section's length.
-fn parse_entry(raw: &Value, position: usize, data_len: u64) -> std::result::Result<TensorEntry, String> {
+fn parse_entry(
+    raw: &Value,
+    position: usize,
+    data_len: u64,
+) -> std::result::Result<TensorEntry, String> {
     let object = raw
         .as_object()
         .ok_or_else(|| format!("tensor #{position} is not a JSON object"))?;
@@ -964,17 +1092,25 @@ fn parse_entry(raw: &Value, position: usize, data_len: u64) -> std::result::Resu
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(format!("{label}: name must be 1..={MAX_NAME_LEN} bytes"));
     }
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let entry_error = |e: serde_json::Error| format!("{label}: {e}");
     let (shape, data) = match kind {
         "float" => {
             let json: FloatEntryJson = serde_json::from_value(raw.clone()).map_err(entry_error)?;
             let shape = checked_shape(&json.shape).map_err(|e| format!("{label}: {e}"))?;
-            let section = Section { offset: json.offset, nbytes: json.nbytes };
+            let section = Section {
+                offset: json.offset,
+                nbytes: json.nbytes,
+            };
             check_section(section, data_len).map_err(|e| format!("{label} data: {e}"))?;
             let expected = shape
                 .iter()
-                .try_fold(json.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+                .try_fold(json.dtype.size() as u64, |acc, &d| {
+                    acc.checked_mul(d as u64)
+                })
                 .ok_or_else(|| format!("{label}: shape {shape:?} overflows"))?;
             if json.nbytes != expected {
                 return Err(format!(
@@ -983,18 +1119,31 @@ fn parse_entry(raw: &Value, position: usize, data_len: u64) -> std::result::Resu
                     json.dtype.name()
                 ));
             }
-            (shape, TensorData::Float { dtype: json.dtype, section })
+            (
+                shape,
+                TensorData::Float {
+                    dtype: json.dtype,
+                    section,
+                },
+            )
         }
         "packed" => {
             let json: PackedEntryJson = serde_json::from_value(raw.clone()).map_err(entry_error)?;
             let shape = checked_shape(&json.shape).map_err(|e| format!("{label}: {e}"))?;
-            let rows = usize::try_from(json.rows).map_err(|_| format!("{label}: rows {} too large", json.rows))?;
-            let cols = usize::try_from(json.cols).map_err(|_| format!("{label}: cols {} too large", json.cols))?;
+            let rows = usize::try_from(json.rows)
+                .map_err(|_| format!("{label}: rows {} too large", json.rows))?;
+            let cols = usize::try_from(json.cols)
+                .map_err(|_| format!("{label}: cols {} too large", json.cols))?;
             let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
             if elements.is_none() || elements != rows.checked_mul(cols) {
-                return Err(format!("{label}: shape {shape:?} does not hold {rows}x{cols} weights"));
+                return Err(format!(
+                    "{label}: shape {shape:?} does not hold {rows}x{cols} weights"
+                ));
             }
-            let format = json.format.to_format().map_err(|e| format!("{label}: format: {e}"))?;
+            let format = json
+                .format
+                .to_format()
+                .map_err(|e| format!("{label}: format: {e}"))?;
             check_section(json.codes, data_len).map_err(|e| format!("{label} codes: {e}"))?;
             check_section(json.scales, data_len).map_err(|e| format!("{label} scales: {e}"))?;
             if let Some(z) = json.zero_points {
@@ -1011,9 +1160,17 @@ fn parse_entry(raw: &Value, position: usize, data_len: u64) -> std::result::Resu
             };
             (shape, data)
         }
-        other => return Err(format!("{label}: unknown kind `{other}` (expected `float` or `packed`)")),
+        other => {
+            return Err(format!(
+                "{label}: unknown kind `{other}` (expected `float` or `packed`)"
+            ))
+        }
     };
-    Ok(TensorEntry { name: name.to_string(), shape, data })
+    Ok(TensorEntry {
+        name: name.to_string(),
+        shape,
+        data,
+    })
 }
 
 fn checked_shape(shape: &[u64]) -> std::result::Result<Vec<usize>, String> {
@@ -1032,8 +1189,11 @@ fn checked_shape(shape: &[u64]) -> std::result::Result<Vec<usize>, String> {
 }
 
 fn check_section(section: Section, data_len: u64) -> std::result::Result<(), String> {
-    if section.offset % ALIGN as u64 != 0 {
-        return Err(format!("offset {} is not a multiple of {ALIGN}", section.offset));
+    if !section.offset.is_multiple_of(ALIGN as u64) {
+        return Err(format!(
+            "offset {} is not a multiple of {ALIGN}",
+            section.offset
+        ));
     }
     match section.offset.checked_add(section.nbytes) {
         Some(end) if end <= data_len => Ok(()),

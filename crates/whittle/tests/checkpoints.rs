@@ -7,7 +7,13 @@ use common_tiny::*;
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
 
-fn load(dir: &std::path::Path) -> (Whisper, whittle::checkpoint::LoadReport, whittle::models::whisper::WhisperTokenizer) {
+fn load(
+    dir: &std::path::Path,
+) -> (
+    Whisper,
+    whittle::checkpoint::LoadReport,
+    whittle::models::whisper::WhisperTokenizer,
+) {
     let ck = WhisperCheckpoint::open(dir, &Device::Cpu).unwrap();
     let (m, t, r) = ck.build(DType::F32).unwrap();
     (m, r, t)
@@ -23,7 +29,16 @@ fn logits(model: &Whisper) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
@@ -34,8 +49,16 @@ fn ct2_and_safetensors_give_identical_logits() {
     write_ct2(&dir.path().join("ct2"), &tensors, false);
     let (hf, hf_report, _) = load(&dir.path().join("hf"));
     let (ct2, ct2_report, _) = load(&dir.path().join("ct2"));
-    assert!(hf_report.unused.is_empty(), "unused: {:?}", hf_report.unused);
-    assert!(ct2_report.unused.is_empty(), "unused: {:?}", ct2_report.unused);
+    assert!(
+        hf_report.unused.is_empty(),
+        "unused: {:?}",
+        hf_report.unused
+    );
+    assert!(
+        ct2_report.unused.is_empty(),
+        "unused: {:?}",
+        ct2_report.unused
+    );
     let (a, b) = (logits(&hf), logits(&ct2));
     assert_eq!(a.dims(), &[1, 5, VOCAB]);
     assert_eq!(max_abs_diff(&a, &b), 0.0, "CT2 and HF logits differ");
@@ -52,11 +75,18 @@ fn f16_ct2_matches_f32_within_rounding() {
     write_ct2(&dir.path().join("ct2"), &tensors, true);
     let ck = WhisperCheckpoint::open(&dir.path().join("ct2"), &Device::Cpu).unwrap();
     assert_eq!(ck.location.format, ModelFormat::CTranslate2);
-    assert_eq!(ck.store.stored_dtype("model.decoder.embed_tokens.weight"), Some(DType::F16), "f16 must stay f16 in the store");
+    assert_eq!(
+        ck.store.stored_dtype("model.decoder.embed_tokens.weight"),
+        Some(DType::F16),
+        "f16 must stay f16 in the store"
+    );
     let (ct2, _, _) = ck.build(DType::F32).unwrap();
     let (hf, _, _) = load(&dir.path().join("hf"));
     let diff = max_abs_diff(&logits(&hf), &logits(&ct2));
-    assert!(diff > 0.0 && diff < F16_LOGIT_TOL, "max_err {diff} outside (0, {F16_LOGIT_TOL})");
+    assert!(
+        diff > 0.0 && diff < F16_LOGIT_TOL,
+        "max_err {diff} outside (0, {F16_LOGIT_TOL})"
+    );
 }
 
 #[test]
@@ -70,7 +100,11 @@ fn unused_tensors_are_reported_and_missing_ones_named() {
 
     tensors.remove("model.decoder.layers.1.fc2.bias");
     write_hf(dir.path(), &tensors);
-    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu).unwrap().build(DType::F32).unwrap_err().to_string();
+    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu)
+        .unwrap()
+        .build(DType::F32)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.decoder.layers.1.fc2.bias"), "{err}");
 }
 
@@ -78,10 +112,20 @@ fn unused_tensors_are_reported_and_missing_ones_named() {
 fn wrong_shape_names_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let mut tensors = hf_tensors(3);
-    tensors.insert("model.encoder.layers.0.fc1.weight".into(), random(&[FFN + 1, D], 1, 1.0));
+    tensors.insert(
+        "model.encoder.layers.0.fc1.weight".into(),
+        random(&[FFN + 1, D], 1, 1.0),
+    );
     write_hf(dir.path(), &tensors);
-    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu).unwrap().build(DType::F32).unwrap_err().to_string();
-    assert!(err.contains("model.encoder.layers.0.fc1.weight") && err.contains("33"), "{err}");
+    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu)
+        .unwrap()
+        .build(DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.encoder.layers.0.fc1.weight") && err.contains("33"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -89,11 +133,21 @@ fn greedy_and_beam_decoding_run_and_agree_on_a_peaked_model() {
     let dir = tempfile::tempdir().unwrap();
     write_ct2(dir.path(), &hf_tensors(5), false);
     let (model, _, tokenizer) = load(dir.path());
-    let mut t = Transcriber { model, tokenizer, options: DecodeOptions { beam_size: 1, max_new_tokens: Some(8) } };
+    let mut t = Transcriber {
+        model,
+        tokenizer,
+        options: DecodeOptions {
+            beam_size: 1,
+            max_new_tokens: Some(8),
+        },
+    };
     let mel = random(&[1, MELS, 3000], 4, 1.0);
     let greedy = t.decode_window(&mel).unwrap();
     assert!(greedy.len() <= 8);
-    assert!(greedy.iter().all(|&tok| tok < EOT && tok != 1 && tok != 2), "suppressed or special token produced: {greedy:?}");
+    assert!(
+        greedy.iter().all(|&tok| tok < EOT && tok != 1 && tok != 2),
+        "suppressed or special token produced: {greedy:?}"
+    );
     t.options.beam_size = 5;
     let beam = t.decode_window(&mel).unwrap();
     assert!(beam.len() <= 8);
@@ -106,16 +160,35 @@ fn greedy_and_beam_decoding_run_and_agree_on_a_peaked_model() {
 #[test]
 fn model_folder_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("model.bin") && err.contains("model.safetensors"), "{err}");
-    let err = WhisperCheckpoint::open(&dir.path().join("nope"), &Device::Cpu).err().unwrap().to_string();
+    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.bin") && err.contains("model.safetensors"),
+        "{err}"
+    );
+    let err = WhisperCheckpoint::open(&dir.path().join("nope"), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("no such"), "{err}");
     std::fs::write(dir.path().join("model.safetensors"), b"garbage").unwrap();
-    std::fs::write(dir.path().join("config.json"), serde_json::to_string(&config()).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_string(&config()).unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("tokenizer.json"), tokenizer_json()).unwrap();
-    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
     std::fs::write(dir.path().join("config.json"), "{\"d_model\": 0}").unwrap();
-    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("config.json"), "{err}");
 }

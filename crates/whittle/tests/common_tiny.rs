@@ -42,10 +42,14 @@ pub fn config() -> WhisperConfig {
 /// Deterministic pseudo-random values in [-scale, scale].
 pub fn random(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let values: Vec<f32> = (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect();
@@ -60,13 +64,33 @@ pub fn hf_tensors(seed: u64) -> BTreeMap<String, Tensor> {
         s += 1;
         t.insert(name, random(shape, s, scale));
     };
-    put(&mut t, "model.encoder.conv1.weight".into(), &[D, MELS, 3], 0.3);
+    put(
+        &mut t,
+        "model.encoder.conv1.weight".into(),
+        &[D, MELS, 3],
+        0.3,
+    );
     put(&mut t, "model.encoder.conv1.bias".into(), &[D], 0.1);
     put(&mut t, "model.encoder.conv2.weight".into(), &[D, D, 3], 0.3);
     put(&mut t, "model.encoder.conv2.bias".into(), &[D], 0.1);
-    put(&mut t, "model.encoder.embed_positions.weight".into(), &[SOURCE_POSITIONS, D], 0.5);
-    put(&mut t, "model.decoder.embed_tokens.weight".into(), &[VOCAB, D], 0.5);
-    put(&mut t, "model.decoder.embed_positions.weight".into(), &[TARGET_POSITIONS, D], 0.5);
+    put(
+        &mut t,
+        "model.encoder.embed_positions.weight".into(),
+        &[SOURCE_POSITIONS, D],
+        0.5,
+    );
+    put(
+        &mut t,
+        "model.decoder.embed_tokens.weight".into(),
+        &[VOCAB, D],
+        0.5,
+    );
+    put(
+        &mut t,
+        "model.decoder.embed_positions.weight".into(),
+        &[TARGET_POSITIONS, D],
+        0.5,
+    );
     for part in ["encoder", "decoder"] {
         for norm in ["layer_norm"] {
             put(&mut t, format!("model.{part}.{norm}.weight"), &[D], 1.0);
@@ -105,7 +129,14 @@ pub fn tokenizer_json() -> String {
     for i in 0..WORDS {
         vocab.insert(format!("w{i}"), (i as u64).into());
     }
-    let specials = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"];
+    let specials = [
+        "<|endoftext|>",
+        "<|startoftranscript|>",
+        "<|en|>",
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|notimestamps|>",
+    ];
     let mut added = Vec::new();
     for (k, s) in specials.iter().enumerate() {
         let id = WORDS + k;
@@ -126,7 +157,11 @@ pub fn tokenizer_json() -> String {
 /// Write the Hugging Face folder: config.json, model.safetensors, tokenizer.json.
 pub fn write_hf(dir: &Path, tensors: &BTreeMap<String, Tensor>) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), serde_json::to_string(&config()).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&config()).unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
     whittle::checkpoint::hf::save_safetensors(&dir.join("model.safetensors"), tensors).unwrap();
 }
@@ -144,33 +179,93 @@ pub fn write_ct2(dir: &Path, tensors: &BTreeMap<String, Tensor>, f16: bool) {
     let g = |n: &str| tensors[n].clone();
     let zeros = Tensor::zeros(D, candle_core::DType::F32, &Device::Cpu).unwrap();
     let mut owned: Vec<(String, Tensor)> = vec![
-        ("encoder/conv1/weight".into(), g("model.encoder.conv1.weight")),
+        (
+            "encoder/conv1/weight".into(),
+            g("model.encoder.conv1.weight"),
+        ),
         ("encoder/conv1/bias".into(), g("model.encoder.conv1.bias")),
-        ("encoder/conv2/weight".into(), g("model.encoder.conv2.weight")),
+        (
+            "encoder/conv2/weight".into(),
+            g("model.encoder.conv2.weight"),
+        ),
         ("encoder/conv2/bias".into(), g("model.encoder.conv2.bias")),
-        ("encoder/position_encodings/encodings".into(), g("model.encoder.embed_positions.weight")),
-        ("encoder/layer_norm/gamma".into(), g("model.encoder.layer_norm.weight")),
-        ("encoder/layer_norm/beta".into(), g("model.encoder.layer_norm.bias")),
-        ("decoder/embeddings/weight".into(), g("model.decoder.embed_tokens.weight")),
-        ("decoder/position_encodings/encodings".into(), g("model.decoder.embed_positions.weight")),
-        ("decoder/layer_norm/gamma".into(), g("model.decoder.layer_norm.weight")),
-        ("decoder/layer_norm/beta".into(), g("model.decoder.layer_norm.bias")),
+        (
+            "encoder/position_encodings/encodings".into(),
+            g("model.encoder.embed_positions.weight"),
+        ),
+        (
+            "encoder/layer_norm/gamma".into(),
+            g("model.encoder.layer_norm.weight"),
+        ),
+        (
+            "encoder/layer_norm/beta".into(),
+            g("model.encoder.layer_norm.bias"),
+        ),
+        (
+            "decoder/embeddings/weight".into(),
+            g("model.decoder.embed_tokens.weight"),
+        ),
+        (
+            "decoder/position_encodings/encodings".into(),
+            g("model.decoder.embed_positions.weight"),
+        ),
+        (
+            "decoder/layer_norm/gamma".into(),
+            g("model.decoder.layer_norm.weight"),
+        ),
+        (
+            "decoder/layer_norm/beta".into(),
+            g("model.decoder.layer_norm.bias"),
+        ),
     ];
     for part in ["encoder", "decoder"] {
         for i in 0..2 {
             let h = format!("model.{part}.layers.{i}");
             let c2 = format!("{part}/layer_{i}");
-            let cat = |names: &[&str]| Tensor::cat(&names.iter().map(|n| g(&format!("{h}.{n}"))).collect::<Vec<_>>(), 0).unwrap();
-            owned.push((format!("{c2}/self_attention/linear_0/weight"), cat(&["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"])));
+            let cat = |names: &[&str]| {
+                Tensor::cat(
+                    &names
+                        .iter()
+                        .map(|n| g(&format!("{h}.{n}")))
+                        .collect::<Vec<_>>(),
+                    0,
+                )
+                .unwrap()
+            };
+            owned.push((
+                format!("{c2}/self_attention/linear_0/weight"),
+                cat(&[
+                    "self_attn.q_proj.weight",
+                    "self_attn.k_proj.weight",
+                    "self_attn.v_proj.weight",
+                ]),
+            ));
             owned.push((
                 format!("{c2}/self_attention/linear_0/bias"),
-                Tensor::cat(&[g(&format!("{h}.self_attn.q_proj.bias")), zeros.clone(), g(&format!("{h}.self_attn.v_proj.bias"))], 0).unwrap(),
+                Tensor::cat(
+                    &[
+                        g(&format!("{h}.self_attn.q_proj.bias")),
+                        zeros.clone(),
+                        g(&format!("{h}.self_attn.v_proj.bias")),
+                    ],
+                    0,
+                )
+                .unwrap(),
             ));
             for (c, hf) in [
-                ("self_attention/linear_1/weight", "self_attn.out_proj.weight"),
+                (
+                    "self_attention/linear_1/weight",
+                    "self_attn.out_proj.weight",
+                ),
                 ("self_attention/linear_1/bias", "self_attn.out_proj.bias"),
-                ("self_attention/layer_norm/gamma", "self_attn_layer_norm.weight"),
-                ("self_attention/layer_norm/beta", "self_attn_layer_norm.bias"),
+                (
+                    "self_attention/layer_norm/gamma",
+                    "self_attn_layer_norm.weight",
+                ),
+                (
+                    "self_attention/layer_norm/beta",
+                    "self_attn_layer_norm.bias",
+                ),
                 ("ffn/layer_norm/gamma", "final_layer_norm.weight"),
                 ("ffn/layer_norm/beta", "final_layer_norm.bias"),
                 ("ffn/linear_0/weight", "fc1.weight"),
@@ -182,7 +277,10 @@ pub fn write_ct2(dir: &Path, tensors: &BTreeMap<String, Tensor>, f16: bool) {
             }
             if part == "decoder" {
                 for (c, hf) in [
-                    ("attention/layer_norm/gamma", "encoder_attn_layer_norm.weight"),
+                    (
+                        "attention/layer_norm/gamma",
+                        "encoder_attn_layer_norm.weight",
+                    ),
                     ("attention/layer_norm/beta", "encoder_attn_layer_norm.bias"),
                     ("attention/linear_0/weight", "encoder_attn.q_proj.weight"),
                     ("attention/linear_0/bias", "encoder_attn.q_proj.bias"),
@@ -191,21 +289,40 @@ pub fn write_ct2(dir: &Path, tensors: &BTreeMap<String, Tensor>, f16: bool) {
                 ] {
                     owned.push((format!("{c2}/{c}"), g(&format!("{h}.{hf}"))));
                 }
-                owned.push((format!("{c2}/attention/linear_1/weight"), cat(&["encoder_attn.k_proj.weight", "encoder_attn.v_proj.weight"])));
+                owned.push((
+                    format!("{c2}/attention/linear_1/weight"),
+                    cat(&["encoder_attn.k_proj.weight", "encoder_attn.v_proj.weight"]),
+                ));
                 owned.push((
                     format!("{c2}/attention/linear_1/bias"),
-                    Tensor::cat(&[zeros.clone(), g(&format!("{h}.encoder_attn.v_proj.bias"))], 0).unwrap(),
+                    Tensor::cat(
+                        &[zeros.clone(), g(&format!("{h}.encoder_attn.v_proj.bias"))],
+                        0,
+                    )
+                    .unwrap(),
                 ));
             }
         }
     }
     let mut vars: Vec<(String, Ct2Value)> = owned
         .iter()
-        .map(|(n, t)| (n.clone(), if f16 { Ct2Value::F16Tensor(t) } else { Ct2Value::F32Tensor(t) }))
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                if f16 {
+                    Ct2Value::F16Tensor(t)
+                } else {
+                    Ct2Value::F32Tensor(t)
+                },
+            )
+        })
         .collect();
     vars.push(("encoder/num_heads".into(), Ct2Value::I16(HEADS as i16)));
     vars.push(("decoder/num_heads".into(), Ct2Value::I16(HEADS as i16)));
     vars.push(("decoder/activation".into(), Ct2Value::I8(3)));
-    let aliases = vec![("decoder/projection/weight".to_string(), "decoder/embeddings/weight".to_string())];
+    let aliases = vec![(
+        "decoder/projection/weight".to_string(),
+        "decoder/embeddings/weight".to_string(),
+    )];
     ct2::write(&dir.join("model.bin"), "WhisperSpec", 3, &vars, &aliases).unwrap();
 }

@@ -26,8 +26,13 @@ fn every_truncation_is_an_error() {
     assert!(open_bytes(&bytes).is_ok());
     // Cut at many points, including inside headers and inside data.
     let step = (bytes.len() / 400).max(1);
-    for cut in (0..bytes.len()).step_by(step).chain([1, 2, 3, 5, 7, bytes.len() - 1]) {
-        let err = open_bytes(&bytes[..cut]).err().unwrap_or_else(|| panic!("truncation at {cut} accepted"));
+    for cut in (0..bytes.len())
+        .step_by(step)
+        .chain([1, 2, 3, 5, 7, bytes.len() - 1])
+    {
+        let err = open_bytes(&bytes[..cut])
+            .err()
+            .unwrap_or_else(|| panic!("truncation at {cut} accepted"));
         let msg = err.to_string();
         assert!(msg.contains("model.bin"), "error must name the file: {msg}");
     }
@@ -43,29 +48,48 @@ fn crafted_headers_are_refused() {
     // Wrong version.
     let mut b = bytes.clone();
     patch_u32(&mut b, 0, 7);
-    assert!(open_bytes(&b).err().unwrap().to_string().contains("version 7"));
+    assert!(open_bytes(&b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("version 7"));
     // Spec name: u16 len at 4, then "WhisperSpec\0" (12 bytes), revision, n_vars.
     let n_vars_at = 4 + 2 + 12 + 4;
     let mut b = bytes.clone();
     patch_u32(&mut b, n_vars_at, u32::MAX);
-    assert!(open_bytes(&b).err().unwrap().to_string().contains("variables"));
+    assert!(open_bytes(&b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("variables"));
     // First variable: name length, name, rank, dims.
     let name_len = u16::from_le_bytes([bytes[n_vars_at + 4], bytes[n_vars_at + 5]]) as usize;
     let rank_at = n_vars_at + 4 + 2 + name_len;
     let mut b = bytes.clone();
     b[rank_at] = 200;
-    assert!(open_bytes(&b).err().unwrap().to_string().contains("rank 200"));
+    assert!(open_bytes(&b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("rank 200"));
     // A huge dimension must not allocate: it fails the byte-length check.
     let mut b = bytes.clone();
     patch_u32(&mut b, rank_at + 1, u32::MAX);
     let msg = open_bytes(&b).err().unwrap().to_string();
-    assert!(msg.contains("does not match") || msg.contains("overflow"), "{msg}");
+    assert!(
+        msg.contains("does not match") || msg.contains("overflow"),
+        "{msg}"
+    );
     // Unknown dtype code.
     let rank = bytes[rank_at] as usize;
     let dtype_at = rank_at + 1 + 4 * rank;
     let mut b = bytes.clone();
     b[dtype_at] = 42;
-    assert!(open_bytes(&b).err().unwrap().to_string().contains("dtype code 42"));
+    assert!(open_bytes(&b)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("dtype code 42"));
     // Byte length pointing past the end.
     let mut b = bytes.clone();
     patch_u32(&mut b, dtype_at + 1, u32::MAX - 3);
@@ -104,6 +128,9 @@ fn non_whisper_spec_is_refused_by_name() {
     let mut bytes = std::fs::read(dir.path().join("model.bin")).unwrap();
     bytes[6..6 + 11].copy_from_slice(b"WhisperSpuc");
     std::fs::write(dir.path().join("model.bin"), &bytes).unwrap();
-    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("WhisperSpuc"), "{err}");
 }

@@ -13,7 +13,7 @@
 //! * [`matmul_f32`] is the plain f32 baseline with the same threading, for benchmark ratios.
 //!
 //! Every kernel has an AVX2+FMA version (picked at run time with `is_x86_feature_detected!`) and
-//! a portable scalar version; [`reference`] holds the naive dequantize-then-dot references the
+//! a portable scalar version; [`mod@reference`] holds the naive dequantize-then-dot references the
 //! tests compare against.
 //!
 //! # Shapes

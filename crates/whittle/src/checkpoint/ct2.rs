@@ -109,7 +109,10 @@ impl<'a> Cursor<'a> {
         if n > remaining {
             return Err(Error::malformed(
                 self.path,
-                format!("{what} needs {n} bytes at offset {} but only {remaining} remain (truncated?)", self.pos),
+                format!(
+                    "{what} needs {n} bytes at offset {} but only {remaining} remain (truncated?)",
+                    self.pos
+                ),
             ));
         }
         let out = &self.data[self.pos..self.pos + n];
@@ -135,8 +138,12 @@ impl<'a> Cursor<'a> {
         let len = self.u16(what)? as usize;
         let bytes = self.take(len, what)?;
         let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| Error::malformed(self.path, format!("{what} at offset {} is not UTF-8", self.pos - len)))
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Error::malformed(
+                self.path,
+                format!("{what} at offset {} is not UTF-8", self.pos - len),
+            )
+        })
     }
 }
 
@@ -148,14 +155,26 @@ impl Ct2File {
         // that only reads bytes through bounds-checked slices.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let (spec, revision, variables, aliases) = Self::parse(path, &map)?;
-        Ok(Self { path: path.to_path_buf(), map, spec, revision, variables, aliases })
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            spec,
+            revision,
+            variables,
+            aliases,
+        })
     }
 
     #[allow(clippy::type_complexity)]
     fn parse(
         path: &Path,
         data: &[u8],
-    ) -> Result<(String, u32, BTreeMap<String, Ct2Variable>, BTreeMap<String, String>)> {
+    ) -> Result<(
+        String,
+        u32,
+        BTreeMap<String, Ct2Variable>,
+        BTreeMap<String, String>,
+    )> {
         let mut c = Cursor { path, data, pos: 0 };
         let version = c.u32("binary version")?;
         if version != SUPPORTED_VERSION {
@@ -169,27 +188,39 @@ impl Ct2File {
         let n_vars = c.u32("variable count")? as usize;
         // Each variable needs at least 2 (name len) + 1 (rank) + 1 (dtype) + 4 (nbytes) bytes.
         if n_vars > (data.len() - c.pos) / 8 {
-            return Err(Error::malformed(path, format!("declares {n_vars} variables, more than the file can hold")));
+            return Err(Error::malformed(
+                path,
+                format!("declares {n_vars} variables, more than the file can hold"),
+            ));
         }
         let mut variables = BTreeMap::new();
         for index in 0..n_vars {
             let name = c.string(&format!("name of variable #{index}"))?;
             let rank = c.u8(&format!("rank of `{name}`"))? as usize;
             if rank > MAX_RANK {
-                return Err(Error::malformed(path, format!("variable `{name}` declares rank {rank} (max {MAX_RANK})")));
+                return Err(Error::malformed(
+                    path,
+                    format!("variable `{name}` declares rank {rank} (max {MAX_RANK})"),
+                ));
             }
             let mut shape = Vec::with_capacity(rank);
             for _ in 0..rank {
                 shape.push(c.u32(&format!("dims of `{name}`"))? as usize);
             }
             let code = c.u8(&format!("dtype of `{name}`"))?;
-            let dtype = Ct2Dtype::from_code(code)
-                .ok_or_else(|| Error::malformed(path, format!("variable `{name}` has unknown dtype code {code}")))?;
+            let dtype = Ct2Dtype::from_code(code).ok_or_else(|| {
+                Error::malformed(
+                    path,
+                    format!("variable `{name}` has unknown dtype code {code}"),
+                )
+            })?;
             let nbytes = c.u32(&format!("byte length of `{name}`"))? as usize;
             let elements = shape
                 .iter()
                 .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| Error::malformed(path, format!("variable `{name}` shape {shape:?} overflows")))?;
+                .ok_or_else(|| {
+                    Error::malformed(path, format!("variable `{name}` shape {shape:?} overflows"))
+                })?;
             if elements.checked_mul(dtype.size()) != Some(nbytes) {
                 return Err(Error::malformed(
                     path,
@@ -198,27 +229,50 @@ impl Ct2File {
             }
             let offset = c.pos;
             c.take(nbytes, &format!("data of `{name}`"))?;
-            if variables.insert(name.clone(), Ct2Variable { shape, dtype, offset, nbytes }).is_some() {
-                return Err(Error::malformed(path, format!("variable `{name}` appears twice")));
+            if variables
+                .insert(
+                    name.clone(),
+                    Ct2Variable {
+                        shape,
+                        dtype,
+                        offset,
+                        nbytes,
+                    },
+                )
+                .is_some()
+            {
+                return Err(Error::malformed(
+                    path,
+                    format!("variable `{name}` appears twice"),
+                ));
             }
         }
         let mut aliases = BTreeMap::new();
         if c.pos < data.len() {
             let n_alias = c.u32("alias count")? as usize;
             if n_alias > (data.len() - c.pos) / 4 {
-                return Err(Error::malformed(path, format!("declares {n_alias} aliases, more than the file can hold")));
+                return Err(Error::malformed(
+                    path,
+                    format!("declares {n_alias} aliases, more than the file can hold"),
+                ));
             }
             for _ in 0..n_alias {
                 let alias = c.string("alias name")?;
                 let target = c.string(&format!("target of alias `{alias}`"))?;
                 if !variables.contains_key(&target) {
-                    return Err(Error::malformed(path, format!("alias `{alias}` points to unknown `{target}`")));
+                    return Err(Error::malformed(
+                        path,
+                        format!("alias `{alias}` points to unknown `{target}`"),
+                    ));
                 }
                 aliases.insert(alias, target);
             }
         }
         if c.pos != data.len() {
-            return Err(Error::malformed(path, format!("{} trailing bytes after the aliases", data.len() - c.pos)));
+            return Err(Error::malformed(
+                path,
+                format!("{} trailing bytes after the aliases", data.len() - c.pos),
+            ));
         }
         Ok((spec, revision, variables, aliases))
     }
@@ -236,7 +290,9 @@ impl Ct2File {
     /// Raw bytes of a variable (aliases resolved).
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
         let name = self.aliases.get(name).map(String::as_str).unwrap_or(name);
-        self.variables.get(name).map(|v| &self.map[v.offset..v.offset + v.nbytes])
+        self.variables
+            .get(name)
+            .map(|v| &self.map[v.offset..v.offset + v.nbytes])
     }
 
     /// A variable as a candle tensor in its stored float dtype (f16 stays f16).
@@ -262,10 +318,12 @@ impl Ct2File {
     /// A variable's metadata (aliases resolved).
     pub fn variable(&self, name: &str) -> Result<&Ct2Variable> {
         let resolved = self.aliases.get(name).map(String::as_str).unwrap_or(name);
-        self.variables.get(resolved).ok_or_else(|| Error::MissingTensor {
-            source_name: self.path.display().to_string(),
-            tensor: name.to_string(),
-        })
+        self.variables
+            .get(resolved)
+            .ok_or_else(|| Error::MissingTensor {
+                source_name: self.path.display().to_string(),
+                tensor: name.to_string(),
+            })
     }
 
     /// An integer scalar such as `encoder/num_heads`.
@@ -273,7 +331,10 @@ impl Ct2File {
         let var = self.variable(name)?;
         let bytes = self.bytes(name).expect("variable checked above");
         if !var.shape.is_empty() && var.shape.iter().product::<usize>() != 1 {
-            return Err(Error::malformed(&self.path, format!("`{name}` is not a scalar (shape {:?})", var.shape)));
+            return Err(Error::malformed(
+                &self.path,
+                format!("`{name}` is not a scalar (shape {:?})", var.shape),
+            ));
         }
         Ok(match var.dtype {
             Ct2Dtype::I8 => bytes[0] as i8 as i64,
@@ -305,7 +366,13 @@ pub enum Ct2Value<'a> {
 
 /// Write a version-6 `model.bin` (used by tests and converters). Written to a temporary file
 /// and renamed, so a crash never leaves a half-written model.
-pub fn write(path: &Path, spec: &str, revision: u32, variables: &[(String, Ct2Value)], aliases: &[(String, String)]) -> Result<()> {
+pub fn write(
+    path: &Path,
+    spec: &str,
+    revision: u32,
+    variables: &[(String, Ct2Value)],
+    aliases: &[(String, String)],
+) -> Result<()> {
     let mut out = Vec::new();
     let put_str = |out: &mut Vec<u8>, s: &str| {
         out.extend_from_slice(&((s.len() + 1) as u16).to_le_bytes());
@@ -321,11 +388,19 @@ pub fn write(path: &Path, spec: &str, revision: u32, variables: &[(String, Ct2Va
         let (shape, dtype, bytes): (Vec<usize>, Ct2Dtype, Vec<u8>) = match value {
             Ct2Value::F16Tensor(t) => {
                 let v: Vec<half::f16> = t.to_dtype(DType::F16)?.flatten_all()?.to_vec1()?;
-                (t.dims().to_vec(), Ct2Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                (
+                    t.dims().to_vec(),
+                    Ct2Dtype::F16,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
             }
             Ct2Value::F32Tensor(t) => {
                 let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                (t.dims().to_vec(), Ct2Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                (
+                    t.dims().to_vec(),
+                    Ct2Dtype::F32,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
             }
             Ct2Value::I8(x) => (vec![], Ct2Dtype::I8, vec![*x as u8]),
             Ct2Value::I16(x) => (vec![], Ct2Dtype::I16, x.to_le_bytes().to_vec()),
@@ -345,4 +420,3 @@ pub fn write(path: &Path, spec: &str, revision: u32, variables: &[(String, Ct2Va
     }
     crate::fsutil::write_atomic(path, &out)
 }
-

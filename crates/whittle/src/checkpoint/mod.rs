@@ -21,6 +21,8 @@ pub struct TensorStore {
     tensors: BTreeMap<String, Tensor>,
     /// Dtype each tensor had on disk (the store may hold it converted).
     stored_dtypes: BTreeMap<String, DType>,
+    /// Linear weights already in packed low-bit form, by tensor name (`....weight`).
+    packed: BTreeMap<String, std::sync::Arc<whittle_kernels::PackedMatrix>>,
     used: Mutex<BTreeSet<String>>,
     device: Device,
 }
@@ -40,9 +42,23 @@ pub struct LoadReport {
 
 impl TensorStore {
     /// A store over `tensors`, described as `source_name` in errors.
-    pub fn new(source_name: impl Into<String>, tensors: BTreeMap<String, Tensor>, device: Device) -> Self {
-        let stored_dtypes = tensors.iter().map(|(k, t)| (k.clone(), t.dtype())).collect();
-        Self { source_name: source_name.into(), tensors, stored_dtypes, used: Mutex::new(BTreeSet::new()), device }
+    pub fn new(
+        source_name: impl Into<String>,
+        tensors: BTreeMap<String, Tensor>,
+        device: Device,
+    ) -> Self {
+        let stored_dtypes = tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dtype()))
+            .collect();
+        Self {
+            source_name: source_name.into(),
+            tensors,
+            stored_dtypes,
+            packed: BTreeMap::new(),
+            used: Mutex::new(BTreeSet::new()),
+            device,
+        }
     }
 
     /// The description used in errors (usually the file path).
@@ -106,8 +122,49 @@ impl TensorStore {
                 })
             }
         }
-        self.used.lock().expect("usage set poisoned").insert(name.to_string());
+        self.used
+            .lock()
+            .expect("usage set poisoned")
+            .insert(name.to_string());
         Ok(tensor.clone())
+    }
+
+    /// Add a packed linear weight under `name`.
+    pub fn insert_packed(
+        &mut self,
+        name: impl Into<String>,
+        matrix: whittle_kernels::PackedMatrix,
+    ) {
+        self.packed.insert(name.into(), std::sync::Arc::new(matrix));
+    }
+
+    /// A packed weight, checked against `[rows, cols]` and marked used.
+    pub fn get_packed(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<std::sync::Arc<whittle_kernels::PackedMatrix>>> {
+        let Some(p) = self.packed.get(name) else {
+            return Ok(None);
+        };
+        if [p.rows(), p.cols()] != shape {
+            return Err(Error::ShapeMismatch {
+                source_name: self.source_name.clone(),
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                actual: vec![p.rows(), p.cols()],
+            });
+        }
+        self.used
+            .lock()
+            .expect("usage set poisoned")
+            .insert(name.to_string());
+        Ok(Some(p.clone()))
+    }
+
+    /// Names of the packed weights.
+    pub fn packed_names(&self) -> impl Iterator<Item = &str> {
+        self.packed.keys().map(String::as_str)
     }
 
     /// Which tensors were used and which were not.
@@ -116,7 +173,13 @@ impl TensorStore {
         LoadReport {
             source: self.source_name.clone(),
             used: used.len(),
-            unused: self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect(),
+            unused: self
+                .tensors
+                .keys()
+                .chain(self.packed.keys())
+                .filter(|k| !used.contains(*k))
+                .cloned()
+                .collect(),
             missing: Vec::new(),
         }
     }

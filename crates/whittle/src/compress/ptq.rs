@@ -54,9 +54,12 @@ pub fn quantize_linears(model: &mut Whisper, spec: UniformSpec) -> Result<Vec<La
         let w = linear.float_weight_values()?;
         let kernel_err = |e: whittle_kernels::KernelError| Error::config(&name, e.to_string());
         let q = if spec.bits == 0 {
-            TernaryQuantizer { granularity }.quantize(&w, rows, cols).map_err(kernel_err)?
+            TernaryQuantizer { granularity }
+                .quantize(&w, rows, cols)
+                .map_err(kernel_err)?
         } else {
-            let mut quantizer = UniformQuantizer::symmetric(spec.bits, granularity).map_err(kernel_err)?;
+            let mut quantizer =
+                UniformQuantizer::symmetric(spec.bits, granularity).map_err(kernel_err)?;
             if spec.method == PtqMethod::Mse {
                 quantizer = quantizer.with_scale_search(ScaleSearch::MSE_DEFAULT);
             }
@@ -70,7 +73,12 @@ pub fn quantize_linears(model: &mut Whisper, spec: UniformSpec) -> Result<Vec<La
             norm += (*a as f64).powi(2);
         }
         let packed_bytes = linear.set_packed(packed);
-        reports.push(LayerReport { name, shape: [rows, cols], packed_bytes, relative_rmse: (err / norm.max(1e-30)).sqrt() });
+        reports.push(LayerReport {
+            name,
+            shape: [rows, cols],
+            packed_bytes,
+            relative_rmse: (err / norm.max(1e-30)).sqrt(),
+        });
     }
     Ok(reports)
 }

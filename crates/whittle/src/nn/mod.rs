@@ -42,7 +42,9 @@ impl Module for LayerNorm {
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -73,7 +75,11 @@ impl Conv1d {
         dtype: DType,
     ) -> Result<Self> {
         Ok(Self {
-            weight: store.get(&format!("{prefix}.weight"), &[out_channels, in_channels, kernel], dtype)?,
+            weight: store.get(
+                &format!("{prefix}.weight"),
+                &[out_channels, in_channels, kernel],
+                dtype,
+            )?,
             bias: Some(store.get(&format!("{prefix}.bias"), &[out_channels], dtype)?),
             padding,
             stride,

@@ -37,7 +37,11 @@ impl Weight {
     pub fn to_dense(&self) -> candle_core::Result<Tensor> {
         match self {
             Weight::Float(w) => Ok(w.clone()),
-            Weight::Packed(p) => Tensor::from_vec(p.dequantize(), (p.rows(), p.cols()), &candle_core::Device::Cpu),
+            Weight::Packed(p) => Tensor::from_vec(
+                p.dequantize(),
+                (p.rows(), p.cols()),
+                &candle_core::Device::Cpu,
+            ),
         }
     }
 
@@ -45,7 +49,9 @@ impl Weight {
     pub fn storage_bytes(&self) -> usize {
         match self {
             Weight::Float(w) => w.elem_count() * w.dtype().size_in_bytes(),
-            Weight::Packed(p) => p.codes().len() + 2 * p.scales().len() + p.zero_points().map_or(0, <[u8]>::len),
+            Weight::Packed(p) => {
+                p.codes().len() + 2 * p.scales().len() + p.zero_points().map_or(0, <[u8]>::len)
+            }
         }
     }
 }
@@ -61,10 +67,25 @@ pub struct Linear {
 
 impl Linear {
     /// Load `{prefix}.weight` (and `{prefix}.bias` when `with_bias`).
-    pub fn load(store: &TensorStore, prefix: &str, in_features: usize, out_features: usize, with_bias: bool, dtype: DType) -> Result<Self> {
-        let weight = store.get(&format!("{prefix}.weight"), &[out_features, in_features], dtype)?;
-        let bias = if with_bias { Some(store.get(&format!("{prefix}.bias"), &[out_features], dtype)?) } else { None };
-        Ok(Self { weight: Weight::Float(weight), bias })
+    pub fn load(
+        store: &TensorStore,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        with_bias: bool,
+        dtype: DType,
+    ) -> Result<Self> {
+        let name = format!("{prefix}.weight");
+        let weight = match store.get_packed(&name, [out_features, in_features])? {
+            Some(packed) => Weight::Packed(packed),
+            None => Weight::Float(store.get(&name, &[out_features, in_features], dtype)?),
+        };
+        let bias = if with_bias {
+            Some(store.get(&format!("{prefix}.bias"), &[out_features], dtype)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
     }
 
     /// Input width.
@@ -101,10 +122,16 @@ impl Module for Linear {
 }
 
 /// `x [rows, in] · W^T + b` through the packed kernels (inference only: no gradient).
-fn packed_matmul(x: &Tensor, w: &PackedMatrix, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+fn packed_matmul(
+    x: &Tensor,
+    w: &PackedMatrix,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     let (rows, _) = x.dims2()?;
     let input: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let bias: Option<Vec<f32>> = bias.map(|b| b.to_dtype(DType::F32)?.to_vec1()).transpose()?;
+    let bias: Option<Vec<f32>> = bias
+        .map(|b| b.to_dtype(DType::F32)?.to_vec1())
+        .transpose()?;
     let mut out = vec![0f32; rows * w.rows()];
     whittle_kernels::matmul(&input, rows, w.as_ref(), bias.as_deref(), &mut out)
         .map_err(|e| candle_core::Error::Msg(format!("packed matmul: {e}")))?;
@@ -120,7 +147,11 @@ impl Linear {
 
     /// The float weight as row-major f32 values (for quantizers).
     pub fn float_weight_values(&self) -> candle_core::Result<Vec<f32>> {
-        self.weight.to_dense()?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+        self.weight
+            .to_dense()?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()
     }
 }
 
@@ -137,21 +168,54 @@ mod tests {
     #[test]
     fn packed_linear_matches_dequantized_float_linear() {
         let (n, k, m) = (24, 96, 5);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 211) as f32 - 105.0) / 90.0).collect();
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 104729 % 97) as f32 - 48.0) / 40.0).collect();
-        let bias = Tensor::from_vec((0..n).map(|i| i as f32 / 10.0).collect::<Vec<_>>(), n, &Device::Cpu).unwrap();
-        let q = UniformQuantizer::symmetric(4, Granularity::Group(32)).unwrap().quantize(&w, n, k).unwrap();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 90.0)
+            .collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 104729 % 97) as f32 - 48.0) / 40.0)
+            .collect();
+        let bias = Tensor::from_vec(
+            (0..n).map(|i| i as f32 / 10.0).collect::<Vec<_>>(),
+            n,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let q = UniformQuantizer::symmetric(4, Granularity::Group(32))
+            .unwrap()
+            .quantize(&w, n, k)
+            .unwrap();
         let packed = PackedMatrix::pack(&q);
         let dequant = Tensor::from_vec(packed.dequantize(), (n, k), &Device::Cpu).unwrap();
-        let float = Linear { weight: Weight::Float(dequant), bias: Some(bias.clone()) };
-        let mut packed_linear = Linear { weight: Weight::Float(Tensor::zeros((n, k), DType::F32, &Device::Cpu).unwrap()), bias: Some(bias) };
+        let float = Linear {
+            weight: Weight::Float(dequant),
+            bias: Some(bias.clone()),
+        };
+        let mut packed_linear = Linear {
+            weight: Weight::Float(Tensor::zeros((n, k), DType::F32, &Device::Cpu).unwrap()),
+            bias: Some(bias),
+        };
         packed_linear.set_packed(packed);
         let xs = Tensor::from_vec(x, (1, m, k), &Device::Cpu).unwrap();
         let a = float.forward(&xs).unwrap();
         let b = packed_linear.forward(&xs).unwrap();
         assert_eq!(b.dims(), &[1, m, n]);
-        let err: f32 = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-        assert!(err < PACKED_VS_DEQUANT_TOL, "max_err {err} exceeds {PACKED_VS_DEQUANT_TOL}");
-        assert!(packed_linear.weight.storage_bytes() < n * k, "4-bit storage must be under 1 byte per weight");
+        let err: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            err < PACKED_VS_DEQUANT_TOL,
+            "max_err {err} exceeds {PACKED_VS_DEQUANT_TOL}"
+        );
+        assert!(
+            packed_linear.weight.storage_bytes() < n * k,
+            "4-bit storage must be under 1 byte per weight"
+        );
     }
 }

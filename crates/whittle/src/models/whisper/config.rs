@@ -59,18 +59,56 @@ fn default_activation() -> String {
 impl WhisperConfig {
     /// Check that the dimensions are consistent.
     pub fn validate(&self, context: &str) -> Result<()> {
-        let check = |ok: bool, reason: String| if ok { Ok(()) } else { Err(Error::config(context, reason)) };
+        let check = |ok: bool, reason: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::config(context, reason))
+            }
+        };
         check(self.d_model > 0, "d_model must be positive".into())?;
         check(self.vocab_size > 0, "vocab_size must be positive".into())?;
-        check(self.num_mel_bins > 0, "num_mel_bins must be positive".into())?;
-        check(self.encoder_attention_heads > 0 && self.d_model % self.encoder_attention_heads == 0,
-            format!("encoder_attention_heads {} must divide d_model {}", self.encoder_attention_heads, self.d_model))?;
-        check(self.decoder_attention_heads > 0 && self.d_model % self.decoder_attention_heads == 0,
-            format!("decoder_attention_heads {} must divide d_model {}", self.decoder_attention_heads, self.d_model))?;
-        check(self.max_source_positions > 0 && self.max_target_positions > 0, "positions must be positive".into())?;
-        check(self.activation_function == "gelu", format!("activation_function `{}` is not supported (gelu)", self.activation_function))?;
-        for &t in self.suppress_tokens.iter().chain(&self.begin_suppress_tokens) {
-            check((t as usize) < self.vocab_size, format!("suppressed token {t} is outside the vocabulary {}", self.vocab_size))?;
+        check(
+            self.num_mel_bins > 0,
+            "num_mel_bins must be positive".into(),
+        )?;
+        check(
+            self.encoder_attention_heads > 0 && self.d_model % self.encoder_attention_heads == 0,
+            format!(
+                "encoder_attention_heads {} must divide d_model {}",
+                self.encoder_attention_heads, self.d_model
+            ),
+        )?;
+        check(
+            self.decoder_attention_heads > 0 && self.d_model % self.decoder_attention_heads == 0,
+            format!(
+                "decoder_attention_heads {} must divide d_model {}",
+                self.decoder_attention_heads, self.d_model
+            ),
+        )?;
+        check(
+            self.max_source_positions > 0 && self.max_target_positions > 0,
+            "positions must be positive".into(),
+        )?;
+        check(
+            self.activation_function == "gelu",
+            format!(
+                "activation_function `{}` is not supported (gelu)",
+                self.activation_function
+            ),
+        )?;
+        for &t in self
+            .suppress_tokens
+            .iter()
+            .chain(&self.begin_suppress_tokens)
+        {
+            check(
+                (t as usize) < self.vocab_size,
+                format!(
+                    "suppressed token {t} is outside the vocabulary {}",
+                    self.vocab_size
+                ),
+            )?;
         }
         Ok(())
     }
@@ -86,9 +124,15 @@ impl WhisperConfig {
         let attn = 4 * d * d + 3 * d; // q,k,v,out weights; q,v,out biases
         let ln = 2 * d;
         let enc_layer = attn + ln + 2 * d * self.encoder_ffn_dim + self.encoder_ffn_dim + d + ln;
-        let dec_layer = 2 * attn + 2 * ln + 2 * d * self.decoder_ffn_dim + self.decoder_ffn_dim + d + ln;
+        let dec_layer =
+            2 * attn + 2 * ln + 2 * d * self.decoder_ffn_dim + self.decoder_ffn_dim + d + ln;
         let conv = self.num_mel_bins * d * 3 + d + d * d * 3 + d;
-        conv + self.max_source_positions * d + self.encoder_layers * enc_layer + ln
-            + self.vocab_size * d + self.max_target_positions * d + self.decoder_layers * dec_layer + ln
+        conv + self.max_source_positions * d
+            + self.encoder_layers * enc_layer
+            + ln
+            + self.vocab_size * d
+            + self.max_target_positions * d
+            + self.decoder_layers * dec_layer
+            + ln
     }
 }

@@ -43,7 +43,11 @@ pub enum FrontEndPadding {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { beam_size: 1, max_new_tokens: None, padding: FrontEndPadding::OpenaiWhisper }
+        Self {
+            beam_size: 1,
+            max_new_tokens: None,
+            padding: FrontEndPadding::OpenaiWhisper,
+        }
     }
 }
 
@@ -84,7 +88,10 @@ impl LogitFilter {
             first_step = tok.encode(" ").unwrap_or_default();
             first_step.push(tok.eot);
         }
-        Self { every_step, first_step }
+        Self {
+            every_step,
+            first_step,
+        }
     }
 
     fn apply(&self, logits: &mut [f32], first: bool) {
@@ -115,10 +122,14 @@ impl Transcriber {
     pub fn transcribe(&self, samples: &[f32]) -> Result<Transcript> {
         let n_mels = self.model.config.num_mel_bins;
         let mel = match self.options.padding {
-            FrontEndPadding::OpenaiWhisper => whittle_audio::mel::log_mel_spectrogram(samples, n_mels),
-            FrontEndPadding::FasterWhisper => {
-                whittle_audio::mel::log_mel_spectrogram_with_padding(samples, n_mels, whittle_audio::mel::HOP_LENGTH)
+            FrontEndPadding::OpenaiWhisper => {
+                whittle_audio::mel::log_mel_spectrogram(samples, n_mels)
             }
+            FrontEndPadding::FasterWhisper => whittle_audio::mel::log_mel_spectrogram_with_padding(
+                samples,
+                n_mels,
+                whittle_audio::mel::HOP_LENGTH,
+            ),
         };
         let content_frames = samples.len() / whittle_audio::mel::HOP_LENGTH;
         let device = self.model.device();
@@ -128,17 +139,27 @@ impl Transcriber {
             // `window` fills frames past the end with zeros (faster-whisper's pad_or_trim);
             // with openai-whisper padding the 30 s of padded audio is always there instead.
             let window = mel.window(seek, WINDOW_FRAMES);
-            let window = Tensor::from_vec(window.data, (1, n_mels, WINDOW_FRAMES), device)?.to_dtype(self.model.dtype)?;
+            let window = Tensor::from_vec(window.data, (1, n_mels, WINDOW_FRAMES), device)?
+                .to_dtype(self.model.dtype)?;
             window_tokens.push(self.decode_window(&window)?);
             seek += WINDOW_FRAMES;
             if seek >= content_frames {
                 break;
             }
         }
-        let texts: Vec<String> =
-            window_tokens.iter().map(|t| self.tokenizer.decode(t).map(|s| s.trim().to_string())).collect::<Result<_>>()?;
-        let text = texts.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
-        Ok(Transcript { text, window_tokens })
+        let texts: Vec<String> = window_tokens
+            .iter()
+            .map(|t| self.tokenizer.decode(t).map(|s| s.trim().to_string()))
+            .collect::<Result<_>>()?;
+        let text = texts
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Transcript {
+            text,
+            window_tokens,
+        })
     }
 
     /// Decode one window `[1, n_mels, 3000]` to text tokens (prompt and end-of-text removed).
@@ -152,9 +173,15 @@ impl Transcriber {
     }
 
     fn max_new_tokens(&self) -> usize {
-        let prompt_len = self.tokenizer.prompt(self.model.config.is_multilingual()).len();
+        let prompt_len = self
+            .tokenizer
+            .prompt(self.model.config.is_multilingual())
+            .len();
         let limit = self.model.config.max_target_positions / 2;
-        self.options.max_new_tokens.unwrap_or(limit).min(self.model.config.max_target_positions - prompt_len)
+        self.options
+            .max_new_tokens
+            .unwrap_or(limit)
+            .min(self.model.config.max_target_positions - prompt_len)
     }
 
     /// Greedy decoding over an encoder output `[1, frames, d]`.
@@ -166,7 +193,13 @@ impl Transcriber {
         let mut out = Vec::new();
         for step in 0..self.max_new_tokens() {
             let tokens = Tensor::new(input.as_slice(), device)?.unsqueeze(0)?;
-            let mut logits: Vec<f32> = self.model.decoder.last_logits(&tokens, &mut cache)?.to_dtype(DType::F32)?.squeeze(0)?.to_vec1()?;
+            let mut logits: Vec<f32> = self
+                .model
+                .decoder
+                .last_logits(&tokens, &mut cache)?
+                .to_dtype(DType::F32)?
+                .squeeze(0)?
+                .to_vec1()?;
             filter.apply(&mut logits, step == 0);
             let next = argmax(&logits);
             if next == self.tokenizer.eot {
@@ -189,7 +222,11 @@ impl Transcriber {
         let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
         let mut input = Tensor::new(prompt.as_slice(), device)?.unsqueeze(0)?;
         for step in 0..self.max_new_tokens() {
-            let logits = self.model.decoder.last_logits(&input, &mut cache)?.to_dtype(DType::F32)?;
+            let logits = self
+                .model
+                .decoder
+                .last_logits(&input, &mut cache)?
+                .to_dtype(DType::F32)?;
             let rows: Vec<Vec<f32>> = logits.to_vec2()?;
             let mut candidates: Vec<(usize, u32, f32)> = Vec::new();
             for (beam, row) in rows.into_iter().enumerate() {
@@ -237,7 +274,9 @@ impl Transcriber {
         }
         let best = finished
             .into_iter()
-            .max_by(|a, b| (a.1 / a.0.len().max(1) as f32).total_cmp(&(b.1 / b.0.len().max(1) as f32)))
+            .max_by(|a, b| {
+                (a.1 / a.0.len().max(1) as f32).total_cmp(&(b.1 / b.0.len().max(1) as f32))
+            })
             .map(|(tokens, _)| tokens)
             .unwrap_or_default();
         Ok(best)
@@ -248,7 +287,10 @@ impl Transcriber {
         let encoded = self.model.encoder.forward(mel)?;
         let mut cache = self.model.decoder.new_cache(&encoded)?;
         let hidden = self.model.decoder.forward_hidden(tokens, &mut cache)?;
-        Ok(candle_nn::ops::log_softmax(&self.model.decoder.logits(&hidden)?, D::Minus1)?)
+        Ok(candle_nn::ops::log_softmax(
+            &self.model.decoder.logits(&hidden)?,
+            D::Minus1,
+        )?)
     }
 }
 

@@ -32,7 +32,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn load(store: &TensorStore, prefix: &str, d: usize, heads: usize, dtype: DType) -> Result<Self> {
+    fn load(
+        store: &TensorStore,
+        prefix: &str,
+        d: usize,
+        heads: usize,
+        dtype: DType,
+    ) -> Result<Self> {
         Ok(Self {
             q_proj: Linear::load(store, &format!("{prefix}.q_proj"), d, d, true, dtype)?,
             k_proj: Linear::load(store, &format!("{prefix}.k_proj"), d, d, false, dtype)?,
@@ -45,16 +51,27 @@ impl Attention {
     /// `[b, t, d]` to `[b, heads, t, d/heads]`.
     fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        x.reshape((b, t, self.heads, d / self.heads))?.transpose(1, 2)?.contiguous()
+        x.reshape((b, t, self.heads, d / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
     /// Keys and values for `x`, already split into heads.
     pub fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        Ok((self.split_heads(&self.k_proj.forward(x)?)?, self.split_heads(&self.v_proj.forward(x)?)?))
+        Ok((
+            self.split_heads(&self.k_proj.forward(x)?)?,
+            self.split_heads(&self.v_proj.forward(x)?)?,
+        ))
     }
 
     /// Attend from `x` to split keys/values, with an optional additive mask `[t, s]`.
-    pub fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    pub fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let head_dim = d / self.heads;
         let q = (self.split_heads(&self.q_proj.forward(x)?)? * (1.0 / (head_dim as f64).sqrt()))?;
@@ -86,22 +103,45 @@ pub struct Block {
 }
 
 impl Block {
-    fn load(store: &TensorStore, prefix: &str, d: usize, heads: usize, ffn: usize, cross: bool, dtype: DType) -> Result<Self> {
+    fn load(
+        store: &TensorStore,
+        prefix: &str,
+        d: usize,
+        heads: usize,
+        ffn: usize,
+        cross: bool,
+        dtype: DType,
+    ) -> Result<Self> {
         let encoder_attn = if cross {
             Some((
                 Attention::load(store, &format!("{prefix}.encoder_attn"), d, heads, dtype)?,
-                LayerNorm::load(store, &format!("{prefix}.encoder_attn_layer_norm"), d, dtype)?,
+                LayerNorm::load(
+                    store,
+                    &format!("{prefix}.encoder_attn_layer_norm"),
+                    d,
+                    dtype,
+                )?,
             ))
         } else {
             None
         };
         Ok(Self {
             self_attn: Attention::load(store, &format!("{prefix}.self_attn"), d, heads, dtype)?,
-            self_attn_layer_norm: LayerNorm::load(store, &format!("{prefix}.self_attn_layer_norm"), d, dtype)?,
+            self_attn_layer_norm: LayerNorm::load(
+                store,
+                &format!("{prefix}.self_attn_layer_norm"),
+                d,
+                dtype,
+            )?,
             encoder_attn,
             fc1: Linear::load(store, &format!("{prefix}.fc1"), d, ffn, true, dtype)?,
             fc2: Linear::load(store, &format!("{prefix}.fc2"), ffn, d, true, dtype)?,
-            final_layer_norm: LayerNorm::load(store, &format!("{prefix}.final_layer_norm"), d, dtype)?,
+            final_layer_norm: LayerNorm::load(
+                store,
+                &format!("{prefix}.final_layer_norm"),
+                d,
+                dtype,
+            )?,
         })
     }
 
@@ -137,7 +177,10 @@ impl Encoder {
         let frames = x.dim(1)?;
         let max = self.embed_positions.dim(0)?;
         if frames > max {
-            return Err(Error::config("encoder input", format!("{frames} positions exceed the model's {max}")));
+            return Err(Error::config(
+                "encoder input",
+                format!("{frames} positions exceed the model's {max}"),
+            ));
         }
         let mut x = x.broadcast_add(&self.embed_positions.narrow(0, 0, frames)?)?;
         for layer in &self.layers {
@@ -176,7 +219,11 @@ pub struct DecoderCache {
 impl DecoderCache {
     /// Keep only the batch rows in `indices` (beam search reordering).
     pub fn select(&mut self, indices: &[u32]) -> Result<()> {
-        let device = self.cross_kv.first().map(|(k, _)| k.device().clone()).unwrap_or(Device::Cpu);
+        let device = self
+            .cross_kv
+            .first()
+            .map(|(k, _)| k.device().clone())
+            .unwrap_or(Device::Cpu);
         let idx = Tensor::new(indices, &device)?;
         for kv in self.self_kv.iter_mut().flatten() {
             *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
@@ -193,10 +240,17 @@ impl Decoder {
     pub fn new_cache(&self, encoder_out: &Tensor) -> Result<DecoderCache> {
         let mut cross_kv = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (attn, _) = layer.encoder_attn.as_ref().expect("decoder blocks have cross-attention");
+            let (attn, _) = layer
+                .encoder_attn
+                .as_ref()
+                .expect("decoder blocks have cross-attention");
             cross_kv.push(attn.keys_values(encoder_out)?);
         }
-        Ok(DecoderCache { self_kv: vec![None; self.layers.len()], cross_kv, offset: 0 })
+        Ok(DecoderCache {
+            self_kv: vec![None; self.layers.len()],
+            cross_kv,
+            offset: 0,
+        })
     }
 
     /// Run `tokens` `[b, len]` after what the cache holds; returns hidden states `[b, len, d]`
@@ -205,12 +259,25 @@ impl Decoder {
         let (_, len) = tokens.dims2()?;
         let max = self.embed_positions.dim(0)?;
         if cache.offset + len > max {
-            return Err(Error::config("decoder input", format!("{} tokens exceed the model's {max} positions", cache.offset + len)));
+            return Err(Error::config(
+                "decoder input",
+                format!(
+                    "{} tokens exceed the model's {max} positions",
+                    cache.offset + len
+                ),
+            ));
         }
         let positions = self.embed_positions.narrow(0, cache.offset, len)?;
-        let mut x = self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((tokens.dim(0)?, len, ()))?;
+        let mut x = self
+            .embed_tokens
+            .embedding(&tokens.flatten_all()?)?
+            .reshape((tokens.dim(0)?, len, ()))?;
         x = x.broadcast_add(&positions)?;
-        let mask = if len > 1 { Some(causal_mask(len, cache.offset, x.dtype(), x.device())?) } else { None };
+        let mask = if len > 1 {
+            Some(causal_mask(len, cache.offset, x.dtype(), x.device())?)
+        } else {
+            None
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.self_attn_layer_norm.forward(&x)?;
             let (k_new, v_new) = layer.self_attn.keys_values(&h)?;
@@ -220,7 +287,10 @@ impl Decoder {
             };
             x = (&x + layer.self_attn.attend(&h, &k, &v, mask.as_ref())?)?;
             cache.self_kv[i] = Some((k, v));
-            let (cross, cross_ln) = layer.encoder_attn.as_ref().expect("decoder blocks have cross-attention");
+            let (cross, cross_ln) = layer
+                .encoder_attn
+                .as_ref()
+                .expect("decoder blocks have cross-attention");
             let h = cross_ln.forward(&x)?;
             let (ck, cv) = &cache.cross_kv[i];
             x = (&x + cross.attend(&h, ck, cv, None)?)?;
@@ -233,7 +303,9 @@ impl Decoder {
     /// Logits `[b, len, vocab]` of hidden states (tied embedding projection).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, len, d) = hidden.dims3()?;
-        let logits = hidden.reshape((b * len, d))?.matmul(&self.embed_tokens.t()?)?;
+        let logits = hidden
+            .reshape((b * len, d))?
+            .matmul(&self.embed_tokens.t()?)?;
         Ok(logits.reshape((b, len, ()))?)
     }
 
@@ -246,10 +318,23 @@ impl Decoder {
     }
 }
 
-fn causal_mask(len: usize, offset: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+fn causal_mask(
+    len: usize,
+    offset: usize,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let total = offset + len;
     let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..total).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (len, total), device)?.to_dtype(dtype)
 }
@@ -273,43 +358,104 @@ impl Whisper {
         config.validate(store.source_name())?;
         let c = config;
         let d = c.d_model;
-        let prefix = if store.contains("model.encoder.conv1.weight") { "model." } else { "" };
+        let prefix = if store.contains("model.encoder.conv1.weight") {
+            "model."
+        } else {
+            ""
+        };
         let enc = format!("{prefix}encoder");
         let dec = format!("{prefix}decoder");
         let encoder = Encoder {
-            conv1: Conv1d::load(store, &format!("{enc}.conv1"), c.num_mel_bins, d, 3, 1, 1, dtype)?,
+            conv1: Conv1d::load(
+                store,
+                &format!("{enc}.conv1"),
+                c.num_mel_bins,
+                d,
+                3,
+                1,
+                1,
+                dtype,
+            )?,
             conv2: Conv1d::load(store, &format!("{enc}.conv2"), d, d, 3, 1, 2, dtype)?,
-            embed_positions: store.get(&format!("{enc}.embed_positions.weight"), &[c.max_source_positions, d], dtype)?,
+            embed_positions: store.get(
+                &format!("{enc}.embed_positions.weight"),
+                &[c.max_source_positions, d],
+                dtype,
+            )?,
             layers: (0..c.encoder_layers)
-                .map(|i| Block::load(store, &format!("{enc}.layers.{i}"), d, c.encoder_attention_heads, c.encoder_ffn_dim, false, dtype))
+                .map(|i| {
+                    Block::load(
+                        store,
+                        &format!("{enc}.layers.{i}"),
+                        d,
+                        c.encoder_attention_heads,
+                        c.encoder_ffn_dim,
+                        false,
+                        dtype,
+                    )
+                })
                 .collect::<Result<_>>()?,
             layer_norm: LayerNorm::load(store, &format!("{enc}.layer_norm"), d, dtype)?,
         };
-        let embed_tokens = store.get(&format!("{dec}.embed_tokens.weight"), &[c.vocab_size, d], dtype)?;
+        let embed_tokens = store.get(
+            &format!("{dec}.embed_tokens.weight"),
+            &[c.vocab_size, d],
+            dtype,
+        )?;
         // The output projection is tied to the embedding; a separate copy must match it.
         if store.contains("proj_out.weight") {
             store.get("proj_out.weight", &[c.vocab_size, d], dtype)?;
         }
         let decoder = Decoder {
             embed_tokens,
-            embed_positions: store.get(&format!("{dec}.embed_positions.weight"), &[c.max_target_positions, d], dtype)?,
+            embed_positions: store.get(
+                &format!("{dec}.embed_positions.weight"),
+                &[c.max_target_positions, d],
+                dtype,
+            )?,
             layers: (0..c.decoder_layers)
-                .map(|i| Block::load(store, &format!("{dec}.layers.{i}"), d, c.decoder_attention_heads, c.decoder_ffn_dim, true, dtype))
+                .map(|i| {
+                    Block::load(
+                        store,
+                        &format!("{dec}.layers.{i}"),
+                        d,
+                        c.decoder_attention_heads,
+                        c.decoder_ffn_dim,
+                        true,
+                        dtype,
+                    )
+                })
                 .collect::<Result<_>>()?,
             layer_norm: LayerNorm::load(store, &format!("{dec}.layer_norm"), d, dtype)?,
         };
-        Ok(Self { config: config.clone(), encoder, decoder, dtype })
+        Ok(Self {
+            config: config.clone(),
+            encoder,
+            decoder,
+            dtype,
+        })
     }
 
     /// Every linear layer by its Hugging Face tensor path (without `.weight`), encoder first.
     /// Compression passes walk this list.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
-        for (part, layers) in [("model.encoder", &mut self.encoder.layers), ("model.decoder", &mut self.decoder.layers)] {
+        for (part, layers) in [
+            ("model.encoder", &mut self.encoder.layers),
+            ("model.decoder", &mut self.decoder.layers),
+        ] {
             for (i, layer) in layers.iter_mut().enumerate() {
                 let p = format!("{part}.layers.{i}");
-                let Block { self_attn, encoder_attn, fc1, fc2, .. } = layer;
-                for (name, attn) in std::iter::once(("self_attn", self_attn)).chain(encoder_attn.as_mut().map(|(a, _)| ("encoder_attn", a))) {
+                let Block {
+                    self_attn,
+                    encoder_attn,
+                    fc1,
+                    fc2,
+                    ..
+                } = layer;
+                for (name, attn) in std::iter::once(("self_attn", self_attn))
+                    .chain(encoder_attn.as_mut().map(|(a, _)| ("encoder_attn", a)))
+                {
                     out.push((format!("{p}.{name}.q_proj"), &mut attn.q_proj));
                     out.push((format!("{p}.{name}.k_proj"), &mut attn.k_proj));
                     out.push((format!("{p}.{name}.v_proj"), &mut attn.v_proj));

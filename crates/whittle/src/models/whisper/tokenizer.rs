@@ -23,15 +23,20 @@ pub struct WhisperTokenizer {
 
 impl std::fmt::Debug for WhisperTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperTokenizer").field("eot", &self.eot).field("sot", &self.sot).finish_non_exhaustive()
+        f.debug_struct("WhisperTokenizer")
+            .field("eot", &self.eot)
+            .field("sot", &self.sot)
+            .finish_non_exhaustive()
     }
 }
 
 impl WhisperTokenizer {
     /// Load `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer { context: path.display().to_string(), reason: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            context: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         Self::new(inner, &path.display().to_string())
     }
 
@@ -39,7 +44,10 @@ impl WhisperTokenizer {
     pub fn from_json(json: &str, context: &str) -> Result<Self> {
         let inner = json
             .parse::<tokenizers::Tokenizer>()
-            .map_err(|e| Error::Tokenizer { context: context.to_string(), reason: e.to_string() })?;
+            .map_err(|e| Error::Tokenizer {
+                context: context.to_string(),
+                reason: e.to_string(),
+            })?;
         Self::new(inner, context)
     }
 
@@ -67,7 +75,10 @@ impl WhisperTokenizer {
         let text_tokens: Vec<u32> = tokens.iter().copied().filter(|&t| t < self.eot).collect();
         self.inner
             .decode(&text_tokens, true)
-            .map_err(|e| Error::Tokenizer { context: "decode".into(), reason: e.to_string() })
+            .map_err(|e| Error::Tokenizer {
+                context: "decode".into(),
+                reason: e.to_string(),
+            })
     }
 
     /// Token ids of `text` (no special tokens added).
@@ -75,7 +86,10 @@ impl WhisperTokenizer {
         Ok(self
             .inner
             .encode(text, false)
-            .map_err(|e| Error::Tokenizer { context: "encode".into(), reason: e.to_string() })?
+            .map_err(|e| Error::Tokenizer {
+                context: "encode".into(),
+                reason: e.to_string(),
+            })?
             .get_ids()
             .to_vec())
     }
