@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --models-only
 export WHITTLE_REQUIRE_ASSETS=1
+export WHITTLE_SPELLINGS="${WHITTLE_ASSETS:-$PWD/.assets}/text/english.json"
 cargo test --workspace --release --locked 2>&1

@@ -139,6 +139,7 @@ fn greedy_and_beam_decoding_run_and_agree_on_a_peaked_model() {
         options: DecodeOptions {
             beam_size: 1,
             max_new_tokens: Some(8),
+            ..Default::default()
         },
     };
     let mel = random(&[1, MELS, 3000], 4, 1.0);

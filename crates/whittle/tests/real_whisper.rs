@@ -50,7 +50,7 @@ fn tiny_en(root: &std::path::Path, beam_size: usize) -> Transcriber {
     }
 }
 
-const JFK: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+const JFK: &str = "And so my fellow Americans ask not what your country can do for you, ask what you can do for your country.";
 
 #[test]
 fn tiny_en_transcribes_jfk() {
