@@ -11,6 +11,21 @@ use candle_core::{DType, Module, Tensor, D};
 use crate::checkpoint::TensorStore;
 use crate::error::Result;
 
+/// Whether any of `tensors` is tracked by autograd (a variable or computed from one).
+pub fn needs_grad(tensors: &[&Tensor]) -> bool {
+    tensors.iter().any(|t| t.track_op())
+}
+
+/// Softmax over the last dimension: candle's fused kernel when nothing is tracked, else the
+/// differentiable composition (the fused one records no backward).
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if needs_grad(&[x]) {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
 /// Layer normalisation over the last dimension.
 ///
 /// Written out with primitive ops (mean, variance, affine) because candle's fused layer norm
@@ -38,6 +53,16 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // The fused kernel is much faster but records no backward: use it only when no
+        // gradient can flow through this call.
+        if !needs_grad(&[x, &self.weight, &self.bias]) && x.dtype() == DType::F32 {
+            return candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            );
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -94,5 +119,90 @@ impl Module for Conv1d {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1))?),
             None => Ok(y),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn layer_norm(weight: Tensor, bias: Tensor) -> LayerNorm {
+        LayerNorm {
+            weight,
+            bias,
+            eps: 1e-5,
+        }
+    }
+
+    /// The fused inference path and the differentiable path compute the same function.
+    #[test]
+    fn fused_and_differentiable_layer_norm_agree() {
+        let x = Tensor::arange(0f32, 24.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 4))
+            .unwrap()
+            .sin()
+            .unwrap();
+        let w = Tensor::new(&[1.0f32, 0.5, -2.0, 3.0], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[0.1f32, 0.2, 0.3, 0.4], &Device::Cpu).unwrap();
+        let fused = layer_norm(w.clone(), b.clone()).forward(&x).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let slow = layer_norm(wv.as_tensor().clone(), b).forward(&x).unwrap();
+        let err: f32 = (fused - &slow)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(err < 1e-5, "max_err {err}");
+        // The tracked path must give the weight a non-zero gradient.
+        let grads = slow.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g: f32 = grads
+            .get(wv.as_tensor())
+            .expect("weight gradient")
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(g > 0.0, "layer-norm weight received no gradient");
+    }
+
+    #[test]
+    fn tracked_softmax_has_a_gradient_and_matches_fused() {
+        let x = Var::from_tensor(
+            &Tensor::new(&[[1.0f32, 2.0, 0.5], [0.0, -1.0, 3.0]], &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let tracked = softmax_last_dim(x.as_tensor()).unwrap();
+        let fused = softmax_last_dim(&x.as_tensor().detach()).unwrap();
+        let err: f32 = (&tracked - fused)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(err < 1e-6, "max_err {err}");
+        let weights = Tensor::new(&[[1.0f32, 0.0, 0.0], [0.0, 0.0, 1.0]], &Device::Cpu).unwrap();
+        let grads = (tracked * weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(
+            grads.get(x.as_tensor()).is_some(),
+            "softmax input received no gradient"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! - encoder output `[batch, frames / 2, d_model]`;
 //! - decoder tokens `[batch, len]` (u32) to logits `[batch, len, vocab]`.
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
 
 use super::config::WhisperConfig;
 use crate::checkpoint::TensorStore;
@@ -79,7 +79,7 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let weights = crate::nn::softmax_last_dim(&scores)?;
         let out = weights.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.out_proj.forward(&out)
     }
