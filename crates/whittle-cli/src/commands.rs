@@ -12,6 +12,7 @@ use whittle::eval::{self, UtteranceResult};
 use whittle::model_dir::WhisperCheckpoint;
 use whittle::models::whisper::{DecodeOptions, FrontEndPadding, Transcriber};
 use whittle::text::normalize::EnglishNormalizer;
+use whittle::text::wer::ErrorCounts;
 
 /// Decoding options shared by `transcribe` and `eval`.
 #[derive(Args, Clone)]
@@ -275,8 +276,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         &utterances,
         &normalizer,
         |_, r: &UtteranceResult| {
-            running.0 += r.word_errors;
-            running.1 += r.reference_words;
+            running.0 += r.words.errors();
+            running.1 += r.words.reference_len;
             bar.set_message(format!(
                 "WER {:.2}%",
                 100.0 * running.0 as f64 / running.1.max(1) as f64
@@ -524,7 +525,7 @@ pub fn wer(args: WerArgs) -> Result<()> {
     let refs = read_texts(&args.reference)?;
     let hyps: std::collections::HashMap<String, String> =
         read_texts(&args.hypothesis)?.into_iter().collect();
-    let (mut we, mut wn, mut ce, mut cn) = (0, 0, 0, 0);
+    let (mut words, mut chars) = (ErrorCounts::default(), ErrorCounts::default());
     for (id, r) in &refs {
         let h = hyps.get(id).with_context(|| {
             format!(
@@ -534,16 +535,18 @@ pub fn wer(args: WerArgs) -> Result<()> {
             )
         })?;
         let (_, _, w, c) = eval::score(&normalizer, r, h);
-        we += w.substitutions + w.deletions + w.insertions;
-        wn += w.reference_len;
-        ce += c.substitutions + c.deletions + c.insertions;
-        cn += c.reference_len;
+        words += w;
+        chars += c;
     }
     println!(
-        "{} utterances: WER {:.2}% ({we}/{wn})  CER {:.2}% ({ce}/{cn})",
+        "{} utterances: WER {:.2}% ({}/{})  CER {:.2}% ({}/{})",
         refs.len(),
-        100.0 * we as f64 / wn.max(1) as f64,
-        100.0 * ce as f64 / cn.max(1) as f64
+        100.0 * words.rate(),
+        words.errors(),
+        words.reference_len,
+        100.0 * chars.rate(),
+        chars.errors(),
+        chars.reference_len
     );
     Ok(())
 }

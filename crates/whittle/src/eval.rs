@@ -26,13 +26,9 @@ pub struct UtteranceResult {
     /// Normalised hypothesis.
     pub hypothesis_normalized: String,
     /// Word errors after normalisation.
-    pub word_errors: usize,
-    /// Words in the normalised reference.
-    pub reference_words: usize,
+    pub words: ErrorCounts,
     /// Character errors after normalisation.
-    pub char_errors: usize,
-    /// Characters in the normalised reference.
-    pub reference_chars: usize,
+    pub chars: ErrorCounts,
     /// Audio duration in seconds.
     pub audio_seconds: f64,
     /// Seconds spent in the front end and the model.
@@ -45,9 +41,9 @@ pub struct EvalTotals {
     /// Utterances scored.
     pub utterances: usize,
     /// Word errors (S, D, I) summed over utterances.
-    pub words: ErrorCountsJson,
+    pub words: ErrorCounts,
     /// Character errors summed over utterances.
-    pub chars: ErrorCountsJson,
+    pub chars: ErrorCounts,
     /// Corpus WER (sum of errors / sum of reference words).
     pub wer: f64,
     /// Corpus CER.
@@ -60,44 +56,6 @@ pub struct EvalTotals {
     pub transcribe_seconds: f64,
     /// Real-time factor: transcribe seconds / audio seconds.
     pub rtf: f64,
-}
-
-/// Error counts in serialisable form.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct ErrorCountsJson {
-    /// Substitutions.
-    pub substitutions: usize,
-    /// Deletions.
-    pub deletions: usize,
-    /// Insertions.
-    pub insertions: usize,
-    /// Reference length.
-    pub reference: usize,
-}
-
-impl From<ErrorCounts> for ErrorCountsJson {
-    fn from(c: ErrorCounts) -> Self {
-        Self {
-            substitutions: c.substitutions,
-            deletions: c.deletions,
-            insertions: c.insertions,
-            reference: c.reference_len,
-        }
-    }
-}
-
-impl ErrorCountsJson {
-    fn add(&mut self, c: &ErrorCounts) {
-        self.substitutions += c.substitutions;
-        self.deletions += c.deletions;
-        self.insertions += c.insertions;
-        self.reference += c.reference_len;
-    }
-
-    fn rate(&self) -> f64 {
-        (self.substitutions + self.deletions + self.insertions) as f64
-            / self.reference.max(1) as f64
-    }
 }
 
 /// Score a hypothesis against a reference after normalisation.
@@ -115,31 +73,21 @@ pub fn score(
 
 /// Sum per-utterance results into corpus totals.
 pub fn totals(results: &[UtteranceResult], audio_load_seconds: f64) -> EvalTotals {
-    let mut t = EvalTotals {
+    let words: ErrorCounts = results.iter().map(|r| r.words).sum();
+    let chars: ErrorCounts = results.iter().map(|r| r.chars).sum();
+    let audio_seconds: f64 = results.iter().map(|r| r.audio_seconds).sum();
+    let transcribe_seconds: f64 = results.iter().map(|r| r.transcribe_seconds).sum();
+    EvalTotals {
         utterances: results.len(),
+        wer: words.rate(),
+        cer: chars.rate(),
+        words,
+        chars,
+        audio_seconds,
         audio_load_seconds,
-        ..Default::default()
-    };
-    for r in results {
-        t.words.add(&ErrorCounts {
-            substitutions: 0,
-            deletions: 0,
-            insertions: r.word_errors,
-            reference_len: r.reference_words,
-        });
-        t.chars.add(&ErrorCounts {
-            substitutions: 0,
-            deletions: 0,
-            insertions: r.char_errors,
-            reference_len: r.reference_chars,
-        });
-        t.audio_seconds += r.audio_seconds;
-        t.transcribe_seconds += r.transcribe_seconds;
+        transcribe_seconds,
+        rtf: transcribe_seconds / audio_seconds.max(1e-9),
     }
-    t.wer = t.words.rate();
-    t.cer = t.chars.rate();
-    t.rtf = t.transcribe_seconds / t.audio_seconds.max(1e-9);
-    t
 }
 
 /// Transcribe and score every utterance. `progress` is called after each one.
@@ -151,8 +99,6 @@ pub fn evaluate(
 ) -> Result<(Vec<UtteranceResult>, EvalTotals)> {
     let mut results = Vec::with_capacity(utterances.len());
     let mut load_seconds = 0.0;
-    let mut words = ErrorCountsJson::default();
-    let mut chars = ErrorCountsJson::default();
     for (i, utt) in utterances.iter().enumerate() {
         let t0 = Instant::now();
         let samples = whittle_audio::load_audio(&utt.audio).map_err(|e| Error::Dataset {
@@ -165,8 +111,6 @@ pub fn evaluate(
         let transcribe_seconds = t1.elapsed().as_secs_f64();
         let reference = utt.text.clone().unwrap_or_default();
         let (rn, hn, w, c) = score(normalizer, &reference, &transcript.text);
-        words.add(&w);
-        chars.add(&c);
         let result = UtteranceResult {
             id: utt.id.clone(),
             audio: utt.audio.display().to_string(),
@@ -174,18 +118,14 @@ pub fn evaluate(
             hypothesis: transcript.text,
             reference_normalized: rn,
             hypothesis_normalized: hn,
-            word_errors: w.substitutions + w.deletions + w.insertions,
-            reference_words: w.reference_len,
-            char_errors: c.substitutions + c.deletions + c.insertions,
-            reference_chars: c.reference_len,
+            words: w,
+            chars: c,
             audio_seconds: samples.len() as f64 / 16_000.0,
             transcribe_seconds,
         };
         progress(i, &result);
         results.push(result);
     }
-    let mut t = totals(&results, load_seconds);
-    t.words = words;
-    t.chars = chars;
-    Ok((results, t))
+    let totals = totals(&results, load_seconds);
+    Ok((results, totals))
 }

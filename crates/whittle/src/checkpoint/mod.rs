@@ -196,8 +196,3 @@ impl TensorStore {
         self.tensors.insert(name, tensor);
     }
 }
-
-/// Bytes per element of a dtype, for size reports.
-pub fn dtype_size(dtype: DType) -> usize {
-    dtype.size_in_bytes()
-}

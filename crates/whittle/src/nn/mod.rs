@@ -122,6 +122,21 @@ impl Module for Conv1d {
     }
 }
 
+/// Largest absolute elementwise difference, for tests' tolerance checks.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,16 +164,7 @@ mod tests {
         let fused = layer_norm(w.clone(), b.clone()).forward(&x).unwrap();
         let wv = Var::from_tensor(&w).unwrap();
         let slow = layer_norm(wv.as_tensor().clone(), b).forward(&x).unwrap();
-        let err: f32 = (fused - &slow)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = max_abs_diff(&fused, &slow);
         assert!(err < 1e-5, "max_err {err}");
         // The tracked path must give the weight a non-zero gradient.
         let grads = slow.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -182,16 +188,7 @@ mod tests {
         .unwrap();
         let tracked = softmax_last_dim(x.as_tensor()).unwrap();
         let fused = softmax_last_dim(&x.as_tensor().detach()).unwrap();
-        let err: f32 = (&tracked - fused)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = max_abs_diff(&tracked, &fused);
         assert!(err < 1e-6, "max_err {err}");
         let weights = Tensor::new(&[[1.0f32, 0.0, 0.0], [0.0, 0.0, 1.0]], &Device::Cpu).unwrap();
         let grads = (tracked * weights)

@@ -199,16 +199,7 @@ mod tests {
         let a = float.forward(&xs).unwrap();
         let b = packed_linear.forward(&xs).unwrap();
         assert_eq!(b.dims(), &[1, m, n]);
-        let err: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = crate::nn::max_abs_diff(&a, &b);
         assert!(
             err < PACKED_VS_DEQUANT_TOL,
             "max_err {err} exceeds {PACKED_VS_DEQUANT_TOL}"
