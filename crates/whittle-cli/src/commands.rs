@@ -115,6 +115,9 @@ pub struct WerArgs {
     /// Hypotheses: JSONL with `id` (or `audio`) and `text` or `hypothesis` (whittle eval's utterances.jsonl).
     #[arg(long = "hyp")]
     hypothesis: PathBuf,
+    /// Print one JSON object (wer, cer, word and character counts) instead of the text line.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     normalizer: NormalizerArgs,
 }
@@ -537,6 +540,17 @@ pub fn wer(args: WerArgs) -> Result<()> {
         let (_, _, w, c) = eval::score(&normalizer, r, h);
         words += w;
         chars += c;
+    }
+    if args.json {
+        let summary = serde_json::json!({
+            "utterances": refs.len(),
+            "wer": words.rate(),
+            "cer": chars.rate(),
+            "words": words,
+            "chars": chars,
+        });
+        println!("{summary}");
+        return Ok(());
     }
     println!(
         "{} utterances: WER {:.2}% ({}/{})  CER {:.2}% ({}/{})",

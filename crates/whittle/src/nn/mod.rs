@@ -4,7 +4,7 @@
 
 mod weight;
 
-pub use weight::{Linear, Weight};
+pub use weight::{InputObserver, Linear, Weight};
 
 use candle_core::{DType, Module, Tensor, D};
 

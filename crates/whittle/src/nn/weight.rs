@@ -56,6 +56,19 @@ impl Weight {
     }
 }
 
+/// Sees every input `[rows, in_features]` a linear layer receives, before the product.
+///
+/// Calibration passes (GPTQ's `X^T X`, activation ranges) attach one, run the model, and
+/// detach it; model code is unchanged.
+#[derive(Clone)]
+pub struct InputObserver(pub Arc<dyn Fn(&Tensor) -> candle_core::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for InputObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InputObserver")
+    }
+}
+
 /// `y = x W^T + b` over the last dimension of `x`.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -63,6 +76,8 @@ pub struct Linear {
     pub weight: Weight,
     /// Optional bias, `[out]`.
     pub bias: Option<Tensor>,
+    /// Called with each input, when set.
+    pub observer: Option<InputObserver>,
 }
 
 impl Linear {
@@ -85,7 +100,16 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self::new(weight, bias))
+    }
+
+    /// A layer without observer.
+    pub fn new(weight: Weight, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            observer: None,
+        }
     }
 
     /// Input width.
@@ -105,6 +129,9 @@ impl Module for Linear {
         let in_features = *dims.last().expect("linear input has at least one dim");
         let rows = x.elem_count() / in_features.max(1);
         let x2 = x.reshape((rows, in_features))?;
+        if let Some(observer) = &self.observer {
+            (observer.0)(&x2)?;
+        }
         let y = match &self.weight {
             Weight::Float(w) => {
                 let y = x2.matmul(&w.t()?)?;
@@ -186,14 +213,11 @@ mod tests {
             .unwrap();
         let packed = PackedMatrix::pack(&q);
         let dequant = Tensor::from_vec(packed.dequantize(), (n, k), &Device::Cpu).unwrap();
-        let float = Linear {
-            weight: Weight::Float(dequant),
-            bias: Some(bias.clone()),
-        };
-        let mut packed_linear = Linear {
-            weight: Weight::Float(Tensor::zeros((n, k), DType::F32, &Device::Cpu).unwrap()),
-            bias: Some(bias),
-        };
+        let float = Linear::new(Weight::Float(dequant), Some(bias.clone()));
+        let mut packed_linear = Linear::new(
+            Weight::Float(Tensor::zeros((n, k), DType::F32, &Device::Cpu).unwrap()),
+            Some(bias),
+        );
         packed_linear.set_packed(packed);
         let xs = Tensor::from_vec(x, (1, m, k), &Device::Cpu).unwrap();
         let a = float.forward(&xs).unwrap();
