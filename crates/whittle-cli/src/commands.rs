@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use whittle::candle::{DType, Device};
-use whittle::compress::ptq::{quantize_linears, PtqMethod, UniformSpec};
 use whittle::eval::{self, UtteranceResult};
 use whittle::model_dir::WhisperCheckpoint;
 use whittle::models::whisper::{DecodeOptions, FrontEndPadding, Transcriber};
@@ -26,16 +25,9 @@ pub struct DecodeArgs {
     /// Front-end padding: openai-whisper's 30 s of zero audio, or faster-whisper's zero-filled frames.
     #[arg(long, default_value = "openai-whisper", value_parser = ["openai-whisper", "faster-whisper"])]
     padding: String,
-    /// Quantize every linear layer in memory after loading (post-training, packed kernels):
-    /// bits 2..=8, or 0 for ternary. Embeddings, norms and the conv stem stay float.
-    #[arg(long)]
-    quantize: Option<u8>,
-    /// Group size for --quantize (omit for per-output-channel scales).
-    #[arg(long, requires = "quantize")]
-    group: Option<usize>,
-    /// Rounding for --quantize.
-    #[arg(long, default_value = "rtn", value_parser = ["rtn", "mse"], requires = "quantize")]
-    method: String,
+    /// Post-training quantization applied in memory after loading.
+    #[command(flatten)]
+    pub ptq: crate::ptq_cmd::PtqArgs,
 }
 
 /// `whittle transcribe MODEL AUDIO...`
@@ -78,25 +70,6 @@ pub struct NormalizerArgs {
     /// Score without the spelling map (results are then not comparable with Whisper's normaliser).
     #[arg(long)]
     no_spellings: bool,
-}
-
-/// `whittle quantize MODEL --bits B -o OUT.whittle`
-#[derive(Args)]
-pub struct QuantizeArgs {
-    /// Model folder (CTranslate2 or Hugging Face).
-    model: PathBuf,
-    /// Bits per weight of every linear layer (2..=8), or 0 for ternary.
-    #[arg(long)]
-    bits: u8,
-    /// Group size along the input dimension (omit for per-output-channel scales).
-    #[arg(long)]
-    group: Option<usize>,
-    /// Rounding: round-to-nearest, or with an MSE-optimal clipping search.
-    #[arg(long, default_value = "rtn", value_parser = ["rtn", "mse"])]
-    method: String,
-    /// Output `.whittle` file.
-    #[arg(long, short)]
-    output: PathBuf,
 }
 
 /// `whittle inspect MODEL`
@@ -160,30 +133,25 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
         .with_context(|| format!("loading model {}", model.display()))?;
     let location = checkpoint.location.clone();
     let config = checkpoint.config.clone();
-    let (mut model_built, tokenizer, report) = checkpoint.build(dtype(&decode.dtype))?;
-    let mut quantization = serde_json::Value::Null;
-    if let Some(bits) = decode.quantize {
-        let method = if decode.method == "mse" {
-            PtqMethod::Mse
-        } else {
-            PtqMethod::Rtn
-        };
-        let spec = UniformSpec {
-            bits,
-            group: decode.group,
-            method,
-        };
-        let t = Instant::now();
-        let layers = quantize_linears(&mut model_built, spec)?;
-        let packed: usize = layers.iter().map(|l| l.packed_bytes).sum();
-        tracing::info!(
-            layers = layers.len(),
-            packed_bytes = packed,
-            seconds = t.elapsed().as_secs_f64(),
-            "quantized linear layers"
-        );
-        quantization = serde_json::json!({ "spec": spec, "linear_packed_bytes": packed, "layers": layers, "seconds": t.elapsed().as_secs_f64() });
+    let (model_built, tokenizer, report) = checkpoint.build(dtype(&decode.dtype))?;
+    let padding = if decode.padding == "faster-whisper" {
+        FrontEndPadding::FasterWhisper
+    } else {
+        FrontEndPadding::OpenaiWhisper
+    };
+    let mut transcriber = Transcriber {
+        model: model_built,
+        tokenizer,
+        options: DecodeOptions {
+            beam_size: decode.beam_size,
+            padding,
+            ..Default::default()
+        },
+    };
+    if decode.beam_size == 0 {
+        bail!("--beam-size must be at least 1");
     }
+    let quantization = decode.ptq.apply(&mut transcriber)?;
     let info = serde_json::json!({
         "path": model.display().to_string(),
         "format": location.format,
@@ -195,27 +163,7 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
         "dtype": decode.dtype,
         "quantization": quantization,
     });
-    if decode.beam_size == 0 {
-        bail!("--beam-size must be at least 1");
-    }
-    let padding = if decode.padding == "faster-whisper" {
-        FrontEndPadding::FasterWhisper
-    } else {
-        FrontEndPadding::OpenaiWhisper
-    };
-    let options = DecodeOptions {
-        beam_size: decode.beam_size,
-        padding,
-        ..Default::default()
-    };
-    Ok((
-        Transcriber {
-            model: model_built,
-            tokenizer,
-            options,
-        },
-        info,
-    ))
+    Ok((transcriber, info))
 }
 
 pub fn transcribe(args: TranscribeArgs) -> Result<()> {
@@ -243,7 +191,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(len: usize) -> ProgressBar {
+pub(crate) fn progress_bar(len: usize) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -316,81 +264,6 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         100.0 * totals.cer,
         totals.rtf,
         args.out.display()
-    );
-    Ok(())
-}
-
-pub fn quantize(args: QuantizeArgs) -> Result<()> {
-    if args.output.extension().is_none_or(|e| e != "whittle") {
-        bail!("output {} must end in .whittle", args.output.display());
-    }
-    let t0 = Instant::now();
-    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
-    if checkpoint.location.format == whittle::model_dir::ModelFormat::Whittle {
-        bail!(
-            "{} is already packed; quantize the original model folder",
-            args.model.display()
-        );
-    }
-    let tokenizer_json = std::fs::read_to_string(args.model.join("tokenizer.json"))
-        .with_context(|| format!("reading {}", args.model.join("tokenizer.json").display()))?;
-    let mut model =
-        whittle::models::whisper::Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
-    let method = if args.method == "mse" {
-        PtqMethod::Mse
-    } else {
-        PtqMethod::Rtn
-    };
-    let spec = UniformSpec {
-        bits: args.bits,
-        group: args.group,
-        method,
-    };
-    let layers = quantize_linears(&mut model, spec)?;
-    let bit_map: serde_json::Map<String, serde_json::Value> = layers
-        .iter()
-        .map(|l| (l.name.clone(), serde_json::json!({ "bits": spec.bits, "group": spec.group, "method": args.method, "relative_rmse": l.relative_rmse })))
-        .collect();
-    let header = [
-        (
-            "bit_map",
-            serde_json::json!({ "default": "float (embeddings, positions, norms, conv stem)", "layers": bit_map }),
-        ),
-        (
-            "recipe",
-            serde_json::json!({ "kind": "post-training", "uniform": spec }),
-        ),
-        (
-            "provenance",
-            serde_json::json!({
-                "source": args.model.display().to_string(),
-                "source_format": checkpoint.location.format,
-                "source_bytes": checkpoint.location.weights_bytes(),
-                "whittle_version": env!("CARGO_PKG_VERSION"),
-                "seconds": t0.elapsed().as_secs_f64(),
-            }),
-        ),
-        ("results", serde_json::Value::Null),
-    ];
-    let bytes = whittle::compress::export::write_whisper(
-        &checkpoint.store,
-        &mut model,
-        &tokenizer_json,
-        &header,
-        &args.output,
-    )?;
-    let fp32 = checkpoint.config.parameter_count() as f64 * 4.0;
-    let shipped = checkpoint.location.weights_bytes() as f64;
-    println!(
-        "{}: {} linear layers packed, {bytes} bytes ({:.1} MB): {:.2}x smaller than fp32 ({:.1} MB), {:.2}x smaller than the shipped file ({:.1} MB)",
-        args.output.display(),
-        layers.len(),
-        bytes as f64 / 1e6,
-        fp32 / bytes as f64,
-        fp32 / 1e6,
-        shipped / bytes as f64,
-        shipped / 1e6
     );
     Ok(())
 }

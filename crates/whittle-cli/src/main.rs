@@ -2,6 +2,7 @@
 
 mod commands;
 mod corpus_cmd;
+mod ptq_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -25,8 +26,8 @@ enum Command {
     Transcribe(commands::TranscribeArgs),
     /// Transcribe a dataset and score WER/CER against its transcripts.
     Eval(commands::EvalArgs),
-    /// Quantize every linear layer after training (RTN or MSE clipping) and write a .whittle file.
-    Quantize(commands::QuantizeArgs),
+    /// Quantize linear layers after training (RTN, MSE clipping or GPTQ; uniform or per-layer bit map) and write a .whittle file.
+    Quantize(ptq_cmd::QuantizeArgs),
     /// Show a model's architecture and tensors.
     Inspect(commands::InspectArgs),
     /// Score hypotheses in one JSONL file against references in another.
@@ -59,7 +60,7 @@ fn main() {
         Command::Transcribe(a) => commands::transcribe(a),
         Command::Eval(a) => commands::eval(a),
         Command::Inspect(a) => commands::inspect(a),
-        Command::Quantize(a) => commands::quantize(a),
+        Command::Quantize(a) => ptq_cmd::quantize(a),
         Command::Wer(a) => commands::wer(a),
         Command::Corpus(a) => corpus_cmd::run(a),
     };

@@ -57,6 +57,22 @@ impl HessianAccumulator {
         Ok(())
     }
 
+    /// Adds a precomputed Gram matrix `gram = X^T X: [cols][cols]` of `n` input rows (e.g. from a
+    /// multithreaded matmul); only its lower triangle is read.
+    pub fn add_gram(&mut self, gram: &[f32], n: usize) -> Result<()> {
+        expect_len("gram matrix", self.cols * self.cols, gram.len())?;
+        check_finite("gram matrix", gram)?;
+        let cols = self.cols;
+        for i in 0..cols {
+            let row = i * cols;
+            for (h, &g) in self.sum[row..=row + i].iter_mut().zip(&gram[row..=row + i]) {
+                *h += f64::from(g);
+            }
+        }
+        self.samples += n;
+        Ok(())
+    }
+
     /// Samples seen so far.
     pub fn samples(&self) -> usize {
         self.samples

@@ -439,3 +439,30 @@ fn quantized_matrix_checks_parts() {
     );
     assert!(zeros.is_err());
 }
+
+#[test]
+fn gram_accumulation_equals_row_accumulation() {
+    let (n, cols) = (37, 24);
+    let mut rng = Rng::new(5);
+    let x = rng.normals(n * cols, 1.0);
+    let mut by_rows = HessianAccumulator::new(cols);
+    by_rows.add_batch(&x, n).unwrap();
+    let mut gram = vec![0f32; cols * cols];
+    for row in x.chunks_exact(cols) {
+        for i in 0..cols {
+            for j in 0..cols {
+                gram[i * cols + j] += row[i] * row[j];
+            }
+        }
+    }
+    let mut by_gram = HessianAccumulator::new(cols);
+    by_gram.add_gram(&gram, n).unwrap();
+    assert_eq!(by_gram.samples(), by_rows.samples());
+    for (a, b) in by_rows.finish().iter().zip(by_gram.finish()) {
+        assert!((a - b).abs() < 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+    assert!(
+        by_gram.add_gram(&gram[1..], n).is_err(),
+        "wrong length must be refused"
+    );
+}

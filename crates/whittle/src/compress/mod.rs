@@ -1,4 +1,6 @@
 //! Compression passes over a model's named parameters.
 
+pub mod bitmap;
+pub mod calibrate;
 pub mod export;
 pub mod ptq;

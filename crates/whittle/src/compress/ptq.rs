@@ -1,10 +1,13 @@
-//! Post-training quantization of every linear layer: round-to-nearest with optional
-//! MSE-optimal clipping, or TWN ternary (Li et al. 2016, "Ternary Weight Networks").
-//! Embeddings, positions, norms and the conv stem stay float and are counted as such.
+//! Post-training quantization of linear layers, each to the format its bit map gives:
+//! round-to-nearest with optional MSE-optimal clipping, GPTQ error compensation from
+//! calibration inputs (Frantar et al. 2022), or TWN ternary (Li et al. 2016, "Ternary Weight
+//! Networks"). Embeddings, positions, norms and the conv stem stay float and are counted as such.
 
 use serde::{Deserialize, Serialize};
-use whittle_kernels::{Granularity, PackedMatrix, ScaleSearch, TernaryQuantizer, UniformQuantizer};
+use whittle_kernels::{Gptq, PackedMatrix, ScaleSearch, TernaryQuantizer, UniformQuantizer};
 
+use super::bitmap::{BitMap, LayerFormat};
+use super::calibrate::Calibration;
 use crate::error::{Error, Result};
 use crate::models::whisper::Whisper;
 
@@ -16,17 +19,20 @@ pub enum PtqMethod {
     Rtn,
     /// Round to nearest after a per-group search for the clipping range with least squared error.
     Mse,
+    /// GPTQ: columns rounded in order, each one's error compensated on the rest through the
+    /// inverse of the layer's `X^T X` (needs calibration data).
+    Gptq,
 }
 
-/// A uniform precision for all linear layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UniformSpec {
-    /// Bits per weight (2..=8), or 0 for ternary.
-    pub bits: u8,
-    /// Group size along the input dimension; `None` = per output channel.
-    pub group: Option<usize>,
-    /// Rounding method.
-    pub method: PtqMethod,
+impl PtqMethod {
+    /// Lower-case name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PtqMethod::Rtn => "rtn",
+            PtqMethod::Mse => "mse",
+            PtqMethod::Gptq => "gptq",
+        }
+    }
 }
 
 /// What one layer became.
@@ -36,36 +42,116 @@ pub struct LayerReport {
     pub name: String,
     /// `[out, in]`.
     pub shape: [usize; 2],
-    /// Bytes of codes, scales and zero points.
+    /// Format from the bit map.
+    pub format: LayerFormat,
+    /// The bit-map pattern that chose the format (`None`: the default).
+    pub rule: Option<String>,
+    /// How it was rounded (`twn` for ternary, `none` for float).
+    pub method: &'static str,
+    /// Bytes of codes, scales and zero points (of the float weight for float layers).
     pub packed_bytes: usize,
     /// Relative RMS error of the dequantized weight.
     pub relative_rmse: f64,
 }
 
-/// Quantize every linear layer of `model` in place.
-pub fn quantize_linears(model: &mut Whisper, spec: UniformSpec) -> Result<Vec<LayerReport>> {
-    let granularity = match spec.group {
-        Some(g) => Granularity::Group(g),
-        None => Granularity::PerRow,
-    };
+/// Paths of the layers a bit map applies to (every linear layer of the model).
+pub fn quantizable_layers(model: &mut Whisper) -> Vec<String> {
+    model
+        .linears_mut()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Quantize the linear layers of `model` in place as `bit_map` says. `calibration` is needed
+/// (and only used) for [`PtqMethod::Gptq`].
+pub fn quantize_linears(
+    model: &mut Whisper,
+    bit_map: &BitMap,
+    method: PtqMethod,
+    calibration: Option<&Calibration>,
+) -> Result<Vec<LayerReport>> {
+    let names = quantizable_layers(model);
+    let resolved = bit_map.resolve(&names)?;
+    if method == PtqMethod::Gptq && calibration.is_none() {
+        return Err(Error::config(
+            "--method gptq",
+            "GPTQ needs calibration audio (--calib DATASET)",
+        ));
+    }
     let mut reports = Vec::new();
-    for (name, linear) in model.linears_mut() {
+    for ((name, linear), layer) in model.linears_mut().into_iter().zip(resolved) {
+        debug_assert_eq!(name, layer.name);
         let (rows, cols) = linear.weight.dims();
-        let w = linear.float_weight_values()?;
         let kernel_err = |e: whittle_kernels::KernelError| Error::config(&name, e.to_string());
-        let q = if spec.bits == 0 {
-            TernaryQuantizer { granularity }
-                .quantize(&w, rows, cols)
-                .map_err(kernel_err)?
-        } else {
-            let mut quantizer =
-                UniformQuantizer::symmetric(spec.bits, granularity).map_err(kernel_err)?;
-            if spec.method == PtqMethod::Mse {
-                quantizer = quantizer.with_scale_search(ScaleSearch::MSE_DEFAULT);
-            }
-            quantizer.quantize(&w, rows, cols).map_err(kernel_err)?
+        let (Some(granularity), Some(layout)) = (layer.format.granularity(), layer.format.layout())
+        else {
+            reports.push(LayerReport {
+                name,
+                shape: [rows, cols],
+                format: layer.format,
+                rule: layer.rule,
+                method: "none",
+                packed_bytes: linear.weight.storage_bytes(),
+                relative_rmse: 0.0,
+            });
+            continue;
         };
-        let packed = PackedMatrix::pack(&q);
+        if matches!(linear.weight, crate::nn::Weight::Packed(_)) {
+            return Err(Error::config(
+                &name,
+                "is already packed; quantize the original float model",
+            ));
+        }
+        let w = linear.float_weight_values()?;
+        let (q, used) = match layer.format {
+            LayerFormat::Ternary { .. } => (
+                TernaryQuantizer { granularity }
+                    .quantize(&w, rows, cols)
+                    .map_err(kernel_err)?,
+                "twn",
+            ),
+            LayerFormat::Uniform {
+                bits, symmetric, ..
+            } => {
+                let mut quantizer = if symmetric {
+                    UniformQuantizer::symmetric(bits, granularity)
+                } else {
+                    UniformQuantizer::asymmetric(bits, granularity)
+                }
+                .map_err(kernel_err)?;
+                match method {
+                    PtqMethod::Rtn => (
+                        quantizer.quantize(&w, rows, cols).map_err(kernel_err)?,
+                        "rtn",
+                    ),
+                    PtqMethod::Mse => {
+                        quantizer = quantizer.with_scale_search(ScaleSearch::MSE_DEFAULT);
+                        (
+                            quantizer.quantize(&w, rows, cols).map_err(kernel_err)?,
+                            "mse",
+                        )
+                    }
+                    PtqMethod::Gptq => {
+                        let hessian = calibration
+                            .and_then(|c| c.hessians.get(&name))
+                            .filter(|h| h.samples() > 0)
+                            .ok_or_else(|| {
+                                Error::config(&name, "no calibration inputs reached this layer")
+                            })?
+                            .finish();
+                        (
+                            Gptq::new(quantizer)
+                                .quantize(&w, rows, cols, &hessian)
+                                .map_err(kernel_err)?,
+                            "gptq",
+                        )
+                    }
+                }
+            }
+            LayerFormat::Float => unreachable!("float layers have no granularity"),
+        };
+        let packed = PackedMatrix::pack_with(&q, layout).map_err(kernel_err)?;
         let deq = packed.dequantize();
         let (mut err, mut norm) = (0f64, 0f64);
         for (a, b) in w.iter().zip(&deq) {
@@ -76,6 +162,9 @@ pub fn quantize_linears(model: &mut Whisper, spec: UniformSpec) -> Result<Vec<La
         reports.push(LayerReport {
             name,
             shape: [rows, cols],
+            format: layer.format,
+            rule: layer.rule,
+            method: used,
             packed_bytes,
             relative_rmse: (err / norm.max(1e-30)).sqrt(),
         });

@@ -61,7 +61,10 @@ impl Weight {
 /// Calibration passes (GPTQ's `X^T X`, activation ranges) attach one, run the model, and
 /// detach it; model code is unchanged.
 #[derive(Clone)]
-pub struct InputObserver(pub Arc<dyn Fn(&Tensor) -> candle_core::Result<()> + Send + Sync>);
+pub struct InputObserver(pub Arc<ObserveFn>);
+
+/// The callback of an [`InputObserver`].
+pub type ObserveFn = dyn Fn(&Tensor) -> candle_core::Result<()> + Send + Sync;
 
 impl std::fmt::Debug for InputObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,0 +1,257 @@
+//! Post-training quantization options shared by `quantize`, `eval` and `transcribe`, and the
+//! `whittle quantize` command.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use whittle::candle::{DType, Device};
+use whittle::compress::bitmap::{BitMap, LayerFormat};
+use whittle::compress::calibrate::{calibrate, Calibration};
+use whittle::compress::ptq::{quantizable_layers, quantize_linears, LayerReport, PtqMethod};
+use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
+use whittle::models::whisper::{DecodeOptions, Transcriber};
+
+use crate::commands::progress_bar;
+
+/// How to quantize the linear layers after loading.
+#[derive(Args, Clone, Default)]
+pub struct PtqArgs {
+    /// Bits of every linear layer (2..=8), or 0 for ternary (TWN). Embeddings, positions,
+    /// norms and the conv stem stay float.
+    #[arg(long, visible_alias = "quantize", conflicts_with = "bit_map")]
+    pub bits: Option<u8>,
+    /// Group size along the input dimension for --bits (multiple of 32; omit for one scale per
+    /// output channel).
+    #[arg(long, requires = "bits")]
+    pub group: Option<usize>,
+    /// Per-layer formats: a TOML/JSON bit map of tensor-path globs (see docs/bitmap.md).
+    #[arg(long, value_name = "FILE")]
+    pub bit_map: Option<PathBuf>,
+    /// Rounding: round-to-nearest, RTN after an MSE-optimal clipping search, or GPTQ
+    /// (error compensation from --calib audio). Ternary layers always use TWN.
+    #[arg(long, default_value = "rtn", value_parser = ["rtn", "mse", "gptq"])]
+    pub method: String,
+    /// Calibration dataset for --method gptq (JSONL manifest or LibriSpeech-layout folder).
+    #[arg(long, value_name = "DATASET")]
+    pub calib: Option<PathBuf>,
+    /// Calibration utterances used from --calib (the first N).
+    #[arg(long, default_value_t = 32)]
+    pub calib_limit: usize,
+}
+
+impl PtqArgs {
+    /// The bit map these options describe; `None` when no quantization was asked for.
+    pub fn bit_map(&self) -> Result<Option<BitMap>> {
+        if let Some(path) = &self.bit_map {
+            return Ok(Some(BitMap::from_file(path)?));
+        }
+        let Some(bits) = self.bits else {
+            if self.calib.is_some() || self.method != "rtn" {
+                bail!("--method/--calib need --bits or --bit-map");
+            }
+            return Ok(None);
+        };
+        let format = match bits {
+            0 => LayerFormat::Ternary {
+                group: self.group,
+                trits5: false,
+            },
+            2..=8 => LayerFormat::uniform(bits, self.group),
+            other => bail!("--bits {other}: expected 2..=8, or 0 for ternary"),
+        };
+        if let Some(g) = self.group {
+            whittle::kernels::Granularity::Group(g)
+                .validate()
+                .with_context(|| format!("--group {g}"))?;
+        }
+        Ok(Some(BitMap::uniform(format)))
+    }
+
+    fn method(&self) -> PtqMethod {
+        match self.method.as_str() {
+            "mse" => PtqMethod::Mse,
+            "gptq" => PtqMethod::Gptq,
+            _ => PtqMethod::Rtn,
+        }
+    }
+
+    /// Quantize `transcriber.model` in place (calibrating first for GPTQ). Returns a JSON record
+    /// of what was done (resolved bit map, per-layer reports, timings), or `Null` when nothing
+    /// was asked for.
+    pub fn apply(&self, transcriber: &mut Transcriber) -> Result<serde_json::Value> {
+        let Some(bit_map) = self.bit_map()? else {
+            return Ok(serde_json::Value::Null);
+        };
+        let method = self.method();
+        let t0 = Instant::now();
+        let calibration = match (method, &self.calib) {
+            (PtqMethod::Gptq, None) => bail!("--method gptq needs --calib DATASET"),
+            (PtqMethod::Gptq, Some(path)) => Some(self.calibrate(transcriber, &bit_map, path)?),
+            (_, Some(_)) => bail!("--calib is only used by --method gptq"),
+            (_, None) => None,
+        };
+        let calibration_seconds = t0.elapsed().as_secs_f64();
+        let layers = quantize_linears(
+            &mut transcriber.model,
+            &bit_map,
+            method,
+            calibration.as_ref(),
+        )?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let packed: usize = layers.iter().map(|l| l.packed_bytes).sum();
+        tracing::info!(
+            layers = layers.len(),
+            packed_bytes = packed,
+            seconds,
+            "quantized linear layers"
+        );
+        Ok(serde_json::json!({
+            "kind": "post-training",
+            "method": method.name(),
+            "bit_map_source": bit_map.source,
+            "bit_map": resolved_bit_map(&layers),
+            "calibration": calibration.as_ref().map(|c| serde_json::json!({
+                "dataset": self.calib.as_ref().map(|p| p.display().to_string()),
+                "utterances": c.utterances,
+                "audio_seconds": c.audio_seconds,
+                "seconds": calibration_seconds,
+            })),
+            "linear_bytes": packed,
+            "seconds": seconds,
+            "layers": layers,
+        }))
+    }
+
+    fn calibrate(
+        &self,
+        transcriber: &mut Transcriber,
+        bit_map: &BitMap,
+        path: &std::path::Path,
+    ) -> Result<Calibration> {
+        let mut utterances = whittle::data::load_dataset(path)
+            .with_context(|| format!("reading calibration set {}", path.display()))?;
+        utterances.truncate(self.calib_limit);
+        if utterances.is_empty() {
+            bail!("calibration set {} has no utterances", path.display());
+        }
+        let names = quantizable_layers(&mut transcriber.model);
+        let wanted: Vec<String> = bit_map
+            .resolve(&names)?
+            .into_iter()
+            .filter(|l| matches!(l.format, LayerFormat::Uniform { .. }))
+            .map(|l| l.name)
+            .collect();
+        let bar = progress_bar(utterances.len());
+        bar.set_message("calibrating (X^T X per layer)");
+        let calibration = calibrate(transcriber, &wanted, &utterances, |_| bar.inc(1))?;
+        bar.finish_and_clear();
+        Ok(calibration)
+    }
+}
+
+/// `{layer: {format, bits, group, method, rule, relative_rmse}}` plus what stays float.
+fn resolved_bit_map(layers: &[LayerReport]) -> serde_json::Value {
+    let layers: serde_json::Map<String, serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(l.format).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("method".into(), l.method.into());
+                o.insert("rule".into(), l.rule.clone().into());
+                o.insert("relative_rmse".into(), l.relative_rmse.into());
+                o.insert("bytes".into(), l.packed_bytes.into());
+            }
+            (l.name.clone(), v)
+        })
+        .collect();
+    serde_json::json!({
+        "float": "token embedding (tied output projection), positions, layer norms, conv stem: stored as in the source file",
+        "layers": layers,
+    })
+}
+
+/// `whittle quantize MODEL (--bits B | --bit-map FILE) [--method rtn|mse|gptq] [--calib DATA] -o OUT.whittle`
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// Model folder (CTranslate2 or Hugging Face).
+    model: PathBuf,
+    #[command(flatten)]
+    ptq: PtqArgs,
+    /// Output `.whittle` file.
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub fn quantize(args: QuantizeArgs) -> Result<()> {
+    if args.output.extension().is_none_or(|e| e != "whittle") {
+        bail!("output {} must end in .whittle", args.output.display());
+    }
+    if args.ptq.bits.is_none() && args.ptq.bit_map.is_none() {
+        bail!("give --bits B (every linear layer) or --bit-map FILE");
+    }
+    let t0 = Instant::now();
+    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if checkpoint.location.format == ModelFormat::Whittle {
+        bail!(
+            "{} is already packed; quantize the original model folder",
+            args.model.display()
+        );
+    }
+    let tokenizer_json = std::fs::read_to_string(args.model.join("tokenizer.json"))
+        .with_context(|| format!("reading {}", args.model.join("tokenizer.json").display()))?;
+    let model =
+        whittle::models::whisper::Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
+    let mut transcriber = Transcriber {
+        model,
+        tokenizer: checkpoint.tokenizer.clone(),
+        options: DecodeOptions::default(),
+    };
+    let record = args.ptq.apply(&mut transcriber)?;
+    let layers = record["layers"].as_array().map_or(0, Vec::len);
+    let header = [
+        ("bit_map", record["bit_map"].clone()),
+        (
+            "recipe",
+            serde_json::json!({
+                "kind": "post-training",
+                "method": record["method"],
+                "bit_map_source": record["bit_map_source"],
+                "calibration": record["calibration"],
+            }),
+        ),
+        (
+            "provenance",
+            serde_json::json!({
+                "source": args.model.display().to_string(),
+                "source_format": checkpoint.location.format,
+                "source_bytes": checkpoint.location.weights_bytes(),
+                "whittle_version": env!("CARGO_PKG_VERSION"),
+                "seconds": t0.elapsed().as_secs_f64(),
+            }),
+        ),
+        ("results", serde_json::Value::Null),
+    ];
+    let bytes = whittle::compress::export::write_whisper(
+        &checkpoint.store,
+        &mut transcriber.model,
+        &tokenizer_json,
+        &header,
+        &args.output,
+    )?;
+    let fp32 = checkpoint.config.parameter_count() as f64 * 4.0;
+    let shipped = checkpoint.location.weights_bytes() as f64;
+    println!(
+        "{}: {layers} linear layers ({} method), {bytes} bytes ({:.1} MB): {:.2}x smaller than fp32 ({:.1} MB), {:.2}x smaller than the shipped file ({:.1} MB)",
+        args.output.display(),
+        args.ptq.method,
+        bytes as f64 / 1e6,
+        fp32 / bytes as f64,
+        fp32 / 1e6,
+        shipped / bytes as f64,
+        shipped / 1e6
+    );
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Post-training quantization of a tiny random Whisper: bit maps, calibration and GPTQ.
+
+mod common_tiny;
+
+use candle_core::{DType, Device, Tensor};
+use common_tiny::*;
+use whittle::compress::bitmap::{BitMap, LayerFormat};
+use whittle::compress::calibrate::calibrate;
+use whittle::compress::ptq::{quantizable_layers, quantize_linears, PtqMethod};
+use whittle::data::Utterance;
+use whittle::model_dir::WhisperCheckpoint;
+use whittle::models::whisper::{DecodeOptions, Transcriber};
+use whittle::nn::Weight;
+
+fn transcriber(dir: &std::path::Path) -> Transcriber {
+    let (model, tokenizer, _) = WhisperCheckpoint::open(dir, &Device::Cpu)
+        .unwrap()
+        .build(DType::F32)
+        .unwrap();
+    Transcriber {
+        model,
+        tokenizer,
+        options: DecodeOptions {
+            max_new_tokens: Some(6),
+            ..Default::default()
+        },
+    }
+}
+
+/// Two short 16 kHz s16le `.raw` clips of deterministic noise with a tone.
+fn calibration_audio(dir: &std::path::Path) -> Vec<Utterance> {
+    (0..2)
+        .map(|u| {
+            let path = dir.join(format!("calib{u}.raw"));
+            let n = 16_000 + 4_000 * u;
+            let mut state = 12345u32 + u as u32;
+            let bytes: Vec<u8> = (0..n)
+                .flat_map(|i| {
+                    state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                    let noise = (state >> 16) as f32 / 65536.0 - 0.5;
+                    let tone = (i as f32 * 0.05 * (u + 1) as f32).sin();
+                    (((0.3 * tone + 0.2 * noise) * 20000.0) as i16).to_le_bytes()
+                })
+                .collect();
+            std::fs::write(&path, bytes).unwrap();
+            Utterance {
+                id: format!("calib{u}"),
+                audio: path,
+                text: None,
+            }
+        })
+        .collect()
+}
+
+fn encoder_error(reference: &Tensor, t: &Transcriber, mel: &Tensor) -> f32 {
+    let out = t.model.encoder.forward(mel).unwrap();
+    (out - reference)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
+}
+
+#[test]
+fn gptq_calibrates_every_quantized_layer_and_beats_rtn_on_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    write_hf(dir.path(), &hf_tensors(11));
+    let utterances = calibration_audio(dir.path());
+
+    let mut float = transcriber(dir.path());
+    let names = quantizable_layers(&mut float.model);
+    let samples = whittle::audio::load_audio(&utterances[0].audio).unwrap();
+    let frames = samples.len() / 160 / 2 * 2;
+    let mel = whittle::audio::mel::log_mel_spectrogram(&samples, MELS).window(0, frames);
+    let mel = Tensor::from_vec(mel.data, (1, MELS, frames), &Device::Cpu).unwrap();
+    let reference = float.model.encoder.forward(&mel).unwrap();
+
+    let calibration = calibrate(&mut float, &names, &utterances, |_| {}).unwrap();
+    assert_eq!(calibration.hessians.len(), names.len());
+    for (name, h) in &calibration.hessians {
+        assert!(h.samples() > 0, "{name} saw no calibration input");
+    }
+    for (name, linear) in float.model.linears_mut() {
+        assert!(linear.observer.is_none(), "{name} kept its observer");
+    }
+
+    let bit_map = BitMap::uniform(LayerFormat::uniform(3, None));
+    let mut rtn = transcriber(dir.path());
+    quantize_linears(&mut rtn.model, &bit_map, PtqMethod::Rtn, None).unwrap();
+    let mut gptq = transcriber(dir.path());
+    let reports = quantize_linears(
+        &mut gptq.model,
+        &bit_map,
+        PtqMethod::Gptq,
+        Some(&calibration),
+    )
+    .unwrap();
+    assert!(reports.iter().all(|r| r.method == "gptq"));
+    let (e_rtn, e_gptq) = (
+        encoder_error(&reference, &rtn, &mel),
+        encoder_error(&reference, &gptq, &mel),
+    );
+    println!("encoder output error: rtn {e_rtn:.4} gptq {e_gptq:.4}");
+    assert!(e_gptq < e_rtn, "GPTQ {e_gptq} not below RTN {e_rtn}");
+    // The quantized model still transcribes.
+    gptq.transcribe(&samples).unwrap();
+}
+
+#[test]
+fn gptq_without_calibration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_hf(dir.path(), &hf_tensors(3));
+    let mut t = transcriber(dir.path());
+    let err = quantize_linears(
+        &mut t.model,
+        &BitMap::uniform(LayerFormat::uniform(4, None)),
+        PtqMethod::Gptq,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("calib"), "{err}");
+}
+
+#[test]
+fn bit_map_gives_each_layer_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    write_hf(dir.path(), &hf_tensors(4));
+    let map_path = dir.path().join("bits.toml");
+    std::fs::write(
+        &map_path,
+        r#"
+default = { bits = 4 }
+[layers]
+"encoder.layers.*.fc1" = { bits = 3, group = 32, symmetric = false }
+"decoder.layers.0.*" = "float"
+"*.fc2" = { format = "ternary", layout = "1.6bit" }
+"#,
+    )
+    .unwrap();
+    let bit_map = BitMap::from_file(&map_path).unwrap();
+    let mut t = transcriber(dir.path());
+    let reports = quantize_linears(&mut t.model, &bit_map, PtqMethod::Rtn, None).unwrap();
+    for (report, (name, linear)) in reports.iter().zip(t.model.linears_mut()) {
+        assert_eq!(report.name, name);
+        match (&report.format, &linear.weight) {
+            (LayerFormat::Float, Weight::Float(_)) => {
+                assert!(
+                    name.contains("decoder.layers.0."),
+                    "{name} should not be float"
+                );
+            }
+            (LayerFormat::Ternary { trits5: true, .. }, Weight::Packed(p)) => {
+                assert!(
+                    name.ends_with("fc2") && !name.contains("decoder.layers.0."),
+                    "{name}"
+                );
+                assert_eq!(p.format().layout, whittle::kernels::Layout::Trits5);
+                // Ternary: every row takes at most three distinct values {-a, 0, +a}.
+                let cols = p.cols();
+                for row in p.dequantize().chunks(cols) {
+                    let mut distinct: Vec<f32> = row.to_vec();
+                    distinct.sort_by(f32::total_cmp);
+                    distinct.dedup();
+                    assert!(distinct.len() <= 3, "{name}: {distinct:?}");
+                }
+            }
+            (LayerFormat::Uniform { bits: 3, .. }, Weight::Packed(p)) => {
+                assert!(
+                    name.starts_with("model.encoder") && name.ends_with("fc1"),
+                    "{name}"
+                );
+                assert!(
+                    p.zero_points().is_some(),
+                    "asymmetric layers carry zero points"
+                );
+            }
+            (
+                LayerFormat::Uniform {
+                    bits: 4,
+                    group: None,
+                    ..
+                },
+                Weight::Packed(_),
+            ) => {
+                assert!(report.rule.is_none(), "{name} should come from the default");
+            }
+            (format, weight) => panic!("{name}: format {format:?} but weight {weight:?}"),
+        }
+    }
+    // Quantizing again is refused (the weights are already packed).
+    let err = quantize_linears(&mut t.model, &bit_map, PtqMethod::Rtn, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already packed"), "{err}");
+}
