@@ -49,6 +49,8 @@ for model in $MODELS; do
         [[ -f $m ]] || die "no manifest $m: run scripts/make_splits.sh"
         o=$OUT/$model/$split
         mkdir -p "$o/reference"
+        # Finished runs are kept, so an interrupted table resumes (delete out/baselines to redo).
+        if [[ -f $o/reference/score.json && -f $o/whittle/summary.json ]]; then continue; fi
         echo "== $model / $split: whittle f32" >&2
         "$WHITTLE" --threads "$THREADS" eval "$dir" "$m" --out "$o/whittle" --dtype f32 --beam-size 1 >/dev/null \
             || die "whittle eval $model $split failed"
@@ -73,7 +75,7 @@ for model in models:
         r = json.load(open(os.path.join(d, "reference", "summary.json")))
         s = json.load(open(os.path.join(d, "reference", "score.json")))
         t = w["totals"]
-        print(f"| {model} | {split} | {t['audio_seconds']/3600:.2f} | {t['words']['reference']} | "
+        print(f"| {model} | {split} | {t['audio_seconds']/3600:.2f} | {t['words']['reference_len']} | "
               f"{100*w['wer']:.2f} % | {100*w['cer']:.2f} % | {100*s['wer']:.2f} % | {100*s['cer']:.2f} % | "
               f"{w['rtf']:.3f} | {r['rtf']:.3f} | {w['model']['weights_bytes']/1e6:.1f} |")
 PY

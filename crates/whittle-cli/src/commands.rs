@@ -166,6 +166,14 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
     Ok((transcriber, info))
 }
 
+/// Peak resident memory of this process (Linux `VmHWM`), `None` where unavailable.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 pub fn transcribe(args: TranscribeArgs) -> Result<()> {
     let (transcriber, _) = load_transcriber(&args.model, &args.decode)?;
     let mut failed = 0;
@@ -246,6 +254,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding },
         "normalizer": { "kind": "whisper-english", "spelling_map": spellings.map(|p| p.display().to_string()) },
         "threads": rayon::current_num_threads(),
+        "peak_rss_bytes": peak_rss_bytes(),
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "totals": totals,
         "wer": totals.wer,
