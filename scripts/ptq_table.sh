@@ -117,16 +117,33 @@ for model in "${MODELS[@]}"; do
             evaluate "$name" "$file"
         done
     done
-    python3 - "$OUT" "$model" "${SETS[@]}" <<'PY' | tee "$OUT/$model/table.md"
-import json, os, sys
-out, model, sets = sys.argv[1], sys.argv[2], sys.argv[3:]
+    python3 - "$OUT" "$model" "$WHITTLE" "${SETS[@]}" <<'PY' | tee "$OUT/$model/table.md"
+import json, os, subprocess, sys
+out, model, whittle, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 root = os.path.join(out, model)
 rows = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
 rows = ["float"] + [r for r in rows if r != "float"]
 float_summary = json.load(open(os.path.join(root, "float", sets[0], "summary.json")))
 fp32 = float_summary["model"]["parameters"] * 4
-print("| format | method | file MB | x fp32 | " + " | ".join(f"WER {s}" for s in sets) + " | RTF real-15 | peak RSS MB |")
-print("|---|---|---|---|" + "---|" * len(sets) + "---|---|")
+def pooled(row):
+    """All sets' utterances of one row in one file, for the significance test."""
+    path = os.path.join(root, row, "all-sets.jsonl")
+    with open(path, "w") as f:
+        for x in sets:
+            for line in open(os.path.join(root, row, x, "utterances.jsonl")):
+                r = json.loads(line)
+                r["id"] = x + "/" + r["id"]
+                f.write(json.dumps(r) + "\n")
+    return path
+def versus_float(row):
+    if row == "float":
+        return "-"
+    o = subprocess.run([whittle, "eval", "--compare", pooled("float"), pooled(row), "--json"],
+                       capture_output=True, text=True, check=True)
+    v = json.loads(o.stdout)
+    return f"{100 * (v['wer_b'] - v['wer_a']):+.2f} (p {v['p_value']:.2f}{', sig.' if v['significant_at_05'] else ''})"
+print("| format | method | file MB | x fp32 | " + " | ".join(f"WER {s}" for s in sets) + " | all sets vs float: WER points (MAPSSWE p) | RTF real-15 | peak RSS MB |")
+print("|---|---|---|---|" + "---|" * len(sets) + "---|---|---|")
 for r in rows:
     s = {x: json.load(open(os.path.join(root, r, x, "summary.json"))) for x in sets}
     first = s[sets[0]]
@@ -137,7 +154,7 @@ for r in rows:
         method = "twn"
     wers = " | ".join(f"{100 * s[x]['wer']:.2f} %" for x in sets)
     rss = first.get("peak_rss_bytes")
-    print(f"| {label} | {method or '-'} | {size / 1e6:.1f} | {fp32 / size:.2f} | {wers} | {first['rtf']:.3f} | {rss / 1e6 if rss else float('nan'):.0f} |")
+    print(f"| {label} | {method or '-'} | {size / 1e6:.1f} | {fp32 / size:.2f} | {wers} | {versus_float(r)} | {first['rtf']:.3f} | {rss / 1e6 if rss else float('nan'):.0f} |")
 words = {x: float_summary if x == sets[0] else json.load(open(os.path.join(root, 'float', x, 'summary.json'))) for x in sets}
 print()
 print("Words per set: " + ", ".join(f"{x} {words[x]['totals']['words']['reference_len']}" for x in sets))

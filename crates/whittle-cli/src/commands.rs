@@ -45,13 +45,23 @@ pub struct TranscribeArgs {
 /// `whittle eval MODEL DATASET`
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Model folder (CTranslate2 or Hugging Face).
-    model: PathBuf,
+    /// Model folder (CTranslate2 or Hugging Face) or .whittle file.
+    #[arg(required_unless_present = "compare")]
+    model: Option<PathBuf>,
     /// LibriSpeech-layout folder or JSONL manifest.
-    dataset: PathBuf,
+    #[arg(required_unless_present = "compare")]
+    dataset: Option<PathBuf>,
     /// Output folder for utterances.jsonl and summary.json.
-    #[arg(long, short)]
-    out: PathBuf,
+    #[arg(long, short, required_unless_present = "compare")]
+    out: Option<PathBuf>,
+    /// Instead of evaluating: compare two finished evaluations (output folders or their
+    /// utterances.jsonl) on the same utterances with the matched-pairs sentence-segment word
+    /// error test (MAPSSWE, as NIST sctk), and print whether the WER difference is significant.
+    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["model", "dataset", "out"])]
+    compare: Option<Vec<PathBuf>>,
+    /// With --compare: print one JSON object.
+    #[arg(long, requires = "compare")]
+    json: bool,
     /// Evaluate only the first N utterances.
     #[arg(long)]
     limit: Option<usize>,
@@ -221,12 +231,18 @@ fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
+    if let Some(pair) = &args.compare {
+        return crate::compare_cmd::compare(&pair[0], &pair[1], args.json);
+    }
+    let (Some(model), Some(dataset), Some(out)) = (&args.model, &args.dataset, &args.out) else {
+        bail!("eval needs MODEL DATASET --out DIR (or --compare A B)");
+    };
     let (normalizer, spellings) = args.normalizer.load()?;
-    let mut utterances = whittle::data::load_dataset(&args.dataset)?;
+    let mut utterances = whittle::data::load_dataset(dataset)?;
     if let Some(limit) = args.limit {
         utterances.truncate(limit);
     }
-    let (transcriber, model_info) = load_transcriber(&args.model, &args.decode)?;
+    let (transcriber, model_info) = load_transcriber(model, &args.decode)?;
     let bar = progress_bar(utterances.len());
     let wall = Instant::now();
     let mut running = (0usize, 0usize);
@@ -245,12 +261,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    write_jsonl(&args.out.join("utterances.jsonl"), &results)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_jsonl(&out.join("utterances.jsonl"), &results)?;
     let summary = serde_json::json!({
         "model": model_info,
-        "dataset": args.dataset.display().to_string(),
+        "dataset": dataset.display().to_string(),
         "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding },
         "normalizer": { "kind": "whisper-english", "spelling_map": spellings.map(|p| p.display().to_string()) },
         "threads": rayon::current_num_threads(),
@@ -262,7 +277,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         "rtf": totals.rtf,
     });
     whittle::fsutil::write_atomic(
-        &args.out.join("summary.json"),
+        &out.join("summary.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     println!(
@@ -272,7 +287,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         100.0 * totals.wer,
         100.0 * totals.cer,
         totals.rtf,
-        args.out.display()
+        out.display()
     );
     Ok(())
 }

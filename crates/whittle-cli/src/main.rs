@@ -1,6 +1,7 @@
 //! The `whittle` command-line tool: a thin layer over the `whittle` library.
 
 mod commands;
+mod compare_cmd;
 mod corpus_cmd;
 mod ptq_cmd;
 

@@ -1,0 +1,151 @@
+//! The `whittle` binary on a tiny random model: exit codes and messages of bad input, and the
+//! quantize -> inspect -> eval path through a `.whittle` file.
+
+#[path = "../../whittle/tests/common_tiny.rs"]
+mod common_tiny;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn whittle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .output()
+        .expect("run whittle")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// An eval output with the given per-utterance word errors (10 words each).
+fn write_eval(dir: &Path, errors: &[usize]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let lines: String = errors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "{{\"id\":\"u{i}\",\"reference_normalized\":\"r{i}\",\"words\":{{\"substitutions\":{e},\"deletions\":0,\"insertions\":0,\"reference_len\":10}}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("utterances.jsonl"), lines).unwrap();
+}
+
+#[test]
+fn eval_compare_reports_significance_and_refuses_unpaired_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c, short) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+        dir.path().join("short"),
+    );
+    write_eval(&a, &[0; 30]);
+    write_eval(
+        &b,
+        &[
+            1, 2, 1, 3, 2, 1, 2, 1, 1, 2, 3, 1, 2, 1, 1, 2, 1, 3, 2, 1, 1, 2, 1, 1, 2, 3, 1, 2, 1,
+            1,
+        ],
+    );
+    write_eval(
+        &c,
+        &[
+            0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0,
+        ],
+    );
+    write_eval(&short, &[0; 29]);
+
+    let o = whittle(&["eval", "--compare", p(&a), p(&b), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["significant_at_05"], true, "{v}");
+    assert!(
+        v["mean_diff"].as_f64().unwrap() < 0.0,
+        "A has fewer errors: {v}"
+    );
+
+    let o = whittle(&["eval", "--compare", p(&a), p(&c), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["significant_at_05"], false,
+        "two errors in 300 words: {v}"
+    );
+
+    let o = whittle(&["eval", "--compare", p(&a), p(&short)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("same set"), "{}", stderr(&o));
+}
+
+#[test]
+fn quantize_writes_a_packed_file_that_inspect_and_eval_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    common_tiny::write_hf(&model, &common_tiny::hf_tensors(8));
+    let out = dir.path().join("tiny-w4.whittle");
+    let o = whittle(&["quantize", p(&model), "--bits", "4", "-o", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = whittle(&["inspect", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listing.contains("model.decoder.layers.0.fc1.weight"),
+        "{listing}"
+    );
+
+    // A two-utterance manifest of silence, evaluated from the packed file.
+    let silence = vec![0u8; 2 * 16_000];
+    std::fs::write(dir.path().join("a.raw"), &silence).unwrap();
+    std::fs::write(dir.path().join("b.raw"), &silence).unwrap();
+    std::fs::write(
+        dir.path().join("set.jsonl"),
+        "{\"audio\":\"a.raw\",\"text\":\"x\"}\n{\"audio\":\"b.raw\",\"text\":\"y\"}\n",
+    )
+    .unwrap();
+    let eval_dir = dir.path().join("eval");
+    let o = whittle(&[
+        "eval",
+        p(&out),
+        p(&dir.path().join("set.jsonl")),
+        "--out",
+        p(&eval_dir),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["totals"]["utterances"], 2);
+}
+
+#[test]
+fn bad_quantize_options_fail_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    common_tiny::write_hf(&model, &common_tiny::hf_tensors(9));
+    let out = dir.path().join("x.whittle");
+    let bad_map = dir.path().join("bits.toml");
+    std::fs::write(&bad_map, "default = { bits = 4, grup = 64 }\n").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--bit-map", p(&bad_map)], "unknown field `grup`"),
+        (&["--bits", "4", "--method", "gptq"], "--calib"),
+        (&["--bits", "9"], "2..=8"),
+        (&["--bits", "4", "--group", "48"], "--group 48"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["quantize", p(&model), "-o", p(&out)];
+        args.extend_from_slice(extra);
+        let o = whittle(&args);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        assert!(stderr(&o).contains(message), "{extra:?}: {}", stderr(&o));
+        assert!(!out.exists(), "{extra:?} left an output file");
+    }
+}
