@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
-# The demo from README.md: set everything up on a fresh Debian machine, build whittle, and
-# transcribe and score the 15 real utterances with Whisper tiny.en.
+# The demo from README.md: set everything up on a fresh Debian machine, build whittle, and run the
+# main job on Whisper tiny.en and the 15 real utterances:
+#   1. measure the float model (WER/CER, RTF);
+#   2. synthesise a small calibration set from Jane Austen (train sentences only, never the
+#      sentences the real clips read) and compress every linear layer to 4 bits (GPTQ, groups of
+#      64) into one packed .whittle file;
+#   3. evaluate the packed file with the low-bit kernels, and test whether its WER differs
+#      significantly from the float model's (matched-pairs test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p whittle-cli
+whittle=target/release/whittle
 model=.assets/models/whisper-tiny.en
 data=.assets/data/real-15.jsonl
+out=out/demo
+mkdir -p "$out"
 echo "== whittle inspect (head) =="
-target/release/whittle inspect "$model" | head -8
+"$whittle" inspect "$model" | head -8
 echo "== whittle transcribe jfk.wav =="
-target/release/whittle transcribe "$model" .assets/data/real-15/jfk.wav
-echo "== whittle eval tiny.en on real-15 =="
-target/release/whittle eval "$model" "$data" --out out/demo/tiny.en-real-15
-echo "per-utterance results: out/demo/tiny.en-real-15/utterances.jsonl; summary: out/demo/tiny.en-real-15/summary.json"
+"$whittle" transcribe "$model" .assets/data/real-15/jfk.wav
+echo "== 1. whittle eval tiny.en (float) on real-15 =="
+"$whittle" eval "$model" "$data" --out "$out/tiny.en-real-15"
+echo "== 2. calibration audio (synthetic, train sentences) and 4-bit GPTQ =="
+"$whittle" corpus synth --text austen-except:sensesensibility --sentences train --voices A \
+    --hours 0.04 --seed 7 --out "$out/calibration"
+"$whittle" quantize "$model" --bits 4 --group 64 --method gptq --calib "$out/calibration" \
+    --calib-limit 24 -o "$out/tiny.en-w4g64-gptq.whittle"
+"$whittle" inspect "$out/tiny.en-w4g64-gptq.whittle" | head -4
+echo "== 3. whittle eval of the packed file, and the significance test against float =="
+"$whittle" eval "$out/tiny.en-w4g64-gptq.whittle" "$data" --out "$out/tiny.en-w4g64-gptq-real-15"
+"$whittle" eval --compare "$out/tiny.en-real-15" "$out/tiny.en-w4g64-gptq-real-15"
+echo "outputs: $out/ (utterances.jsonl and summary.json per evaluation; the .whittle file)"
