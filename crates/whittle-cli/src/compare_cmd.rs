@@ -4,13 +4,22 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use whittle::text::significance::matched_pairs_test;
+use whittle::text::significance::{
+    error_segments, matched_pairs_test, sign_test, MIN_SEGMENTS_FOR_NORMAL_APPROXIMATION,
+};
 
 /// Per-utterance word errors of one evaluation.
 struct Scored {
     path: PathBuf,
-    /// id -> (normalised reference, word errors, reference words), in file order.
-    rows: Vec<(String, String, usize, usize)>,
+    rows: Vec<Row>,
+}
+
+struct Row {
+    id: String,
+    reference: String,
+    hypothesis: String,
+    errors: usize,
+    words: usize,
 }
 
 fn read_scored(path: &Path) -> Result<Scored> {
@@ -40,8 +49,19 @@ fn read_scored(path: &Path) -> Result<Scored> {
             .as_str()
             .with_context(|| format!("{}: no id", at()))?
             .to_string();
-        let reference = v["reference_normalized"].as_str().unwrap_or("").to_string();
-        rows.push((id, reference, errors, field("reference_len")?));
+        let text = |name: &str| -> Result<String> {
+            Ok(v[name]
+                .as_str()
+                .with_context(|| format!("{}: no {name}", at()))?
+                .to_string())
+        };
+        rows.push(Row {
+            id,
+            reference: text("reference_normalized")?,
+            hypothesis: text("hypothesis_normalized")?,
+            errors,
+            words: field("reference_len")?,
+        });
     }
     if rows.is_empty() {
         bail!("{} has no utterances", file.display());
@@ -51,11 +71,7 @@ fn read_scored(path: &Path) -> Result<Scored> {
 
 pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
     let (a, b) = (read_scored(a)?, read_scored(b)?);
-    let b_rows: HashMap<&str, (&str, usize)> = b
-        .rows
-        .iter()
-        .map(|(id, r, e, _)| (id.as_str(), (r.as_str(), *e)))
-        .collect();
+    let b_rows: HashMap<&str, &Row> = b.rows.iter().map(|r| (r.id.as_str(), r)).collect();
     if b_rows.len() != a.rows.len() {
         bail!(
             "{} has {} utterances but {} has {}: compare evaluations of the same set",
@@ -66,29 +82,50 @@ pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
         );
     }
     let (mut errors_a, mut errors_b, mut words) = (Vec::new(), Vec::new(), 0);
-    for (id, reference, e, n) in &a.rows {
-        let (ref_b, e_b) = b_rows.get(id.as_str()).with_context(|| {
+    let (mut segments_a, mut segments_b) = (Vec::new(), Vec::new());
+    for ra in &a.rows {
+        let rb = b_rows.get(ra.id.as_str()).with_context(|| {
             format!(
-                "utterance `{id}` of {} is missing from {}",
+                "utterance `{}` of {} is missing from {}",
+                ra.id,
                 a.path.display(),
                 b.path.display()
             )
         })?;
-        if ref_b != reference {
+        if rb.reference != ra.reference {
             bail!(
-                "utterance `{id}` was scored against different references in the two evaluations"
+                "utterance `{}` was scored against different references in the two evaluations",
+                ra.id
             );
         }
-        errors_a.push(*e);
-        errors_b.push(*e_b);
-        words += n;
+        for (ea, eb) in error_segments(&ra.reference, &ra.hypothesis, &rb.hypothesis) {
+            segments_a.push(ea);
+            segments_b.push(eb);
+        }
+        errors_a.push(ra.errors);
+        errors_b.push(rb.errors);
+        words += ra.words;
     }
-    let test = matched_pairs_test(&errors_a, &errors_b)?;
+    // MAPSSWE over SCTK's segments; with too few segments its normal approximation fails
+    // (two segments that both favour A would give z = infinity), so the exact sign test decides.
+    let mapsswe = matched_pairs_test(&segments_a, &segments_b).ok();
+    let sign_p = sign_test(&segments_a, &segments_b)?;
+    let (test_name, p_value) = match mapsswe {
+        Some(m) if segments_a.len() >= MIN_SEGMENTS_FOR_NORMAL_APPROXIMATION => {
+            ("MAPSSWE", m.p_value)
+        }
+        _ => (
+            "exact sign test (too few error segments for MAPSSWE)",
+            sign_p,
+        ),
+    };
+    let significant = p_value < 0.05;
+    let mean_diff = mapsswe.map_or(0.0, |m| m.mean_diff);
     let wer = |e: &[usize]| e.iter().sum::<usize>() as f64 / words.max(1) as f64;
     let (wer_a, wer_b) = (wer(&errors_a), wer(&errors_b));
-    let verdict = if !test.significant_at_05 {
+    let verdict = if !significant {
         "no significant difference (p >= 0.05)"
-    } else if test.mean_diff < 0.0 {
+    } else if wer_a < wer_b {
         "A is significantly better (p < 0.05)"
     } else {
         "B is significantly better (p < 0.05)"
@@ -99,29 +136,30 @@ pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
             serde_json::json!({
                 "a": a.path.display().to_string(),
                 "b": b.path.display().to_string(),
-                "utterances": test.n,
+                "utterances": errors_a.len(),
+                "segments": segments_a.len(),
                 "words": words,
                 "wer_a": wer_a,
                 "wer_b": wer_b,
-                "test": "MAPSSWE (utterance segments)",
-                "mean_diff": test.mean_diff,
-                "z": test.z,
-                "p_value": test.p_value,
-                "significant_at_05": test.significant_at_05,
+                "test": test_name,
+                "mapsswe": mapsswe,
+                "sign_test_p": sign_p,
+                "p_value": p_value,
+                "significant_at_05": significant,
                 "verdict": verdict,
             })
         );
     } else {
         println!(
-            "A {}: WER {:.2}%\nB {}: WER {:.2}%\n{} utterances, {words} words; MAPSSWE (utterance segments): mean A-B errors {:+.3}, z {:.3}, p {:.4}: {verdict}",
+            "A {}: WER {:.2}%\nB {}: WER {:.2}%\n{} utterances, {words} words, {} error segments (mean A-B errors {:+.3}); {test_name}: p {:.4}: {verdict}",
             a.path.display(),
             100.0 * wer_a,
             b.path.display(),
             100.0 * wer_b,
-            test.n,
-            test.mean_diff,
-            test.z,
-            test.p_value
+            errors_a.len(),
+            segments_a.len(),
+            mean_diff,
+            p_value
         );
     }
     Ok(())

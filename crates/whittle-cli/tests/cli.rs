@@ -22,16 +22,25 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// An eval output with the given per-utterance word errors (10 words each).
+/// An eval output where utterance i (10 words) has `errors[i]` substituted words.
 fn write_eval(dir: &Path, errors: &[usize]) {
     std::fs::create_dir_all(dir).unwrap();
     let lines: String = errors
         .iter()
         .enumerate()
-        .map(|(i, e)| {
-            format!(
-                "{{\"id\":\"u{i}\",\"reference_normalized\":\"r{i}\",\"words\":{{\"substitutions\":{e},\"deletions\":0,\"insertions\":0,\"reference_len\":10}}}}\n"
-            )
+        .map(|(i, &e)| {
+            let reference: Vec<String> = (0..10).map(|w| format!("w{w}")).collect();
+            let mut hypothesis = reference.clone();
+            for w in hypothesis.iter_mut().step_by(3).take(e) {
+                *w = "x".into();
+            }
+            let row = serde_json::json!({
+                "id": format!("u{i}"),
+                "reference_normalized": reference.join(" "),
+                "hypothesis_normalized": hypothesis.join(" "),
+                "words": { "substitutions": e, "deletions": 0, "insertions": 0, "reference_len": 10 },
+            });
+            format!("{row}\n")
         })
         .collect();
     std::fs::write(dir.join("utterances.jsonl"), lines).unwrap();
@@ -67,10 +76,12 @@ fn eval_compare_reports_significance_and_refuses_unpaired_sets() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["significant_at_05"], true, "{v}");
+    assert_eq!(v["test"], "MAPSSWE", "{v}");
     assert!(
-        v["mean_diff"].as_f64().unwrap() < 0.0,
+        v["mapsswe"]["mean_diff"].as_f64().unwrap() < 0.0,
         "A has fewer errors: {v}"
     );
+    assert!(v["verdict"].as_str().unwrap().starts_with("A is"), "{v}");
 
     let o = whittle(&["eval", "--compare", p(&a), p(&c), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

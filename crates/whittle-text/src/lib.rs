@@ -23,7 +23,7 @@ pub mod significance;
 pub mod wer;
 
 pub use normalize::{normalize_numbers, BasicNormalizer, EnglishNormalizer};
-pub use significance::{matched_pairs_test, MatchedPairsResult};
+pub use significance::{error_segments, matched_pairs_test, sign_test, MatchedPairsResult};
 pub use wer::{align, char_errors, word_errors, EditOp, ErrorCounts};
 
 /// Errors of this crate.

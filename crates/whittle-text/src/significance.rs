@@ -11,7 +11,14 @@
 //! * two-sided p = P(|N(0,1)| ≥ |W|) = erfc(|W| / √2).
 //!
 //! When every Zᵢ is the same, σ = 0: W is 0 (p = 1) if they are all zero, else ±∞ (p = 0).
+//!
+//! [`error_segments`] cuts utterances into SCTK's segments: stretches of the reference bounded
+//! by two consecutive words that both systems recognised correctly (with nothing inserted
+//! between them). More, smaller segments give the test more power than whole utterances while
+//! keeping segments' errors nearly independent.
 
+use crate::normalize::scan;
+use crate::wer::{align, EditOp};
 use crate::TextError;
 
 /// Result of [`matched_pairs_test`].
@@ -72,6 +79,99 @@ pub fn matched_pairs_test(a: &[usize], b: &[usize]) -> Result<MatchedPairsResult
     })
 }
 
+/// Per-segment word errors `(errors of A, errors of B)` of one utterance, from normalised
+/// reference and hypothesis texts. The errors sum to each system's word errors on the utterance.
+pub fn error_segments(
+    reference: &str,
+    hypothesis_a: &str,
+    hypothesis_b: &str,
+) -> Vec<(usize, usize)> {
+    let reference: Vec<&str> = scan::split_words(reference).collect();
+    let n = reference.len();
+    // Per reference word: recognised correctly; per gap before word i (gap n = the end):
+    // inserted words. Substitutions and deletions count on their word.
+    let marks = |hypothesis: &str| {
+        let hypothesis: Vec<&str> = scan::split_words(hypothesis).collect();
+        let (mut correct, mut word_errors, mut inserted) =
+            (vec![false; n], vec![0; n], vec![0; n + 1]);
+        let mut next_reference = 0;
+        for op in align(&reference, &hypothesis) {
+            match op {
+                EditOp::Match { reference: r, .. } => {
+                    correct[r] = true;
+                    next_reference = r + 1;
+                }
+                EditOp::Substitute { reference: r, .. } | EditOp::Delete { reference: r } => {
+                    word_errors[r] = 1;
+                    next_reference = r + 1;
+                }
+                EditOp::Insert { .. } => inserted[next_reference] += 1,
+            }
+        }
+        (correct, word_errors, inserted)
+    };
+    let (correct_a, errors_a, inserted_a) = marks(hypothesis_a);
+    let (correct_b, errors_b, inserted_b) = marks(hypothesis_b);
+    let both_correct = |i: usize| correct_a[i] && correct_b[i];
+    // Word i is an anchor when it and a neighbour are correct in both, with no insertion between.
+    let clean_gap = |g: usize| inserted_a[g] == 0 && inserted_b[g] == 0;
+    let anchor = |i: usize| {
+        both_correct(i)
+            && ((i > 0 && both_correct(i - 1) && clean_gap(i))
+                || (i + 1 < n && both_correct(i + 1) && clean_gap(i + 1)))
+    };
+    let mut segments = Vec::new();
+    let mut open: Option<(usize, usize)> = None;
+    for i in 0..=n {
+        let gap = (inserted_a[i], inserted_b[i]);
+        if gap != (0, 0) {
+            let s = open.get_or_insert((0, 0));
+            s.0 += gap.0;
+            s.1 += gap.1;
+        }
+        if i == n {
+            break;
+        }
+        if anchor(i) {
+            segments.extend(open.take());
+        } else {
+            let s = open.get_or_insert((0, 0));
+            s.0 += errors_a[i];
+            s.1 += errors_b[i];
+        }
+    }
+    segments.extend(open.take());
+    segments
+}
+
+/// Fewest segments for which the normal approximation of [`matched_pairs_test`] is used; below
+/// it callers should use the exact [`sign_test`].
+pub const MIN_SEGMENTS_FOR_NORMAL_APPROXIMATION: usize = 10;
+
+/// Exact two-sided sign test on paired error counts: among the pairs that differ, is "A has
+/// fewer errors" as frequent as "B has fewer errors"? Returns the p-value (1 when none differ).
+pub fn sign_test(a: &[usize], b: &[usize]) -> Result<f64, TextError> {
+    if a.len() != b.len() {
+        return Err(TextError::UnpairedCounts {
+            a: a.len(),
+            b: b.len(),
+        });
+    }
+    let a_better = a.iter().zip(b).filter(|(x, y)| x < y).count();
+    let b_better = a.iter().zip(b).filter(|(x, y)| x > y).count();
+    let k = a_better + b_better;
+    if k == 0 {
+        return Ok(1.0);
+    }
+    // P(X <= min) for X ~ Binomial(k, 1/2), in log space so large k cannot overflow.
+    let ln_choose =
+        |n: usize, r: usize| -> f64 { (1..=r).map(|i| ((n - r + i) as f64 / i as f64).ln()).sum() };
+    let tail: f64 = (0..=a_better.min(b_better))
+        .map(|i| (ln_choose(k, i) - k as f64 * std::f64::consts::LN_2).exp())
+        .sum();
+    Ok((2.0 * tail).min(1.0))
+}
+
 /// P(|N(0,1)| ≥ |z|).
 pub fn two_sided_normal_p(z: f64) -> f64 {
     erfc(z.abs() / std::f64::consts::SQRT_2).min(1.0)
@@ -109,6 +209,46 @@ pub fn erfc(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_test_matches_binomial_tails() {
+        // 2 pairs, both favouring B: 2 * P(X <= 0), X ~ Bin(2, 1/2) = 0.5.
+        assert!((sign_test(&[1, 1], &[0, 0]).unwrap() - 0.5).abs() < 1e-12);
+        // 10 of 10 favour A: 2 / 1024.
+        assert!((sign_test(&[0; 10], &[1; 10]).unwrap() - 2.0 / 1024.0).abs() < 1e-12);
+        // 8 vs 2 (scipy.stats.binomtest(2, 10).pvalue = 0.109375), ties ignored.
+        let a = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 3];
+        let b = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 3];
+        assert!((sign_test(&a, &b).unwrap() - 0.109375).abs() < 1e-9);
+        assert_eq!(sign_test(&[2, 3], &[2, 3]).unwrap(), 1.0);
+        assert!(sign_test(&[1], &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn segments_are_cut_at_words_both_systems_got_right() {
+        let reference = "the cat sat on the mat today";
+        // A: "cat" -> "bat"; B: "mat" -> "very".
+        let segments = error_segments(
+            reference,
+            "the bat sat on the mat today",
+            "the cat sat on the very today",
+        );
+        // "sat on the" is correct in both and separates the two error regions.
+        assert_eq!(segments, vec![(1, 0), (0, 1)]);
+        // Errors are conserved.
+        let (a, b): (usize, usize) = segments.iter().fold((0, 0), |s, x| (s.0 + x.0, s.1 + x.1));
+        assert_eq!((a, b), (1, 1));
+        // A single word correct in both is not a boundary.
+        assert_eq!(
+            error_segments("a b c d e", "x b y d e", "a b c d e"),
+            vec![(2, 0)]
+        );
+        // Identical perfect hypotheses: no error segment at all.
+        assert!(error_segments(reference, reference, reference).is_empty());
+        // Insertions at the very end and an empty reference still count.
+        assert_eq!(error_segments("a b c", "a b c d", "a b c"), vec![(1, 0)]);
+        assert_eq!(error_segments("", "x y", ""), vec![(2, 0)]);
+    }
 
     #[test]
     fn erfc_matches_reference_values() {
