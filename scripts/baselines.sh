@@ -6,7 +6,9 @@
 # Usage: scripts/baselines.sh [--no-build] [--models "tiny.en base"] [--splits "real-15 synth-dev ..."]
 # Writes out/baselines/<model>/<split>/{whittle,reference}/ and prints a Markdown table (also saved
 # as out/baselines/table.md). Needs scripts/setup.sh and scripts/make_splits.sh to have run.
-# Environment: THREADS (default 2), WHITTLE_ASSETS (default .assets), WHITTLE_VENV (default .venv).
+# Environment: THREADS (default 2), WHITTLE_ASSETS (default .assets), WHITTLE_VENV (default .venv),
+# SUBSET (default 0 = whole splits): N utterances spread evenly over each synthetic split instead
+# (results go to <split>-N, so whole-split and subset runs never mix).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,12 +36,23 @@ die() { echo "baselines.sh: $*" >&2; exit 1; }
 [[ -x $VENV/bin/python ]] || die "no reference venv at $VENV: run scripts/setup.sh"
 if ((BUILD)); then cargo build --release -q -p whittle-cli || die "cargo build failed"; fi
 
+SUBSET=${SUBSET:-0}
+# manifest SPLIT: the split's manifest, or an evenly spaced SUBSET of it (audio paths made absolute).
 manifest() {
     case $1 in
         real-15) echo "$ASSETS/data/real-15.jsonl" ;;
+        *-"$SUBSET")
+            local split=${1%-"$SUBSET"} dst=$OUT/sets/$1.jsonl
+            mkdir -p "$OUT/sets"
+            python3 scripts/subset_manifest.py "$ASSETS/data/$split/manifest.jsonl" "$dst" "$SUBSET" \
+                || die "cannot subset $split"
+            echo "$dst" ;;
         *) echo "$ASSETS/data/$1/manifest.jsonl" ;;
     esac
 }
+if ((SUBSET > 0)); then
+    SPLITS=$(for s in $SPLITS; do [[ $s == real-15 ]] && echo "$s" || echo "$s-$SUBSET"; done | tr '\n' ' ')
+fi
 
 for model in $MODELS; do
     dir=$ASSETS/models/whisper-$model

@@ -42,24 +42,7 @@ CALIB=$ASSETS/data/synth-train/manifest.jsonl
 # Evaluation sets: real-15 plus an evenly spaced subset of each synthetic split (absolute paths).
 mkdir -p "$OUT/sets"
 SETS=(real-15)
-# subset SRC DST N: N utterances spread evenly over SRC (all when N is 0), audio paths made absolute.
-subset() {
-    python3 - "$@" <<'PY'
-import json, os, sys
-src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rows = [json.loads(l) for l in open(src) if l.strip()]
-if n:
-    step = len(rows) / n
-    rows = [rows[int(i * step)] for i in range(min(n, len(rows)))]
-base = os.path.dirname(os.path.abspath(src))
-for r in rows:
-    r["audio"] = os.path.join(base, r["audio"])
-tmp = dst + ".tmp"
-with open(tmp, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-os.replace(tmp, dst)
-PY
-}
+subset() { python3 scripts/subset_manifest.py "$@" || die "cannot subset $1"; }
 subset "$ASSETS/data/real-15.jsonl" "$OUT/sets/real-15.jsonl" 0
 if ((SYNTH_UTTERANCES > 0)); then
     for split in synth-dev synth-test-clean synth-test-other; do
