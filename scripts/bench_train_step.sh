@@ -85,17 +85,23 @@ def load(path, keys):
     except (OSError, ValueError, KeyError, TypeError) as e:
         sys.exit(f"bench_train_step.sh: {path}: expected JSON with {keys} ({e})")
 
-w_ms, w_loss, _ = load(sys.argv[1], ["ms_per_step", "loss_first"])
+w_ms, w_loss, whittle_json = load(sys.argv[1], ["ms_per_step", "loss_first"])
 t_ms, t_loss, torch_json = load(sys.argv[2], ["ms_per_step", "loss_first"])
 batch = json.load(open(sys.argv[3]))
 model, threads, bits, group = sys.argv[4:8]
 rel = abs(w_loss - t_loss) / abs(t_loss)
 mel = "x".join(map(str, batch["mel"]))
+
+def fastest(side):  # the fastest timed step, when the side reports it: less sensitive to other load
+    return f" (min {side['ms_per_step_min']:.0f})" if "ms_per_step_min" in side else ""
+
 print("| model | batch (mel, tokens) | W/g | threads | whittle ms/step | PyTorch ms/step "
       "| whittle speed vs PyTorch | loss_first whittle | loss_first PyTorch | loss rel. diff |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 print(f"| {model} | {mel}, {'x'.join(map(str, batch['tokens']))} | W{bits} g{group} | {threads} "
-      f"| {w_ms:.0f} | {t_ms:.0f} | {t_ms / w_ms:.2f}x | {w_loss:.6f} | {t_loss:.6f} | {rel:.1e} |")
+      f"| {w_ms:.0f}{fastest(whittle_json)} | {t_ms:.0f}{fastest(torch_json)} | {t_ms / w_ms:.2f}x "
+      f"| {w_loss:.6f} | {t_loss:.6f} | {rel:.1e} |")
 phases = ", ".join(f"{k} {v:.0f}" for k, v in torch_json["phases_ms"].items())
 print(f"\nPyTorch {torch_json['torch']} phases (median ms): {phases}")
+print(f"load average after the runs: {open('/proc/loadavg').read().split()[0]} (timings need an idle machine)")
 EOF
