@@ -77,7 +77,10 @@ Timing
     phases_ms gives medians of: teacher_forward, fake_quant (all quantized weights), student_forward
     (including the loss), backward, optimizer (step and zero_grad). loss_first is the loss of the very first
     step (warmup included), before any update: it depends only on weights, batch and quantizer, so it is the
-    number to compare with whittle's. torch.set_num_threads(--threads); also set OMP_NUM_THREADS.
+    number to compare with whittle's. cpu_ms_per_step is the median process CPU time of a step (all threads).
+    torch.set_num_threads(--threads); also set OMP_NUM_THREADS. On a loaded machine, more threads than idle
+    cores make every OpenMP region wait for a descheduled thread: compare timings only on an idle machine.
+    `--profile N` prints torch.profiler's top operators (self CPU time) over the timed steps.
 
 Run with the venv made by scripts/setup_torch.sh:
     .venv-torch/bin/python scripts/reference/qat_step.py --model .assets/models/whisper-tiny.en \\
