@@ -5,7 +5,7 @@
 //! wrappers assert from slice lengths before calling in. Loads are unaligned (`loadu`), and the
 //! f32 tails use masked loads, so nothing past a slice's end is touched.
 
-use super::gemv::{CodeSource, Q8Row, Rows, TILE_ROWS};
+use super::gemv::{CodeSource, Lanes4, Q8Row, Rows, TILE_ROWS};
 use super::{MR, NR};
 use crate::format::{Layout, BLOCK};
 #[cfg(target_arch = "x86_64")]
@@ -32,7 +32,7 @@ mod imp {
         _: CodeSource,
         _: &Rows<'_>,
         _: &Q8Row,
-        _: &mut Vec<f32>,
+        _: &mut Vec<Lanes4>,
         _: &mut [f32],
     ) {
         unreachable!("AVX2 kernels are only selected when available()")
@@ -93,7 +93,7 @@ mod imp {
         source: CodeSource,
         rows: &Rows<'_>,
         act: &Q8Row,
-        table: &mut Vec<f32>,
+        table: &mut Vec<Lanes4>,
         out: &mut [f32],
     ) {
         let n = out.len();
@@ -128,18 +128,31 @@ mod imp {
             assert!(bpg & 1 == 0 || groups == 1);
         }
         let zp = rows.zeros.is_some();
-        table.resize(groups.next_multiple_of(8) * table_entry(zp), 0.0);
+        table.resize(
+            groups.next_multiple_of(8) * table_entry(zp),
+            Lanes4::default(),
+        );
         // SAFETY: AVX2/FMA/F16C checked above; rows `0..n` cover `blocks` blocks of their
         // layout, `act` covers `blocks` blocks (and their pair scales when `pairs`), scales and
-        // zero points hold `groups` entries per row, and `table` holds `table_entry` floats per group
+        // zero points hold `groups` entries per row, and `table` holds `table_entry` entries per group
         // rounded up to a multiple of 8 groups.
         unsafe {
             macro_rules! run {
                 ($l:expr, $pairs:expr) => {
                     if zp {
-                        tile_rows::<{ $l }, { $pairs }, true>(rows, act, table.as_mut_ptr(), out)
+                        tile_rows::<{ $l }, { $pairs }, true>(
+                            rows,
+                            act,
+                            table.as_mut_ptr().cast(),
+                            out,
+                        )
                     } else {
-                        tile_rows::<{ $l }, { $pairs }, false>(rows, act, table.as_mut_ptr(), out)
+                        tile_rows::<{ $l }, { $pairs }, false>(
+                            rows,
+                            act,
+                            table.as_mut_ptr().cast(),
+                            out,
+                        )
                     }
                 };
             }
@@ -228,13 +241,13 @@ mod imp {
         ]
     }
 
-    /// Floats per group in the scale table: the four row scales twice (one per 128-bit half),
-    /// then with zero points the four `scale * (zero point - code shift)` and 4 of padding.
+    /// 16-byte-aligned 4-float entries per group in the scale table: the four row scales, then
+    /// with zero points the four `scale * (zero point - code shift)`.
     const fn table_entry(zero_points: bool) -> usize {
         if zero_points {
-            16
+            2
         } else {
-            8
+            1
         }
     }
 
@@ -270,16 +283,22 @@ mod imp {
             let s = transpose_4x8(s);
             let z = transpose_4x8(z);
             for j in 0..4 {
-                let low = table.add((g0 + j) * entry);
-                let high = table.add((g0 + 4 + j) * entry);
-                _mm256_storeu_ps(low, _mm256_permute2f128_ps::<0x00>(s[j], s[j]));
-                _mm256_storeu_ps(high, _mm256_permute2f128_ps::<0x11>(s[j], s[j]));
+                let low = table.add((g0 + j) * entry * 4);
+                let high = table.add((g0 + 4 + j) * entry * 4);
+                _mm_store_ps(low, _mm256_castps256_ps128(s[j]));
+                _mm_store_ps(high, _mm256_extractf128_ps::<1>(s[j]));
                 if ZP {
-                    _mm_storeu_ps(low.add(8), _mm256_castps256_ps128(z[j]));
-                    _mm_storeu_ps(high.add(8), _mm256_extractf128_ps::<1>(z[j]));
+                    _mm_store_ps(low.add(4), _mm256_castps256_ps128(z[j]));
+                    _mm_store_ps(high.add(4), _mm256_extractf128_ps::<1>(z[j]));
                 }
             }
         }
+    }
+
+    /// The four row scales of a table entry in both 128-bit halves (`e` is 16-byte aligned).
+    #[inline(always)]
+    unsafe fn broadcast_entry(e: *const f32) -> __m256 {
+        _mm256_broadcast_ps(&*e.cast::<__m128>())
     }
 
     /// Folds four rows' eight i32 partial sums into `[rows 0..4 of the low half | rows 0..4 of
@@ -332,48 +351,68 @@ mod imp {
         let entry = table_entry(ZP);
         let x = act.values.as_ptr();
         let ones = _mm256_set1_epi16(1);
-        // Lane r and lane r + 4 both belong to tile row r.
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        // Without zero points: sum_g s_w[g] X_g, multiplied by the shared zero point at the end.
+        // Zero-point term, per row: sum_g (s_w z)[g] X_g, or without zero points
+        // sum_g s_w[g] X_g, multiplied by the shared zero point below.
         let mut zero_term = _mm_setzero_ps();
         for g in 0..rows.groups {
-            let e = table.add(g * entry);
-            let row_scales = _mm256_loadu_ps(e);
+            let e = table.add(g * entry * 4);
+            let scales = _mm_load_ps(if ZP { e.add(4) } else { e });
             let group_sum = _mm_set1_ps(*act.group_sums.get_unchecked(g));
-            let zero_scales = if ZP {
-                _mm_loadu_ps(e.add(8))
+            zero_term = _mm_fmadd_ps(scales, group_sum, zero_term);
+        }
+        // Lane r and lane r + 4 both belong to tile row r. One flat loop over blocks (or block
+        // pairs), stepping to the next group's scales every `per_group` steps.
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut e = table;
+        let mut b = 0;
+        if PAIRS {
+            // Pairs never straddle groups (bpg is even, or there is one group).
+            let per_group = if rows.groups == 1 {
+                usize::MAX
             } else {
-                _mm256_castps256_ps128(row_scales)
+                bpg / 2
             };
-            zero_term = _mm_fmadd_ps(zero_scales, group_sum, zero_term);
-            let end = ((g + 1) * bpg).min(blocks);
-            let mut b = g * bpg;
-            if PAIRS {
-                while b + 1 < end {
-                    let x_lo = _mm256_loadu_si256(x.add(b * BLOCK).cast());
-                    let x_hi = _mm256_loadu_si256(x.add(b * BLOCK + BLOCK).cast());
-                    let d = codes.map(|p| pair_dot_bits4(p.add(b * 16), x_lo, x_hi));
-                    let pair_scales = _mm256_loadu_ps(act.pair_scales.as_ptr().add(b / 2 * 8));
-                    let scales = _mm256_mul_ps(row_scales, pair_scales);
-                    let dots = _mm256_cvtepi32_ps(fold_rows_i16(d, ones));
-                    acc0 = _mm256_fmadd_ps(dots, scales, acc0);
-                    std::mem::swap(&mut acc0, &mut acc1);
-                    b += 2;
+            let mut left = per_group;
+            while b + 1 < blocks {
+                let x_lo = _mm256_loadu_si256(x.add(b * BLOCK).cast());
+                let x_hi = _mm256_loadu_si256(x.add(b * BLOCK + BLOCK).cast());
+                let d = codes.map(|p| pair_dot_bits4(p.add(b * 16), x_lo, x_hi));
+                let pair_scales = _mm256_loadu_ps(act.pair_scales.as_ptr().add(b / 2 * 8));
+                let scales = _mm256_mul_ps(broadcast_entry(e), pair_scales);
+                let dots = _mm256_cvtepi32_ps(fold_rows_i16(d, ones));
+                acc0 = _mm256_fmadd_ps(dots, scales, acc0);
+                std::mem::swap(&mut acc0, &mut acc1);
+                b += 2;
+                left -= 1;
+                if left == 0 {
+                    e = e.add(entry * 4);
+                    left = per_group;
                 }
             }
-            while b < end {
-                let xv = _mm256_loadu_si256(x.add(b * BLOCK).cast());
-                let d = codes.map(|p| block_products::<L>(p.add(b * bytes), xv));
-                let folded = if folds_in_i16(L) {
-                    fold_rows_i16(d, ones)
-                } else {
-                    fold_rows(d.map(|v| _mm256_madd_epi16(v, ones)))
-                };
-                let s = _mm256_mul_ps(row_scales, _mm256_set1_ps(*act.scales.get_unchecked(b)));
-                acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), s, acc0);
-                std::mem::swap(&mut acc0, &mut acc1);
-                b += 1;
+            // A trailing odd block lies in the last group.
+            e = table.add((rows.groups - 1) * entry * 4);
+        }
+        let mut left = bpg - b % bpg;
+        while b < blocks {
+            let xv = _mm256_loadu_si256(x.add(b * BLOCK).cast());
+            let d = codes.map(|p| block_products::<L>(p.add(b * bytes), xv));
+            let folded = if folds_in_i16(L) {
+                fold_rows_i16(d, ones)
+            } else {
+                fold_rows(d.map(|v| _mm256_madd_epi16(v, ones)))
+            };
+            let s = _mm256_mul_ps(
+                broadcast_entry(e),
+                _mm256_set1_ps(*act.scales.get_unchecked(b)),
+            );
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded), s, acc0);
+            std::mem::swap(&mut acc0, &mut acc1);
+            b += 1;
+            left -= 1;
+            if left == 0 {
+                e = e.add(entry * 4);
+                left = bpg;
             }
         }
         if !ZP {

@@ -12,8 +12,7 @@
 //! 4-bit) for the whole tile instead of once per row. The group scales of a tile are converted
 //! from f16 once, eight groups at a time, into a small per-thread table. Per-call buffers
 //! (quantized activations, scale table) are reused per thread, so a call allocates nothing but
-//! the rayon hand-off, and calls below [`MIN_PARALLEL_BYTES`] of weights stay on the calling
-//! thread.
+//! the rayon hand-off, and small calls stay on the calling thread.
 
 use std::cell::Cell;
 use std::thread::LocalKey;
@@ -28,9 +27,11 @@ use crate::pack::PackedMatrixRef;
 /// Weight rows per tile.
 pub(crate) const TILE_ROWS: usize = 4;
 
-/// Packed weight bytes below which a call stays on the calling thread: the rayon hand-off costs
-/// a few microseconds, as much as reading this many L2-resident packed bytes.
-const MIN_PARALLEL_BYTES: usize = 1 << 17;
+/// Cost of one packed multiply-add relative to the f32 kernel's, for the threading threshold:
+/// the int8 tile kernel does about four times more multiply-adds per cycle (measured 2.7x at
+/// 384x384 4-bit, more for larger shapes), so calls need four times the work to pay for the
+/// rayon hand-off.
+const PACKED_WORK_COST: f32 = 0.25;
 
 /// One row of `x` quantized to int8 per 32-weight block, aligned with the weight blocks.
 #[derive(Default)]
@@ -160,10 +161,15 @@ impl Rows<'_> {
     }
 }
 
+/// Four f32 lanes aligned for 128-bit loads: one entry of a tile's scale table.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(16))]
+pub(crate) struct Lanes4(pub(crate) [f32; 4]);
+
 /// Per-thread scratch of one task: the scale table of the current tile and decoded codes.
 #[derive(Default)]
 struct TaskScratch {
-    table: Vec<f32>,
+    table: Vec<Lanes4>,
     decoded: Vec<u8>,
 }
 
@@ -276,16 +282,12 @@ pub(crate) fn gemv_packed(
                 }
             })
         };
-        let total_bytes = row_bytes.saturating_mul(w.rows);
-        let threads = rayon::current_num_threads().max(1);
-        if total_bytes < MIN_PARALLEL_BYTES || threads == 1 {
-            run(0, y);
-        } else {
-            // Two tasks per thread, so a thread slowed by other load holds the call up less.
-            let per_task = w.rows.div_ceil(threads * 2).next_multiple_of(TILE_ROWS);
-            y.par_chunks_mut(per_task)
+        match super::gemv_rows_per_task(w.rows, k, PACKED_WORK_COST, TILE_ROWS) {
+            None => run(0, y),
+            Some(per_task) => y
+                .par_chunks_mut(per_task)
                 .enumerate()
-                .for_each(|(task, ys)| run(task * per_task, ys));
+                .for_each(|(task, ys)| run(task * per_task, ys)),
         }
     });
     if let Some(bias) = bias {

@@ -168,21 +168,29 @@ fn check_operands(
     Ok(())
 }
 
-/// Output rows per parallel task so each task has at least [`MIN_PARALLEL_WORK`] multiply-adds.
-fn rows_per_task(rows: usize, work_per_row: usize) -> usize {
+/// Output rows per parallel task of a matrix-vector product of `rows x cols`, or `None` when
+/// the `rows * cols * cost` multiply-adds (in f32-kernel units: `cost` < 1 for kernels that do
+/// more per cycle) do not exceed [`MIN_PARALLEL_WORK`] and the call should stay on this thread.
+/// Two tasks per thread, in multiples of `align` rows, so a thread slowed by other load holds
+/// the call up less.
+pub(crate) fn gemv_rows_per_task(
+    rows: usize,
+    cols: usize,
+    cost: f32,
+    align: usize,
+) -> Option<usize> {
     let threads = rayon::current_num_threads().max(1);
-    let by_work = MIN_PARALLEL_WORK.div_ceil(work_per_row.max(1));
-    let by_threads = rows.div_ceil(threads * 4);
-    by_work.max(by_threads).max(1)
+    let work = (rows.saturating_mul(cols) as f32 * cost) as usize;
+    (threads > 1 && work > MIN_PARALLEL_WORK)
+        .then(|| rows.div_ceil(threads * 2).next_multiple_of(align))
 }
 
 /// f32 matrix-vector baseline.
 fn gemv_f32(isa: Isa, x: &[f32], w: &[f32], k: usize, bias: Option<&[f32]>, y: &mut [f32]) {
     let n = y.len();
-    let per_task = rows_per_task(n, k);
-    let run = |(task, ys): (usize, &mut [f32])| {
+    let run = |row0: usize, ys: &mut [f32]| {
         for (i, out) in ys.iter_mut().enumerate() {
-            let row = task * per_task + i;
+            let row = row0 + i;
             let w_row = &w[row * k..(row + 1) * k];
             let dot = match isa {
                 Isa::Avx2Fma => avx2::dot_f32(x, w_row),
@@ -191,10 +199,12 @@ fn gemv_f32(isa: Isa, x: &[f32], w: &[f32], k: usize, bias: Option<&[f32]>, y: &
             *out = dot + bias.map_or(0.0, |b| b[row]);
         }
     };
-    if per_task >= n {
-        run((0, y));
-    } else {
-        y.par_chunks_mut(per_task).enumerate().for_each(run);
+    match gemv_rows_per_task(n, k, 1.0, 1) {
+        None => run(0, y),
+        Some(per_task) => y
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(task, ys)| run(task * per_task, ys)),
     }
 }
 
