@@ -45,6 +45,12 @@ mod imp {
     ) {
         unreachable!("AVX2 kernels are only selected when available()")
     }
+    pub(in crate::kernels) fn softmax_row(_: &mut [f32]) {
+        unreachable!("AVX2 kernels are only selected when available()")
+    }
+    pub(in crate::kernels) fn gelu(_: &mut [f32]) {
+        unreachable!("AVX2 kernels are only selected when available()")
+    }
     pub(in crate::kernels) fn dot_f32(_: &[f32], _: &[f32]) -> f32 {
         unreachable!("AVX2 kernels are only selected when available()")
     }
@@ -568,6 +574,129 @@ mod imp {
         )
     }
 
+    /// `exp` of 8 lanes (formula and constants in `crate::activations`).
+    #[inline(always)]
+    unsafe fn exp_ps(x: __m256) -> __m256 {
+        use crate::activations::consts::*;
+        let underflow = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_UNDERFLOW));
+        let x = _mm256_min_ps(x, _mm256_set1_ps(EXP_OVERFLOW));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+        let mut p = _mm256_set1_ps(EXP_COEFFS[6]);
+        for &c in EXP_COEFFS[..6].iter().rev() {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent));
+        _mm256_andnot_ps(underflow, _mm256_mul_ps(p, pow2))
+    }
+
+    /// GELU of 8 lanes (formula and constants in `crate::activations`).
+    #[inline(always)]
+    unsafe fn gelu_ps(x: __m256) -> __m256 {
+        use crate::activations::consts::*;
+        let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let sign = _mm256_set1_ps(-0.0);
+        let a = _mm256_andnot_ps(sign, z);
+        let z2 = _mm256_mul_ps(z, z);
+        let mut series = _mm256_set1_ps(ERF_SERIES[10]);
+        for &c in ERF_SERIES[..10].iter().rev() {
+            series = _mm256_fmadd_ps(series, z2, _mm256_set1_ps(c));
+        }
+        let series = _mm256_mul_ps(z, series);
+        let one = _mm256_set1_ps(1.0);
+        let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(AS_P), a, one));
+        let mut poly = _mm256_set1_ps(AS_A[4]);
+        for &c in AS_A[..4].iter().rev() {
+            poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
+        }
+        let poly = _mm256_mul_ps(poly, t);
+        let tail = _mm256_fnmadd_ps(poly, exp_ps(_mm256_xor_ps(z2, sign)), one);
+        let tail = _mm256_or_ps(tail, _mm256_and_ps(z, sign));
+        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(ERF_SERIES_LIMIT));
+        let erf = _mm256_blendv_ps(tail, series, small);
+        _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_add_ps(erf, one), _mm256_set1_ps(0.5)),
+            x,
+        )
+    }
+
+    /// GELU in place.
+    pub(in crate::kernels) fn gelu(values: &mut [f32]) {
+        assert!(super::available());
+        // SAFETY: AVX2/FMA checked above; full vectors stay inside the slice, the tail uses
+        // masked loads and stores.
+        unsafe { gelu_impl(values) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gelu_impl(values: &mut [f32]) {
+        let len = values.len();
+        let p = values.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= len {
+            _mm256_storeu_ps(p.add(i), gelu_ps(_mm256_loadu_ps(p.add(i))));
+            i += 8;
+        }
+        if i < len {
+            let mask = tail_mask(len - i);
+            let v = gelu_ps(_mm256_maskload_ps(p.add(i), mask));
+            _mm256_maskstore_ps(p.add(i), mask, v);
+        }
+    }
+
+    /// Softmax of one row in place.
+    pub(in crate::kernels) fn softmax_row(row: &mut [f32]) {
+        assert!(super::available());
+        // SAFETY: AVX2/FMA checked above; full vectors stay inside the slice, the tail uses
+        // masked loads and stores.
+        unsafe { softmax_impl(row) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn softmax_impl(row: &mut [f32]) {
+        let len = row.len();
+        let p = row.as_mut_ptr();
+        let full = len / 8 * 8;
+        let tail = (full < len).then(|| tail_mask(len - full));
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut max = neg_inf;
+        for i in (0..full).step_by(8) {
+            max = _mm256_max_ps(max, _mm256_loadu_ps(p.add(i)));
+        }
+        if let Some(mask) = tail {
+            let v = _mm256_maskload_ps(p.add(full), mask);
+            max = _mm256_max_ps(max, _mm256_blendv_ps(neg_inf, v, _mm256_castsi256_ps(mask)));
+        }
+        let m = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps::<1>(max));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps::<1>(m, m));
+        let max = _mm256_set1_ps(_mm_cvtss_f32(m));
+        let mut sum = _mm256_setzero_ps();
+        for i in (0..full).step_by(8) {
+            let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), max));
+            _mm256_storeu_ps(p.add(i), e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        if let Some(mask) = tail {
+            let e = exp_ps(_mm256_sub_ps(_mm256_maskload_ps(p.add(full), mask), max));
+            let e = _mm256_and_ps(e, _mm256_castsi256_ps(mask));
+            _mm256_maskstore_ps(p.add(full), mask, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        let inv = _mm256_set1_ps(1.0 / hsum(sum));
+        for i in (0..full).step_by(8) {
+            _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+        }
+        if let Some(mask) = tail {
+            let v = _mm256_mul_ps(_mm256_maskload_ps(p.add(full), mask), inv);
+            _mm256_maskstore_ps(p.add(full), mask, v);
+        }
+    }
+
     /// f32 dot product.
     pub(in crate::kernels) fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
         assert!(super::available());
@@ -679,4 +808,4 @@ mod imp {
     }
 }
 
-pub(super) use imp::{dot_f32, dot_rows_packed, dot_tile, quantize_blocks};
+pub(super) use imp::{dot_f32, dot_rows_packed, dot_tile, gelu, quantize_blocks, softmax_row};

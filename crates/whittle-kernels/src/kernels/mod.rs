@@ -32,6 +32,16 @@ pub const GEMV_MAX_ROWS: usize = 3;
 /// Multiply-adds below which a call stays on the calling thread (thread hand-off costs more).
 const MIN_PARALLEL_WORK: usize = 1 << 18;
 
+/// AVX2 row softmax for [`crate::activations`] (callers check [`Isa::is_available`]).
+pub(crate) fn avx2_softmax_row(row: &mut [f32]) {
+    avx2::softmax_row(row)
+}
+
+/// AVX2 GELU for [`crate::activations`] (callers check [`Isa::is_available`]).
+pub(crate) fn avx2_gelu(values: &mut [f32]) {
+    avx2::gelu(values)
+}
+
 /// Instruction set a kernel runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
