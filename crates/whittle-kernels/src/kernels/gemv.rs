@@ -191,7 +191,137 @@ fn with_reused<T: Default, R>(
     result
 }
 
-/// Matrix-vector product for one row of `x` (see the module docs).
+/// What the int8 row kernels need to know about a packed matrix, worked out once per call.
+struct PackedPlan<'a> {
+    isa: Isa,
+    w: PackedMatrixRef<'a>,
+    source: CodeSource,
+    blocks_per_group: usize,
+    groups: usize,
+    row_bytes: usize,
+    scale_stride: usize,
+    zero_const: f32,
+    code_shift: f32,
+}
+
+impl<'a> PackedPlan<'a> {
+    fn new(isa: Isa, w: PackedMatrixRef<'a>) -> Self {
+        let k = w.cols;
+        let granularity = w.format.quant.granularity;
+        let blocks_per_group = granularity.group_len(k).div_ceil(BLOCK);
+        let groups = granularity.groups_per_row(k);
+        let layout = w.format.layout;
+        let source = match (isa, layout) {
+            (_, Layout::Trits5) | (Isa::Scalar, _) => CodeSource::Bytes,
+            // Two blocks per load need block pairs that never straddle two groups.
+            (Isa::Avx2Fma, Layout::Bits4) if blocks_per_group & 1 == 0 || groups == 1 => {
+                CodeSource::Bits4Pairs
+            }
+            (Isa::Avx2Fma, layout) => CodeSource::Packed(layout),
+        };
+        // Bits8 is multiplied as signed `code - 128` to stay inside vpmaddubsw's i16 range.
+        let code_shift = if isa == Isa::Avx2Fma && layout == Layout::Bits8 {
+            128.0
+        } else {
+            0.0
+        };
+        let zero_const = w
+            .format
+            .quant
+            .scheme
+            .implicit_zero_point()
+            .map_or(0.0, f32::from)
+            - code_shift;
+        PackedPlan {
+            isa,
+            w,
+            source,
+            blocks_per_group,
+            groups,
+            row_bytes: w.format.row_bytes(k).unwrap_or(0),
+            scale_stride: if granularity == Granularity::PerTensor {
+                0
+            } else {
+                groups
+            },
+            zero_const,
+            code_shift,
+        }
+    }
+
+    /// Rows `first..` of the matrix.
+    fn rows_from(&self, first: usize) -> Rows<'a> {
+        let params = first * self.scale_stride;
+        Rows {
+            codes: &self.w.codes[first * self.row_bytes..],
+            row_bytes: self.row_bytes,
+            scales: &self.w.scales[params..],
+            zeros: self.w.zero_points.map(|z| &z[params..]),
+            scale_stride: self.scale_stride,
+            groups: self.groups,
+            blocks_per_group: self.blocks_per_group,
+            zero_const: self.zero_const,
+            code_shift: self.code_shift,
+        }
+    }
+
+    /// Quantizes one row of `x` into `act`, in the order the kernel reads it.
+    fn quantize(&self, act: &mut Q8Row, x: &[f32]) {
+        act.quantize(self.isa, x, self.blocks_per_group);
+        if self.source == CodeSource::Bits4Pairs {
+            act.interleave_nibble_pairs();
+        }
+    }
+
+    /// `ys[i] = W[row0 + i] · x` (no bias) on this thread.
+    fn dot_rows(&self, act: &Q8Row, row0: usize, ys: &mut [f32]) {
+        with_reused(&TASK_SCRATCH, |scratch| {
+            if self.source != CodeSource::Bytes {
+                let rows = self.rows_from(row0);
+                avx2::dot_rows_packed(self.source, &rows, act, &mut scratch.table, ys);
+                return;
+            }
+            // Decoded rows (ternary 1.6-bit, or any layout on the portable path), one tile at
+            // a time.
+            let stride = act.values.len();
+            scratch.decoded.clear();
+            scratch.decoded.resize(TILE_ROWS * stride, 0);
+            for (t, out) in ys.chunks_mut(TILE_ROWS).enumerate() {
+                let first = row0 + t * TILE_ROWS;
+                for (r, buffer) in scratch
+                    .decoded
+                    .chunks_exact_mut(stride)
+                    .take(out.len())
+                    .enumerate()
+                {
+                    self.w.decode_row_codes(first + r, buffer);
+                }
+                let rows = Rows {
+                    codes: &scratch.decoded,
+                    row_bytes: stride,
+                    ..self.rows_from(first)
+                };
+                match self.isa {
+                    Isa::Avx2Fma => {
+                        avx2::dot_rows_packed(self.source, &rows, act, &mut scratch.table, out)
+                    }
+                    Isa::Scalar => dot_rows_bytes_scalar(&rows, act, out),
+                }
+            }
+        })
+    }
+}
+
+fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(bias) = bias {
+        for (y, b) in y.iter_mut().zip(bias) {
+            *y += b;
+        }
+    }
+}
+
+/// Matrix-vector product for one row of `x` (see the module docs); rows of `W` are split
+/// across threads.
 pub(crate) fn gemv_packed(
     isa: Isa,
     x: &[f32],
@@ -199,101 +329,49 @@ pub(crate) fn gemv_packed(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let k = w.cols;
-    let granularity = w.format.quant.granularity;
-    let bpg = granularity.group_len(k).div_ceil(BLOCK);
-    let groups = granularity.groups_per_row(k);
-    let layout = w.format.layout;
-    let source = match (isa, layout) {
-        (_, Layout::Trits5) | (Isa::Scalar, _) => CodeSource::Bytes,
-        // Two blocks per load need block pairs that never straddle two groups.
-        (Isa::Avx2Fma, Layout::Bits4) if bpg & 1 == 0 || groups == 1 => CodeSource::Bits4Pairs,
-        (Isa::Avx2Fma, layout) => CodeSource::Packed(layout),
-    };
-    // Bits8 is multiplied as signed `code - 128` to stay inside vpmaddubsw's i16 range.
-    let code_shift = if isa == Isa::Avx2Fma && layout == Layout::Bits8 {
-        128.0
-    } else {
-        0.0
-    };
-    let zero_const = w
-        .format
-        .quant
-        .scheme
-        .implicit_zero_point()
-        .map_or(0.0, f32::from)
-        - code_shift;
-    let row_bytes = w.format.row_bytes(k).unwrap_or(0);
-    let scale_stride = if granularity == Granularity::PerTensor {
-        0
-    } else {
-        groups
-    };
-    // Rows `first..` of `w`.
-    let rows_from = |first: usize| Rows {
-        codes: &w.codes[first * row_bytes..],
-        row_bytes,
-        scales: &w.scales[first * scale_stride..],
-        zeros: w.zero_points.map(|z| &z[first * scale_stride..]),
-        scale_stride,
-        groups,
-        blocks_per_group: bpg,
-        zero_const,
-        code_shift,
-    };
+    let plan = PackedPlan::new(isa, w);
     with_reused(&ACTIVATIONS, |act| {
-        act.quantize(isa, x, bpg);
-        if source == CodeSource::Bits4Pairs {
-            act.interleave_nibble_pairs();
-        }
+        plan.quantize(act, x);
         let act = &*act;
-        let run = |row0: usize, ys: &mut [f32]| {
-            with_reused(&TASK_SCRATCH, |scratch| {
-                if source != CodeSource::Bytes {
-                    avx2::dot_rows_packed(source, &rows_from(row0), act, &mut scratch.table, ys);
-                    return;
-                }
-                // Decoded rows (ternary 1.6-bit, or any layout on the portable path), one tile
-                // at a time.
-                let stride = act.values.len();
-                scratch.decoded.clear();
-                scratch.decoded.resize(TILE_ROWS * stride, 0);
-                for (t, out) in ys.chunks_mut(TILE_ROWS).enumerate() {
-                    let first = row0 + t * TILE_ROWS;
-                    for (r, buffer) in scratch
-                        .decoded
-                        .chunks_exact_mut(stride)
-                        .take(out.len())
-                        .enumerate()
-                    {
-                        w.decode_row_codes(first + r, buffer);
-                    }
-                    let rows = Rows {
-                        codes: &scratch.decoded,
-                        row_bytes: stride,
-                        ..rows_from(first)
-                    };
-                    match isa {
-                        Isa::Avx2Fma => {
-                            avx2::dot_rows_packed(source, &rows, act, &mut scratch.table, out)
-                        }
-                        Isa::Scalar => dot_rows_bytes_scalar(&rows, act, out),
-                    }
-                }
-            })
-        };
-        match super::gemv_rows_per_task(w.rows, k, PACKED_WORK_COST, TILE_ROWS) {
-            None => run(0, y),
+        match super::gemv_rows_per_task(w.rows, w.cols, PACKED_WORK_COST, TILE_ROWS) {
+            None => plan.dot_rows(act, 0, y),
             Some(per_task) => y
                 .par_chunks_mut(per_task)
                 .enumerate()
-                .for_each(|(task, ys)| run(task * per_task, ys)),
+                .for_each(|(task, ys)| plan.dot_rows(act, task * per_task, ys)),
         }
     });
-    if let Some(bias) = bias {
-        for (y, b) in y.iter_mut().zip(bias) {
-            *y += b;
-        }
+    add_bias(y, bias);
+}
+
+/// Matrix-matrix product with int8 activations: each row of `x` is quantized as in
+/// [`gemv_packed`] and multiplied by all of `W` on one thread, the packed matrix staying in
+/// cache; rows of `x` are split across threads.
+pub(crate) fn gemm_packed_q8(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: PackedMatrixRef<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (n, k) = (w.rows, w.cols);
+    let plan = PackedPlan::new(isa, w);
+    let run = |xs: &[f32], ys: &mut [f32]| {
+        with_reused(&ACTIVATIONS, |act| {
+            for (x_row, y_row) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(n)) {
+                plan.quantize(act, x_row);
+                plan.dot_rows(act, 0, y_row);
+                add_bias(y_row, bias);
+            }
+        })
+    };
+    match super::gemv_rows_per_task(m, n * k, PACKED_WORK_COST, 1) {
+        None => run(x, y),
+        Some(per_task) => x
+            .par_chunks(per_task * k)
+            .zip(y.par_chunks_mut(per_task * n))
+            .for_each(|(xs, ys)| run(xs, ys)),
     }
 }
 

@@ -113,6 +113,40 @@ pub fn matmul_with(
     Ok(())
 }
 
+/// `y[m][n] = x[m][k] · W^T + bias` with packed `W` and int8 activations for every `m`: each
+/// row of `x` is rounded to int8 per 32-value block, as the matrix-vector path does, and
+/// multiplied with integer dot products. Faster than [`matmul`] for `m` > [`GEMV_MAX_ROWS`]
+/// (the encoder), at the price of the activation rounding bounded in the module docs.
+pub fn matmul_q8(
+    x: &[f32],
+    m: usize,
+    w: PackedMatrixRef<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    matmul_q8_with(Isa::detect(), x, m, w, bias, y)
+}
+
+/// [`matmul_q8`] on a chosen instruction set.
+pub fn matmul_q8_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: PackedMatrixRef<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    isa.require()?;
+    w.validate()?;
+    check_operands(x, m, w.cols, w.rows, bias, y)?;
+    if m == 1 {
+        gemv::gemv_packed(isa, x, w, bias, y);
+    } else {
+        gemv::gemm_packed_q8(isa, x, m, w, bias, y);
+    }
+    Ok(())
+}
+
 /// f32 baseline `y[m][n] = x[m][k] · W^T + bias` with `W: [n][k]`, on the best available ISA.
 pub fn matmul_f32(
     x: &[f32],
