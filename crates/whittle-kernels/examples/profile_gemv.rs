@@ -2,10 +2,11 @@
 //! call over batches of 50 calls (the batch least disturbed by other processes).
 //!
 //! `cargo run --release -p whittle-kernels --example profile_gemv -- <n> <k> <bits> <iters>`
-//! (`bits` = 32 runs the f32 baseline; `GROUP=128` changes the group size from 64).
+//! (`bits` = 32 runs the f32 baseline; `GROUP=128` changes the group size from 64; `ISA=scalar`
+//! runs the portable kernels).
 
 use std::time::Instant;
-use whittle_kernels::{matmul, matmul_f32, Granularity, PackedMatrix, UniformQuantizer};
+use whittle_kernels::{matmul_f32, matmul_with, Granularity, Isa, PackedMatrix, UniformQuantizer};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -28,13 +29,17 @@ fn main() {
             .expect("quantize");
         PackedMatrix::pack(&q)
     });
+    let isa = match std::env::var("ISA").as_deref() {
+        Ok("scalar") => Isa::Scalar,
+        _ => Isa::detect(),
+    };
     const BATCH: usize = 50;
     let mut best = f64::MAX;
     for _ in 0..iters.div_ceil(BATCH) {
         let start = Instant::now();
         for _ in 0..BATCH {
             match &packed {
-                Some(p) => matmul(std::hint::black_box(&x), 1, p.as_ref(), None, &mut y),
+                Some(p) => matmul_with(isa, std::hint::black_box(&x), 1, p.as_ref(), None, &mut y),
                 None => matmul_f32(std::hint::black_box(&x), 1, &w, n, k, None, &mut y),
             }
             .expect("matmul");
@@ -42,7 +47,7 @@ fn main() {
         best = best.min(start.elapsed().as_secs_f64() / BATCH as f64);
     }
     println!(
-        "{n}x{k} bits {bits} g{group}: {:.2} µs per call (fastest batch)",
+        "{n}x{k} bits {bits} g{group} {isa:?}: {:.2} µs per call (fastest batch)",
         best * 1e6
     );
 }
