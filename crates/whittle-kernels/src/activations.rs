@@ -14,7 +14,7 @@
 //! * GELU in candle's (and PyTorch's) exact form `0.5 x (1 + erf(x / sqrt 2))`.
 //!
 //! The portable versions evaluate the same formulas one value at a time; tests compare both
-//! against f64 references. Slices shorter than [`MIN_PARALLEL_VALUES`] stay on one thread.
+//! against f64 references. Slices shorter than 65536 values stay on one thread.
 
 use rayon::prelude::*;
 
