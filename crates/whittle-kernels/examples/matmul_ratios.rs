@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use whittle_kernels::{
-    matmul, matmul_f32, Granularity, PackedMatrix, TernaryQuantizer, UniformQuantizer,
+    matmul, matmul_f32, matmul_q8, Granularity, PackedMatrix, TernaryQuantizer, UniformQuantizer,
 };
 
 const SHAPES: &[(&str, &str, usize, usize, bool)] = &[
@@ -52,7 +52,16 @@ fn min_times(fs: &mut [Box<dyn FnMut() + '_>], budget: Duration) -> Vec<Duration
 
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    let names = ["q8_g64", "q4_g64", "q3_g64", "q2_g64", "t2_g64"];
+    // The last column runs the 4-bit matrix through `matmul_q8` (int8 activations at every m;
+    // the same kernel as `matmul` when m = 1).
+    let names = [
+        "q8_g64",
+        "q4_g64",
+        "q3_g64",
+        "q2_g64",
+        "t2_g64",
+        "q4_g64 int8-act",
+    ];
     println!(
         "| kind | model | layer | m | f32 | {} |",
         names.map(|n| format!("{n} (x f32)")).join(" | ")
@@ -82,11 +91,12 @@ fn main() {
                 continue;
             }
             let x = values(m * k, 7, 1.0);
-            let mut ys = vec![vec![0.0f32; m * n]; packed.len() + 1];
+            let mut ys = vec![vec![0.0f32; m * n]; packed.len() + 2];
             let (y0, rest) = ys.split_first_mut().unwrap();
             let mut fs: Vec<Box<dyn FnMut() + '_>> = vec![Box::new(|| {
                 matmul_f32(black_box(&x), m, &w, n, k, Some(&bias), y0).unwrap()
             })];
+            let (q8_y, rest) = rest.split_last_mut().unwrap();
             for (p, y) in packed.iter().zip(rest.iter_mut()) {
                 let x = &x;
                 let bias = &bias;
@@ -94,6 +104,10 @@ fn main() {
                     matmul(black_box(x), m, p.as_ref(), Some(bias), y).unwrap()
                 }));
             }
+            let (q4, x_ref, bias_ref) = (&packed[1], &x, &bias);
+            fs.push(Box::new(move || {
+                matmul_q8(black_box(x_ref), m, q4.as_ref(), Some(bias_ref), q8_y).unwrap()
+            }));
             let budget = Duration::from_millis(if m == 1 { 600 } else { 2500 });
             let times = min_times(&mut fs, budget);
             let base = times[0].as_secs_f64();

@@ -9,6 +9,7 @@
 //! * [`quant`]: round-to-nearest (abs-max or MSE clipping) and ternary (TWN) quantizers, built
 //!   from parts; [`gptq`]: GPTQ error compensation; [`linalg`]: the Cholesky helpers it needs.
 //! * [`pack`]: [`PackedMatrix`] and the zero-copy [`PackedMatrixRef`] with `validate()`.
+//! * [`activations`]: in-place row softmax and GELU, vectorized and multithreaded.
 //! * [`kernels`]: `y = x · W^T + bias` straight from packed weights (AVX2+FMA with run-time
 //!   detection, scalar fallback, naive references), plus the f32 baseline.
 //!
@@ -26,6 +27,7 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod activations;
 pub mod error;
 pub mod format;
 pub mod gptq;
@@ -37,7 +39,9 @@ pub mod quant;
 pub use error::{KernelError, Result};
 pub use format::{Granularity, Layout, PackedFormat, QuantFormat, Scheme, BLOCK};
 pub use gptq::{Gptq, HessianAccumulator};
-pub use kernels::{matmul, matmul_f32, matmul_f32_with, matmul_with, Isa};
+pub use kernels::{
+    matmul, matmul_f32, matmul_f32_with, matmul_q8, matmul_q8_with, matmul_with, Isa,
+};
 pub use pack::{f16_slice_from_bytes, PackedMatrix, PackedMatrixRef};
 pub use quant::{
     BitWidth, GroupParams, QuantizedMatrix, ScaleSearch, TernaryQuantizer, UniformQuantizer,

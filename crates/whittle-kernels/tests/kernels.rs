@@ -7,7 +7,7 @@ use common::{all_formats, Rng, GRANULARITIES};
 use proptest::prelude::*;
 use whittle_kernels::kernels::reference::{matmul_f32_naive, matmul_naive};
 use whittle_kernels::kernels::GEMV_MAX_ROWS;
-use whittle_kernels::{matmul_f32_with, matmul_with, Isa, BLOCK};
+use whittle_kernels::{matmul_f32_with, matmul_q8_with, matmul_with, Isa, BLOCK};
 
 /// Relative slack for f32 summation-order differences.
 const F32_REL_TOL: f32 = 1e-4;
@@ -46,20 +46,28 @@ fn check_all_formats(rows: usize, cols: usize, m: usize, seed: u64, with_bias: b
             let mut expected = vec![0.0f32; m * rows];
             matmul_naive(&x, m, view, bias.as_deref(), &mut expected).unwrap();
             for isa in isas() {
-                let mut y = vec![f32::NAN; m * rows];
-                matmul_with(isa, &x, m, view, bias.as_deref(), &mut y).unwrap();
-                for i in 0..m {
-                    for j in 0..rows {
-                        let x_row = &x[i * cols..(i + 1) * cols];
-                        let w_row = &dense[j * cols..(j + 1) * cols];
-                        let tol = tolerance(x_row, w_row, m <= GEMV_MAX_ROWS);
-                        let (got, want) = (y[i * rows + j], expected[i * rows + j]);
-                        assert!(
-                            (got - want).abs() <= tol,
-                            "{name} {isa:?} {rows}x{cols} m={m} y[{i}][{j}]: got {got}, want {want}, \
-                             err {} exceeds {tol}",
-                            (got - want).abs()
-                        );
+                // `matmul` rounds activations to int8 only on the matrix-vector path,
+                // `matmul_q8` for every m.
+                for (kernel, int8) in [("matmul", m <= GEMV_MAX_ROWS), ("matmul_q8", true)] {
+                    let mut y = vec![f32::NAN; m * rows];
+                    if kernel == "matmul" {
+                        matmul_with(isa, &x, m, view, bias.as_deref(), &mut y).unwrap();
+                    } else {
+                        matmul_q8_with(isa, &x, m, view, bias.as_deref(), &mut y).unwrap();
+                    }
+                    for i in 0..m {
+                        for j in 0..rows {
+                            let x_row = &x[i * cols..(i + 1) * cols];
+                            let w_row = &dense[j * cols..(j + 1) * cols];
+                            let tol = tolerance(x_row, w_row, int8);
+                            let (got, want) = (y[i * rows + j], expected[i * rows + j]);
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{kernel} {name} {isa:?} {rows}x{cols} m={m} y[{i}][{j}]: got {got}, \
+                                 want {want}, err {} exceeds {tol}",
+                                (got - want).abs()
+                            );
+                        }
                     }
                 }
             }

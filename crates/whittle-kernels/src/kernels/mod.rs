@@ -1,11 +1,9 @@
 //! Matrix kernels `y = x · W^T (+ bias)` that read packed weights directly.
 //!
 //! * Matrix-vector (`m <=` [`GEMV_MAX_ROWS`], the Whisper decoder): memory bound. Each row of `x`
-//!   is quantized to int8 per 32-weight block (ggml's `q8_0` idea), and every weight block is
-//!   unpacked to bytes in registers and multiplied with integer dot products
-//!   (`vpmaddubsw`/`vpmaddwd`); per block `s_x * s_w * (q_w · q_x)` is accumulated in f32 and the
-//!   zero point is removed once per group as `s_w * z * sum(s_x * q_x)`. The only deviation from
-//!   the exact product is the activation rounding, bounded by `sum_b s_x[b]/2 * sum |w|`.
+//!   is quantized to int8 per 32-weight block (ggml's `q8_0` idea) and multiplied with integer
+//!   dot products, four weight rows at a time (details in the `gemv` module). The only deviation
+//!   from the exact product is the activation rounding, bounded by `sum_b s_x[b]/2 * sum |w|`.
 //! * Matrix-matrix (the encoder, `m = 1500`): compute bound. Panels of `W` are dequantized once
 //!   into an f32 buffer and shared by all rows of `x`, which run through the same register-blocked
 //!   FMA micro-kernel (4 rows of `x` by 3 rows of `W`) as the f32 baseline; results equal the
@@ -20,14 +18,12 @@
 //! `x: [m][k]`, `W: [n][k]` (packed or f32), `bias: [n]`, `y: [m][n]`, all row-major.
 
 mod avx2;
+mod gemv;
 pub mod reference;
 
 use rayon::prelude::*;
 
 use crate::error::{expect_len, KernelError, Result};
-use half::f16;
-
-use crate::format::{Granularity, Layout, BLOCK};
 use crate::pack::PackedMatrixRef;
 
 /// Largest `m` handled by the matrix-vector path (one int8 pass over `W` per row of `x`).
@@ -35,6 +31,16 @@ pub const GEMV_MAX_ROWS: usize = 3;
 
 /// Multiply-adds below which a call stays on the calling thread (thread hand-off costs more).
 const MIN_PARALLEL_WORK: usize = 1 << 18;
+
+/// AVX2 row softmax for [`crate::activations`] (callers check [`Isa::is_available`]).
+pub(crate) fn avx2_softmax_row(row: &mut [f32]) {
+    avx2::softmax_row(row)
+}
+
+/// AVX2 GELU for [`crate::activations`] (callers check [`Isa::is_available`]).
+pub(crate) fn avx2_gelu(values: &mut [f32]) {
+    avx2::gelu(values)
+}
 
 /// Instruction set a kernel runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,10 +105,44 @@ pub fn matmul_with(
     check_operands(x, m, w.cols, w.rows, bias, y)?;
     if m <= GEMV_MAX_ROWS {
         for (x_row, y_row) in x.chunks_exact(w.cols).zip(y.chunks_exact_mut(w.rows)) {
-            gemv_packed(isa, x_row, w, bias, y_row);
+            gemv::gemv_packed(isa, x_row, w, bias, y_row);
         }
     } else {
         gemm(isa, x, m, Weights::Packed(w), bias, y);
+    }
+    Ok(())
+}
+
+/// `y[m][n] = x[m][k] · W^T + bias` with packed `W` and int8 activations for every `m`: each
+/// row of `x` is rounded to int8 per 32-value block, as the matrix-vector path does, and
+/// multiplied with integer dot products. Faster than [`matmul`] for `m` > [`GEMV_MAX_ROWS`]
+/// (the encoder), at the price of the activation rounding bounded in the module docs.
+pub fn matmul_q8(
+    x: &[f32],
+    m: usize,
+    w: PackedMatrixRef<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    matmul_q8_with(Isa::detect(), x, m, w, bias, y)
+}
+
+/// [`matmul_q8`] on a chosen instruction set.
+pub fn matmul_q8_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: PackedMatrixRef<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    isa.require()?;
+    w.validate()?;
+    check_operands(x, m, w.cols, w.rows, bias, y)?;
+    if m == 1 {
+        gemv::gemv_packed(isa, x, w, bias, y);
+    } else {
+        gemv::gemm_packed_q8(isa, x, m, w, bias, y);
     }
     Ok(())
 }
@@ -172,213 +212,29 @@ fn check_operands(
     Ok(())
 }
 
-/// Output rows per parallel task so each task has at least [`MIN_PARALLEL_WORK`] multiply-adds.
-fn rows_per_task(rows: usize, work_per_row: usize) -> usize {
+/// Output rows per parallel task of a matrix-vector product of `rows x cols`, or `None` when
+/// the `rows * cols * cost` multiply-adds (in f32-kernel units: `cost` < 1 for kernels that do
+/// more per cycle) do not exceed [`MIN_PARALLEL_WORK`] and the call should stay on this thread.
+/// Two tasks per thread, in multiples of `align` rows, so a thread slowed by other load holds
+/// the call up less.
+pub(crate) fn gemv_rows_per_task(
+    rows: usize,
+    cols: usize,
+    cost: f32,
+    align: usize,
+) -> Option<usize> {
     let threads = rayon::current_num_threads().max(1);
-    let by_work = MIN_PARALLEL_WORK.div_ceil(work_per_row.max(1));
-    let by_threads = rows.div_ceil(threads * 4);
-    by_work.max(by_threads).max(1)
-}
-
-/// `1.5 * 2^23`: f32 values below 2^22 in magnitude round to integers when added to it.
-const ROUNDING_MAGIC: f32 = 12_582_912.0;
-
-/// One row of `x` quantized to int8 per 32-weight block, aligned with the weight blocks.
-pub(crate) struct Q8Row {
-    /// `blocks * 32` values, zero-padded after `k`.
-    values: Vec<i8>,
-    /// Scale of each block.
-    scales: Vec<f32>,
-    /// Per weight group: `sum over its blocks of scale * sum(values)`, for the zero-point term.
-    group_sums: Vec<f32>,
-    /// After [`Q8Row::interleave_nibble_pairs`]: per pair of blocks, `[s_b; 4] ++ [s_b+1; 4]`.
-    pair_scales: Vec<f32>,
-}
-
-impl Q8Row {
-    fn new(x: &[f32], blocks_per_group: usize) -> Q8Row {
-        let blocks = x.len().div_ceil(BLOCK);
-        let mut values = vec![0i8; blocks * BLOCK];
-        let mut scales = Vec::with_capacity(blocks);
-        let mut block_sums = Vec::with_capacity(blocks);
-        for (xb, qb) in x.chunks(BLOCK).zip(values.chunks_exact_mut(BLOCK)) {
-            let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                // |v * inv| <= 127 by construction; adding 1.5 * 2^23 rounds to nearest (even)
-                // without a libm call; the cast saturates NaN to 0.
-                *q = ((v * inv + ROUNDING_MAGIC) - ROUNDING_MAGIC) as i8;
-                sum += i32::from(*q);
-            }
-            scales.push(scale);
-            block_sums.push(scale * sum as f32);
-        }
-        let group_sums = block_sums
-            .chunks(blocks_per_group.max(1))
-            .map(|c| c.iter().sum())
-            .collect();
-        Q8Row {
-            values,
-            scales,
-            group_sums,
-            pair_scales: Vec::new(),
-        }
-    }
-
-    /// Reorders each full pair of blocks `(2p, 2p+1)` as `x[2p][..16], x[2p+1][..16],
-    /// x[2p][16..], x[2p+1][16..]`, the order in which one 32-byte load of two [`Layout::Bits4`]
-    /// blocks yields codes after masking (low nibbles) and shifting (high nibbles). A trailing odd
-    /// block keeps its natural order.
-    fn interleave_nibble_pairs(&mut self) {
-        const HALF: usize = BLOCK / 2;
-        for (pair, chunk) in self.values.chunks_exact_mut(2 * BLOCK).enumerate() {
-            let original: [i8; 2 * BLOCK] = chunk.try_into().expect("chunk of two blocks");
-            chunk[..HALF].copy_from_slice(&original[..HALF]);
-            chunk[HALF..BLOCK].copy_from_slice(&original[BLOCK..BLOCK + HALF]);
-            chunk[BLOCK..BLOCK + HALF].copy_from_slice(&original[HALF..BLOCK]);
-            chunk[BLOCK + HALF..].copy_from_slice(&original[BLOCK + HALF..]);
-            let (s0, s1) = (self.scales[2 * pair], self.scales[2 * pair + 1]);
-            self.pair_scales
-                .extend_from_slice(&[s0, s0, s0, s0, s1, s1, s1, s1]);
-        }
-    }
-}
-
-/// Blocks of 32 weights in one full group.
-fn blocks_per_group(w: &PackedMatrixRef<'_>) -> usize {
-    w.format.quant.granularity.group_len(w.cols).div_ceil(BLOCK)
-}
-
-/// Matrix-vector product for one row of `x` (int8 activations, see module docs).
-fn gemv_packed(isa: Isa, x: &[f32], w: PackedMatrixRef<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
-    let k = w.cols;
-    let bpg = blocks_per_group(&w);
-    let mut act = Q8Row::new(x, bpg);
-    let groups_per_row = w.format.quant.granularity.groups_per_row(k);
-    let row_bytes = w.format.row_bytes(k).unwrap_or(0);
-    let layout = w.format.layout;
-    // 4-bit fast path: two blocks per load, when block pairs never straddle two groups.
-    let nibble_pairs =
-        isa == Isa::Avx2Fma && layout == Layout::Bits4 && (bpg & 1 == 0 || groups_per_row == 1);
-    if nibble_pairs {
-        act.interleave_nibble_pairs();
-    }
-    // Bits8 is multiplied as signed `code - 128` to stay inside vpmaddubsw's i16 range.
-    let code_shift = if isa == Isa::Avx2Fma && layout == Layout::Bits8 {
-        128.0
-    } else {
-        0.0
-    };
-    let per_task = rows_per_task(w.rows, k);
-    let per_tensor = w.format.quant.granularity == Granularity::PerTensor;
-    // Implicit zero point (symmetric, ternary) or per-group zero points (asymmetric).
-    let zero_const = w
-        .format
-        .quant
-        .scheme
-        .implicit_zero_point()
-        .map_or(0.0, f32::from)
-        - code_shift;
-    let needs_decoding = isa == Isa::Scalar || layout == Layout::Trits5;
-    let run = |(task, ys): (usize, &mut [f32])| {
-        let mut decoded = if needs_decoding {
-            vec![0u8; act.values.len()]
-        } else {
-            Vec::new()
-        };
-        for (i, out) in ys.iter_mut().enumerate() {
-            let row = task * per_task + i;
-            // Per-tensor matrices have one group per row, all sharing entry 0.
-            let groups = if per_tensor {
-                0..1
-            } else {
-                row * groups_per_row..(row + 1) * groups_per_row
-            };
-            let params = RowParams {
-                scales: &w.scales[groups.clone()],
-                zeros: w.zero_points.map(|z| &z[groups]),
-                zero_const,
-                code_shift,
-            };
-            let packed = w.row_codes(row, row_bytes);
-            let dot = match isa {
-                Isa::Avx2Fma if nibble_pairs => {
-                    avx2::dot_row_bits4_pairs(packed, &act, &params, bpg)
-                }
-                Isa::Avx2Fma if layout != Layout::Trits5 => {
-                    avx2::dot_row_packed(layout, packed, &act, &params, bpg)
-                }
-                Isa::Avx2Fma => {
-                    w.decode_row_codes(row, &mut decoded);
-                    avx2::dot_row_bytes(&decoded, &act, &params, bpg)
-                }
-                Isa::Scalar => {
-                    w.decode_row_codes(row, &mut decoded);
-                    dot_row_bytes_scalar(&decoded, &act, &params, bpg)
-                }
-            };
-            *out = dot + bias.map_or(0.0, |b| b[row]);
-        }
-    };
-    if per_task >= w.rows {
-        run((0, y));
-    } else {
-        y.par_chunks_mut(per_task).enumerate().for_each(run);
-    }
-}
-
-/// Scale and zero point of each group of one weight row.
-pub(crate) struct RowParams<'a> {
-    /// One f16 scale per group of the row.
-    scales: &'a [f16],
-    /// Per-group zero points (asymmetric schemes).
-    zeros: Option<&'a [u8]>,
-    /// Implicit zero point minus `code_shift` (used when `zeros` is `None`).
-    zero_const: f32,
-    /// Offset the kernel subtracted from every code (128 for signed Bits8 products).
-    code_shift: f32,
-}
-
-impl RowParams<'_> {
-    /// `z_g - code_shift` for group `g`.
-    #[inline]
-    fn zero(&self, g: usize) -> f32 {
-        match self.zeros {
-            Some(zeros) => f32::from(zeros[g]) - self.code_shift,
-            None => self.zero_const,
-        }
-    }
-}
-
-/// Portable int8 row dot: `sum_g s_w[g] (sum_{b in g} s_x[b] (q_w[b] · q_x[b]) - z_g X_g)`.
-fn dot_row_bytes_scalar(codes: &[u8], act: &Q8Row, params: &RowParams<'_>, bpg: usize) -> f32 {
-    let mut total = 0.0f32;
-    let blocks = act.scales.len();
-    for (g, scale) in params.scales.iter().enumerate() {
-        let mut acc = 0.0f32;
-        for b in g * bpg..((g + 1) * bpg).min(blocks) {
-            let range = b * BLOCK..(b + 1) * BLOCK;
-            let dot: i32 = codes[range.clone()]
-                .iter()
-                .zip(&act.values[range])
-                .map(|(&q, &x)| i32::from(q) * i32::from(x))
-                .sum();
-            acc += act.scales[b] * dot as f32;
-        }
-        total += scale.to_f32() * (acc - params.zero(g) * act.group_sums[g]);
-    }
-    total
+    let work = (rows.saturating_mul(cols) as f32 * cost) as usize;
+    (threads > 1 && work > MIN_PARALLEL_WORK)
+        .then(|| rows.div_ceil(threads * 2).next_multiple_of(align))
 }
 
 /// f32 matrix-vector baseline.
 fn gemv_f32(isa: Isa, x: &[f32], w: &[f32], k: usize, bias: Option<&[f32]>, y: &mut [f32]) {
     let n = y.len();
-    let per_task = rows_per_task(n, k);
-    let run = |(task, ys): (usize, &mut [f32])| {
+    let run = |row0: usize, ys: &mut [f32]| {
         for (i, out) in ys.iter_mut().enumerate() {
-            let row = task * per_task + i;
+            let row = row0 + i;
             let w_row = &w[row * k..(row + 1) * k];
             let dot = match isa {
                 Isa::Avx2Fma => avx2::dot_f32(x, w_row),
@@ -387,10 +243,12 @@ fn gemv_f32(isa: Isa, x: &[f32], w: &[f32], k: usize, bias: Option<&[f32]>, y: &
             *out = dot + bias.map_or(0.0, |b| b[row]);
         }
     };
-    if per_task >= n {
-        run((0, y));
-    } else {
-        y.par_chunks_mut(per_task).enumerate().for_each(run);
+    match gemv_rows_per_task(n, k, 1.0, 1) {
+        None => run(0, y),
+        Some(per_task) => y
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(task, ys)| run(task * per_task, ys)),
     }
 }
 

@@ -151,21 +151,48 @@ impl Module for Linear {
     }
 }
 
-/// `x [rows, in] · W^T + b` through the packed kernels (inference only: no gradient).
+/// `x [rows, in] · W^T + b` through the packed int8-activation kernels (inference only: no
+/// gradient; `whittle_kernels::matmul_q8`, also for encoder-sized `rows`). Input and bias are
+/// read in place from their CPU storage; only the output is allocated.
 fn packed_matmul(
     x: &Tensor,
     w: &PackedMatrix,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
     let (rows, _) = x.dims2()?;
-    let input: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let bias: Option<Vec<f32>> = bias
-        .map(|b| b.to_dtype(DType::F32)?.to_vec1())
-        .transpose()?;
     let mut out = vec![0f32; rows * w.rows()];
-    whittle_kernels::matmul(&input, rows, w.as_ref(), bias.as_deref(), &mut out)
-        .map_err(|e| candle_core::Error::Msg(format!("packed matmul: {e}")))?;
+    with_f32_values(x, |input| match bias {
+        Some(b) => with_f32_values(b, |bias| {
+            packed_kernel(input, rows, w, Some(bias), &mut out)
+        })?,
+        None => packed_kernel(input, rows, w, None, &mut out),
+    })??;
     Tensor::from_vec(out, (rows, w.rows()), x.device())?.to_dtype(x.dtype())
+}
+
+fn packed_kernel(
+    input: &[f32],
+    rows: usize,
+    w: &PackedMatrix,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    whittle_kernels::matmul_q8(input, rows, w.as_ref(), bias, out)
+        .map_err(|e| candle_core::Error::Msg(format!("packed matmul: {e}")))
+}
+
+/// Runs `f` on the row-major f32 values of `t`, borrowed from its CPU storage when it is
+/// already f32 and contiguous, else from a converted copy.
+fn with_f32_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    {
+        return Ok(f(&cpu.as_slice::<f32>()?[start..end]));
+    }
+    drop(storage);
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
 }
 
 impl Linear {
@@ -191,13 +218,21 @@ mod tests {
     use candle_core::Device;
     use whittle_kernels::{Granularity, UniformQuantizer};
 
-    /// Packed forward equals the float forward over the dequantized weight (same numbers,
-    /// different summation order).
-    const PACKED_VS_DEQUANT_TOL: f32 = 1e-4;
+    /// Packed forward equals the float forward over the dequantized weight up to the int8
+    /// rounding of each 32-block of `x` (step max|x_b|/127 = 0.0094 here): at most
+    /// step/2 * sum|w| = 0.26 on these rows; random rounding keeps the observed error near 0.01.
+    const INT8_ACTIVATION_TOL: f32 = 0.05;
 
     #[test]
     fn packed_linear_matches_dequantized_float_linear() {
-        let (n, k, m) = (24, 96, 5);
+        // m = 1 splits the weight rows across threads, m = 5 the rows of x.
+        for m in [1, 5] {
+            check_packed_linear(m);
+        }
+    }
+
+    fn check_packed_linear(m: usize) {
+        let (n, k) = (24, 96);
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 90.0)
             .collect();
@@ -228,8 +263,8 @@ mod tests {
         assert_eq!(b.dims(), &[1, m, n]);
         let err = crate::nn::max_abs_diff(&a, &b);
         assert!(
-            err < PACKED_VS_DEQUANT_TOL,
-            "max_err {err} exceeds {PACKED_VS_DEQUANT_TOL}"
+            err < INT8_ACTIVATION_TOL,
+            "m = {m}: max_err {err} exceeds {INT8_ACTIVATION_TOL}"
         );
         assert!(
             packed_linear.weight.storage_bytes() < n * k,

@@ -9,12 +9,15 @@
 //! - encoder output `[batch, frames / 2, d_model]`;
 //! - decoder tokens `[batch, len]` (u32) to logits `[batch, len, vocab]`.
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Tensor};
 
 use super::config::WhisperConfig;
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
 use crate::nn::{Conv1d, LayerNorm, Linear};
+
+/// Query-key pairs per head from which inference attention runs one head at a time.
+const ATTENTION_SCORES_PER_HEAD_SPLIT: usize = 1 << 18;
 
 /// Multi-head attention with separate q/k/v/out projections (k has no bias).
 #[derive(Debug, Clone)]
@@ -75,13 +78,99 @@ impl Attention {
         let (b, t, d) = x.dims3()?;
         let head_dim = d / self.heads;
         let q = (self.split_heads(&self.q_proj.forward(x)?)? * (1.0 / (head_dim as f64).sqrt()))?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = crate::nn::softmax_last_dim(&scores)?;
-        let out = weights.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let s = k.dim(2)?;
+        let per_head = |q: &Tensor, k: &Tensor, v: &Tensor| {
+            let mut scores = q.matmul(&k.t()?)?;
+            if let Some(mask) = mask {
+                scores = scores.broadcast_add(mask)?;
+            }
+            softmax_last_dim(scores)?.matmul(v)
+        };
+        // Long inference attention (the encoder: 1500 x 1500 per head) one head at a time:
+        // 9 MB of scores instead of 54 MB for all heads, which the allocator can reuse
+        // instead of mapping (and zeroing) fresh pages for every layer.
+        let out = if t * s >= ATTENTION_SCORES_PER_HEAD_SPLIT && !crate::nn::needs_grad(&[&q, k, v])
+        {
+            let heads = (0..self.heads)
+                .map(|h| {
+                    per_head(
+                        &q.narrow(1, h, 1)?,
+                        &k.narrow(1, h, 1)?,
+                        &v.narrow(1, h, 1)?,
+                    )
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&heads, 1)?
+        } else {
+            per_head(&q, k, v)?
+        };
+        let out = out.transpose(1, 2)?.reshape((b, t, d))?;
         self.out_proj.forward(&out)
+    }
+}
+
+/// Activations computed in place by whittle-kernels (8 lanes wide, on all threads) instead of
+/// candle's one-value-at-a-time libm calls on one core. They record no backward pass, so
+/// [`in_place_capable`] tensors only: inference, f32, contiguous, on the CPU.
+#[derive(Clone, Copy)]
+enum InPlaceActivation {
+    /// `0.5 x (1 + erf(x / sqrt 2))`.
+    Gelu,
+    /// Softmax over the last dimension.
+    SoftmaxLastDim,
+}
+
+impl candle_core::InplaceOp1 for InPlaceActivation {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Gelu => "whittle-gelu",
+            Self::SoftmaxLastDim => "whittle-softmax-last-dim",
+        }
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(values), Some((start, end))) = (storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("{}: needs a contiguous f32 tensor", self.name());
+        };
+        let values = &mut values[start..end];
+        match self {
+            Self::Gelu => whittle_kernels::activations::gelu(values),
+            Self::SoftmaxLastDim => {
+                let row = *layout.dims().last().unwrap_or(&1);
+                whittle_kernels::activations::softmax_rows(values, row)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `x` can be overwritten by an [`InPlaceActivation`]; callers pass tensors they just
+/// computed and own alone.
+fn in_place_capable(x: &Tensor) -> bool {
+    !crate::nn::needs_grad(&[x])
+        && x.dtype() == DType::F32
+        && x.device().is_cpu()
+        && x.is_contiguous()
+}
+
+/// GELU (erf form) of a freshly computed tensor.
+fn gelu(x: Tensor) -> candle_core::Result<Tensor> {
+    if in_place_capable(&x) {
+        x.inplace_op1(&InPlaceActivation::Gelu)?;
+        Ok(x)
+    } else {
+        x.gelu_erf()
+    }
+}
+
+/// Softmax over the last dimension of a freshly computed tensor.
+fn softmax_last_dim(x: Tensor) -> candle_core::Result<Tensor> {
+    if in_place_capable(&x) {
+        x.inplace_op1(&InPlaceActivation::SoftmaxLastDim)?;
+        Ok(x)
+    } else {
+        crate::nn::softmax_last_dim(&x)
     }
 }
 
@@ -147,7 +236,7 @@ impl Block {
 
     fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.final_layer_norm.forward(x)?;
-        let h = self.fc2.forward(&self.fc1.forward(&h)?.gelu_erf()?)?;
+        let h = self.fc2.forward(&gelu(self.fc1.forward(&h)?)?)?;
         x + h
     }
 }
@@ -171,8 +260,8 @@ impl Encoder {
     /// Encode a mel batch `[b, n_mels, frames]` into `[b, frames/2, d]`. Fewer than 3000
     /// frames (trimmed input) uses the first positions only.
     pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
-        let x = self.conv1.forward(mel)?.gelu_erf()?;
-        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let x = gelu(self.conv1.forward(mel)?)?;
+        let x = gelu(self.conv2.forward(&x)?)?;
         let x = x.transpose(1, 2)?;
         let frames = x.dim(1)?;
         let max = self.embed_positions.dim(0)?;
