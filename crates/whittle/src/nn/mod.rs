@@ -2,8 +2,10 @@
 //! that is float today and may become fake-quantized, gated or packed without a second copy
 //! of any model code.
 
+pub mod lsq;
 mod weight;
 
+pub use lsq::{FakeQuant, LsqSpec};
 pub use weight::{InputObserver, Linear, Weight};
 
 use candle_core::{DType, Module, Tensor, D};

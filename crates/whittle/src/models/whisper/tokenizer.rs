@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// The tokenizer with the ids of the special tokens decoding needs.
+#[derive(Clone)]
 pub struct WhisperTokenizer {
     inner: tokenizers::Tokenizer,
     /// `<|endoftext|>`.
