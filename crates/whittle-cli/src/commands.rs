@@ -36,6 +36,10 @@ pub struct DecodeArgs {
     /// Rounding for --quantize.
     #[arg(long, default_value = "rtn", value_parser = ["rtn", "mse"], requires = "quantize")]
     method: String,
+    /// Feed the encoder only the frames holding audio (rounded up to even) instead of the 30 s
+    /// window, as training batches do (clips under 30 s only).
+    #[arg(long)]
+    trim: bool,
 }
 
 /// `whittle transcribe MODEL AUDIO...`
@@ -129,7 +133,7 @@ fn assets_dir() -> PathBuf {
 }
 
 impl NormalizerArgs {
-    fn load(&self) -> Result<(EnglishNormalizer, Option<PathBuf>)> {
+    pub(crate) fn load(&self) -> Result<(EnglishNormalizer, Option<PathBuf>)> {
         if self.no_spellings {
             return Ok((EnglishNormalizer::without_spellings(), None));
         }
@@ -206,6 +210,7 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
     let options = DecodeOptions {
         beam_size: decode.beam_size,
         padding,
+        trim: decode.trim,
         ..Default::default()
     };
     Ok((
@@ -243,7 +248,7 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(len: usize) -> ProgressBar {
+pub(crate) fn progress_bar(len: usize) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -254,7 +259,7 @@ fn progress_bar(len: usize) -> ProgressBar {
     bar
 }
 
-fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+pub(crate) fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     let mut text = String::new();
     for r in rows {
         text.push_str(&serde_json::to_string(r)?);
@@ -295,7 +300,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let summary = serde_json::json!({
         "model": model_info,
         "dataset": args.dataset.display().to_string(),
-        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding },
+        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding, "trim": args.decode.trim },
         "normalizer": { "kind": "whisper-english", "spelling_map": spellings.map(|p| p.display().to_string()) },
         "threads": rayon::current_num_threads(),
         "wall_seconds": wall.elapsed().as_secs_f64(),

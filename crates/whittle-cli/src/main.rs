@@ -1,6 +1,7 @@
 //! The `whittle` command-line tool: a thin layer over the `whittle` library.
 
 mod commands;
+mod compress_cmd;
 mod corpus_cmd;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,10 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Score hypotheses in one JSONL file against references in another.
     Wer(commands::WerArgs),
+    /// Quantization-aware training from a recipe (LSQ + distillation); writes a .whittle file.
+    Compress(compress_cmd::CompressArgs),
+    /// Benchmarks (e.g. `bench train-step`: one QAT step on a fixed batch).
+    Bench(compress_cmd::BenchArgs),
     /// Build synthetic speech corpora from public-domain text (TTS engines).
     Corpus(corpus_cmd::CorpusArgs),
 }
@@ -62,6 +67,8 @@ fn main() {
         Command::Quantize(a) => commands::quantize(a),
         Command::Wer(a) => commands::wer(a),
         Command::Corpus(a) => corpus_cmd::run(a),
+        Command::Compress(a) => compress_cmd::compress(a),
+        Command::Bench(a) => compress_cmd::bench(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -104,7 +104,7 @@ fn every_trainable_parameter_gets_a_nonzero_gradient() {
     let batch = synthetic_batch(2, 60, 5, &teacher.config, &prompt(), &Device::Cpu).unwrap();
     let taps: Vec<_> = r.loss.hidden.iter().map(|h| h.tap().unwrap()).collect();
     let vars: Vec<_> = params.iter().map(|(_, v, _)| v).collect();
-    let (parts, grads) =
+    let (parts, grads, _) =
         micro_batch_grads(&teacher, &student, &batch, &r, &taps, &vars, 1.0).unwrap();
     assert!(parts.kl > 0.0 && parts.ce > 0.0, "{parts:?}");
     for ((name, _, _), g) in params.iter().zip(&grads) {
@@ -161,7 +161,7 @@ fn loss_decreases_on_a_tiny_model() {
     let taps: Vec<_> = r.loss.hidden.iter().map(|h| h.tap().unwrap()).collect();
     let loss_now = |t: &Trainer| {
         let vars: Vec<_> = t.optimizer.params.iter().map(|p| &p.var).collect();
-        let (parts, _) =
+        let (parts, _, _) =
             micro_batch_grads(&t.teacher, &t.student, &batch, &r, &taps, &vars, 1.0).unwrap();
         parts.total.to_scalar::<f32>().unwrap()
     };

@@ -226,14 +226,6 @@ struct LsqForward {
     spec: LsqSpec,
 }
 
-/// Contiguous f32 data of a CPU storage.
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("LSQ: {what} must be contiguous"),
-    }
-}
-
 /// `(rows, cols, groups, group_len)` of a weight and its steps.
 fn lsq_dims(spec: LsqSpec, lw: &Layout, ls: &Layout) -> candle_core::Result<(usize, usize, usize)> {
     let (rows, cols) = lw.shape().dims2()?;
@@ -261,8 +253,8 @@ impl CustomOp2 for LsqForward {
         ls: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (rows, cols, glen) = lsq_dims(self.spec, lw, ls)?;
-        let w = f32_slice(sw, lw, "weight")?;
-        let s = f32_slice(ss, ls, "steps")?;
+        let w = super::fused::f32_data(sw, lw, "weight")?;
+        let s = super::fused::f32_data(ss, ls, "steps")?;
         let (qn, qp) = (self.spec.qn(), self.spec.qp());
         let mut out = vec![0f32; rows * cols];
         out.par_chunks_mut(cols)
@@ -317,9 +309,9 @@ impl CustomOp3 for LsqBackward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (rows, cols, glen) = lsq_dims(self.spec, lw, ls)?;
         let groups = cols / glen;
-        let w = f32_slice(sw, lw, "weight")?;
-        let s = f32_slice(ss, ls, "steps")?;
-        let g = f32_slice(sg, lg, "gradient")?;
+        let w = super::fused::f32_data(sw, lw, "weight")?;
+        let s = super::fused::f32_data(ss, ls, "steps")?;
+        let g = super::fused::f32_data(sg, lg, "gradient")?;
         let (qn, qp) = (self.spec.qn(), self.spec.qp());
         let scale = self.spec.grad_scale(glen);
         let mut out = vec![0f32; rows * cols + rows * groups];

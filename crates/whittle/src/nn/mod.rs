@@ -2,6 +2,7 @@
 //! that is float today and may become fake-quantized, gated or packed without a second copy
 //! of any model code.
 
+pub mod fused;
 pub mod lsq;
 mod weight;
 
@@ -22,7 +23,7 @@ pub fn needs_grad(tensors: &[&Tensor]) -> bool {
 /// differentiable composition (the fused one records no backward).
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     if needs_grad(&[x]) {
-        candle_nn::ops::softmax(x, D::Minus1)
+        fused::softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }

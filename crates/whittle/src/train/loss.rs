@@ -11,7 +11,10 @@
 //! Logits are gathered to the target positions before the vocabulary projection:
 //! `[n, vocab]` for `n` targets in the batch.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::nn::fused::f32_data;
 
 use super::batch::Batch;
 use super::recipe::{HiddenKind, HiddenTap, LossRecipe};
@@ -65,13 +68,128 @@ fn log_softmax_rows(x: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// `T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T))`.
+///
+/// On CPU f32 the per-row divergence and its gradient `(softmax(s / T) - p) / T` are one fused
+/// op over the vocabulary (the composition makes about ten passes over `[n, vocab]` each way).
 pub fn kl_divergence(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
-    let log_q = log_softmax_rows(&(student / temperature)?)?;
     let log_p = log_softmax_rows(&(teacher.detach() / temperature)?)?;
-    let kl = (log_p.exp()? * (log_p - log_q)?)?
-        .sum(D::Minus1)?
-        .mean_all()?;
+    let kl = if student.device().is_cpu() && student.dtype() == DType::F32 {
+        student
+            .contiguous()?
+            .apply_op2(
+                &log_p.contiguous()?,
+                KlRows {
+                    temperature: temperature as f32,
+                },
+            )?
+            .mean_all()?
+    } else {
+        let log_q = log_softmax_rows(&(student / temperature)?)?;
+        (log_p.exp()? * (log_p - log_q)?)?
+            .sum(D::Minus1)?
+            .mean_all()?
+    };
     Ok((kl * (temperature * temperature))?)
+}
+
+/// Per-row `KL(p || softmax(s / T))` of student logits `s` `[n, V]` given teacher
+/// log-probabilities `log p` `[n, V]`; output `[n]`.
+struct KlRows {
+    temperature: f32,
+}
+
+/// `(max, log sum exp)` of `s / T` over a row.
+fn row_log_partition(s: &[f32], inv_t: f32) -> (f32, f32) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max) * inv_t;
+    let sum: f32 = s.iter().map(|&x| (x * inv_t - max).exp()).sum();
+    (max, sum.ln())
+}
+
+impl CustomOp2 for KlRows {
+    fn name(&self) -> &'static str {
+        "kl-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = f32_data(s1, l1, self.name())?;
+        let lp = f32_data(s2, l2, self.name())?;
+        let (n, v) = l1.shape().dims2()?;
+        let inv_t = 1.0 / self.temperature;
+        let mut out = vec![0f32; n];
+        out.par_iter_mut()
+            .zip(s.par_chunks(v).zip(lp.par_chunks(v)))
+            .for_each(|(o, (s, lp))| {
+                let (max, log_z) = row_log_partition(s, inv_t);
+                *o = s
+                    .iter()
+                    .zip(lp)
+                    .map(|(&x, &lp)| lp.exp() * (lp - (x * inv_t - max - log_z)))
+                    .sum();
+            });
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        s: &Tensor,
+        lp: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = s.apply_op3_no_bwd(
+            lp,
+            &grad.contiguous()?,
+            &KlRowsBackward {
+                temperature: self.temperature,
+            },
+        )?;
+        Ok((Some(g), None))
+    }
+}
+
+/// `dKL/ds = grad_row * (softmax(s / T) - p) / T`.
+struct KlRowsBackward {
+    temperature: f32,
+}
+
+impl CustomOp3 for KlRowsBackward {
+    fn name(&self) -> &'static str {
+        "kl-rows-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let s = f32_data(s1, l1, self.name())?;
+        let lp = f32_data(s2, l2, self.name())?;
+        let g = f32_data(s3, l3, self.name())?;
+        let (n, v) = l1.shape().dims2()?;
+        let inv_t = 1.0 / self.temperature;
+        let mut out = vec![0f32; n * v];
+        out.par_chunks_mut(v)
+            .zip(s.par_chunks(v).zip(lp.par_chunks(v)))
+            .zip(g.par_iter())
+            .for_each(|((o, (s, lp)), &g)| {
+                let (max, log_z) = row_log_partition(s, inv_t);
+                let scale = g * inv_t;
+                for ((o, &x), &lp) in o.iter_mut().zip(s).zip(lp) {
+                    *o = scale * ((x * inv_t - max - log_z).exp() - lp.exp());
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, v))))
+    }
 }
 
 /// Mean cross-entropy of `logits` `[n, vocab]` against `targets` `[n]` (u32).
@@ -209,6 +327,17 @@ mod tests {
                 assert!((f64::from(*a) - b).abs() < 1e-5, "{a} vs {b}");
             }
         }
+        // The composition (used off CPU) agrees with the fused op.
+        let composed = {
+            let log_q = log_softmax_rows(&(s.as_tensor() / temp).unwrap()).unwrap();
+            let log_p = log_softmax_rows(&(&teacher / temp).unwrap()).unwrap();
+            let kl = (log_p.exp().unwrap() * (log_p - log_q).unwrap())
+                .unwrap()
+                .sum(D::Minus1)
+                .unwrap();
+            scalar(&kl.mean_all().unwrap()).unwrap() * temp * temp
+        };
+        assert!((composed - got).abs() < 1e-5, "{composed} vs {got}");
         let same = kl_divergence(&teacher, &teacher, temp).unwrap();
         assert!(scalar(&same).unwrap().abs() < 1e-6);
     }

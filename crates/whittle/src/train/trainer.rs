@@ -71,6 +71,19 @@ pub fn packed_copy(student: &Whisper) -> Result<Whisper> {
     Ok(model)
 }
 
+/// Seconds spent in each phase of a micro-batch (for benchmarks and profiles).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PhaseSeconds {
+    /// Teacher forward.
+    pub teacher: f64,
+    /// Student forward.
+    pub student: f64,
+    /// Loss.
+    pub loss: f64,
+    /// Backward pass.
+    pub backward: f64,
+}
+
 /// Gradients of one micro-batch: teacher forward (untracked), student forward, loss, backward.
 /// `scale` multiplies the loss (1 / grad_accum). Parameters without a gradient get `None`.
 pub fn micro_batch_grads(
@@ -81,16 +94,31 @@ pub fn micro_batch_grads(
     taps: &[HiddenTap],
     vars: &[&Var],
     scale: f64,
-) -> Result<(LossParts, Vec<Option<Tensor>>)> {
+) -> Result<(LossParts, Vec<Option<Tensor>>, PhaseSeconds)> {
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let s = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+        s
+    };
     let teacher_out = forward(teacher, batch, taps)?;
+    let teacher_s = lap();
     let student_out = forward(student, batch, taps)?;
+    let student_s = lap();
     let parts = qat_loss(&recipe.loss, &student_out, &teacher_out, batch)?;
+    let loss_s = lap();
     let grads = (&parts.total * scale)?.backward()?;
     let out = vars
         .iter()
         .map(|v| grads.get(v.as_tensor()).cloned())
         .collect();
-    Ok((parts, out))
+    let times = PhaseSeconds {
+        teacher: teacher_s,
+        student: student_s,
+        loss: loss_s,
+        backward: lap(),
+    };
+    Ok((parts, out, times))
 }
 
 /// What one optimizer step did.
@@ -317,7 +345,7 @@ impl Trainer {
             )?;
             tokens += batch.target_count();
             frames += batch.mel.dim(2)?;
-            let (parts, micro) = micro_batch_grads(
+            let (parts, micro, _) = micro_batch_grads(
                 &self.teacher,
                 &self.student,
                 &batch,
@@ -375,11 +403,23 @@ impl Trainer {
 
     /// Score the packed student on the dev set.
     pub fn evaluate_dev(&self, observer: &mut dyn TrainObserver) -> Result<Option<EvalTotals>> {
+        if self.dev.is_none() {
+            return Ok(None);
+        }
+        self.evaluate_packed(&packed_copy(&self.student)?, observer)
+    }
+
+    /// Score `model` (e.g. the result of [`Trainer::finish`]) on the dev set.
+    pub fn evaluate_packed(
+        &self,
+        model: &Whisper,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Option<EvalTotals>> {
         let Some(dev) = &self.dev else {
             return Ok(None);
         };
         let transcriber = Transcriber {
-            model: packed_copy(&self.student)?,
+            model: model.clone(),
             tokenizer: dev.tokenizer.clone(),
             options: DecodeOptions::default(),
         };

@@ -147,7 +147,9 @@ impl Block {
 
     fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.final_layer_norm.forward(x)?;
-        let h = self.fc2.forward(&self.fc1.forward(&h)?.gelu_erf()?)?;
+        let h = self
+            .fc2
+            .forward(&crate::nn::fused::gelu_erf(&self.fc1.forward(&h)?)?)?;
         x + h
     }
 }
