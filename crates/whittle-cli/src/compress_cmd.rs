@@ -374,7 +374,7 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         .collect();
         whittle::checkpoint::hf::save_safetensors(path, &tensors)?;
     }
-    let (student, params) = make_student(&teacher, recipe.quant.spec())?;
+    let (student, params) = make_student(&teacher, recipe.quant.spec(), recipe.quant.init)?;
     let mut optimizer = AdamW::new(
         params,
         AdamWConfig {

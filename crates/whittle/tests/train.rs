@@ -98,7 +98,7 @@ fn examples(dir: &Path, n: usize) -> Vec<TrainExample> {
 fn every_trainable_parameter_gets_a_nonzero_gradient() {
     let r = recipe(RECIPE);
     let teacher = teacher();
-    let (student, params) = make_student(&teacher, r.quant.spec()).unwrap();
+    let (student, params) = make_student(&teacher, r.quant.spec(), r.quant.init).unwrap();
     // 2 layers x (4 + 2) encoder + 2 x (8 + 2) decoder linears, each with weight and steps.
     assert_eq!(params.len(), 2 * (2 * 6 + 2 * 10));
     let batch = synthetic_batch(2, 60, 5, &teacher.config, &prompt(), &Device::Cpu).unwrap();
@@ -152,6 +152,7 @@ fn loss_decreases_on_a_tiny_model() {
     let refs: Vec<&TrainExample> = ex.iter().collect();
     let batch = whittle::train::batch::make_batch(
         &refs,
+        true,
         &trainer.teacher.config,
         &trainer.prompt,
         &Device::Cpu,

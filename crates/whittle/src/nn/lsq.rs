@@ -75,7 +75,7 @@ impl LsqSpec {
         }
         if let Some(g) = self.group {
             self.granularity().validate().map_err(|e| e.to_string())?;
-            if cols % self.group_len(cols) != 0 {
+            if !cols.is_multiple_of(self.group_len(cols)) {
                 return Err(format!("group {g} does not divide {cols} input features"));
             }
         }
@@ -94,6 +94,18 @@ impl LsqSpec {
     pub fn grad_scale(&self, weights_per_step: usize) -> f32 {
         1.0 / (self.qp() * weights_per_step as f32).sqrt()
     }
+}
+
+/// How the steps start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepInit {
+    /// The LSQ paper's `2 mean|w| / sqrt(Qp)`.
+    #[default]
+    Lsq,
+    /// `max|w| / Qn` per group: the round-to-nearest grid of post-training quantization, no
+    /// weight clipped.
+    AbsMax,
 }
 
 /// The step the forward pass uses: clamped to [`MIN_STEP`] and rounded to f16 as stored.
@@ -116,12 +128,20 @@ pub struct FakeQuant {
 impl FakeQuant {
     /// Start from a float weight: latent = `w`, steps = `2 mean|w| / sqrt(Qp)` per group.
     pub fn init(w: &Tensor, spec: LsqSpec) -> Result<Self> {
+        Self::init_with(w, spec, StepInit::Lsq)
+    }
+
+    /// Start from a float weight with the chosen step initialisation.
+    pub fn init_with(w: &Tensor, spec: LsqSpec, init: StepInit) -> Result<Self> {
         let (rows, cols) = w.dims2()?;
         spec.check(rows, cols)
             .map_err(|r| Error::config("LSQ", r))?;
         let glen = spec.group_len(cols);
-        let steps = (w.reshape((rows, cols / glen, glen))?.abs()?.mean(2)?
-            * (2.0 / f64::from(spec.qp()).sqrt()))?;
+        let groups = w.reshape((rows, cols / glen, glen))?.abs()?;
+        let steps = match init {
+            StepInit::Lsq => (groups.mean(2)? * (2.0 / f64::from(spec.qp()).sqrt()))?,
+            StepInit::AbsMax => (groups.max(2)? / f64::from(spec.qn()))?,
+        };
         Ok(Self {
             latent: Var::from_tensor(&w.detach())?,
             steps: Var::from_tensor(&steps)?,
@@ -382,15 +402,7 @@ mod tests {
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let scale: f32 = b
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let scale = crate::nn::max_abs_diff(b, &b.zeros_like().unwrap());
         crate::nn::max_abs_diff(a, b) / scale.max(1e-12)
     }
 

@@ -6,7 +6,7 @@ pub mod fused;
 pub mod lsq;
 mod weight;
 
-pub use lsq::{FakeQuant, LsqSpec};
+pub use lsq::{FakeQuant, LsqSpec, StepInit};
 pub use weight::{InputObserver, Linear, Weight};
 
 use candle_core::{DType, Module, Tensor, D};
@@ -65,6 +65,9 @@ impl Module for LayerNorm {
                 &self.bias,
                 self.eps as f32,
             );
+        }
+        if fused::layer_norm_fusable(x, &self.weight, &self.bias) {
+            return fused::layer_norm(x, &self.weight, &self.bias, self.eps);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;

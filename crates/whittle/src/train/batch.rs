@@ -71,9 +71,11 @@ pub fn load_samples(audio: &Path, id: &str) -> Result<Vec<f32>> {
     })
 }
 
-/// Build a batch from examples: the audio is read and the log-mel computed here.
+/// Build a batch from examples: the audio is read and the log-mel computed here. `trim` cuts
+/// the frames to the longest utterance, else every batch has the full 30 s window.
 pub fn make_batch(
     examples: &[&TrainExample],
+    trim: bool,
     config: &WhisperConfig,
     prompt: &Prompt,
     device: &Device,
@@ -100,7 +102,11 @@ pub fn make_batch(
             ))
         })
         .collect::<Result<_>>()?;
-    let frames = trimmed_frames(mels.iter().map(|(_, c)| *c).max().unwrap_or(0));
+    let frames = if trim {
+        trimmed_frames(mels.iter().map(|(_, c)| *c).max().unwrap_or(0))
+    } else {
+        WINDOW_FRAMES
+    };
     let mut data = Vec::with_capacity(examples.len() * config.num_mel_bins * frames);
     for (mel, _) in &mels {
         data.extend(mel.window(0, frames).data);

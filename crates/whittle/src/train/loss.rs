@@ -48,7 +48,7 @@ pub fn forward(model: &Whisper, batch: &Batch, taps: &[HiddenTap]) -> Result<Out
     let rows = hidden
         .reshape((b * len, d))?
         .index_select(&batch.positions, 0)?;
-    let logits = rows.matmul(&model.decoder.embed_tokens.t()?)?;
+    let logits = crate::nn::fused::matmul_fixed_t(&rows, &model.decoder.embed_tokens)?;
     let mut layers = layers.into_iter();
     let hidden = taps
         .iter()

@@ -212,7 +212,7 @@ mod tests {
         let mut opt =
             AdamW::new(vec![("w".into(), var.clone(), ParamGroup::Weights)], config).unwrap();
         let g = Tensor::new(&[0.5f32, -0.25], &Device::Cpu).unwrap();
-        opt.step(&[g.clone()], 0.01, 1.0).unwrap();
+        opt.step(std::slice::from_ref(&g), 0.01, 1.0).unwrap();
         // Step 1: m_hat = g, v_hat = g^2, update = sign(g); w = w (1 - lr wd) - lr sign(g).
         let w: Vec<f32> = var.as_tensor().to_vec1().unwrap();
         assert!((w[0] - (1.0 * 0.999 - 0.01)).abs() < 1e-6, "{w:?}");

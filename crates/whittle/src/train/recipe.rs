@@ -38,6 +38,9 @@ pub struct QuantRecipe {
     /// Input features per step; omit for one step per output channel.
     #[serde(default)]
     pub group: Option<usize>,
+    /// Step initialisation: `"lsq"` (2 mean|w| / sqrt(Qp)) or `"abs-max"` (max|w| / Qn).
+    #[serde(default)]
+    pub init: crate::nn::StepInit,
 }
 
 impl QuantRecipe {
@@ -191,6 +194,15 @@ pub struct TrainRecipe {
     pub dev_limit: Option<usize>,
     /// Checkpoint every this many optimizer steps (and at the end).
     pub checkpoint_every: usize,
+    /// Trim the encoder input to the longest utterance of the batch (fast); `false` pads every
+    /// batch to the 30 s window the model is evaluated with (about 5x the encoder cost on
+    /// short clips, but no train/eval mismatch near the end of the audio).
+    #[serde(default = "yes")]
+    pub trim: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> usize {

@@ -27,23 +27,28 @@ use crate::data::Utterance;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalTotals};
 use crate::models::whisper::{DecodeOptions, Transcriber, Whisper, WhisperTokenizer};
-use crate::nn::{FakeQuant, LsqSpec, Weight};
+use crate::nn::{FakeQuant, LsqSpec, StepInit, Weight};
 use whittle_text::normalize::EnglishNormalizer;
 
 /// Metrics log in the work folder (one JSON object per line).
 pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Trainable variables by name, with their learning-rate group.
+pub type NamedVars = Vec<(String, Var, ParamGroup)>;
 
 /// Replace every linear weight of a copy of `teacher` by an LSQ fake-quantized one. Returns the
 /// student and its trainable variables: `NAME.weight` (latent) and `NAME.weight_steps`.
 pub fn make_student(
     teacher: &Whisper,
     spec: LsqSpec,
-) -> Result<(Whisper, Vec<(String, Var, ParamGroup)>)> {
+    init: StepInit,
+) -> Result<(Whisper, NamedVars)> {
     let mut student = teacher.clone();
     let mut params = Vec::new();
     for (name, linear) in student.linears_mut() {
         let w = linear.weight.to_dense()?.to_dtype(DType::F32)?;
-        let fq = FakeQuant::init(&w, spec).map_err(|e| Error::config(&name, e.to_string()))?;
+        let fq = FakeQuant::init_with(&w, spec, init)
+            .map_err(|e| Error::config(&name, e.to_string()))?;
         params.push((
             format!("{name}.weight"),
             fq.latent.clone(),
@@ -223,7 +228,7 @@ impl Trainer {
         if examples.is_empty() {
             return Err(Error::config("training data", "no training examples"));
         }
-        let (student, params) = make_student(&teacher, recipe.quant.spec())?;
+        let (student, params) = make_student(&teacher, recipe.quant.spec(), recipe.quant.init)?;
         let optimizer = AdamW::new(
             params,
             AdamWConfig {
@@ -338,6 +343,7 @@ impl Trainer {
             let examples: Vec<&TrainExample> = indices.iter().map(|&i| &self.examples[i]).collect();
             let batch = make_batch(
                 &examples,
+                self.recipe.train.trim,
                 &self.teacher.config,
                 &self.prompt,
                 self.teacher.device(),
@@ -453,7 +459,7 @@ impl Trainer {
             )?;
             observer.on_step(&report);
             let step = self.state.step;
-            if (train.eval_every > 0 && step % train.eval_every == 0) || step == steps {
+            if (train.eval_every > 0 && step.is_multiple_of(train.eval_every)) || step == steps {
                 if let Some(totals) = self.evaluate_dev(observer)? {
                     let best = self.state.best.is_none_or(|b| totals.wer < b.wer);
                     if best {
@@ -472,7 +478,7 @@ impl Trainer {
                 }
             }
             self.state.elapsed_seconds += t0.elapsed().as_secs_f64();
-            if step % train.checkpoint_every == 0 || step == steps {
+            if step.is_multiple_of(train.checkpoint_every) || step == steps {
                 checkpoint::save(dir, &mut self.state, &self.optimizer)?;
             }
         }

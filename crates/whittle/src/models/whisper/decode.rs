@@ -306,6 +306,10 @@ impl Transcriber {
 
 /// Encoder input frames for `content_frames` of audio when trimming: even (the stride-2 conv
 /// halves it), at least 2, at most one window.
+///
+/// Measured on tiny.en (`whittle eval --trim`): Whisper predicts end-of-text from the trailing
+/// padding, and without it greedy decoding loops at the end of the clip (real-15 WER 5.11% with
+/// the 30 s window, 1046% trimmed; keeping 1 s or 3 s of padding still gave 909% and 537%).
 pub fn trimmed_frames(content_frames: usize) -> usize {
     (content_frames.div_ceil(2) * 2).clamp(2, WINDOW_FRAMES)
 }
