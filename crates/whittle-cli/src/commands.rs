@@ -28,6 +28,10 @@ pub struct DecodeArgs {
     /// Post-training quantization applied in memory after loading.
     #[command(flatten)]
     pub ptq: crate::ptq_cmd::PtqArgs,
+    /// Feed the encoder only the frames holding audio (rounded up to even) instead of the 30 s
+    /// window, as training batches do (clips under 30 s only).
+    #[arg(long)]
+    trim: bool,
 }
 
 /// `whittle transcribe MODEL AUDIO...`
@@ -112,7 +116,7 @@ fn assets_dir() -> PathBuf {
 }
 
 impl NormalizerArgs {
-    fn load(&self) -> Result<(EnglishNormalizer, Option<PathBuf>)> {
+    pub(crate) fn load(&self) -> Result<(EnglishNormalizer, Option<PathBuf>)> {
         if self.no_spellings {
             return Ok((EnglishNormalizer::without_spellings(), None));
         }
@@ -155,6 +159,7 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
         options: DecodeOptions {
             beam_size: decode.beam_size,
             padding,
+            trim: decode.trim,
             ..Default::default()
         },
     };
@@ -220,7 +225,7 @@ pub(crate) fn progress_bar(len: usize) -> ProgressBar {
     bar
 }
 
-fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+pub(crate) fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     let mut text = String::new();
     for r in rows {
         text.push_str(&serde_json::to_string(r)?);
@@ -266,7 +271,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let summary = serde_json::json!({
         "model": model_info,
         "dataset": dataset.display().to_string(),
-        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding },
+        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding, "trim": args.decode.trim },
         "normalizer": { "kind": "whisper-english", "spelling_map": spellings.map(|p| p.display().to_string()) },
         "threads": rayon::current_num_threads(),
         "peak_rss_bytes": peak_rss_bytes(),

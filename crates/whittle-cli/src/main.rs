@@ -2,6 +2,7 @@
 
 mod commands;
 mod compare_cmd;
+mod compress_cmd;
 mod corpus_cmd;
 mod ptq_cmd;
 
@@ -33,6 +34,10 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Score hypotheses in one JSONL file against references in another.
     Wer(commands::WerArgs),
+    /// Quantization-aware training from a recipe (LSQ + distillation); writes a .whittle file.
+    Compress(compress_cmd::CompressArgs),
+    /// Benchmarks (e.g. `bench train-step`: one QAT step on a fixed batch).
+    Bench(compress_cmd::BenchArgs),
     /// Build synthetic speech corpora from public-domain text (TTS engines).
     Corpus(corpus_cmd::CorpusArgs),
 }
@@ -64,6 +69,8 @@ fn main() {
         Command::Quantize(a) => ptq_cmd::quantize(a),
         Command::Wer(a) => commands::wer(a),
         Command::Corpus(a) => corpus_cmd::run(a),
+        Command::Compress(a) => compress_cmd::compress(a),
+        Command::Bench(a) => compress_cmd::bench(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -2,8 +2,11 @@
 //! that is float today and may become fake-quantized, gated or packed without a second copy
 //! of any model code.
 
+pub mod fused;
+pub mod lsq;
 mod weight;
 
+pub use lsq::{FakeQuant, LsqSpec, StepInit};
 pub use weight::{InputObserver, Linear, Weight};
 
 use candle_core::{DType, Module, Tensor, D};
@@ -20,7 +23,7 @@ pub fn needs_grad(tensors: &[&Tensor]) -> bool {
 /// differentiable composition (the fused one records no backward).
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     if needs_grad(&[x]) {
-        candle_nn::ops::softmax(x, D::Minus1)
+        fused::softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax_last_dim(x)
     }
@@ -62,6 +65,9 @@ impl Module for LayerNorm {
                 &self.bias,
                 self.eps as f32,
             );
+        }
+        if fused::layer_norm_fusable(x, &self.weight, &self.bias) {
+            return fused::layer_norm(x, &self.weight, &self.bias, self.eps);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Tensor};
 use whittle_kernels::PackedMatrix;
 
+use super::lsq::FakeQuant;
 use crate::checkpoint::TensorStore;
 use crate::error::Result;
 
@@ -16,6 +17,9 @@ use crate::error::Result;
 pub enum Weight {
     /// A dense float matrix.
     Float(Tensor),
+    /// Trainable latent weight with learned step sizes, fake-quantized in the forward pass
+    /// (quantization-aware training, see [`super::lsq`]).
+    FakeQuant(FakeQuant),
     /// Low-bit codes with per-group scales, multiplied by kernels that dequantize inside the
     /// inner loop (no float copy of the matrix exists).
     Packed(Arc<PackedMatrix>),
@@ -29,6 +33,7 @@ impl Weight {
                 let d = w.dims();
                 (d[0], d[1])
             }
+            Weight::FakeQuant(f) => f.dims(),
             Weight::Packed(p) => (p.rows(), p.cols()),
         }
     }
@@ -37,6 +42,7 @@ impl Weight {
     pub fn to_dense(&self) -> candle_core::Result<Tensor> {
         match self {
             Weight::Float(w) => Ok(w.clone()),
+            Weight::FakeQuant(f) => Ok(f.quantized_weight()?.detach()),
             Weight::Packed(p) => Tensor::from_vec(
                 p.dequantize(),
                 (p.rows(), p.cols()),
@@ -49,6 +55,10 @@ impl Weight {
     pub fn storage_bytes(&self) -> usize {
         match self {
             Weight::Float(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Weight::FakeQuant(f) => [f.latent.as_tensor(), f.steps.as_tensor()]
+                .iter()
+                .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+                .sum(),
             Weight::Packed(p) => {
                 p.codes().len() + 2 * p.scales().len() + p.zero_points().map_or(0, <[u8]>::len)
             }
@@ -136,18 +146,22 @@ impl Module for Linear {
             (observer.0)(&x2)?;
         }
         let y = match &self.weight {
-            Weight::Float(w) => {
-                let y = x2.matmul(&w.t()?)?;
-                match &self.bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                }
-            }
+            Weight::Float(w) => dense_matmul(&x2, w, self.bias.as_ref())?,
+            Weight::FakeQuant(f) => dense_matmul(&x2, &f.quantized_weight()?, self.bias.as_ref())?,
             Weight::Packed(p) => packed_matmul(&x2, p, self.bias.as_ref())?,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.out_features();
         y.reshape(out_dims)
+    }
+}
+
+/// `x [rows, in] · W^T + b` with a dense weight (differentiable).
+fn dense_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
     }
 }
 

@@ -160,7 +160,7 @@ fn gelu(x: Tensor) -> candle_core::Result<Tensor> {
         x.inplace_op1(&InPlaceActivation::Gelu)?;
         Ok(x)
     } else {
-        x.gelu_erf()
+        crate::nn::fused::gelu_erf(&x)
     }
 }
 
@@ -260,6 +260,17 @@ impl Encoder {
     /// Encode a mel batch `[b, n_mels, frames]` into `[b, frames/2, d]`. Fewer than 3000
     /// frames (trimmed input) uses the first positions only.
     pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_with_layers(mel, &[])?.0)
+    }
+
+    /// [`Encoder::forward`], also returning the outputs of the layers in `keep` (indices, in
+    /// the order given), e.g. for distillation losses on hidden states.
+    pub fn forward_with_layers(
+        &self,
+        mel: &Tensor,
+        keep: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut kept = vec![None; keep.len()];
         let x = gelu(self.conv1.forward(mel)?)?;
         let x = gelu(self.conv2.forward(&x)?)?;
         let x = x.transpose(1, 2)?;
@@ -272,13 +283,28 @@ impl Encoder {
             ));
         }
         let mut x = x.broadcast_add(&self.embed_positions.narrow(0, 0, frames)?)?;
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.self_attn_layer_norm.forward(&x)?;
             let (k, v) = layer.self_attn.keys_values(&h)?;
             x = (&x + layer.self_attn.attend(&h, &k, &v, None)?)?;
             x = layer.mlp(&x)?;
+            for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, &k)| k == i) {
+                *slot = Some(x.clone());
+            }
         }
-        Ok(self.layer_norm.forward(&x)?)
+        let kept = kept
+            .into_iter()
+            .zip(keep)
+            .map(|(t, &k)| {
+                t.ok_or_else(|| {
+                    Error::config(
+                        "encoder layers",
+                        format!("layer {k} does not exist ({} layers)", self.layers.len()),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((self.layer_norm.forward(&x)?, kept))
     }
 }
 
@@ -387,6 +413,14 @@ impl Decoder {
         }
         cache.offset += len;
         Ok(self.layer_norm.forward(&x)?)
+    }
+
+    /// Teacher forcing: hidden states `[b, len, d]` of `tokens` `[b, len]` attending to
+    /// `encoder_out` `[b, s, d]`, with a causal mask (right padding never reaches earlier
+    /// positions, so padded batches need only a loss mask).
+    pub fn forward_teacher_forced(&self, tokens: &Tensor, encoder_out: &Tensor) -> Result<Tensor> {
+        let mut cache = self.new_cache(encoder_out)?;
+        self.forward_hidden(tokens, &mut cache)
     }
 
     /// Logits `[b, len, vocab]` of hidden states (tied embedding projection).

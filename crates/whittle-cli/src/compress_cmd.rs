@@ -1,0 +1,449 @@
+//! `whittle compress` (quantization-aware training from a recipe) and `whittle bench
+//! train-step` (the time of one QAT step on a fixed batch).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use whittle::candle::{DType, Device, Tensor};
+use whittle::eval::EvalTotals;
+use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
+use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
+use whittle::train::batch::{pseudo_labels, synthetic_batch, Prompt};
+use whittle::train::checkpoint;
+use whittle::train::optim::{AdamW, AdamWConfig};
+use whittle::train::trainer::{
+    default_work_dir, make_student, micro_batch_grads, DevReport, StepReport,
+};
+use whittle::train::{build_examples, needs_pseudo_labels, DevSet, Recipe, TrainObserver, Trainer};
+
+use crate::commands::{progress_bar, NormalizerArgs};
+
+/// `whittle compress MODEL --recipe R --train DATA --dev DATA -o OUT.whittle`
+#[derive(Args)]
+pub struct CompressArgs {
+    /// Model folder (CTranslate2 or Hugging Face): the teacher and the student's start.
+    model: PathBuf,
+    /// Recipe (TOML), e.g. recipes/uniform-qat-w4.toml.
+    #[arg(long)]
+    recipe: PathBuf,
+    /// Training audio: LibriSpeech-layout folder or JSONL manifest (transcripts optional with
+    /// pseudo-label targets).
+    #[arg(long)]
+    train: PathBuf,
+    /// Dev set with transcripts, scored during training to keep the best checkpoint.
+    #[arg(long)]
+    dev: PathBuf,
+    /// Output `.whittle` file.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Continue the run whose checkpoint is in the work folder.
+    #[arg(long)]
+    resume: bool,
+    /// Checkpoints, metrics log and pseudo-label cache (default: OUTPUT with extension `.work`).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Use only the first N training utterances.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    #[command(flatten)]
+    normalizer: NormalizerArgs,
+}
+
+/// `whittle bench ...`
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time one LSQ QAT step (teacher forward, student forward, KL, backward, AdamW) on a fixed
+    /// synthetic batch.
+    TrainStep(TrainStepArgs),
+}
+
+/// `whittle bench train-step MODEL`
+#[derive(Args)]
+struct TrainStepArgs {
+    /// Model folder (CTranslate2 or Hugging Face).
+    model: PathBuf,
+    /// Utterances in the batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Audio seconds per utterance (encoder input frames = 100 per second).
+    #[arg(long, default_value_t = 6.0)]
+    seconds: f64,
+    /// Text tokens per utterance (after the prompt).
+    #[arg(long, default_value_t = 24)]
+    tokens: usize,
+    /// Bits per weight.
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// Group size (omit for per-output-channel steps).
+    #[arg(long)]
+    group: Option<usize>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// KL temperature.
+    #[arg(long, default_value_t = 2.0)]
+    temperature: f64,
+    /// Learning rate of weights (steps use 10x).
+    #[arg(long, default_value_t = 1e-5)]
+    lr: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Also write the batch (mel, inputs, positions, targets) to this safetensors file.
+    #[arg(long)]
+    dump_batch: Option<PathBuf>,
+}
+
+fn open_teacher(model: &Path) -> Result<(WhisperCheckpoint, Whisper)> {
+    let checkpoint = WhisperCheckpoint::open(model, &Device::Cpu)
+        .with_context(|| format!("loading model {}", model.display()))?;
+    if checkpoint.location.format == ModelFormat::Whittle {
+        bail!(
+            "{} is already packed; train from the original model folder",
+            model.display()
+        );
+    }
+    let teacher = Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
+    Ok((checkpoint, teacher))
+}
+
+fn prompt_of(checkpoint: &WhisperCheckpoint) -> Prompt {
+    Prompt {
+        tokens: checkpoint
+            .tokenizer
+            .prompt(checkpoint.config.is_multilingual()),
+        eot: checkpoint.tokenizer.eot,
+    }
+}
+
+/// Progress bar over optimizer steps, dev results printed above it.
+struct BarObserver {
+    bar: ProgressBar,
+}
+
+impl TrainObserver for BarObserver {
+    fn on_step(&mut self, r: &StepReport) {
+        self.bar.set_position(r.step as u64);
+        self.bar.set_message(format!(
+            "loss {:.4} (kl {:.4}) |g| {:.3} {:.1}s/step",
+            r.loss, r.kl, r.grad_norm, r.seconds
+        ));
+    }
+    fn on_dev(&mut self, r: &DevReport) {
+        self.bar.println(format!(
+            "step {}: dev WER {:.2}% CER {:.2}% ({} utterances){}",
+            r.step,
+            100.0 * r.totals.wer,
+            100.0 * r.totals.cer,
+            r.totals.utterances,
+            if r.best { " best" } else { "" }
+        ));
+    }
+    fn on_dev_progress(&mut self, done: usize, total: usize) {
+        self.bar.set_message(format!("dev {done}/{total}"));
+    }
+}
+
+pub fn compress(args: CompressArgs) -> Result<()> {
+    let t0 = Instant::now();
+    if args.output.extension().is_none_or(|e| e != "whittle") {
+        bail!("output {} must end in .whittle", args.output.display());
+    }
+    let recipe_text = std::fs::read_to_string(&args.recipe)
+        .with_context(|| format!("reading {}", args.recipe.display()))?;
+    let recipe = Recipe::parse(&recipe_text, &args.recipe.display().to_string())?;
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_dir(&args.output));
+    let has_checkpoint = checkpoint::load_state(&work_dir)?.is_some();
+    match (args.resume, has_checkpoint) {
+        (false, true) => bail!(
+            "{} holds a checkpoint: pass --resume to continue it, or choose another --work-dir",
+            work_dir.display()
+        ),
+        (true, false) => bail!("--resume: no checkpoint in {}", work_dir.display()),
+        _ => {}
+    }
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+    let (normalizer, _) = args.normalizer.load()?;
+    let (checkpoint, teacher) = open_teacher(&args.model)?;
+    let tokenizer_json = std::fs::read_to_string(args.model.join("tokenizer.json"))
+        .with_context(|| format!("reading {}", args.model.join("tokenizer.json").display()))?;
+    let mut train = whittle::data::load_dataset(&args.train)?;
+    if let Some(n) = args.train_limit {
+        train.truncate(n);
+    }
+    let mut dev = whittle::data::load_dataset(&args.dev)?;
+    if let Some(n) = recipe.train.dev_limit {
+        dev.truncate(n);
+    }
+    if let Some(u) = dev.iter().find(|u| u.text.is_none()) {
+        bail!(
+            "dev set {}: utterance `{}` has no transcript",
+            args.dev.display(),
+            u.id
+        );
+    }
+    whittle::fsutil::write_atomic(&work_dir.join("recipe.toml"), recipe_text.as_bytes())?;
+    whittle::fsutil::write_atomic(
+        &args.output.with_extension("recipe.toml"),
+        recipe_text.as_bytes(),
+    )?;
+
+    let mut pseudo = HashMap::new();
+    if needs_pseudo_labels(recipe.loss.targets, &train) {
+        let teacher_transcriber = Transcriber {
+            model: teacher.clone(),
+            tokenizer: checkpoint.tokenizer.clone(),
+            options: DecodeOptions::default(),
+        };
+        let bar = progress_bar(0);
+        bar.set_message("teacher pseudo-labels");
+        pseudo = pseudo_labels(
+            &teacher_transcriber,
+            &train,
+            &work_dir.join("pseudo-labels.jsonl"),
+            |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+    }
+    let examples = build_examples(&train, recipe.loss.targets, &checkpoint.tokenizer, &pseudo)?;
+    let dev_set = DevSet {
+        utterances: dev,
+        normalizer,
+        tokenizer: checkpoint.tokenizer.clone(),
+    };
+    let mut trainer = Trainer::new(
+        recipe.clone(),
+        teacher,
+        examples,
+        prompt_of(&checkpoint),
+        Some(dev_set),
+    )?;
+    if args.resume {
+        trainer.resume(&work_dir)?;
+        eprintln!(
+            "resuming {} at step {}",
+            work_dir.display(),
+            trainer.state.step
+        );
+    }
+    let bar = ProgressBar::new(recipe.schedule.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len} ETA {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(trainer.state.step as u64);
+    bar.reset_eta();
+    let mut observer = BarObserver { bar };
+    trainer.run(&work_dir, None, &mut observer)?;
+    observer.bar.finish_and_clear();
+
+    let mut packed = trainer.finish(&work_dir)?;
+    let final_dev: Option<EvalTotals> = trainer.evaluate_packed(&packed, &mut observer)?;
+    let spec = recipe.quant.spec();
+    let bit_map: serde_json::Map<String, serde_json::Value> = packed
+        .linears_mut()
+        .into_iter()
+        .map(|(name, _)| {
+            (
+                name,
+                serde_json::json!({ "bits": spec.bits, "group": spec.group, "method": "lsq-qat" }),
+            )
+        })
+        .collect();
+    let header = [
+        (
+            "bit_map",
+            serde_json::json!({ "default": "float (embeddings, positions, norms, conv stem)", "layers": bit_map }),
+        ),
+        (
+            "recipe",
+            serde_json::json!({ "kind": "quantization-aware training", "recipe": recipe, "toml": recipe_text }),
+        ),
+        (
+            "provenance",
+            serde_json::json!({
+                "source": args.model.display().to_string(),
+                "source_format": checkpoint.location.format,
+                "train": args.train.display().to_string(),
+                "train_utterances": trainer.examples.len(),
+                "dev": args.dev.display().to_string(),
+                "whittle_version": env!("CARGO_PKG_VERSION"),
+                "training_seconds": trainer.state.elapsed_seconds,
+                "steps": trainer.state.step,
+                "best": trainer.state.best,
+                "threads": rayon::current_num_threads(),
+            }),
+        ),
+        (
+            "results",
+            serde_json::json!({ "dev": final_dev, "dev_dataset": args.dev.display().to_string() }),
+        ),
+    ];
+    let bytes = whittle::compress::export::write_whisper(
+        &checkpoint.store,
+        &mut packed,
+        &tokenizer_json,
+        &header,
+        &args.output,
+    )?;
+    let dev_text = final_dev
+        .map(|t| {
+            format!(
+                "dev WER {:.2}% ({} utterances)",
+                100.0 * t.wer,
+                t.utterances
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "{}: {bytes} bytes ({:.1} MB), {} steps in {:.0} s of training ({:.0} s total), {dev_text}",
+        args.output.display(),
+        bytes as f64 / 1e6,
+        trainer.state.step,
+        trainer.state.elapsed_seconds,
+        t0.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    match args.which {
+        BenchCommand::TrainStep(a) => train_step(a),
+    }
+}
+
+fn train_step(args: TrainStepArgs) -> Result<()> {
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let (checkpoint, teacher) = open_teacher(&args.model)?;
+    let recipe = Recipe::parse(
+        &format!(
+            "name = \"bench\"\n[quant]\nbits = {}\n{}\n[loss]\nkl = 1.0\ntemperature = {}\ntargets = \"transcript\"\n\
+             [optim]\nlr_weights = {}\nlr_scales = {}\n[schedule]\nsteps = 1\nwarmup_steps = 0\n\
+             [train]\nbatch_size = {}\ncheckpoint_every = 1\n",
+            args.bits,
+            args.group.map(|g| format!("group = {g}")).unwrap_or_default(),
+            args.temperature,
+            args.lr,
+            10.0 * args.lr,
+            args.batch
+        ),
+        "bench options",
+    )?;
+    let frames = (args.seconds * 100.0).round() as usize;
+    let batch = synthetic_batch(
+        args.batch,
+        frames,
+        args.tokens,
+        &checkpoint.config,
+        &prompt_of(&checkpoint),
+        &Device::Cpu,
+    )?;
+    if let Some(path) = &args.dump_batch {
+        let tensors = [
+            ("mel", &batch.mel),
+            ("inputs", &batch.inputs),
+            ("positions", &batch.positions),
+            ("targets", &batch.targets),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+        whittle::checkpoint::hf::save_safetensors(path, &tensors)?;
+    }
+    let (student, params) = make_student(&teacher, recipe.quant.spec(), recipe.quant.init)?;
+    let mut optimizer = AdamW::new(
+        params,
+        AdamWConfig {
+            betas: recipe.optim.betas,
+            eps: recipe.optim.eps,
+            weight_decay: 0.0,
+        },
+    )?;
+    let vars: Vec<_> = optimizer.params.iter().map(|p| p.var.clone()).collect();
+    let var_refs: Vec<_> = vars.iter().collect();
+    let mut times = Vec::new();
+    let mut losses = Vec::new();
+    let mut phase_ms = Vec::new();
+    for i in 0..args.warmup + args.steps {
+        let t = Instant::now();
+        let (parts, grads, phases) =
+            micro_batch_grads(&teacher, &student, &batch, &recipe, &[], &var_refs, 1.0)?;
+        let t_opt = Instant::now();
+        let grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip(&vars)
+            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<Result<_, _>>()?;
+        optimizer.step(&grads, recipe.optim.lr_weights, recipe.optim.lr_scales)?;
+        losses.push(parts.kl);
+        if i >= args.warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            phase_ms.push(serde_json::json!({
+                "teacher": phases.teacher * 1e3, "student": phases.student * 1e3, "loss": phases.loss * 1e3,
+                "backward": phases.backward * 1e3, "optimizer": t_opt.elapsed().as_secs_f64() * 1e3,
+            }));
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let summary = serde_json::json!({
+        "ms_per_step": median,
+        "ms_per_step_all": times,
+        "phase_ms": phase_ms,
+        "loss_first": losses[0],
+        "loss_last": losses[losses.len() - 1],
+        "batch": args.batch,
+        "frames": batch.mel.dim(2)?,
+        "target_tokens": batch.target_count(),
+        "bits": args.bits,
+        "group": args.group,
+        "temperature": args.temperature,
+        "lr_weights": recipe.optim.lr_weights,
+        "lr_scales": recipe.optim.lr_scales,
+        "threads": rayon::current_num_threads(),
+        "model": args.model.display().to_string(),
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        eprintln!("phases (ms): {}", summary["phase_ms"]);
+        println!(
+            "train step (B={} frames={} targets={} W{} {}): {:.1} ms/step median of {}, loss {:.5} -> {:.5}",
+            args.batch,
+            batch.mel.dim(2)?,
+            batch.target_count(),
+            args.bits,
+            args.group.map_or("per-channel".to_string(), |g| format!("g{g}")),
+            median,
+            times.len(),
+            losses[0],
+            losses[losses.len() - 1]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Training batches: log-mels trimmed to the longest utterance of the batch, right-padded
+//! teacher-forcing token batches with the positions that carry a loss, and the teacher's
+//! pseudo-labels for audio without transcripts.
+//!
+//! # Shapes
+//! - `mel` `[b, n_mels, frames]`, `frames` = the longest utterance's frames rounded up to even;
+//!   shorter utterances carry their own padded frames (the log-mel of appended silence, as at
+//!   inference with openai-whisper padding);
+//! - `inputs` `[b, len]` u32: `prompt + text` (without the final end-of-text), right-padded
+//!   with end-of-text;
+//! - `positions` `[n]` u32: flat indices into `b * len` whose next token is a target
+//!   (every text token and the end-of-text), `targets` `[n]` u32 those tokens.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::data::Utterance;
+use crate::error::{Error, Result};
+use crate::models::whisper::decode::{trimmed_frames, WINDOW_FRAMES};
+use crate::models::whisper::{Transcriber, WhisperConfig};
+
+/// An utterance with the text tokens the decoder is teacher-forced on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainExample {
+    /// Utterance id.
+    pub id: String,
+    /// Audio file.
+    pub audio: PathBuf,
+    /// Text tokens (no prompt, no end-of-text).
+    pub tokens: Vec<u32>,
+}
+
+/// One batch, ready for the training forward.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Utterance ids, in batch order.
+    pub ids: Vec<String>,
+    /// Log-mel input `[b, n_mels, frames]`.
+    pub mel: Tensor,
+    /// Decoder inputs `[b, len]`.
+    pub inputs: Tensor,
+    /// Flat indices into `b * len` of positions with a target, `[n]`.
+    pub positions: Tensor,
+    /// Target token of each such position, `[n]`.
+    pub targets: Tensor,
+}
+
+impl Batch {
+    /// Positions that carry a loss.
+    pub fn target_count(&self) -> usize {
+        self.targets.elem_count()
+    }
+}
+
+/// The special tokens a batch needs.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// `sot [lang transcribe] notimestamps`.
+    pub tokens: Vec<u32>,
+    /// End of text (the last target and the padding token).
+    pub eot: u32,
+}
+
+/// Mono 16 kHz samples of an utterance, with the utterance named in errors.
+pub fn load_samples(audio: &Path, id: &str) -> Result<Vec<f32>> {
+    whittle_audio::load_audio(audio).map_err(|e| Error::Dataset {
+        path: audio.to_path_buf(),
+        reason: format!("utterance `{id}`: {e}"),
+    })
+}
+
+/// Build a batch from examples: the audio is read and the log-mel computed here. `trim` cuts
+/// the frames to the longest utterance, else every batch has the full 30 s window.
+pub fn make_batch(
+    examples: &[&TrainExample],
+    trim: bool,
+    config: &WhisperConfig,
+    prompt: &Prompt,
+    device: &Device,
+    dtype: DType,
+) -> Result<Batch> {
+    let mels: Vec<(whittle_audio::mel::LogMel, usize)> = examples
+        .iter()
+        .map(|e| {
+            let samples = load_samples(&e.audio, &e.id)?;
+            let content = samples.len() / whittle_audio::mel::HOP_LENGTH;
+            if content > WINDOW_FRAMES {
+                return Err(Error::Dataset {
+                    path: e.audio.clone(),
+                    reason: format!(
+                        "utterance `{}` is {:.1} s long; training takes utterances of up to 30 s",
+                        e.id,
+                        samples.len() as f64 / f64::from(whittle_audio::mel::SAMPLE_RATE)
+                    ),
+                });
+            }
+            Ok((
+                whittle_audio::mel::log_mel_spectrogram(&samples, config.num_mel_bins),
+                content,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let frames = if trim {
+        trimmed_frames(mels.iter().map(|(_, c)| *c).max().unwrap_or(0))
+    } else {
+        WINDOW_FRAMES
+    };
+    let mut data = Vec::with_capacity(examples.len() * config.num_mel_bins * frames);
+    for (mel, _) in &mels {
+        data.extend(mel.window(0, frames).data);
+    }
+    let mel = Tensor::from_vec(data, (examples.len(), config.num_mel_bins, frames), device)?
+        .to_dtype(dtype)?;
+    let sequences: Vec<&[u32]> = examples.iter().map(|e| e.tokens.as_slice()).collect();
+    let (inputs, positions, targets) = token_batch(&sequences, config, prompt, device)?;
+    Ok(Batch {
+        ids: examples.iter().map(|e| e.id.clone()).collect(),
+        mel,
+        inputs,
+        positions,
+        targets,
+    })
+}
+
+/// Teacher-forcing tensors for text token sequences (truncated to the decoder's context).
+pub fn token_batch(
+    texts: &[&[u32]],
+    config: &WhisperConfig,
+    prompt: &Prompt,
+    device: &Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let max_text = config
+        .max_target_positions
+        .saturating_sub(prompt.tokens.len() + 1);
+    let texts: Vec<&[u32]> = texts.iter().map(|t| &t[..t.len().min(max_text)]).collect();
+    let len = prompt.tokens.len() + texts.iter().map(|t| t.len()).max().unwrap_or(0);
+    let mut inputs = Vec::with_capacity(texts.len() * len);
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (row, text) in texts.iter().enumerate() {
+        let mut seq: Vec<u32> = prompt.tokens.iter().chain(text.iter()).copied().collect();
+        seq.push(prompt.eot);
+        // Position i predicts seq[i + 1]; targets start at the last prompt token.
+        for i in prompt.tokens.len() - 1..seq.len() - 1 {
+            positions.push((row * len + i) as u32);
+            targets.push(seq[i + 1]);
+        }
+        seq.pop();
+        seq.resize(len, prompt.eot);
+        inputs.extend(seq);
+    }
+    let n = targets.len();
+    Ok((
+        Tensor::from_vec(inputs, (texts.len(), len), device)?,
+        Tensor::from_vec(positions, n, device)?,
+        Tensor::from_vec(targets, n, device)?,
+    ))
+}
+
+/// A deterministic synthetic batch for benchmarks, reproducible outside whittle:
+/// `mel[b, m, t] = 0.5 sin(0.37 (m + 1) + 0.011 (b + 1) t)` and text token `i` of row `b`
+/// `= 220 + (1009 b + 97 i) mod 20000`, `tokens` text tokens per row (all rows equally long, so
+/// every position after the prompt carries a loss).
+pub fn synthetic_batch(
+    batch: usize,
+    frames: usize,
+    tokens: usize,
+    config: &WhisperConfig,
+    prompt: &Prompt,
+    device: &Device,
+) -> Result<Batch> {
+    let frames = trimmed_frames(frames);
+    let n_mels = config.num_mel_bins;
+    let mut data = Vec::with_capacity(batch * n_mels * frames);
+    for b in 0..batch {
+        for m in 0..n_mels {
+            for t in 0..frames {
+                data.push(0.5 * (0.37 * (m + 1) as f32 + 0.011 * (b + 1) as f32 * t as f32).sin());
+            }
+        }
+    }
+    let texts: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            (0..tokens)
+                .map(|i| (220 + (1009 * b + 97 * i) % 20000) as u32 % prompt.eot.max(1))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[u32]> = texts.iter().map(|t| t.as_slice()).collect();
+    let (inputs, positions, targets) = token_batch(&refs, config, prompt, device)?;
+    Ok(Batch {
+        ids: (0..batch).map(|b| format!("synthetic-{b}")).collect(),
+        mel: Tensor::from_vec(data, (batch, n_mels, frames), device)?,
+        inputs,
+        positions,
+        targets,
+    })
+}
+
+/// One cached pseudo-label.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PseudoLabel {
+    id: String,
+    audio: String,
+    tokens: Vec<u32>,
+    text: String,
+}
+
+/// The teacher's greedy transcripts of `utterances`, read from `cache` where present and
+/// decoded (then cached, atomically, every few utterances) where not. `progress(done, total)`
+/// is called after each decoded utterance.
+pub fn pseudo_labels(
+    teacher: &Transcriber,
+    utterances: &[Utterance],
+    cache: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<HashMap<String, Vec<u32>>> {
+    let mut cached: Vec<PseudoLabel> = Vec::new();
+    if cache.is_file() {
+        let text = std::fs::read_to_string(cache).map_err(|e| Error::io(cache, e))?;
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            cached.push(serde_json::from_str(line).map_err(|e| Error::Json {
+                context: format!("{} line {}", cache.display(), n + 1),
+                source: e,
+            })?);
+        }
+    }
+    let mut labels: HashMap<String, Vec<u32>> = cached
+        .iter()
+        .map(|p| (p.id.clone(), p.tokens.clone()))
+        .collect();
+    let missing: Vec<&Utterance> = utterances
+        .iter()
+        .filter(|u| !labels.contains_key(&u.id))
+        .collect();
+    let save = |cached: &[PseudoLabel]| -> Result<()> {
+        let mut out = String::new();
+        for p in cached {
+            out.push_str(&serde_json::to_string(p).expect("strings and integers"));
+            out.push('\n');
+        }
+        crate::fsutil::write_atomic(cache, out.as_bytes())
+    };
+    for (i, u) in missing.iter().enumerate() {
+        let samples = load_samples(&u.audio, &u.id)?;
+        let transcript = teacher.transcribe(&samples)?;
+        let tokens: Vec<u32> = transcript.window_tokens.concat();
+        labels.insert(u.id.clone(), tokens.clone());
+        cached.push(PseudoLabel {
+            id: u.id.clone(),
+            audio: u.audio.display().to_string(),
+            tokens,
+            text: transcript.text,
+        });
+        if (i + 1) % 25 == 0 {
+            save(&cached)?;
+        }
+        progress(i + 1, missing.len());
+    }
+    if !missing.is_empty() {
+        save(&cached)?;
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> WhisperConfig {
+        WhisperConfig {
+            vocab_size: 64,
+            num_mel_bins: 8,
+            encoder_layers: 1,
+            encoder_attention_heads: 2,
+            decoder_layers: 1,
+            decoder_attention_heads: 2,
+            d_model: 16,
+            encoder_ffn_dim: 32,
+            decoder_ffn_dim: 32,
+            max_source_positions: 1500,
+            max_target_positions: 10,
+            suppress_tokens: vec![],
+            begin_suppress_tokens: vec![],
+            activation_function: "gelu".into(),
+        }
+    }
+
+    /// Right padding with end-of-text; targets are the text and one end-of-text per row.
+    #[test]
+    fn token_batch_pads_right_and_marks_targets() {
+        let prompt = Prompt {
+            tokens: vec![60, 61],
+            eot: 50,
+        };
+        let (inputs, positions, targets) =
+            token_batch(&[&[1, 2, 3], &[4]], &config(), &prompt, &Device::Cpu).unwrap();
+        assert_eq!(
+            inputs.to_vec2::<u32>().unwrap(),
+            vec![vec![60, 61, 1, 2, 3], vec![60, 61, 4, 50, 50]]
+        );
+        assert_eq!(positions.to_vec1::<u32>().unwrap(), vec![1, 2, 3, 4, 6, 7]);
+        assert_eq!(targets.to_vec1::<u32>().unwrap(), vec![1, 2, 3, 50, 4, 50]);
+        // Too long for 10 positions: truncated to 10 - 2 - 1 = 7 text tokens.
+        let long: Vec<u32> = (1..20).collect();
+        let (inputs, _, targets) = token_batch(&[&long], &config(), &prompt, &Device::Cpu).unwrap();
+        assert_eq!(inputs.dims(), &[1, 9]);
+        assert_eq!(*targets.to_vec1::<u32>().unwrap().last().unwrap(), 50);
+    }
+}

@@ -1,0 +1,93 @@
+//! Quantization-aware training with learned step sizes (LSQ, Esser et al. 2020) and
+//! distillation from the full-precision model, the engine behind `whittle compress`.
+//!
+//! - [`recipe`]: the TOML recipe and its validation;
+//! - [`batch`]: trimmed log-mel batches, teacher forcing, pseudo-labels;
+//! - [`loss`]: the training forward and the KL / cross-entropy / hidden-state losses;
+//! - [`optim`], [`schedule`]: AdamW with two learning-rate groups, warm-up + cosine;
+//! - [`checkpoint`]: atomic checkpoints for exact resumption;
+//! - [`trainer`]: the loop.
+//!
+//! The fake-quantized weight itself is a state of the model's linear layers
+//! ([`crate::nn::Weight::FakeQuant`], [`crate::nn::lsq`]), so the student runs the same model
+//! code as the teacher and as the packed result.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod loss;
+pub mod optim;
+pub mod recipe;
+pub mod schedule;
+pub mod trainer;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor};
+
+pub use batch::{Batch, Prompt, TrainExample};
+pub use recipe::{Recipe, Targets};
+pub use trainer::{DevSet, TrainObserver, Trainer};
+
+use crate::data::Utterance;
+use crate::error::{Error, Result};
+use crate::models::whisper::WhisperTokenizer;
+
+/// A scalar tensor as f64.
+pub(crate) fn loss_value(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Whether `targets` needs the teacher's pseudo-labels for `utterances`.
+pub fn needs_pseudo_labels(targets: Targets, utterances: &[Utterance]) -> bool {
+    match targets {
+        Targets::PseudoLabel => true,
+        Targets::Transcript => false,
+        Targets::TranscriptOrPseudoLabel => utterances.iter().any(|u| u.text.is_none()),
+    }
+}
+
+/// Training examples with the token sequences `targets` asks for. `pseudo` holds the
+/// teacher's labels by utterance id where they are needed.
+pub fn build_examples(
+    utterances: &[Utterance],
+    targets: Targets,
+    tokenizer: &WhisperTokenizer,
+    pseudo: &HashMap<String, Vec<u32>>,
+) -> Result<Vec<TrainExample>> {
+    utterances
+        .iter()
+        .map(|u| {
+            let transcript = || -> Result<Option<Vec<u32>>> {
+                u.text
+                    .as_ref()
+                    .map(|t| tokenizer.encode(&format!(" {}", t.trim())))
+                    .transpose()
+            };
+            let pseudo_label = || {
+                pseudo.get(&u.id).cloned().ok_or_else(|| Error::Dataset {
+                    path: u.audio.clone(),
+                    reason: format!("utterance `{}` has no pseudo-label", u.id),
+                })
+            };
+            let tokens = match targets {
+                Targets::PseudoLabel => pseudo_label()?,
+                Targets::Transcript => transcript()?.ok_or_else(|| Error::Dataset {
+                    path: u.audio.clone(),
+                    reason: format!(
+                        "utterance `{}` has no transcript (loss.targets = \"transcript\")",
+                        u.id
+                    ),
+                })?,
+                Targets::TranscriptOrPseudoLabel => match transcript()? {
+                    Some(t) => t,
+                    None => pseudo_label()?,
+                },
+            };
+            Ok(TrainExample {
+                id: u.id.clone(),
+                audio: u.audio.clone(),
+                tokens,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,390 @@
+//! Compression recipes: one TOML file with every hyperparameter of a training run.
+//!
+//! Every table refuses unknown fields, and [`Recipe::validate`] names the field it rejects
+//! (`optim.lr_scales: must be positive and finite`), so a typo never silently falls back to a
+//! default. The recipe is saved next to what it produced and in the packed file's header.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::LsqSpec;
+
+/// A complete training recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Free-form name, recorded in outputs.
+    pub name: String,
+    /// How the linear weights are quantized.
+    pub quant: QuantRecipe,
+    /// Loss terms and their weights.
+    pub loss: LossRecipe,
+    /// Optimizer.
+    pub optim: OptimRecipe,
+    /// Learning-rate schedule and length.
+    pub schedule: ScheduleRecipe,
+    /// Batching, evaluation and checkpoints.
+    pub train: TrainRecipe,
+}
+
+/// Uniform weight quantization of every linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantRecipe {
+    /// Bits per weight, 2..=8 (symmetric).
+    pub bits: u8,
+    /// Input features per step; omit for one step per output channel.
+    #[serde(default)]
+    pub group: Option<usize>,
+    /// Step initialisation: `"lsq"` (2 mean|w| / sqrt(Qp)) or `"abs-max"` (max|w| / Qn).
+    #[serde(default)]
+    pub init: crate::nn::StepInit,
+}
+
+impl QuantRecipe {
+    /// The LSQ quantizer of this recipe.
+    pub fn spec(&self) -> LsqSpec {
+        LsqSpec {
+            bits: self.bits,
+            group: self.group,
+        }
+    }
+}
+
+/// Which token sequence the decoder is teacher-forced on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Targets {
+    /// The teacher's greedy transcript (cached in the work folder); works without transcripts.
+    PseudoLabel,
+    /// The dataset's transcript; an utterance without one is an error.
+    Transcript,
+    /// The transcript where there is one, else the teacher's pseudo-label.
+    TranscriptOrPseudoLabel,
+}
+
+/// Where a hidden-state loss compares teacher and student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HiddenKind {
+    /// Mean absolute difference.
+    L1,
+    /// `1 - cosine similarity` per position, averaged.
+    Cosine,
+}
+
+/// One hidden-state distillation term.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HiddenLoss {
+    /// `"encoder"` (final encoder output), `"encoder.N"` (output of encoder layer N) or
+    /// `"decoder"` (final decoder hidden state, text positions only).
+    pub at: String,
+    /// Distance.
+    pub kind: HiddenKind,
+    /// Weight in the total loss.
+    pub weight: f64,
+}
+
+/// A parsed [`HiddenLoss::at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenTap {
+    /// Encoder output after the final norm.
+    Encoder,
+    /// Output of encoder layer N.
+    EncoderLayer(usize),
+    /// Decoder output after the final norm.
+    Decoder,
+}
+
+impl HiddenLoss {
+    /// Parse `at`.
+    pub fn tap(&self) -> std::result::Result<HiddenTap, String> {
+        match self.at.as_str() {
+            "encoder" => Ok(HiddenTap::Encoder),
+            "decoder" => Ok(HiddenTap::Decoder),
+            other => other
+                .strip_prefix("encoder.")
+                .and_then(|n| n.parse().ok())
+                .map(HiddenTap::EncoderLayer)
+                .ok_or_else(|| format!("`{other}` is not `encoder`, `encoder.N` or `decoder`")),
+        }
+    }
+}
+
+/// Loss terms. The total is `kl * KL + ce * CE + sum(hidden weight * distance)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossRecipe {
+    /// Weight of the KL divergence from the teacher's token distributions.
+    pub kl: f64,
+    /// Softmax temperature of the KL term (the term is multiplied by T^2, Hinton et al. 2015).
+    pub temperature: f64,
+    /// Weight of the cross-entropy on the target tokens.
+    #[serde(default)]
+    pub ce: f64,
+    /// Which tokens the decoder is teacher-forced on.
+    pub targets: Targets,
+    /// Hidden-state terms.
+    #[serde(default)]
+    pub hidden: Vec<HiddenLoss>,
+}
+
+/// AdamW (Loshchilov and Hutter 2019) with separate learning rates for weights and steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimRecipe {
+    /// Peak learning rate of the latent weights.
+    pub lr_weights: f64,
+    /// Peak learning rate of the LSQ steps.
+    pub lr_scales: f64,
+    /// Decoupled weight decay of the latent weights (steps have none).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Adam's `(beta1, beta2)`.
+    #[serde(default = "default_betas")]
+    pub betas: (f64, f64),
+    /// Adam's epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Clip the global gradient norm to this value; omit for no clipping.
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+}
+
+fn default_betas() -> (f64, f64) {
+    (0.9, 0.999)
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+/// Linear warm-up, then cosine decay to `min_lr_ratio` of the peak.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRecipe {
+    /// Optimizer steps in the run.
+    pub steps: usize,
+    /// Steps of linear warm-up.
+    pub warmup_steps: usize,
+    /// Final learning rate as a fraction of the peak.
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+}
+
+/// Batching, evaluation and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRecipe {
+    /// Utterances per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Seed of the data order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Dev WER every this many optimizer steps (and at the end); 0 = only at the end.
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Evaluate on the first N dev utterances only.
+    #[serde(default)]
+    pub dev_limit: Option<usize>,
+    /// Checkpoint every this many optimizer steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Trim the encoder input to the longest utterance of the batch (fast); `false` pads every
+    /// batch to the 30 s window the model is evaluated with (about 5x the encoder cost on
+    /// short clips, but no train/eval mismatch near the end of the audio).
+    #[serde(default = "yes")]
+    pub trim: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Recipe {
+    /// Read and validate a recipe file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate recipe text; `context` names it in errors.
+    pub fn parse(text: &str, context: &str) -> Result<Self> {
+        let recipe: Recipe =
+            toml::from_str(text).map_err(|e| Error::config(context, e.to_string()))?;
+        recipe.validate(context)?;
+        Ok(recipe)
+    }
+
+    /// The recipe as TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::config("recipe", e.to_string()))
+    }
+
+    /// Check every value; the error names the field.
+    pub fn validate(&self, context: &str) -> Result<()> {
+        let fail =
+            |field: &str, reason: String| Err(Error::config(context, format!("{field}: {reason}")));
+        let positive = |field: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                fail(field, format!("{v} must be positive and finite"))
+            }
+        };
+        let non_negative = |field: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                fail(field, format!("{v} must be non-negative and finite"))
+            }
+        };
+        if !(2..=8).contains(&self.quant.bits) {
+            return fail(
+                "quant.bits",
+                format!("{} is outside 2..=8", self.quant.bits),
+            );
+        }
+        if let Some(g) = self.quant.group {
+            if g == 0 || g % whittle_kernels::BLOCK != 0 {
+                return fail(
+                    "quant.group",
+                    format!(
+                        "{g} must be a positive multiple of {}",
+                        whittle_kernels::BLOCK
+                    ),
+                );
+            }
+        }
+        non_negative("loss.kl", self.loss.kl)?;
+        positive("loss.temperature", self.loss.temperature)?;
+        non_negative("loss.ce", self.loss.ce)?;
+        for (i, h) in self.loss.hidden.iter().enumerate() {
+            if let Err(reason) = h.tap() {
+                return fail(&format!("loss.hidden[{i}].at"), reason);
+            }
+            non_negative(&format!("loss.hidden[{i}].weight"), h.weight)?;
+        }
+        let total =
+            self.loss.kl + self.loss.ce + self.loss.hidden.iter().map(|h| h.weight).sum::<f64>();
+        if total <= 0.0 {
+            return fail("loss", "every loss weight is zero".into());
+        }
+        positive("optim.lr_weights", self.optim.lr_weights)?;
+        positive("optim.lr_scales", self.optim.lr_scales)?;
+        non_negative("optim.weight_decay", self.optim.weight_decay)?;
+        let (b1, b2) = self.optim.betas;
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return fail(
+                "optim.betas",
+                format!("({b1}, {b2}) must both lie in [0, 1)"),
+            );
+        }
+        positive("optim.eps", self.optim.eps)?;
+        if let Some(c) = self.optim.clip_norm {
+            positive("optim.clip_norm", c)?;
+        }
+        if self.schedule.steps == 0 {
+            return fail("schedule.steps", "must be at least 1".into());
+        }
+        if self.schedule.warmup_steps > self.schedule.steps {
+            return fail(
+                "schedule.warmup_steps",
+                format!(
+                    "{} exceeds schedule.steps {}",
+                    self.schedule.warmup_steps, self.schedule.steps
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.schedule.min_lr_ratio) {
+            return fail(
+                "schedule.min_lr_ratio",
+                format!("{} is outside [0, 1]", self.schedule.min_lr_ratio),
+            );
+        }
+        if self.train.batch_size == 0 {
+            return fail("train.batch_size", "must be at least 1".into());
+        }
+        if self.train.grad_accum == 0 {
+            return fail("train.grad_accum", "must be at least 1".into());
+        }
+        if self.train.checkpoint_every == 0 {
+            return fail("train.checkpoint_every", "must be at least 1".into());
+        }
+        if self.train.dev_limit == Some(0) {
+            return fail(
+                "train.dev_limit",
+                "must be at least 1 (omit it for the whole set)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W4: &str = include_str!("../../../../recipes/uniform-qat-w4.toml");
+
+    #[test]
+    fn shipped_recipes_parse() {
+        for (name, text) in [
+            ("w4", W4),
+            (
+                "w3",
+                include_str!("../../../../recipes/uniform-qat-w3.toml"),
+            ),
+            (
+                "w2",
+                include_str!("../../../../recipes/uniform-qat-w2.toml"),
+            ),
+        ] {
+            let r = Recipe::parse(text, name).unwrap();
+            assert_eq!(Recipe::parse(&r.to_toml().unwrap(), name).unwrap(), r);
+        }
+    }
+
+    /// Each broken recipe is refused with an error naming the field.
+    #[test]
+    fn validation_errors_name_the_field() {
+        let cases = [
+            ("bits = 4", "bits = 9", "quant.bits"),
+            ("group = 64", "group = 48", "quant.group"),
+            ("temperature = 2.0", "temperature = 0.0", "loss.temperature"),
+            ("lr_scales = 1e-4", "lr_scales = -1e-4", "optim.lr_scales"),
+            (
+                "warmup_steps = 20",
+                "warmup_steps = 5000",
+                "schedule.warmup_steps",
+            ),
+            ("batch_size = 4", "batch_size = 0", "train.batch_size"),
+            (
+                "at = \"encoder\"",
+                "at = \"encoder.x\"",
+                "loss.hidden[0].at",
+            ),
+            // Unknown fields: toml names the key.
+            ("bits = 4", "bits = 4\nbitz = 3", "bitz"),
+            ("[optim]", "[optim]\nlearning_rate = 1.0", "learning_rate"),
+        ];
+        for (from, to, field) in cases {
+            assert!(W4.contains(from), "test case `{from}` not in the recipe");
+            let err = Recipe::parse(&W4.replacen(from, to, 1), "r.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(field),
+                "error for `{to}` does not name `{field}`: {err}"
+            );
+        }
+    }
+}

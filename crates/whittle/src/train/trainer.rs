@@ -1,0 +1,529 @@
+//! The training loop: quantization-aware distillation of a Whisper student from its
+//! full-precision teacher.
+//!
+//! Each optimizer step runs `grad_accum` micro-batches (teacher forward without gradients,
+//! student forward with LSQ fake quantization, the recipe's loss, backward), clips the global
+//! gradient norm and applies AdamW with the scheduled learning rates of the two parameter
+//! groups. Every `eval_every` steps the student is packed exactly as it will ship and scored on
+//! the dev set; the best parameters are kept. Checkpoints every `checkpoint_every` steps hold
+//! everything a resumed run needs to continue bit for bit (CPU, same thread count).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::batch::{make_batch, Batch, Prompt, TrainExample};
+use super::checkpoint::{self, Best, TrainState, STATE_VERSION};
+use super::loss::{forward, qat_loss, LossParts};
+use super::optim::{clip_global_norm, AdamW, AdamWConfig, ParamGroup};
+use super::recipe::{HiddenTap, Recipe};
+use super::schedule::lr_factor;
+use crate::data::Utterance;
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, EvalTotals};
+use crate::models::whisper::{DecodeOptions, Transcriber, Whisper, WhisperTokenizer};
+use crate::nn::{FakeQuant, LsqSpec, StepInit, Weight};
+use whittle_text::normalize::EnglishNormalizer;
+
+/// Metrics log in the work folder (one JSON object per line).
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Trainable variables by name, with their learning-rate group.
+pub type NamedVars = Vec<(String, Var, ParamGroup)>;
+
+/// Replace every linear weight of a copy of `teacher` by an LSQ fake-quantized one. Returns the
+/// student and its trainable variables: `NAME.weight` (latent) and `NAME.weight_steps`.
+pub fn make_student(
+    teacher: &Whisper,
+    spec: LsqSpec,
+    init: StepInit,
+) -> Result<(Whisper, NamedVars)> {
+    let mut student = teacher.clone();
+    let mut params = Vec::new();
+    for (name, linear) in student.linears_mut() {
+        let w = linear.weight.to_dense()?.to_dtype(DType::F32)?;
+        let fq = FakeQuant::init_with(&w, spec, init)
+            .map_err(|e| Error::config(&name, e.to_string()))?;
+        params.push((
+            format!("{name}.weight"),
+            fq.latent.clone(),
+            ParamGroup::Weights,
+        ));
+        params.push((
+            format!("{name}.weight_steps"),
+            fq.steps.clone(),
+            ParamGroup::Scales,
+        ));
+        linear.weight = Weight::FakeQuant(fq);
+    }
+    Ok((student, params))
+}
+
+/// A copy of `student` with every fake-quantized weight packed (what the output file holds).
+pub fn packed_copy(student: &Whisper) -> Result<Whisper> {
+    let mut model = student.clone();
+    for (_, linear) in model.linears_mut() {
+        if let Weight::FakeQuant(fq) = &linear.weight {
+            let packed = fq.to_packed()?;
+            linear.set_packed(packed);
+        }
+    }
+    Ok(model)
+}
+
+/// Seconds spent in each phase of a micro-batch (for benchmarks and profiles).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PhaseSeconds {
+    /// Teacher forward.
+    pub teacher: f64,
+    /// Student forward.
+    pub student: f64,
+    /// Loss.
+    pub loss: f64,
+    /// Backward pass.
+    pub backward: f64,
+}
+
+/// Gradients of one micro-batch: teacher forward (untracked), student forward, loss, backward.
+/// `scale` multiplies the loss (1 / grad_accum). Parameters without a gradient get `None`.
+pub fn micro_batch_grads(
+    teacher: &Whisper,
+    student: &Whisper,
+    batch: &Batch,
+    recipe: &Recipe,
+    taps: &[HiddenTap],
+    vars: &[&Var],
+    scale: f64,
+) -> Result<(LossParts, Vec<Option<Tensor>>, PhaseSeconds)> {
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let s = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+        s
+    };
+    let teacher_out = forward(teacher, batch, taps)?;
+    let teacher_s = lap();
+    let student_out = forward(student, batch, taps)?;
+    let student_s = lap();
+    let parts = qat_loss(&recipe.loss, &student_out, &teacher_out, batch)?;
+    let loss_s = lap();
+    let grads = (&parts.total * scale)?.backward()?;
+    let out = vars
+        .iter()
+        .map(|v| grads.get(v.as_tensor()).cloned())
+        .collect();
+    let times = PhaseSeconds {
+        teacher: teacher_s,
+        student: student_s,
+        loss: loss_s,
+        backward: lap(),
+    };
+    Ok((parts, out, times))
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepReport {
+    /// Steps done (this one included).
+    pub step: usize,
+    /// Steps in the run.
+    pub steps: usize,
+    /// Weighted loss, mean over micro-batches.
+    pub loss: f64,
+    /// KL term.
+    pub kl: f64,
+    /// Cross-entropy term.
+    pub ce: f64,
+    /// Hidden-state terms.
+    pub hidden: Vec<f64>,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate of the weights.
+    pub lr_weights: f64,
+    /// Learning rate of the steps.
+    pub lr_scales: f64,
+    /// Target tokens in the step.
+    pub tokens: usize,
+    /// Encoder frames of the step's batches (sum).
+    pub frames: usize,
+    /// Seconds this step took.
+    pub seconds: f64,
+    /// Pass over the training data.
+    pub epoch: usize,
+}
+
+/// A dev evaluation during training.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DevReport {
+    /// Step it was measured after.
+    pub step: usize,
+    /// Totals of the packed student.
+    pub totals: EvalTotals,
+    /// Whether it is the best so far.
+    pub best: bool,
+}
+
+/// Callbacks for progress display (the library draws nothing itself).
+pub trait TrainObserver {
+    /// After each optimizer step.
+    fn on_step(&mut self, _report: &StepReport) {}
+    /// After each dev evaluation.
+    fn on_dev(&mut self, _report: &DevReport) {}
+    /// After each dev utterance (`done` of `total`).
+    fn on_dev_progress(&mut self, _done: usize, _total: usize) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// The dev set and what scoring it needs.
+pub struct DevSet {
+    /// Utterances (already limited).
+    pub utterances: Vec<Utterance>,
+    /// Text normaliser for WER.
+    pub normalizer: EnglishNormalizer,
+    /// Tokenizer for decoding.
+    pub tokenizer: WhisperTokenizer,
+}
+
+/// A training run.
+pub struct Trainer {
+    /// The recipe.
+    pub recipe: Recipe,
+    /// Full-precision teacher.
+    pub teacher: Whisper,
+    /// Fake-quantized student (shares its variables with the optimizer).
+    pub student: Whisper,
+    /// Optimizer and parameters.
+    pub optimizer: AdamW,
+    /// Training examples.
+    pub examples: Vec<TrainExample>,
+    /// Decoder prompt and end-of-text.
+    pub prompt: Prompt,
+    /// Dev set, if any.
+    pub dev: Option<DevSet>,
+    /// Progress and data-order state.
+    pub state: TrainState,
+    taps: Vec<HiddenTap>,
+    order: Vec<usize>,
+    rng: ChaCha8Rng,
+}
+
+impl Trainer {
+    /// A fresh run: the student starts from the teacher's weights with LSQ's initial steps.
+    pub fn new(
+        recipe: Recipe,
+        teacher: Whisper,
+        examples: Vec<TrainExample>,
+        prompt: Prompt,
+        dev: Option<DevSet>,
+    ) -> Result<Self> {
+        recipe.validate("recipe")?;
+        if examples.is_empty() {
+            return Err(Error::config("training data", "no training examples"));
+        }
+        let (student, params) = make_student(&teacher, recipe.quant.spec(), recipe.quant.init)?;
+        let optimizer = AdamW::new(
+            params,
+            AdamWConfig {
+                betas: recipe.optim.betas,
+                eps: recipe.optim.eps,
+                weight_decay: recipe.optim.weight_decay,
+            },
+        )?;
+        let taps = recipe
+            .loss
+            .hidden
+            .iter()
+            .map(|h| h.tap().map_err(|r| Error::config("loss.hidden", r)))
+            .collect::<Result<_>>()?;
+        let rng = ChaCha8Rng::seed_from_u64(recipe.train.seed);
+        let state = TrainState {
+            version: STATE_VERSION,
+            step: 0,
+            epoch: 0,
+            cursor: 0,
+            rng_seed: recipe.train.seed,
+            epoch_rng_word_pos: "0".into(),
+            optimizer_steps: 0,
+            best: None,
+            elapsed_seconds: 0.0,
+            recipe: recipe.clone(),
+            tensors: String::new(),
+        };
+        let mut trainer = Self {
+            recipe,
+            teacher,
+            student,
+            optimizer,
+            examples,
+            prompt,
+            dev,
+            state,
+            taps,
+            order: Vec::new(),
+            rng,
+        };
+        trainer.shuffle_epoch();
+        Ok(trainer)
+    }
+
+    /// Continue from the checkpoint in `dir`; `Ok(false)` when there is none.
+    pub fn resume(&mut self, dir: &Path) -> Result<bool> {
+        let Some(state) = checkpoint::load_state(dir)? else {
+            return Ok(false);
+        };
+        if state.recipe != self.recipe {
+            return Err(Error::config(
+                dir.join(checkpoint::STATE_FILE).display().to_string(),
+                "the run was started with a different recipe (see its `recipe` field); use a new work folder",
+            ));
+        }
+        checkpoint::restore(dir, &state, &mut self.optimizer)?;
+        let pos: u128 = state.epoch_rng_word_pos.parse().map_err(|_| {
+            Error::malformed(
+                dir.join(checkpoint::STATE_FILE),
+                "`epoch_rng_word_pos` is not an integer",
+            )
+        })?;
+        self.rng = ChaCha8Rng::seed_from_u64(state.rng_seed);
+        self.rng.set_word_pos(pos);
+        self.state = state;
+        let cursor = self.state.cursor;
+        self.shuffle_epoch();
+        self.state.cursor = cursor;
+        truncate_metrics(&dir.join(METRICS_FILE), self.state.step)?;
+        Ok(true)
+    }
+
+    /// Draw this epoch's order (the generator position before the draw is saved).
+    fn shuffle_epoch(&mut self) {
+        self.state.epoch_rng_word_pos = self.rng.get_word_pos().to_string();
+        self.order = (0..self.examples.len()).collect();
+        self.order.shuffle(&mut self.rng);
+        self.state.cursor = 0;
+    }
+
+    fn next_indices(&mut self) -> Vec<usize> {
+        (0..self.recipe.train.batch_size)
+            .map(|_| {
+                if self.state.cursor == self.order.len() {
+                    self.state.epoch += 1;
+                    self.shuffle_epoch();
+                }
+                self.state.cursor += 1;
+                self.order[self.state.cursor - 1]
+            })
+            .collect()
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches.
+    pub fn train_step(&mut self) -> Result<StepReport> {
+        let t0 = Instant::now();
+        let accum = self.recipe.train.grad_accum;
+        let vars: Vec<Var> = self
+            .optimizer
+            .params
+            .iter()
+            .map(|p| p.var.clone())
+            .collect();
+        let var_refs: Vec<&Var> = vars.iter().collect();
+        let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let (mut loss, mut kl, mut ce) = (0.0, 0.0, 0.0);
+        let mut hidden = vec![0.0; self.recipe.loss.hidden.len()];
+        let (mut tokens, mut frames) = (0, 0);
+        for _ in 0..accum {
+            let indices = self.next_indices();
+            let examples: Vec<&TrainExample> = indices.iter().map(|&i| &self.examples[i]).collect();
+            let batch = make_batch(
+                &examples,
+                self.recipe.train.trim,
+                &self.teacher.config,
+                &self.prompt,
+                self.teacher.device(),
+                DType::F32,
+            )?;
+            tokens += batch.target_count();
+            frames += batch.mel.dim(2)?;
+            let (parts, micro, _) = micro_batch_grads(
+                &self.teacher,
+                &self.student,
+                &batch,
+                &self.recipe,
+                &self.taps,
+                &var_refs,
+                1.0 / accum as f64,
+            )?;
+            loss += super::loss_value(&parts.total)? / accum as f64;
+            kl += parts.kl / accum as f64;
+            ce += parts.ce / accum as f64;
+            for (h, v) in hidden.iter_mut().zip(&parts.hidden) {
+                *h += v / accum as f64;
+            }
+            for (acc, g) in grads.iter_mut().zip(micro) {
+                *acc = match (acc.take(), g) {
+                    (Some(a), Some(g)) => Some((a + g)?),
+                    (a, g) => a.or(g),
+                };
+            }
+        }
+        let mut grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip(&vars)
+            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()?;
+        let grad_norm = match self.recipe.optim.clip_norm {
+            Some(max) => clip_global_norm(&mut grads, max)?,
+            None => super::optim::global_norm(&grads)?,
+        };
+        let factor = lr_factor(&self.recipe.schedule, self.state.step);
+        let (lr_w, lr_s) = (
+            self.recipe.optim.lr_weights * factor,
+            self.recipe.optim.lr_scales * factor,
+        );
+        self.optimizer.step(&grads, lr_w, lr_s)?;
+        self.state.step += 1;
+        self.state.optimizer_steps = self.optimizer.steps;
+        Ok(StepReport {
+            step: self.state.step,
+            steps: self.recipe.schedule.steps,
+            loss,
+            kl,
+            ce,
+            hidden,
+            grad_norm,
+            lr_weights: lr_w,
+            lr_scales: lr_s,
+            tokens,
+            frames,
+            seconds: t0.elapsed().as_secs_f64(),
+            epoch: self.state.epoch,
+        })
+    }
+
+    /// Score the packed student on the dev set.
+    pub fn evaluate_dev(&self, observer: &mut dyn TrainObserver) -> Result<Option<EvalTotals>> {
+        if self.dev.is_none() {
+            return Ok(None);
+        }
+        self.evaluate_packed(&packed_copy(&self.student)?, observer)
+    }
+
+    /// Score `model` (e.g. the result of [`Trainer::finish`]) on the dev set.
+    pub fn evaluate_packed(
+        &self,
+        model: &Whisper,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Option<EvalTotals>> {
+        let Some(dev) = &self.dev else {
+            return Ok(None);
+        };
+        let transcriber = Transcriber {
+            model: model.clone(),
+            tokenizer: dev.tokenizer.clone(),
+            options: DecodeOptions::default(),
+        };
+        let total = dev.utterances.len();
+        let (_, totals) = evaluate(&transcriber, &dev.utterances, &dev.normalizer, |i, _| {
+            observer.on_dev_progress(i + 1, total)
+        })?;
+        Ok(Some(totals))
+    }
+
+    /// Train until the recipe's last step, checkpointing into `dir`. `stop_at` ends the session
+    /// early after that many steps (as a kill would, but cleanly), for tests.
+    pub fn run(
+        &mut self,
+        dir: &Path,
+        stop_at: Option<usize>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let steps = self.recipe.schedule.steps;
+        let train = self.recipe.train;
+        while self.state.step < steps {
+            if stop_at == Some(self.state.step) {
+                return Ok(());
+            }
+            let t0 = Instant::now();
+            let report = self.train_step()?;
+            append_metrics(
+                &dir.join(METRICS_FILE),
+                &serde_json::json!({ "kind": "train", "report": report }),
+            )?;
+            observer.on_step(&report);
+            let step = self.state.step;
+            if (train.eval_every > 0 && step.is_multiple_of(train.eval_every)) || step == steps {
+                if let Some(totals) = self.evaluate_dev(observer)? {
+                    let best = self.state.best.is_none_or(|b| totals.wer < b.wer);
+                    if best {
+                        checkpoint::save_best(dir, &self.optimizer)?;
+                        self.state.best = Some(Best {
+                            step,
+                            wer: totals.wer,
+                        });
+                    }
+                    let dev = DevReport { step, totals, best };
+                    append_metrics(
+                        &dir.join(METRICS_FILE),
+                        &serde_json::json!({ "kind": "dev", "report": dev }),
+                    )?;
+                    observer.on_dev(&dev);
+                }
+            }
+            self.state.elapsed_seconds += t0.elapsed().as_secs_f64();
+            if step.is_multiple_of(train.checkpoint_every) || step == steps {
+                checkpoint::save(dir, &mut self.state, &self.optimizer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After training: load the best dev parameters (if any dev result was kept) and return the
+    /// packed student.
+    pub fn finish(&self, dir: &Path) -> Result<Whisper> {
+        if self.state.best.is_some() && dir.join(checkpoint::BEST_FILE).is_file() {
+            checkpoint::load_best(dir, &self.optimizer)?;
+        }
+        packed_copy(&self.student)
+    }
+}
+
+/// Directory-independent location of a run's outputs (`OUT.whittle` -> `OUT.work/`).
+pub fn default_work_dir(output: &Path) -> PathBuf {
+    output.with_extension("work")
+}
+
+fn append_metrics(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(file, "{value}").map_err(|e| Error::io(path, e))
+}
+
+/// Drop log lines of steps after `step` (written after the checkpoint a run resumes from).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["report"]["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::fsutil::write_atomic(path, kept.as_bytes())
+}
