@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use whittle::candle::{DType, Device, Tensor};
-use whittle::compress::ptq::{quantize_linears, PtqMethod, UniformSpec};
+use whittle::compress::bitmap::{BitMap, LayerFormat};
+use whittle::compress::ptq::{quantize_linears, PtqMethod};
 use whittle::model_dir::WhisperCheckpoint;
 use whittle::models::whisper::decode::WINDOW_FRAMES;
 use whittle::models::whisper::{DecodeOptions, Transcriber};
@@ -31,20 +32,19 @@ fn main() -> whittle::Result<()> {
     let mut specs = vec![None];
     for spec in &args[2..] {
         let (bits, group) = spec.split_once(':').unwrap_or((spec, ""));
-        specs.push(Some(UniformSpec {
-            bits: bits.parse().expect("BITS is an integer"),
-            group: group.parse().ok(),
-            method: PtqMethod::Rtn,
-        }));
+        specs.push(Some(LayerFormat::uniform(
+            bits.parse().expect("BITS is an integer"),
+            group.parse().ok(),
+        )));
     }
     let mut runs = Vec::new();
     for spec in specs {
         let (mut model, tokenizer, _) =
             WhisperCheckpoint::open(&model_dir, &Device::Cpu)?.build(DType::F32)?;
         let name = match spec {
-            Some(spec) => {
-                quantize_linears(&mut model, spec)?;
-                format!("W{} g{:?}", spec.bits, spec.group)
+            Some(format) => {
+                quantize_linears(&mut model, &BitMap::uniform(format), PtqMethod::Rtn, None)?;
+                format.label()
             }
             None => "f32".to_string(),
         };

@@ -631,8 +631,9 @@ mod tests {
         }
     }
 
-    /// Packed kernels sum in another order than candle's matmul.
-    const PACKED_FORWARD_TOL: f32 = 1e-4;
+    /// Packed kernels round each 32-block of the input to int8 (`matmul_q8`) and sum in another
+    /// order than candle's matmul: with these small inputs the observed error is about 5e-4.
+    const PACKED_FORWARD_TOL: f32 = 5e-3;
 
     /// A linear layer computes the same outputs after its fake-quantized weight is packed.
     #[test]
