@@ -17,7 +17,8 @@ data=.assets/data/real-15.jsonl
 out=out/demo
 mkdir -p "$out"
 echo "== whittle inspect (head) =="
-"$whittle" inspect "$model" | head -8
+"$whittle" inspect "$model" >"$out/inspect-tiny.en.txt"
+head -8 "$out/inspect-tiny.en.txt"
 echo "== whittle transcribe jfk.wav =="
 "$whittle" transcribe "$model" .assets/data/real-15/jfk.wav
 echo "== 1. whittle eval tiny.en (float) on real-15 =="
@@ -27,7 +28,8 @@ echo "== 2. calibration audio (synthetic, train sentences) and 4-bit GPTQ =="
     --hours 0.04 --seed 7 --out "$out/calibration"
 "$whittle" quantize "$model" --bits 4 --group 64 --method gptq --calib "$out/calibration" \
     --calib-limit 24 -o "$out/tiny.en-w4g64-gptq.whittle"
-"$whittle" inspect "$out/tiny.en-w4g64-gptq.whittle" | head -4
+"$whittle" inspect "$out/tiny.en-w4g64-gptq.whittle" >"$out/inspect-w4g64-gptq.txt"
+head -4 "$out/inspect-w4g64-gptq.txt"
 echo "== 3. whittle eval of the packed file, and the significance test against float =="
 "$whittle" eval "$out/tiny.en-w4g64-gptq.whittle" "$data" --out "$out/tiny.en-w4g64-gptq-real-15"
 "$whittle" eval --compare "$out/tiny.en-real-15" "$out/tiny.en-w4g64-gptq-real-15"

@@ -43,6 +43,13 @@ enum Command {
 }
 
 fn main() {
+    // Piping into `head` must end the program quietly, as for other Unix tools, not make
+    // `println!` panic on a closed pipe: restore the default SIGPIPE action Rust overrides.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
