@@ -102,6 +102,10 @@ struct TrainStepArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Time the step on this batch (written by `scripts/reference/qat_step.py --write-batch`)
+    /// instead of the synthetic one, so whittle and PyTorch see identical tensors.
+    #[arg(long, value_name = "FILE")]
+    batch_file: Option<PathBuf>,
     /// Also write the batch (mel, inputs, positions, targets) to this safetensors file.
     #[arg(long)]
     dump_batch: Option<PathBuf>,
@@ -354,14 +358,19 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         "bench options",
     )?;
     let frames = (args.seconds * 100.0).round() as usize;
-    let batch = synthetic_batch(
-        args.batch,
-        frames,
-        args.tokens,
-        &checkpoint.config,
-        &prompt_of(&checkpoint),
-        &Device::Cpu,
-    )?;
+    let batch = match &args.batch_file {
+        Some(path) => {
+            whittle::train::batch::batch_from_file(path, &checkpoint.config, &Device::Cpu)?
+        }
+        None => synthetic_batch(
+            args.batch,
+            frames,
+            args.tokens,
+            &checkpoint.config,
+            &prompt_of(&checkpoint),
+            &Device::Cpu,
+        )?,
+    };
     if let Some(path) = &args.dump_batch {
         let tensors = [
             ("mel", &batch.mel),

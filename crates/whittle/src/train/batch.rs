@@ -199,6 +199,79 @@ pub fn synthetic_batch(
     })
 }
 
+/// A batch written by `scripts/reference/qat_step.py --write-batch` (format
+/// `whittle-qat-batch-v1`): `mel` f32 `[b, n_mels, frames]`, `tokens` i64 `[b, len]` (prompt, text,
+/// end-of-text, right padding) and `mask` f32 `[b, len]`, 1 where position `i` is scored against
+/// `tokens[i + 1]`. Lets whittle and PyTorch time the same step on identical tensors.
+pub fn batch_from_file(path: &Path, config: &WhisperConfig, device: &Device) -> Result<Batch> {
+    let context = path.display().to_string();
+    let tensors = candle_core::safetensors::load(path, device)
+        .map_err(|e| Error::config(&context, format!("cannot read the batch: {e}")))?;
+    let get = |name: &str, rank: usize| -> Result<&Tensor> {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| Error::config(&context, format!("no tensor `{name}`")))?;
+        if t.rank() != rank {
+            return Err(Error::config(
+                &context,
+                format!("`{name}` has shape {:?}, expected rank {rank}", t.dims()),
+            ));
+        }
+        Ok(t)
+    };
+    let mel = get("mel", 3)?.to_dtype(DType::F32)?;
+    let tokens = get("tokens", 2)?.to_dtype(DType::I64)?;
+    let mask = get("mask", 2)?.to_dtype(DType::F32)?;
+    let (b, n_mels, frames) = mel.dims3()?;
+    let (tb, len) = tokens.dims2()?;
+    if n_mels != config.num_mel_bins || tb != b || mask.dims() != tokens.dims() || frames % 2 != 0 {
+        return Err(Error::config(
+            &context,
+            format!(
+                "mel {:?}, tokens {:?}, mask {:?} do not fit a batch for {} mel bins (even frames)",
+                mel.dims(),
+                tokens.dims(),
+                mask.dims(),
+                config.num_mel_bins
+            ),
+        ));
+    }
+    let token_values: Vec<i64> = tokens.flatten_all()?.to_vec1()?;
+    let mask_values: Vec<f32> = mask.flatten_all()?.to_vec1()?;
+    let vocab = config.vocab_size as i64;
+    if let Some(bad) = token_values.iter().find(|&&t| t < 0 || t >= vocab) {
+        return Err(Error::config(
+            &context,
+            format!("token {bad} outside the vocabulary"),
+        ));
+    }
+    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    for (flat, &m) in mask_values.iter().enumerate() {
+        if m != 0.0 {
+            if flat % len + 1 >= len {
+                return Err(Error::config(
+                    &context,
+                    "the last position of a row cannot be scored",
+                ));
+            }
+            positions.push(flat as u32);
+            targets.push(token_values[flat + 1] as u32);
+        }
+    }
+    let n = targets.len();
+    Ok(Batch {
+        ids: (0..b).map(|i| format!("{context}#{i}")).collect(),
+        mel,
+        inputs: Tensor::from_vec(
+            token_values.iter().map(|&t| t as u32).collect::<Vec<_>>(),
+            (b, len),
+            device,
+        )?,
+        positions: Tensor::from_vec(positions, n, device)?,
+        targets: Tensor::from_vec(targets, n, device)?,
+    })
+}
+
 /// One cached pseudo-label.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct PseudoLabel {
@@ -290,6 +363,42 @@ mod tests {
             begin_suppress_tokens: vec![],
             activation_function: "gelu".into(),
         }
+    }
+
+    /// A PyTorch-written batch file: scored positions predict the next token; bad files name
+    /// what is wrong.
+    #[test]
+    fn batch_file_gives_next_token_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch.safetensors");
+        let dev = Device::Cpu;
+        let mel = Tensor::zeros((2, 8, 4), DType::F32, &dev).unwrap();
+        let tokens = Tensor::new(&[[60i64, 61, 5, 6, 50], [60, 61, 7, 50, 50]], &dev).unwrap();
+        let mask = Tensor::new(&[[0f32, 1., 1., 1., 0.], [0., 1., 1., 0., 0.]], &dev).unwrap();
+        let save = |tensors: Vec<(&str, &Tensor)>| {
+            let map: HashMap<String, Tensor> = tensors
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            candle_core::safetensors::save(&map, &path).unwrap();
+        };
+        save(vec![("mel", &mel), ("tokens", &tokens), ("mask", &mask)]);
+        let batch = batch_from_file(&path, &config(), &dev).unwrap();
+        assert_eq!(batch.positions.to_vec1::<u32>().unwrap(), [1, 2, 3, 6, 7]);
+        assert_eq!(batch.targets.to_vec1::<u32>().unwrap(), [5, 6, 50, 7, 50]);
+        assert_eq!(batch.inputs.dims(), &[2, 5]);
+
+        save(vec![("mel", &mel), ("tokens", &tokens)]);
+        let err = batch_from_file(&path, &config(), &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no tensor `mask`"), "{err}");
+        let last = Tensor::new(&[[0f32, 0., 0., 0., 1.], [0., 0., 0., 0., 0.]], &dev).unwrap();
+        save(vec![("mel", &mel), ("tokens", &tokens), ("mask", &last)]);
+        let err = batch_from_file(&path, &config(), &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("last position"), "{err}");
     }
 
     /// Right padding with end-of-text; targets are the text and one end-of-text per row.
