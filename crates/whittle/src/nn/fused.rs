@@ -39,11 +39,6 @@ struct GeluErf;
 struct GeluErfBackward;
 
 #[inline]
-fn gelu_value(x: f32) -> f32 {
-    (candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x
-}
-
-#[inline]
 fn gelu_derivative(x: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
@@ -55,11 +50,9 @@ impl CustomOp1 for GeluErf {
         "fused-gelu-erf"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_data(s, l, self.name())?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(4096)
-            .zip(x.par_chunks(4096))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = gelu_value(x)));
+        // The forward is the inference kernel on a copy; only the backward is specific here.
+        let mut out = f32_data(s, l, self.name())?.to_vec();
+        whittle_kernels::activations::gelu(&mut out);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
     fn bwd(
@@ -116,22 +109,9 @@ impl CustomOp1 for Softmax {
         "fused-softmax"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_data(s, l, self.name())?;
         let width = l.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(width)
-            .zip(x.par_chunks(width))
-            .with_min_len(MIN_ROWS_PER_TASK)
-            .for_each(|(o, x)| {
-                let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (o, &x) in o.iter_mut().zip(x) {
-                    *o = (x - max).exp();
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
-                o.iter_mut().for_each(|o| *o *= inv);
-            });
+        let mut out = f32_data(s, l, self.name())?.to_vec();
+        whittle_kernels::activations::softmax_rows(&mut out, width);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
     fn bwd(
