@@ -9,23 +9,27 @@ use clap::Args;
 use whittle::candle::{DType, Device};
 use whittle::compress::bitmap::{BitMap, LayerFormat};
 use whittle::compress::calibrate::{calibrate, Calibration};
-use whittle::compress::ptq::{quantizable_layers, quantize_linears, LayerReport, PtqMethod};
+use whittle::compress::ptq::{quantize_linears, resolve_bit_map, LayerReport, PtqMethod};
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
-use whittle::models::whisper::{DecodeOptions, Transcriber};
+use whittle::models::whisper::{DecodeOptions, Transcriber, TOKEN_EMBEDDING};
 
 use crate::commands::progress_bar;
 
 /// How to quantize the linear layers after loading.
 #[derive(Args, Clone, Default)]
 pub struct PtqArgs {
-    /// Bits of every linear layer (2..=8), or 0 for ternary (TWN). Embeddings, positions,
-    /// norms and the conv stem stay float.
+    /// Bits of every linear layer (2..=8), or 0 for ternary (TWN). The token embedding stays
+    /// float unless --embedding-bits; positions, norms and the conv stem stay float.
     #[arg(long, visible_alias = "quantize", conflicts_with = "bit_map")]
     pub bits: Option<u8>,
     /// Group size along the input dimension for --bits (multiple of 32; omit for one scale per
     /// output channel).
     #[arg(long, requires = "bits")]
     pub group: Option<usize>,
+    /// Bits of the token embedding, which is also the output projection (2..=8, with --group),
+    /// added to --bits or --bit-map as the rule `decoder.embed_tokens`.
+    #[arg(long)]
+    pub embedding_bits: Option<u8>,
     /// Per-layer formats: a TOML/JSON bit map of tensor-path globs (see docs/bitmap.md).
     #[arg(long, value_name = "FILE")]
     pub bit_map: Option<PathBuf>,
@@ -44,6 +48,29 @@ pub struct PtqArgs {
 impl PtqArgs {
     /// The bit map these options describe; `None` when no quantization was asked for.
     pub fn bit_map(&self) -> Result<Option<BitMap>> {
+        let Some(map) = self.base_bit_map()? else {
+            if self.embedding_bits.is_some() {
+                bail!("--embedding-bits needs --bits or --bit-map");
+            }
+            return Ok(None);
+        };
+        let Some(bits) = self.embedding_bits else {
+            return Ok(Some(map));
+        };
+        if !(2..=8).contains(&bits) {
+            bail!("--embedding-bits {bits}: expected 2..=8");
+        }
+        let group = match &self.bit_map {
+            Some(_) => None,
+            None => self.group,
+        };
+        Ok(Some(map.with_rule(
+            "decoder.embed_tokens",
+            LayerFormat::uniform(bits, group),
+        )?))
+    }
+
+    fn base_bit_map(&self) -> Result<Option<BitMap>> {
         if let Some(path) = &self.bit_map {
             return Ok(Some(BitMap::from_file(path)?));
         }
@@ -136,9 +163,7 @@ impl PtqArgs {
         if utterances.is_empty() {
             bail!("calibration set {} has no utterances", path.display());
         }
-        let names = quantizable_layers(&mut transcriber.model);
-        let wanted: Vec<String> = bit_map
-            .resolve(&names)?
+        let wanted: Vec<String> = resolve_bit_map(&mut transcriber.model, bit_map)?
             .into_iter()
             .filter(|l| matches!(l.format, LayerFormat::Uniform { .. }))
             .map(|l| l.name)
@@ -153,6 +178,9 @@ impl PtqArgs {
 
 /// `{layer: {format, bits, group, method, rule, relative_rmse}}` plus what stays float.
 fn resolved_bit_map(layers: &[LayerReport]) -> serde_json::Value {
+    let embedding_packed = layers
+        .iter()
+        .any(|l| l.name == TOKEN_EMBEDDING && l.format != LayerFormat::Float);
     let layers: serde_json::Map<String, serde_json::Value> = layers
         .iter()
         .map(|l| {
@@ -166,8 +194,13 @@ fn resolved_bit_map(layers: &[LayerReport]) -> serde_json::Value {
             (l.name.clone(), v)
         })
         .collect();
+    let float = if embedding_packed {
+        "positions, layer norms, conv stem: stored as in the source file"
+    } else {
+        "token embedding (tied output projection), positions, layer norms, conv stem: stored as in the source file"
+    };
     serde_json::json!({
-        "float": "token embedding (tied output projection), positions, layer norms, conv stem: stored as in the source file",
+        "float": float,
         "layers": layers,
     })
 }

@@ -102,15 +102,31 @@ fn quantize_writes_a_packed_file_that_inspect_and_eval_read() {
     std::fs::create_dir_all(&model).unwrap();
     common_tiny::write_hf(&model, &common_tiny::hf_tensors(8));
     let out = dir.path().join("tiny-w4.whittle");
-    let o = whittle(&["quantize", p(&model), "--bits", "4", "-o", p(&out)]);
+    let o = whittle(&[
+        "quantize",
+        p(&model),
+        "--bits",
+        "4",
+        "--embedding-bits",
+        "8",
+        "-o",
+        p(&out),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = whittle(&["inspect", p(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let listing = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        listing.contains("model.decoder.layers.0.fc1.weight"),
-        "{listing}"
-    );
+    let line = |tensor: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(tensor))
+            .unwrap_or_else(|| panic!("{tensor} not listed:\n{listing}"))
+            .to_string()
+    };
+    assert!(line("model.decoder.layers.0.fc1.weight").contains("sym4"));
+    // The tied embedding is packed too, and kept once.
+    assert!(line("model.decoder.embed_tokens.weight").contains("sym8"));
+    assert_eq!(listing.matches("embed_tokens").count(), 1, "{listing}");
 
     // A two-utterance manifest of silence, evaluated from the packed file.
     let silence = vec![0u8; 2 * 16_000];
@@ -145,8 +161,13 @@ fn bad_quantize_options_fail_with_the_reason() {
     let out = dir.path().join("x.whittle");
     let bad_map = dir.path().join("bits.toml");
     std::fs::write(&bad_map, "default = { bits = 4, grup = 64 }\n").unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--bit-map", p(&bad_map)], "unknown field `grup`"),
+        (&["--embedding-bits", "8"], "--bits"),
+        (
+            &["--bits", "4", "--embedding-bits", "1"],
+            "--embedding-bits 1",
+        ),
         (&["--bits", "4", "--method", "gptq"], "--calib"),
         (&["--bits", "9"], "2..=8"),
         (&["--bits", "4", "--group", "48"], "--group 48"),

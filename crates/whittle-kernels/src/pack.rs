@@ -150,6 +150,26 @@ impl PackedMatrix {
     pub fn dequantize(&self) -> Vec<f32> {
         self.unpack().dequantize()
     }
+
+    /// Reconstructed f32 weights of the rows `indices`, `[indices.len()][cols]` (an embedding
+    /// lookup in a packed token table). An index past the last row is an error.
+    pub fn dequantize_rows(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        let cols = self.cols;
+        let mut out = vec![0f32; indices.len() * cols];
+        let mut codes = vec![0u8; cols];
+        let view = self.as_ref();
+        for (&row, dst) in indices.iter().zip(out.chunks_exact_mut(cols)) {
+            if row >= self.rows {
+                return Err(KernelError::InvalidShape {
+                    rows: self.rows,
+                    cols,
+                    reason: "row index past the last row",
+                });
+            }
+            view.dequantize_row(row, &mut codes, dst);
+        }
+        Ok(out)
+    }
 }
 
 impl<'a> PackedMatrixRef<'a> {

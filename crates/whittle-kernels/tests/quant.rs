@@ -466,3 +466,25 @@ fn gram_accumulation_equals_row_accumulation() {
         "wrong length must be refused"
     );
 }
+
+#[test]
+fn row_lookup_equals_full_dequantization() {
+    // Odd width (a partial last group) and every layout, including 1.6-bit ternary.
+    let (rows, cols) = (37, 200);
+    let w = Rng::new(7).normals(rows * cols, 0.05);
+    for (name, make) in all_formats(Granularity::Group(64)) {
+        let (_, packed) = make(&w, rows, cols);
+        let full = packed.dequantize();
+        let picked = [36usize, 0, 5, 5];
+        let rows_out = packed.dequantize_rows(&picked).unwrap();
+        for (i, &r) in picked.iter().enumerate() {
+            assert_eq!(
+                &rows_out[i * cols..(i + 1) * cols],
+                &full[r * cols..(r + 1) * cols],
+                "{name} row {r}"
+            );
+        }
+        let err = packed.dequantize_rows(&[rows]).unwrap_err().to_string();
+        assert!(err.contains("past the last row"), "{name}: {err}");
+    }
+}

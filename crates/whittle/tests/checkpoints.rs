@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use common_tiny::*;
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
+use whittle::nn::max_abs_diff;
 
 fn load(
     dir: &std::path::Path,
@@ -28,19 +29,6 @@ fn logits(model: &Whisper) -> Tensor {
     model.decoder.logits(&hidden).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn ct2_and_safetensors_give_identical_logits() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +49,11 @@ fn ct2_and_safetensors_give_identical_logits() {
     );
     let (a, b) = (logits(&hf), logits(&ct2));
     assert_eq!(a.dims(), &[1, 5, VOCAB]);
-    assert_eq!(max_abs_diff(&a, &b), 0.0, "CT2 and HF logits differ");
+    assert_eq!(
+        max_abs_diff(&a, &b).unwrap(),
+        0.0,
+        "CT2 and HF logits differ"
+    );
 }
 
 /// f16 storage rounds weights; logits must agree to within what that rounding allows.
@@ -82,7 +74,7 @@ fn f16_ct2_matches_f32_within_rounding() {
     );
     let (ct2, _, _) = ck.build(DType::F32).unwrap();
     let (hf, _, _) = load(&dir.path().join("hf"));
-    let diff = max_abs_diff(&logits(&hf), &logits(&ct2));
+    let diff = max_abs_diff(&logits(&hf), &logits(&ct2)).unwrap();
     assert!(
         diff > 0.0 && diff < F16_LOGIT_TOL,
         "max_err {diff} outside (0, {F16_LOGIT_TOL})"

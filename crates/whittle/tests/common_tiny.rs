@@ -92,10 +92,8 @@ pub fn hf_tensors(seed: u64) -> BTreeMap<String, Tensor> {
         0.5,
     );
     for part in ["encoder", "decoder"] {
-        for norm in ["layer_norm"] {
-            put(&mut t, format!("model.{part}.{norm}.weight"), &[D], 1.0);
-            put(&mut t, format!("model.{part}.{norm}.bias"), &[D], 0.1);
-        }
+        put(&mut t, format!("model.{part}.layer_norm.weight"), &[D], 1.0);
+        put(&mut t, format!("model.{part}.layer_norm.bias"), &[D], 0.1);
         for i in 0..2 {
             let p = format!("model.{part}.layers.{i}");
             let mut attns = vec!["self_attn"];

@@ -9,8 +9,8 @@ use whittle::compress::calibrate::calibrate;
 use whittle::compress::ptq::{quantizable_layers, quantize_linears, PtqMethod};
 use whittle::data::Utterance;
 use whittle::model_dir::WhisperCheckpoint;
-use whittle::models::whisper::{DecodeOptions, Transcriber};
-use whittle::nn::Weight;
+use whittle::models::whisper::{DecodeOptions, Transcriber, TOKEN_EMBEDDING};
+use whittle::nn::{max_abs_diff, Weight};
 
 fn transcriber(dir: &std::path::Path) -> Transcriber {
     let (model, tokenizer, _) = WhisperCheckpoint::open(dir, &Device::Cpu)
@@ -99,7 +99,15 @@ fn gptq_calibrates_every_quantized_layer_and_beats_rtn_on_its_inputs() {
         Some(&calibration),
     )
     .unwrap();
-    assert!(reports.iter().all(|r| r.method == "gptq"));
+    for r in &reports {
+        // The default leaves the tied embedding float; every linear layer gets GPTQ.
+        let expected = if r.name == TOKEN_EMBEDDING {
+            "none"
+        } else {
+            "gptq"
+        };
+        assert_eq!(r.method, expected, "{}", r.name);
+    }
     let (e_rtn, e_gptq) = (
         encoder_error(&reference, &rtn, &mel),
         encoder_error(&reference, &gptq, &mel),
@@ -192,9 +200,65 @@ default = { bits = 4 }
             (format, weight) => panic!("{name}: format {format:?} but weight {weight:?}"),
         }
     }
+    let embedding = reports.last().unwrap();
+    assert_eq!(embedding.name, TOKEN_EMBEDDING);
+    assert_eq!(
+        embedding.format,
+        LayerFormat::Float,
+        "the default leaves it float"
+    );
     // Quantizing again is refused (the weights are already packed).
     let err = quantize_linears(&mut t.model, &bit_map, PtqMethod::Rtn, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("already packed"), "{err}");
+}
+
+/// The packed token embedding serves both of its uses: table lookups return exactly the
+/// dequantized rows, and logits equal the float projection onto those rows up to the int8
+/// rounding of the hidden state.
+#[test]
+fn packed_token_embedding_serves_lookup_and_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    write_hf(dir.path(), &hf_tensors(5));
+    let mut packed = transcriber(dir.path());
+    let bit_map = BitMap::uniform(LayerFormat::uniform(4, None))
+        .with_rule("decoder.embed_tokens", LayerFormat::uniform(8, Some(32)))
+        .unwrap();
+    quantize_linears(&mut packed.model, &bit_map, PtqMethod::Rtn, None).unwrap();
+    let Weight::Packed(table) = &packed.model.decoder.embed_tokens.weight else {
+        panic!("the named embedding was not packed");
+    };
+    // Reference: the same model with the dequantized table as a float weight.
+    let mut reference = packed.model.clone();
+    let dense = Tensor::from_vec(
+        table.dequantize(),
+        (table.rows(), table.cols()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    reference.decoder.embed_tokens.weight = Weight::Float(dense);
+
+    let ids = Tensor::new(&[[3u32, 0, 7], [1, 1, 2]], &Device::Cpu).unwrap();
+    let a = packed.model.decoder.embed_tokens.weight.rows(&ids).unwrap();
+    let b = reference.decoder.embed_tokens.weight.rows(&ids).unwrap();
+    assert_eq!(a.dims(), &[2, 3, table.cols()]);
+    assert_eq!(max_abs_diff(&a, &b).unwrap(), 0.0);
+
+    let hidden = Tensor::randn(0f32, 1.0, (2, 3, table.cols()), &Device::Cpu).unwrap();
+    let la = packed.model.decoder.logits(&hidden).unwrap();
+    let lb = reference.decoder.logits(&hidden).unwrap();
+    let err = max_abs_diff(&la, &lb).unwrap();
+    assert!(err < 0.05, "packed logits differ by {err}");
+
+    let out_of_range = Tensor::new(&[[table.rows() as u32]], &Device::Cpu).unwrap();
+    let e = packed
+        .model
+        .decoder
+        .embed_tokens
+        .weight
+        .rows(&out_of_range)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("past the last row"), "{e}");
 }

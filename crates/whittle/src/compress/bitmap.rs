@@ -118,6 +118,32 @@ pub struct BitMapRule {
     pub format: LayerFormat,
 }
 
+/// Characters that make a pattern a glob rather than a literal tensor path.
+const GLOB_CHARS: [char; 6] = ['*', '?', '[', ']', '{', '}'];
+
+impl BitMapRule {
+    fn new(pattern: &str, glob: &Glob, format: LayerFormat) -> Self {
+        Self {
+            pattern: pattern.to_string(),
+            matcher: glob.compile_matcher(),
+            specificity: pattern.chars().filter(|c| !GLOB_CHARS.contains(c)).count(),
+            format,
+        }
+    }
+
+    /// Whether the pattern names one path, without wildcards.
+    fn is_literal(&self) -> bool {
+        self.specificity == self.pattern.chars().count()
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+            || self
+                .matcher
+                .is_match(name.strip_prefix("model.").unwrap_or(name))
+    }
+}
+
 /// A per-layer precision specification.
 #[derive(Debug, Clone)]
 pub struct BitMap {
@@ -148,6 +174,15 @@ impl BitMap {
             rules: Vec::new(),
             source: format!("uniform {}", format.label()),
         }
+    }
+
+    /// Adds the rule `pattern = format` (as a `[layers]` line would).
+    pub fn with_rule(mut self, pattern: &str, format: LayerFormat) -> Result<Self> {
+        let glob =
+            Glob::new(pattern).map_err(|e| Error::config(pattern, format!("invalid glob: {e}")))?;
+        self.rules.push(BitMapRule::new(pattern, &glob, format));
+        self.source = format!("{} + {pattern} = {}", self.source, format.label());
+        Ok(self)
     }
 
     /// Read a `.toml` or `.json` bit map file.
@@ -192,15 +227,7 @@ impl BitMap {
                 let field = format!("{source}: layers.\"{pattern}\"");
                 let glob = Glob::new(pattern)
                     .map_err(|e| Error::config(&field, format!("invalid glob: {e}")))?;
-                rules.push(BitMapRule {
-                    pattern: pattern.clone(),
-                    matcher: glob.compile_matcher(),
-                    specificity: pattern
-                        .chars()
-                        .filter(|c| !matches!(c, '*' | '?' | '[' | ']' | '{' | '}'))
-                        .count(),
-                    format: parse_format(v, &field)?,
-                });
+                rules.push(BitMapRule::new(pattern, &glob, parse_format(v, &field)?));
             }
         }
         if default.is_none() && rules.is_empty() {
@@ -216,29 +243,28 @@ impl BitMap {
         })
     }
 
-    /// The format of each of `layers` (tensor paths of the quantizable layers).
-    pub fn resolve(&self, layers: &[String]) -> Result<Vec<ResolvedLayer>> {
+    /// The format of each of `layers` (tensor paths of the quantizable layers). Layers in
+    /// `explicit_only` (the tied token embedding) are chosen only by a rule that names them
+    /// without wildcards; the default and glob rules leave them float.
+    pub fn resolve(&self, layers: &[String], explicit_only: &[&str]) -> Result<Vec<ResolvedLayer>> {
+        let is_explicit_only = |name: &str| explicit_only.contains(&name);
+        let applies = |rule: &BitMapRule, name: &str| {
+            rule.matches(name) && (rule.is_literal() || !is_explicit_only(name))
+        };
         // A pattern that matches nothing is most likely a typo.
         for rule in &self.rules {
-            let matches_any = layers.iter().any(|n| {
-                rule.matcher.is_match(n)
-                    || rule.matcher.is_match(n.strip_prefix("model.").unwrap_or(n))
-            });
-            if !matches_any {
+            if !layers.iter().any(|n| applies(rule, n)) {
                 return Err(Error::config(
                     format!("{}: layers.\"{}\"", self.source, rule.pattern),
-                    "matches no quantizable layer (see `whittle inspect MODEL` for tensor paths)",
+                    "matches no quantizable layer (see `whittle inspect MODEL` for tensor paths; \
+                     the token embedding is matched only by its exact path)",
                 ));
             }
         }
         let mut resolved = Vec::with_capacity(layers.len());
         for name in layers {
-            let short = name.strip_prefix("model.").unwrap_or(name);
             let matching: Vec<usize> = (0..self.rules.len())
-                .filter(|&i| {
-                    let m = &self.rules[i].matcher;
-                    m.is_match(name) || m.is_match(short)
-                })
+                .filter(|&i| applies(&self.rules[i], name))
                 .collect();
             let best = matching.iter().map(|&i| self.rules[i].specificity).max();
             let winners: Vec<usize> = matching
@@ -263,6 +289,12 @@ impl BitMap {
                     name: name.clone(),
                     format: self.rules[first].format,
                     rule: Some(self.rules[first].pattern.clone()),
+                });
+            } else if is_explicit_only(name) {
+                resolved.push(ResolvedLayer {
+                    name: name.clone(),
+                    format: LayerFormat::Float,
+                    rule: None,
                 });
             } else {
                 let format = self.default.ok_or_else(|| {
@@ -412,7 +444,7 @@ mod tests {
             "*.k_proj" = { format = "ternary", group = 64, layout = "1.6bit" }
         "#)
         .unwrap();
-        let r = m.resolve(&names()).unwrap();
+        let r = m.resolve(&names(), &[]).unwrap();
         let formats: Vec<_> = r.iter().map(|l| l.format.label()).collect();
         assert_eq!(
             formats,
@@ -426,6 +458,45 @@ mod tests {
         );
         assert_eq!(r[1].rule, None);
         assert_eq!(r[3].rule.as_deref(), Some("decoder.layers.1.fc1"));
+    }
+
+    #[test]
+    fn token_embedding_is_quantized_only_when_named_exactly() {
+        const EMBED: &str = "model.decoder.embed_tokens";
+        let mut layers = names();
+        layers.push(EMBED.to_string());
+        let format_of_embedding = |text: &str| {
+            map(text)
+                .and_then(|m| m.resolve(&layers, &[EMBED]))
+                .map(|r| r.last().unwrap().format.label())
+        };
+        assert_eq!(
+            format_of_embedding("default = { bits = 4 }").unwrap(),
+            "float"
+        );
+        assert_eq!(
+            format_of_embedding("default = { bits = 4 }\n[layers]\n\"*\" = { bits = 3 }").unwrap(),
+            "float"
+        );
+        assert_eq!(
+            format_of_embedding(
+                "default = { bits = 4 }\n[layers]\n\"decoder.embed_tokens\" = { bits = 8, group = 64 }"
+            )
+            .unwrap(),
+            "W8 g64"
+        );
+        // A glob that could only reach the embedding matches nothing.
+        let err =
+            format_of_embedding("default = { bits = 4 }\n[layers]\n\"*.embed_*\" = { bits = 8 }")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("exact path"), "{err}");
+        let cli = BitMap::uniform(LayerFormat::uniform(4, Some(64)))
+            .with_rule("decoder.embed_tokens", LayerFormat::uniform(8, None))
+            .unwrap();
+        let r = cli.resolve(&layers, &[EMBED]).unwrap();
+        assert_eq!(r.last().unwrap().format.label(), "W8 ch");
+        assert_eq!(r[0].format.label(), "W4 g64");
     }
 
     #[test]
@@ -458,7 +529,7 @@ mod tests {
         ];
         for (text, field, message) in cases {
             let err = map(text)
-                .and_then(|m| m.resolve(&names()))
+                .and_then(|m| m.resolve(&names(), &[]))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(field), "{text}: `{err}` does not name {field}");
@@ -479,7 +550,7 @@ mod tests {
         "#)
         .unwrap();
         // Both have 17 literal characters and match decoder.layers.0.fc1.
-        let err = m.resolve(&names()).unwrap_err().to_string();
+        let err = m.resolve(&names(), &[]).unwrap_err().to_string();
         assert!(err.contains("equally specific"), "{err}");
     }
 }

@@ -86,7 +86,7 @@ pub fn calibrate(
 ) -> Result<Calibration> {
     let enabled = Arc::new(AtomicBool::new(false));
     let mut shared: BTreeMap<String, Shared> = BTreeMap::new();
-    for (name, linear) in transcriber.model.linears_mut() {
+    for (name, linear) in transcriber.model.quantizable_mut() {
         if !layers.contains(&name) {
             continue;
         }
@@ -120,7 +120,7 @@ pub fn calibrate(
         }
         Ok::<_, Error>(audio_seconds)
     })();
-    for (_, linear) in transcriber.model.linears_mut() {
+    for (_, linear) in transcriber.model.quantizable_mut() {
         linear.observer = None;
     }
     let audio_seconds = run?;

@@ -37,7 +37,7 @@ pub fn write_whisper(
         writer.set_header_field(key, value.clone())?;
     }
     let mut packed: Vec<(String, std::sync::Arc<PackedMatrix>)> = Vec::new();
-    for (name, linear) in model.linears_mut() {
+    for (name, linear) in model.quantizable_mut() {
         if let Weight::Packed(p) = &linear.weight {
             packed.push((format!("{name}.weight"), p.clone()));
         }

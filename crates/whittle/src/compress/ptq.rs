@@ -1,15 +1,16 @@
 //! Post-training quantization of linear layers, each to the format its bit map gives:
 //! round-to-nearest with optional MSE-optimal clipping, GPTQ error compensation from
 //! calibration inputs (Frantar et al. 2022), or TWN ternary (Li et al. 2016, "Ternary Weight
-//! Networks"). Embeddings, positions, norms and the conv stem stay float and are counted as such.
+//! Networks"). The tied token embedding is packed only when the bit map names it; positions, norms
+//! and the conv stem stay float and are counted as such.
 
 use serde::{Deserialize, Serialize};
 use whittle_kernels::{Gptq, PackedMatrix, ScaleSearch, TernaryQuantizer, UniformQuantizer};
 
-use super::bitmap::{BitMap, LayerFormat};
+use super::bitmap::{BitMap, LayerFormat, ResolvedLayer};
 use super::calibrate::Calibration;
 use crate::error::{Error, Result};
-use crate::models::whisper::Whisper;
+use crate::models::whisper::{Whisper, TOKEN_EMBEDDING};
 
 /// How to round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,13 +55,21 @@ pub struct LayerReport {
     pub relative_rmse: f64,
 }
 
-/// Paths of the layers a bit map applies to (every linear layer of the model).
+/// Paths of the layers a bit map applies to: every linear layer of the model, then the tied
+/// token embedding.
 pub fn quantizable_layers(model: &mut Whisper) -> Vec<String> {
     model
-        .linears_mut()
+        .quantizable_mut()
         .into_iter()
         .map(|(name, _)| name)
         .collect()
+}
+
+/// The bit map's choice for each quantizable layer of `model`. The token embedding (the largest
+/// matrix of a small Whisper, and the output projection) is quantized only when a rule names
+/// it exactly ([`TOKEN_EMBEDDING`], with or without `model.`).
+pub fn resolve_bit_map(model: &mut Whisper, bit_map: &BitMap) -> Result<Vec<ResolvedLayer>> {
+    bit_map.resolve(&quantizable_layers(model), &[TOKEN_EMBEDDING])
 }
 
 /// Quantize the linear layers of `model` in place as `bit_map` says. `calibration` is needed
@@ -71,8 +80,7 @@ pub fn quantize_linears(
     method: PtqMethod,
     calibration: Option<&Calibration>,
 ) -> Result<Vec<LayerReport>> {
-    let names = quantizable_layers(model);
-    let resolved = bit_map.resolve(&names)?;
+    let resolved = resolve_bit_map(model, bit_map)?;
     if method == PtqMethod::Gptq && calibration.is_none() {
         return Err(Error::config(
             "--method gptq",
@@ -80,7 +88,7 @@ pub fn quantize_linears(
         ));
     }
     let mut reports = Vec::new();
-    for ((name, linear), layer) in model.linears_mut().into_iter().zip(resolved) {
+    for ((name, linear), layer) in model.quantizable_mut().into_iter().zip(resolved) {
         debug_assert_eq!(name, layer.name);
         let (rows, cols) = linear.weight.dims();
         let kernel_err = |e: whittle_kernels::KernelError| Error::config(&name, e.to_string());

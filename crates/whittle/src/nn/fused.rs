@@ -184,14 +184,15 @@ mod tests {
         .unwrap();
         let a = fused(x.as_tensor()).unwrap();
         let b = reference(x.as_tensor()).unwrap();
-        let err = crate::nn::max_abs_diff(&a, &b);
+        let err = crate::nn::max_abs_diff(&a, &b).unwrap();
         assert!(err < TOL, "value max_err {err}");
         let ga = (a * &c).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (b * &c).unwrap().sum_all().unwrap().backward().unwrap();
         let err = crate::nn::max_abs_diff(
             ga.get(x.as_tensor()).unwrap(),
             gb.get(x.as_tensor()).unwrap(),
-        );
+        )
+        .unwrap();
         assert!(err < TOL, "gradient max_err {err}");
     }
 
@@ -446,7 +447,7 @@ mod more_tests {
                 .unwrap()
         };
         let fused = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
-        assert!(crate::nn::max_abs_diff(&fused, &composed) < 1e-5);
+        assert!(crate::nn::max_abs_diff(&fused, &composed).unwrap() < 1e-5);
         let ga = (fused * &c).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (composed * &c)
             .unwrap()
@@ -458,7 +459,8 @@ mod more_tests {
             let err = crate::nn::max_abs_diff(
                 ga.get(v.as_tensor()).unwrap(),
                 gb.get(v.as_tensor()).unwrap(),
-            );
+            )
+            .unwrap();
             assert!(err < 1e-4, "{name} gradient max_err {err}");
         }
     }
@@ -486,14 +488,16 @@ mod more_tests {
         .unwrap();
         let a = matmul_fixed_t(x.as_tensor(), &w).unwrap();
         let b = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
-        assert!(crate::nn::max_abs_diff(&a, &b) < 1e-5);
+        assert!(crate::nn::max_abs_diff(&a, &b).unwrap() < 1e-5);
         let ga = a.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let gb = b.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         assert!(
             crate::nn::max_abs_diff(
                 ga.get(x.as_tensor()).unwrap(),
                 gb.get(x.as_tensor()).unwrap()
-            ) < 1e-4
+            )
+            .unwrap()
+                < 1e-4
         );
     }
 }

@@ -402,8 +402,8 @@ mod tests {
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let scale = crate::nn::max_abs_diff(b, &b.zeros_like().unwrap());
-        crate::nn::max_abs_diff(a, b) / scale.max(1e-12)
+        let scale = crate::nn::max_abs_diff(b, &b.zeros_like().unwrap()).unwrap();
+        crate::nn::max_abs_diff(a, b).unwrap() / scale.max(1e-12)
     }
 
     fn specs() -> Vec<LsqSpec> {
@@ -437,7 +437,7 @@ mod tests {
             let s = (fq.steps.as_tensor() * 0.5).unwrap();
             let fused = lsq_fake_quant(&w, &s, spec).unwrap();
             let reference = lsq_fake_quant_reference(&w, &s, spec).unwrap();
-            let err = crate::nn::max_abs_diff(&fused, &reference);
+            let err = crate::nn::max_abs_diff(&fused, &reference).unwrap();
             assert!(
                 err < FORWARD_TOL,
                 "{spec:?}: max_err {err} exceeds {FORWARD_TOL}"
@@ -626,7 +626,7 @@ mod tests {
                 .unwrap();
             let packed = fq.to_packed().unwrap();
             let dense = Tensor::from_vec(packed.dequantize(), (8, 128), &Device::Cpu).unwrap();
-            let err = crate::nn::max_abs_diff(&dense, &fq.quantized_weight().unwrap());
+            let err = crate::nn::max_abs_diff(&dense, &fq.quantized_weight().unwrap()).unwrap();
             assert!(err == 0.0, "{spec:?}: packed differs by {err}");
         }
     }
@@ -651,7 +651,7 @@ mod tests {
             let a = linear.forward(&x).unwrap();
             linear.set_packed(fq.to_packed().unwrap());
             let b = linear.forward(&x).unwrap();
-            let err = crate::nn::max_abs_diff(&a, &b);
+            let err = crate::nn::max_abs_diff(&a, &b).unwrap();
             assert!(
                 err < PACKED_FORWARD_TOL,
                 "{spec:?}: max_err {err} exceeds {PACKED_FORWARD_TOL}"

@@ -128,19 +128,14 @@ impl Module for Conv1d {
     }
 }
 
-/// Largest absolute elementwise difference, for tests' tolerance checks.
-#[cfg(test)]
-pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
+/// Largest absolute elementwise difference of two same-shaped tensors (tolerance checks).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+    (a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(candle_core::DType::F32)?
         .to_scalar()
-        .unwrap()
 }
 
 #[cfg(test)]
@@ -170,7 +165,7 @@ mod tests {
         let fused = layer_norm(w.clone(), b.clone()).forward(&x).unwrap();
         let wv = Var::from_tensor(&w).unwrap();
         let slow = layer_norm(wv.as_tensor().clone(), b).forward(&x).unwrap();
-        let err = max_abs_diff(&fused, &slow);
+        let err = max_abs_diff(&fused, &slow).unwrap();
         assert!(err < 1e-5, "max_err {err}");
         // The tracked path must give the weight a non-zero gradient.
         let grads = slow.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -194,7 +189,7 @@ mod tests {
         .unwrap();
         let tracked = softmax_last_dim(x.as_tensor()).unwrap();
         let fused = softmax_last_dim(&x.as_tensor().detach()).unwrap();
-        let err = max_abs_diff(&tracked, &fused);
+        let err = max_abs_diff(&tracked, &fused).unwrap();
         assert!(err < 1e-6, "max_err {err}");
         let weights = Tensor::new(&[[1.0f32, 0.0, 0.0], [0.0, 0.0, 1.0]], &Device::Cpu).unwrap();
         let grads = (tracked * weights)

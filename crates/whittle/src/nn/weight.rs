@@ -51,6 +51,32 @@ impl Weight {
         }
     }
 
+    /// Rows `ids` (u32, any shape) of the matrix, `[ids.., in_features]`: a table lookup, as
+    /// the token embedding that shares its matrix with the output projection does. A packed
+    /// table dequantizes only the rows asked for.
+    pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        let flat = ids.flatten_all()?;
+        let table_rows = match self {
+            Weight::Float(w) => w.embedding(&flat)?,
+            Weight::FakeQuant(f) => f.quantized_weight()?.embedding(&flat)?,
+            Weight::Packed(p) => {
+                let indices: Vec<usize> = flat
+                    .to_dtype(DType::U32)?
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|i| i as usize)
+                    .collect();
+                let values = p
+                    .dequantize_rows(&indices)
+                    .map_err(|e| candle_core::Error::Msg(format!("packed table lookup: {e}")))?;
+                Tensor::from_vec(values, (indices.len(), p.cols()), ids.device())?
+            }
+        };
+        dims.push(self.dims().1);
+        table_rows.reshape(dims)
+    }
+
     /// Bytes this weight occupies in memory.
     pub fn storage_bytes(&self) -> usize {
         match self {
@@ -275,7 +301,7 @@ mod tests {
         let a = float.forward(&xs).unwrap();
         let b = packed_linear.forward(&xs).unwrap();
         assert_eq!(b.dims(), &[1, m, n]);
-        let err = crate::nn::max_abs_diff(&a, &b);
+        let err = crate::nn::max_abs_diff(&a, &b).unwrap();
         assert!(
             err < INT8_ACTIVATION_TOL,
             "m = {m}: max_err {err} exceeds {INT8_ACTIVATION_TOL}"

@@ -48,7 +48,9 @@ pub fn forward(model: &Whisper, batch: &Batch, taps: &[HiddenTap]) -> Result<Out
     let rows = hidden
         .reshape((b * len, d))?
         .index_select(&batch.positions, 0)?;
-    let logits = crate::nn::fused::matmul_fixed_t(&rows, &model.decoder.embed_tokens)?;
+    // The tied projection is not trained (QAT packs only the block linears).
+    let table = model.decoder.embed_tokens.weight.to_dense()?;
+    let logits = crate::nn::fused::matmul_fixed_t(&rows, &table)?;
     let mut layers = layers.into_iter();
     let hidden = taps
         .iter()

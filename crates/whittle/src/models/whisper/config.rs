@@ -73,14 +73,16 @@ impl WhisperConfig {
             "num_mel_bins must be positive".into(),
         )?;
         check(
-            self.encoder_attention_heads > 0 && self.d_model % self.encoder_attention_heads == 0,
+            self.encoder_attention_heads > 0
+                && self.d_model.is_multiple_of(self.encoder_attention_heads),
             format!(
                 "encoder_attention_heads {} must divide d_model {}",
                 self.encoder_attention_heads, self.d_model
             ),
         )?;
         check(
-            self.decoder_attention_heads > 0 && self.d_model % self.decoder_attention_heads == 0,
+            self.decoder_attention_heads > 0
+                && self.d_model.is_multiple_of(self.decoder_attention_heads),
             format!(
                 "decoder_attention_heads {} must divide d_model {}",
                 self.decoder_attention_heads, self.d_model

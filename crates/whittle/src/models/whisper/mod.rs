@@ -8,5 +8,5 @@ pub mod tokenizer;
 
 pub use config::WhisperConfig;
 pub use decode::{DecodeOptions, FrontEndPadding, Transcriber, Transcript};
-pub use model::Whisper;
+pub use model::{Whisper, TOKEN_EMBEDDING};
 pub use tokenizer::WhisperTokenizer;

@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 use crate::nn::{Conv1d, LayerNorm, Linear};
 
 /// Query-key pairs per head from which inference attention runs one head at a time.
+/// Tensor path (without `.weight`) of the decoder's token embedding, tied with the output
+/// projection.
+pub const TOKEN_EMBEDDING: &str = "model.decoder.embed_tokens";
+
 const ATTENTION_SCORES_PER_HEAD_SPLIT: usize = 1 << 18;
 
 /// Multi-head attention with separate q/k/v/out projections (k has no bias).
@@ -311,8 +315,9 @@ impl Encoder {
 /// The text decoder with tied output projection.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    /// Token embedding `[vocab, d]`, also the output projection.
-    pub embed_tokens: Tensor,
+    /// Token embedding `[vocab, d]`, also the output projection (tied): one weight, which
+    /// may be packed like any linear layer's.
+    pub embed_tokens: Linear,
     /// Learned positions `[max_target_positions, d]`.
     pub embed_positions: Tensor,
     /// Transformer blocks with cross-attention.
@@ -385,8 +390,9 @@ impl Decoder {
         let positions = self.embed_positions.narrow(0, cache.offset, len)?;
         let mut x = self
             .embed_tokens
-            .embedding(&tokens.flatten_all()?)?
-            .reshape((tokens.dim(0)?, len, ()))?;
+            .weight
+            .rows(tokens)?
+            .to_dtype(positions.dtype())?;
         x = x.broadcast_add(&positions)?;
         let mask = if len > 1 {
             Some(causal_mask(len, cache.offset, x.dtype(), x.device())?)
@@ -426,9 +432,7 @@ impl Decoder {
     /// Logits `[b, len, vocab]` of hidden states (tied embedding projection).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, len, d) = hidden.dims3()?;
-        let logits = hidden
-            .reshape((b * len, d))?
-            .matmul(&self.embed_tokens.t()?)?;
+        let logits = self.embed_tokens.forward(&hidden.reshape((b * len, d))?)?;
         Ok(logits.reshape((b, len, ()))?)
     }
 
@@ -520,9 +524,12 @@ impl Whisper {
                 .collect::<Result<_>>()?,
             layer_norm: LayerNorm::load(store, &format!("{enc}.layer_norm"), d, dtype)?,
         };
-        let embed_tokens = store.get(
-            &format!("{dec}.embed_tokens.weight"),
-            &[c.vocab_size, d],
+        let embed_tokens = Linear::load(
+            store,
+            &format!("{dec}.embed_tokens"),
+            d,
+            c.vocab_size,
+            false,
             dtype,
         )?;
         // The output projection is tied to the embedding; a separate copy must match it.
@@ -562,37 +569,50 @@ impl Whisper {
     /// Every linear layer by its Hugging Face tensor path (without `.weight`), encoder first.
     /// Compression passes walk this list.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::new();
-        for (part, layers) in [
-            ("model.encoder", &mut self.encoder.layers),
-            ("model.decoder", &mut self.decoder.layers),
-        ] {
-            for (i, layer) in layers.iter_mut().enumerate() {
-                let p = format!("{part}.layers.{i}");
-                let Block {
-                    self_attn,
-                    encoder_attn,
-                    fc1,
-                    fc2,
-                    ..
-                } = layer;
-                for (name, attn) in std::iter::once(("self_attn", self_attn))
-                    .chain(encoder_attn.as_mut().map(|(a, _)| ("encoder_attn", a)))
-                {
-                    out.push((format!("{p}.{name}.q_proj"), &mut attn.q_proj));
-                    out.push((format!("{p}.{name}.k_proj"), &mut attn.k_proj));
-                    out.push((format!("{p}.{name}.v_proj"), &mut attn.v_proj));
-                    out.push((format!("{p}.{name}.out_proj"), &mut attn.out_proj));
-                }
-                out.push((format!("{p}.fc1"), fc1));
-                out.push((format!("{p}.fc2"), fc2));
-            }
-        }
+        block_linears(&mut self.encoder.layers, &mut self.decoder.layers)
+    }
+
+    /// [`Self::linears_mut`] followed by the token embedding (tied output projection, path
+    /// [`TOKEN_EMBEDDING`]): every matrix post-training quantization may pack.
+    pub fn quantizable_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = block_linears(&mut self.encoder.layers, &mut self.decoder.layers);
+        out.push((TOKEN_EMBEDDING.to_string(), &mut self.decoder.embed_tokens));
         out
     }
 
     /// Device of the weights.
     pub fn device(&self) -> &Device {
-        self.decoder.embed_tokens.device()
+        self.decoder.embed_positions.device()
     }
+}
+
+/// The linear layers of encoder and decoder blocks by tensor path, encoder first.
+fn block_linears<'a>(
+    encoder: &'a mut [Block],
+    decoder: &'a mut [Block],
+) -> Vec<(String, &'a mut Linear)> {
+    let mut out = Vec::new();
+    for (part, layers) in [("model.encoder", encoder), ("model.decoder", decoder)] {
+        for (i, layer) in layers.iter_mut().enumerate() {
+            let p = format!("{part}.layers.{i}");
+            let Block {
+                self_attn,
+                encoder_attn,
+                fc1,
+                fc2,
+                ..
+            } = layer;
+            for (name, attn) in std::iter::once(("self_attn", self_attn))
+                .chain(encoder_attn.as_mut().map(|(a, _)| ("encoder_attn", a)))
+            {
+                out.push((format!("{p}.{name}.q_proj"), &mut attn.q_proj));
+                out.push((format!("{p}.{name}.k_proj"), &mut attn.k_proj));
+                out.push((format!("{p}.{name}.v_proj"), &mut attn.v_proj));
+                out.push((format!("{p}.{name}.out_proj"), &mut attn.out_proj));
+            }
+            out.push((format!("{p}.fc1"), fc1));
+            out.push((format!("{p}.fc2"), fc2));
+        }
+    }
+    out
 }
