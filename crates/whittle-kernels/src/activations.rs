@@ -127,7 +127,7 @@ pub fn softmax_rows_with(isa: Isa, x: &mut [f32], row_len: usize) {
     let run = |rows: &mut [f32]| {
         for row in rows.chunks_mut(row_len) {
             match isa {
-                Isa::Avx2Fma => crate::kernels::avx2_softmax_row(row),
+                Isa::Avx2Fma | Isa::Avx512Vnni => crate::kernels::avx2_softmax_row(row),
                 Isa::Scalar => softmax_row_scalar(row),
             }
         }
@@ -144,7 +144,7 @@ pub fn gelu(x: &mut [f32]) {
 pub fn gelu_with(isa: Isa, x: &mut [f32]) {
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
     let run = |values: &mut [f32]| match isa {
-        Isa::Avx2Fma => crate::kernels::avx2_gelu(values),
+        Isa::Avx2Fma | Isa::Avx512Vnni => crate::kernels::avx2_gelu(values),
         Isa::Scalar => values.iter_mut().for_each(|v| *v = gelu_approx(*v)),
     };
     split_rows(x, 64, run);

@@ -6,14 +6,17 @@ mod common;
 use common::{all_formats, Rng, GRANULARITIES};
 use proptest::prelude::*;
 use whittle_kernels::kernels::reference::{matmul_f32_naive, matmul_naive};
-use whittle_kernels::kernels::GEMV_MAX_ROWS;
+use whittle_kernels::kernels::{GEMV_MAX_ROWS, VNNI_GEMM_MIN_ROWS};
+
+// The property test's second range of m must reach the VNNI kernel.
+const _: () = assert!(VNNI_GEMM_MIN_ROWS <= 40);
 use whittle_kernels::{matmul_f32_with, matmul_q8_with, matmul_with, Isa, BLOCK};
 
 /// Relative slack for f32 summation-order differences.
 const F32_REL_TOL: f32 = 1e-4;
 
 fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2Fma]
+    [Isa::Scalar, Isa::Avx2Fma, Isa::Avx512Vnni]
         .into_iter()
         .filter(|isa| isa.is_available())
         .collect()
@@ -82,7 +85,8 @@ proptest! {
     fn packed_kernels_match_reference(
         rows in 1usize..=70,
         cols in 1usize..=300,
-        m in 1usize..=9,
+        // Past VNNI_GEMM_MIN_ROWS, so the repacked-panel kernel runs too.
+        m in prop_oneof![1usize..=9, 14usize..=40],
         seed in any::<u64>(),
         with_bias in any::<bool>(),
     ) {
@@ -120,7 +124,7 @@ proptest! {
 /// Shapes larger than one parallel task and one super-panel, so threading and panel edges run.
 #[test]
 fn large_shapes_match_reference() {
-    for (rows, cols, m) in [(777, 200, 1), (777, 200, 13), (1030, 96, 2)] {
+    for (rows, cols, m) in [(777, 200, 1), (777, 200, 13), (1030, 96, 2), (45, 384, 150)] {
         check_all_formats(rows, cols, m, rows as u64, true);
     }
 }

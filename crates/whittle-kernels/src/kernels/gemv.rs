@@ -51,6 +51,49 @@ pub(crate) struct Q8Row {
 /// `1.5 * 2^23`: f32 values below 2^22 in magnitude round to integers when added to it.
 const ROUNDING_MAGIC: f32 = 12_582_912.0;
 
+/// Quantizes `x` to int8 per 32-value block into `values` (zero-padded to whole blocks),
+/// `scales` and `block_sums` (`scale * sum(values)` per block).
+pub(crate) fn quantize_blocks(
+    isa: Isa,
+    x: &[f32],
+    values: &mut [i8],
+    scales: &mut [f32],
+    block_sums: &mut [f32],
+) {
+    match isa {
+        Isa::Avx2Fma | Isa::Avx512Vnni => avx2::quantize_blocks(x, values, scales, block_sums),
+        Isa::Scalar => quantize_blocks_scalar(x, values, scales, block_sums),
+    }
+}
+
+/// Portable quantization (the reference the AVX2 version reproduces bit for bit: same scale,
+/// same reciprocal, same round-to-nearest-even).
+fn quantize_blocks_scalar(
+    x: &[f32],
+    values: &mut [i8],
+    scales: &mut [f32],
+    block_sums: &mut [f32],
+) {
+    for (b, (xb, qb)) in x
+        .chunks(BLOCK)
+        .zip(values.chunks_exact_mut(BLOCK))
+        .enumerate()
+    {
+        let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            // |v * inv| <= 127 by construction; adding 1.5 * 2^23 rounds to nearest (even)
+            // without a libm call; the cast saturates NaN to 0.
+            *q = ((v * inv + ROUNDING_MAGIC) - ROUNDING_MAGIC) as i8;
+            sum += i32::from(*q);
+        }
+        scales[b] = scale;
+        block_sums[b] = scale * sum as f32;
+    }
+}
+
 impl Q8Row {
     /// Quantizes `x` into this row's buffers (reusing their capacity).
     fn quantize(&mut self, isa: Isa, x: &[f32], blocks_per_group: usize) {
@@ -61,12 +104,13 @@ impl Q8Row {
         self.scales.resize(blocks, 0.0);
         self.block_sums.clear();
         self.block_sums.resize(blocks, 0.0);
-        match isa {
-            Isa::Avx2Fma => {
-                avx2::quantize_blocks(x, &mut self.values, &mut self.scales, &mut self.block_sums)
-            }
-            Isa::Scalar => self.quantize_scalar(x),
-        }
+        quantize_blocks(
+            isa,
+            x,
+            &mut self.values,
+            &mut self.scales,
+            &mut self.block_sums,
+        );
         self.group_sums.clear();
         self.group_sums.extend(
             self.block_sums
@@ -74,29 +118,6 @@ impl Q8Row {
                 .map(|c| c.iter().sum::<f32>()),
         );
         self.pair_scales.clear();
-    }
-
-    /// Portable quantization (the reference the AVX2 version reproduces bit for bit: same
-    /// scale, same reciprocal, same round-to-nearest-even).
-    fn quantize_scalar(&mut self, x: &[f32]) {
-        for (b, (xb, qb)) in x
-            .chunks(BLOCK)
-            .zip(self.values.chunks_exact_mut(BLOCK))
-            .enumerate()
-        {
-            let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                // |v * inv| <= 127 by construction; adding 1.5 * 2^23 rounds to nearest (even)
-                // without a libm call; the cast saturates NaN to 0.
-                *q = ((v * inv + ROUNDING_MAGIC) - ROUNDING_MAGIC) as i8;
-                sum += i32::from(*q);
-            }
-            self.scales[b] = scale;
-            self.block_sums[b] = scale * sum as f32;
-        }
     }
 
     /// Reorders each full pair of blocks `(2p, 2p+1)` as `x[2p][..16], x[2p+1][..16],
@@ -206,6 +227,8 @@ struct PackedPlan<'a> {
 
 impl<'a> PackedPlan<'a> {
     fn new(isa: Isa, w: PackedMatrixRef<'a>) -> Self {
+        // Matrix-vector rows run on the AVX2 kernels on VNNI machines too.
+        let isa = isa.without_vnni();
         let k = w.cols;
         let granularity = w.format.quant.granularity;
         let blocks_per_group = granularity.group_len(k).div_ceil(BLOCK);
@@ -217,7 +240,7 @@ impl<'a> PackedPlan<'a> {
             (Isa::Avx2Fma, Layout::Bits4) if blocks_per_group & 1 == 0 || groups == 1 => {
                 CodeSource::Bits4Pairs
             }
-            (Isa::Avx2Fma, layout) => CodeSource::Packed(layout),
+            (Isa::Avx2Fma | Isa::Avx512Vnni, layout) => CodeSource::Packed(layout),
         };
         // Bits8 is multiplied as signed `code - 128` to stay inside vpmaddubsw's i16 range.
         let code_shift = if isa == Isa::Avx2Fma && layout == Layout::Bits8 {
@@ -302,7 +325,7 @@ impl<'a> PackedPlan<'a> {
                     ..self.rows_from(first)
                 };
                 match self.isa {
-                    Isa::Avx2Fma => {
+                    Isa::Avx2Fma | Isa::Avx512Vnni => {
                         avx2::dot_rows_packed(self.source, &rows, act, &mut scratch.table, out)
                     }
                     Isa::Scalar => dot_rows_bytes_scalar(&rows, act, out),

@@ -18,8 +18,10 @@
 //! `x: [m][k]`, `W: [n][k]` (packed or f32), `bias: [n]`, `y: [m][n]`, all row-major.
 
 mod avx2;
+mod gemm_q8;
 mod gemv;
 pub mod reference;
+mod vnni;
 
 use rayon::prelude::*;
 
@@ -49,12 +51,17 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA.
     Avx2Fma,
+    /// [`Isa::Avx2Fma`] plus AVX-512 VNNI (`vpdpbusd` on 256-bit registers, AVX512VL): the
+    /// int8 matrix-matrix kernel of [`matmul_q8`] (the encoder); other kernels run on AVX2.
+    Avx512Vnni,
 }
 
 impl Isa {
     /// Best instruction set of this CPU.
     pub fn detect() -> Isa {
-        if Isa::Avx2Fma.is_available() {
+        if Isa::Avx512Vnni.is_available() {
+            Isa::Avx512Vnni
+        } else if Isa::Avx2Fma.is_available() {
             Isa::Avx2Fma
         } else {
             Isa::Scalar
@@ -66,6 +73,15 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2Fma => avx2::available(),
+            Isa::Avx512Vnni => avx2::available() && vnni::available(),
+        }
+    }
+
+    /// The instruction set of the kernels that have no VNNI version.
+    pub(crate) fn without_vnni(self) -> Isa {
+        match self {
+            Isa::Avx512Vnni => Isa::Avx2Fma,
+            other => other,
         }
     }
 
@@ -141,11 +157,17 @@ pub fn matmul_q8_with(
     check_operands(x, m, w.cols, w.rows, bias, y)?;
     if m == 1 {
         gemv::gemv_packed(isa, x, w, bias, y);
+    } else if isa == Isa::Avx512Vnni && m >= VNNI_GEMM_MIN_ROWS {
+        gemm_q8::gemm_vnni(x, m, w, bias, y);
     } else {
-        gemv::gemm_packed_q8(isa, x, m, w, bias, y);
+        gemv::gemm_packed_q8(isa.without_vnni(), x, m, w, bias, y);
     }
     Ok(())
 }
+
+/// Rows of `x` from which [`matmul_q8`] repacks the weight into `vpdpbusd` panels (the repacking
+/// reads every weight once; below this the row-at-a-time kernel reads it fewer times).
+pub const VNNI_GEMM_MIN_ROWS: usize = 16;
 
 /// f32 baseline `y[m][n] = x[m][k] · W^T + bias` with `W: [n][k]`, on the best available ISA.
 pub fn matmul_f32(
@@ -237,7 +259,7 @@ fn gemv_f32(isa: Isa, x: &[f32], w: &[f32], k: usize, bias: Option<&[f32]>, y: &
             let row = row0 + i;
             let w_row = &w[row * k..(row + 1) * k];
             let dot = match isa {
-                Isa::Avx2Fma => avx2::dot_f32(x, w_row),
+                Isa::Avx2Fma | Isa::Avx512Vnni => avx2::dot_f32(x, w_row),
                 Isa::Scalar => x.iter().zip(w_row).map(|(a, b)| a * b).sum(),
             };
             *out = dot + bias.map_or(0.0, |b| b[row]);
@@ -335,7 +357,9 @@ fn gemm_block(
                 let w_tile = &panel[j0 * k..(j0 + nr) * k];
                 let mut out = [[0.0f32; NR]; MR];
                 match isa {
-                    Isa::Avx2Fma => avx2::dot_tile(x_tile, mr, w_tile, nr, k, &mut out),
+                    Isa::Avx2Fma | Isa::Avx512Vnni => {
+                        avx2::dot_tile(x_tile, mr, w_tile, nr, k, &mut out)
+                    }
                     Isa::Scalar => dot_tile_scalar(x_tile, mr, w_tile, nr, k, &mut out),
                 }
                 for (i, out_row) in out.iter().enumerate().take(mr) {
