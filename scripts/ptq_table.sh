@@ -10,7 +10,9 @@
 #   SYNTH_UTTERANCES (20)   utterances drawn evenly from each of synth-dev/test-clean/test-other
 #                           (0 = real-15 only)
 #   CALIB_UTTERANCES (32)   GPTQ calibration utterances (from synth-train, disjoint from every test set)
-#   FORMATS                 space-separated subset of: w8 w6g64 w5g64 w4g64 w4 w3g64 w2g64 ternary
+#   FORMATS                 space-separated subset of: w8 w6g64 w5g64 w4g64 w4g64e8 w4 w3g64 w2g64 ternary
+#                           (w4g64e8: W4 g64 with the token embedding / output projection at W8 g64)
+#   WHITTLE_BIN             the whittle binary (default target/release/whittle)
 #   METHODS ("rtn gptq")
 # Needs scripts/setup.sh and scripts/make_splits.sh.
 set -euo pipefail
@@ -30,9 +32,9 @@ ASSETS=${WHITTLE_ASSETS:-$ROOT/.assets}
 THREADS=${THREADS:-2}
 SYNTH_UTTERANCES=${SYNTH_UTTERANCES:-20}
 CALIB_UTTERANCES=${CALIB_UTTERANCES:-32}
-FORMATS=${FORMATS:-"w8 w6g64 w5g64 w4g64 w4 w3g64 w2g64 ternary"}
+FORMATS=${FORMATS:-"w8 w6g64 w5g64 w4g64 w4g64e8 w4 w3g64 w2g64 ternary"}
 METHODS=${METHODS:-"rtn gptq"}
-WHITTLE=$ROOT/target/release/whittle
+WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
 OUT=${PTQ_TABLE_OUT:-$ROOT/out/ptq-table/synth$SYNTH_UTTERANCES}
 die() { echo "ptq_table.sh: $*" >&2; exit 1; }
 ((BUILD)) && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
@@ -57,6 +59,7 @@ format_args() {
         w6g64) echo "--bits 6 --group 64" ;;
         w5g64) echo "--bits 5 --group 64" ;;
         w4g64) echo "--bits 4 --group 64" ;;
+        w4g64e8) echo "--bits 4 --group 64 --embedding-bits 8" ;;
         w4) echo "--bits 4" ;;
         w3g64) echo "--bits 3 --group 64" ;;
         w2g64) echo "--bits 2 --group 64" ;;
@@ -132,7 +135,7 @@ for r in rows:
     first = s[sets[0]]
     size = first["model"]["weights_bytes"]
     fmt, _, method = r.partition("-")
-    label = {"float": "fp16 file, f32 compute"}.get(fmt, fmt.upper().replace("G", " g").replace("TERNARY", "ternary g64 (1.6 bit)"))
+    label = {"float": "fp16 file, f32 compute"}.get(fmt, fmt.upper().replace("G", " g").replace("TERNARY", "ternary g64 (1.6 bit)").replace("E8", " + embedding W8 g64"))
     if method == "rtn" and fmt == "ternary":
         method = "twn"
     wers = " | ".join(f"{100 * s[x]['wer']:.2f} %" for x in sets)

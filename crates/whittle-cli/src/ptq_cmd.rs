@@ -243,7 +243,13 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
         options: DecodeOptions::default(),
     };
     let record = args.ptq.apply(&mut transcriber)?;
-    let layers = record["layers"].as_array().map_or(0, Vec::len);
+    // Matrices actually packed (float layers of a bit map, and the embedding unless named, are not).
+    let layers = record["layers"].as_array().map_or(0, |layers| {
+        layers
+            .iter()
+            .filter(|l| l["method"].as_str().is_some_and(|m| m != "none"))
+            .count()
+    });
     let header = [
         ("bit_map", record["bit_map"].clone()),
         (
@@ -277,7 +283,7 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
     let fp32 = checkpoint.config.parameter_count() as f64 * 4.0;
     let shipped = checkpoint.location.weights_bytes() as f64;
     println!(
-        "{}: {layers} linear layers ({} method), {bytes} bytes ({:.1} MB): {:.2}x smaller than fp32 ({:.1} MB), {:.2}x smaller than the shipped file ({:.1} MB)",
+        "{}: {layers} matrices packed ({} method), {bytes} bytes ({:.1} MB): {:.2}x smaller than fp32 ({:.1} MB), {:.2}x smaller than the shipped file ({:.1} MB)",
         args.output.display(),
         args.ptq.method,
         bytes as f64 / 1e6,
