@@ -13,6 +13,8 @@
 #   FORMATS                 space-separated subset of: w8 w6g64 w5g64 w4g64 w4g64e8 w4 w3g64 w2g64 ternary
 #                           (w4g64e8: W4 g64 with the token embedding / output projection at W8 g64)
 #   WHITTLE_BIN             the whittle binary (default target/release/whittle)
+#   EXTRA                   extra rows from files compressed elsewhere, as FORMAT-METHOD=FILE entries,
+#                           e.g. EXTRA="w3g64-qat=out/tiny-qat-w3.whittle" (give one model)
 #   METHODS ("rtn gptq")
 # Needs scripts/setup.sh and scripts/make_splits.sh.
 set -euo pipefail
@@ -32,6 +34,7 @@ ASSETS=${WHITTLE_ASSETS:-$ROOT/.assets}
 THREADS=${THREADS:-2}
 SYNTH_UTTERANCES=${SYNTH_UTTERANCES:-20}
 CALIB_UTTERANCES=${CALIB_UTTERANCES:-32}
+EXTRA=${EXTRA:-}
 FORMATS=${FORMATS:-"w8 w6g64 w5g64 w4g64 w4g64e8 w4 w3g64 w2g64 ternary"}
 METHODS=${METHODS:-"rtn gptq"}
 WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
@@ -102,6 +105,13 @@ for model in "${MODELS[@]}"; do
             fi
             evaluate "$name" "$file"
         done
+    done
+    # Extra rows: already compressed files of this model (QAT outputs), `FORMAT-METHOD=FILE`.
+    for entry in $EXTRA; do
+        [[ $entry == *=* ]] || die "EXTRA entry $entry: expected FORMAT-METHOD=FILE"
+        [[ -f ${entry#*=} ]] || die "EXTRA entry $entry: no file ${entry#*=}"
+        echo "== $model: ${entry%%=*} (${entry#*=})" >&2
+        evaluate "$model/${entry%%=*}" "${entry#*=}"
     done
     python3 - "$OUT" "$model" "$WHITTLE" "${SETS[@]}" <<'PY' | tee "$OUT/$model/table.md"
 import json, os, subprocess, sys
