@@ -1,14 +1,15 @@
 //! Packed low-bit kernels vs the f32 kernel on Whisper's real layer shapes, in one run.
 //!
 //! Matrix-vector (`m = 1`, the decoder) on every shape, matrix-matrix (`m = 1500` encoder frames)
-//! on the encoder shapes. Ratios come from comparing `f32` with `q*` inside one group.
+//! on the encoder shapes, there also through `matmul_q8` (`*_q8act`: int8 activations, the VNNI
+//! panel kernel where the CPU has it). Ratios come from comparing `f32` with `q*` inside one group.
 //!
 //! `cargo bench -p whittle-kernels --bench packed_matmul -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use whittle_kernels::{
-    matmul, matmul_f32, Granularity, PackedMatrix, TernaryQuantizer, UniformQuantizer,
+    matmul, matmul_f32, matmul_q8, Granularity, PackedMatrix, TernaryQuantizer, UniformQuantizer,
 };
 
 /// (model, layer, out_features n, in_features k, encoder layer?)
@@ -83,6 +84,18 @@ fn bench_shapes(c: &mut Criterion) {
                 group.bench_function(BenchmarkId::from_parameter(name), |b| {
                     b.iter(|| matmul(black_box(&x), m, p.as_ref(), Some(&bias), &mut y).unwrap())
                 });
+                // The encoder's path: int8 activations (the VNNI panel kernel where available).
+                if m > 1 {
+                    group.bench_function(
+                        BenchmarkId::from_parameter(format!("{name}_q8act")),
+                        |b| {
+                            b.iter(|| {
+                                matmul_q8(black_box(&x), m, p.as_ref(), Some(&bias), &mut y)
+                                    .unwrap()
+                            })
+                        },
+                    );
+                }
             }
             group.finish();
         }
