@@ -136,8 +136,29 @@ impl Linear {
     }
 }
 
+/// How a linear layer multiplies: a dense float matrix (float or fake-quantized weights) or
+/// the packed kernels.
+enum Product<'a> {
+    Dense(Tensor),
+    Packed(&'a PackedMatrix),
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let product = match &self.weight {
+            Weight::Float(w) => Product::Dense(w.clone()),
+            Weight::FakeQuant(f) => Product::Dense(f.quantized_weight()?),
+            Weight::Packed(p) => Product::Packed(p),
+        };
+        let bias = self.bias.as_ref();
+        // Training on CPU: one fused op with its own backward, on any input rank, so no
+        // reshapes, transposes or broadcasts are recorded.
+        if let Product::Dense(w) = &product {
+            let tracked = super::needs_grad(&[x, w]) || bias.is_some_and(Tensor::track_op);
+            if tracked && self.observer.is_none() && super::dense::fusable(x, w, bias) {
+                return super::dense::linear(x, w, bias);
+            }
+        }
         let dims = x.dims().to_vec();
         let in_features = *dims.last().expect("linear input has at least one dim");
         let rows = x.elem_count() / in_features.max(1);
@@ -145,10 +166,9 @@ impl Module for Linear {
         if let Some(observer) = &self.observer {
             (observer.0)(&x2)?;
         }
-        let y = match &self.weight {
-            Weight::Float(w) => dense_matmul(&x2, w, self.bias.as_ref())?,
-            Weight::FakeQuant(f) => dense_matmul(&x2, &f.quantized_weight()?, self.bias.as_ref())?,
-            Weight::Packed(p) => packed_matmul(&x2, p, self.bias.as_ref())?,
+        let y = match product {
+            Product::Dense(w) => dense_matmul(&x2, &w, bias)?,
+            Product::Packed(p) => packed_matmul(&x2, p, bias)?,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.out_features();
