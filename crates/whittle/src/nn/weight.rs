@@ -151,11 +151,10 @@ impl Module for Linear {
             Weight::Packed(p) => Product::Packed(p),
         };
         let bias = self.bias.as_ref();
-        // Training on CPU: one fused op with its own backward, on any input rank, so no
-        // reshapes, transposes or broadcasts are recorded.
+        // Dense f32 on CPU: one fused op (bias inside the product, a backward of its own when
+        // training), on any input rank, so no reshapes, transposes or broadcasts are recorded.
         if let Product::Dense(w) = &product {
-            let tracked = super::needs_grad(&[x, w]) || bias.is_some_and(Tensor::track_op);
-            if tracked && self.observer.is_none() && super::dense::fusable(x, w, bias) {
+            if self.observer.is_none() && super::dense::fusable(x, w, bias) {
                 return super::dense::linear(x, w, bias);
             }
         }

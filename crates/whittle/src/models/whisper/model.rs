@@ -79,11 +79,16 @@ impl Attention {
         let q = self.q_proj.forward(x)?;
         let k = self.k_proj.forward(source)?;
         let v = self.v_proj.forward(source)?;
-        if crate::nn::needs_grad(&[&q, &k, &v]) && crate::nn::attention::fusable(&q, &k, &v) {
+        let (t, s) = (x.dim(1)?, source.dim(1)?);
+        // The fused op keeps all heads' scores at once: always when training, else while they
+        // stay below the size at which inference goes head by head.
+        let small = t * s < ATTENTION_SCORES_PER_HEAD_SPLIT;
+        if (small || crate::nn::needs_grad(&[&q, &k, &v]))
+            && crate::nn::attention::fusable(&q, &k, &v)
+        {
             let out = crate::nn::attention::attention(&q, &k, &v, self.heads, causal)?;
             return self.out_proj.forward(&out);
         }
-        let (t, s) = (x.dim(1)?, source.dim(1)?);
         let mask = if causal && t > 1 {
             Some(causal_mask(t, s - t, q.dtype(), q.device())?)
         } else {
