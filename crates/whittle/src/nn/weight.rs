@@ -145,12 +145,23 @@ enum Product<'a> {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let bias = self.bias.as_ref();
+        if let Weight::FakeQuant(f) = &self.weight {
+            let (latent, steps) = (f.latent.as_tensor(), f.steps.as_tensor());
+            // QAT on CPU: quantization and product in one op (the bias is not trained).
+            if self.observer.is_none()
+                && !bias.is_some_and(Tensor::track_op)
+                && super::dense::fusable(x, latent, bias)
+                && steps.dtype() == DType::F32
+            {
+                return super::dense::lsq_linear(x, latent, steps, f.spec, bias);
+            }
+        }
         let product = match &self.weight {
             Weight::Float(w) => Product::Dense(w.clone()),
             Weight::FakeQuant(f) => Product::Dense(f.quantized_weight()?),
             Weight::Packed(p) => Product::Packed(p),
         };
-        let bias = self.bias.as_ref();
         // Dense f32 on CPU: one fused op (bias inside the product, a backward of its own when
         // training), on any input rank, so no reshapes, transposes or broadcasts are recorded.
         if let Product::Dense(w) = &product {
