@@ -67,9 +67,11 @@ Loss: distillation, KL(teacher || student) at temperature tau (`--temperature`, 
 Optimizer: torch.optim.AdamW, betas (0.9, 0.999), eps 1e-8, two groups:
       weights: every trainable tensor that is not a step size, lr `--lr-weights` (1e-5), weight decay 0.01;
       scales:  the step sizes, lr `--lr-scales` (1e-3), weight decay 0.
-    Trainable (`--trainable linear`, default): the quantized linear layers' weights, biases and step sizes; the
-    convs, layer norms, embeddings and positional tables are frozen. `--trainable all` trains those too (in
-    the weights group). No gradient clipping and no schedule in this one-step benchmark.
+    Trainable (`--trainable linear`, default): the quantized linear layers' weights and step sizes, as whittle's
+    student (`make_student`: latent weights and steps); their biases, the convs, layer norms, embeddings and
+    positional tables are frozen. `--trainable all` trains those too (in the weights group). No gradient
+    clipping and no schedule in this one-step benchmark; whittle's `bench train-step` uses the same defaults
+    (--lr 1e-5, --lr-scales 1e-3, --weight-decay 0.01, betas and eps as here).
 
 Timing
     `--warmup` untimed steps, then `--steps` timed ones, each a full step on the same batch (the student's
@@ -627,9 +629,8 @@ def main() -> None:
     if args.trainable == "linear":
         student.requires_grad_(False)
         for m in student.quantized_linears():
-            for p in (m.weight, m.bias, m.step):
-                if p is not None:
-                    p.requires_grad_(True)
+            for p in (m.weight, m.step):
+                p.requires_grad_(True)
     others = [p for p in student.parameters() if p.requires_grad and id(p) not in step_ids]
     impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[args.adamw]
     optimizer = torch.optim.AdamW(

@@ -96,9 +96,15 @@ struct TrainStepArgs {
     /// KL temperature.
     #[arg(long, default_value_t = 2.0)]
     temperature: f64,
-    /// Learning rate of weights (steps use 10x).
+    /// Learning rate of the latent weights (AdamW; defaults as scripts/reference/qat_step.py).
     #[arg(long, default_value_t = 1e-5)]
     lr: f64,
+    /// Learning rate of the LSQ steps.
+    #[arg(long, default_value_t = 1e-3)]
+    lr_scales: f64,
+    /// Decoupled weight decay of the latent weights (steps have none).
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -346,13 +352,14 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
     let recipe = Recipe::parse(
         &format!(
             "name = \"bench\"\n[quant]\nbits = {}\n{}\n[loss]\nkl = 1.0\ntemperature = {}\ntargets = \"transcript\"\n\
-             [optim]\nlr_weights = {}\nlr_scales = {}\n[schedule]\nsteps = 1\nwarmup_steps = 0\n\
+             [optim]\nlr_weights = {}\nlr_scales = {}\nweight_decay = {}\n[schedule]\nsteps = 1\nwarmup_steps = 0\n\
              [train]\nbatch_size = {}\ncheckpoint_every = 1\n",
             args.bits,
             args.group.map(|g| format!("group = {g}")).unwrap_or_default(),
             args.temperature,
             args.lr,
-            10.0 * args.lr,
+            args.lr_scales,
+            args.weight_decay,
             args.batch
         ),
         "bench options",
@@ -389,7 +396,7 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         AdamWConfig {
             betas: recipe.optim.betas,
             eps: recipe.optim.eps,
-            weight_decay: 0.0,
+            weight_decay: recipe.optim.weight_decay,
         },
     )?;
     let vars: Vec<_> = optimizer.params.iter().map(|p| p.var.clone()).collect();
@@ -434,6 +441,8 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         "temperature": args.temperature,
         "lr_weights": recipe.optim.lr_weights,
         "lr_scales": recipe.optim.lr_scales,
+        "weight_decay": recipe.optim.weight_decay,
+        "trainable_params": optimizer.params.iter().map(|p| p.var.elem_count()).sum::<usize>(),
         "threads": rayon::current_num_threads(),
         "model": args.model.display().to_string(),
     });

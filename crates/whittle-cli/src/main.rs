@@ -69,6 +69,15 @@ fn main() {
             .num_threads(n)
             .build_global();
     }
+    // Training (compress, bench): candle's element-wise ops run on the calling thread. Its own
+    // spinning pool would otherwise compete with rayon's (matmuls, fused ops) for the same
+    // cores; on 2 loaded cores that cost 25-30% of a QAT step (BENCHMARKS.md). Set
+    // CANDLE_NUM_THREADS to override.
+    if matches!(cli.command, Command::Compress(_) | Command::Bench(_))
+        && std::env::var_os("CANDLE_NUM_THREADS").is_none()
+    {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let result = match cli.command {
         Command::Transcribe(a) => commands::transcribe(a),
         Command::Eval(a) => commands::eval(a),

@@ -313,7 +313,7 @@ impl candle_core::CustomOp3 for LayerNorm {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -321,10 +321,16 @@ impl candle_core::CustomOp3 for LayerNorm {
         let n = x.elem_count();
         let all =
             x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormBackward { eps: self.eps })?;
+        // Frozen scale and shift (e.g. QAT of the linear layers only) get no gradient entry.
+        let part = |t: &Tensor, start: usize, len: usize, shape: &Shape| {
+            t.track_op()
+                .then(|| all.narrow(0, start, len)?.reshape(shape))
+                .transpose()
+        };
         Ok((
-            Some(all.narrow(0, 0, n)?.reshape(x.shape())?),
-            Some(all.narrow(0, n, d)?.reshape(w.shape())?),
-            Some(all.narrow(0, n + d, d)?.reshape(w.shape())?),
+            part(x, 0, n, x.shape())?,
+            part(w, n, d, w.shape())?,
+            part(b, n + d, d, w.shape())?,
         ))
     }
 }

@@ -241,13 +241,89 @@ pub fn lsq_fake_quant_reference(
     q.broadcast_mul(&s_g)?.reshape((rows, cols))
 }
 
+/// `w_q` of row-major `w [rows, cols]` with steps `s [rows, cols / glen]`.
+pub(crate) fn quantize_values(
+    w: &[f32],
+    s: &[f32],
+    cols: usize,
+    glen: usize,
+    spec: LsqSpec,
+) -> Vec<f32> {
+    let (qn, qp) = (spec.qn(), spec.qp());
+    let mut out = vec![0f32; w.len()];
+    out.par_chunks_mut(cols)
+        .zip(w.par_chunks(cols))
+        .zip(s.par_chunks(cols / glen))
+        .for_each(|((o_row, w_row), s_row)| {
+            for ((o, wg), &step) in o_row.chunks_mut(glen).zip(w_row.chunks(glen)).zip(s_row) {
+                let step = effective_step(step);
+                for (y, &x) in o.iter_mut().zip(wg) {
+                    *y = (x / step).round().clamp(-qn, qp) * step;
+                }
+            }
+        });
+    out
+}
+
+/// `dL/dw` followed by `dL/ds` (flat) of [`quantize_values`] given `g = dL/dw_q`.
+pub(crate) fn backward_values(
+    w: &[f32],
+    s: &[f32],
+    g: &[f32],
+    cols: usize,
+    glen: usize,
+    spec: LsqSpec,
+) -> Vec<f32> {
+    let groups = cols / glen;
+    let rows = w.len() / cols;
+    let (qn, qp) = (spec.qn(), spec.qp());
+    let scale = spec.grad_scale(glen);
+    let mut out = vec![0f32; rows * cols + rows * groups];
+    let (grad_w, grad_s) = out.split_at_mut(rows * cols);
+    grad_w
+        .par_chunks_mut(cols)
+        .zip(grad_s.par_chunks_mut(groups))
+        .zip(w.par_chunks(cols).zip(s.par_chunks(groups)))
+        .zip(g.par_chunks(cols))
+        .for_each(|(((gw_row, gs_row), (w_row, s_row)), g_row)| {
+            for (((gw, gs), (wg, &step)), gg) in gw_row
+                .chunks_mut(glen)
+                .zip(gs_row.iter_mut())
+                .zip(w_row.chunks(glen).zip(s_row))
+                .zip(g_row.chunks(glen))
+            {
+                let step = effective_step(step);
+                let mut acc = 0f32;
+                for ((dw, &x), &dy) in gw.iter_mut().zip(wg).zip(gg) {
+                    let v = x / step;
+                    if v < -qn {
+                        *dw = 0.0;
+                        acc -= dy * qn;
+                    } else if v > qp {
+                        *dw = 0.0;
+                        acc += dy * qp;
+                    } else {
+                        *dw = dy;
+                        acc += dy * (v.round() - v);
+                    }
+                }
+                *gs = acc * scale;
+            }
+        });
+    out
+}
+
 /// Fused forward; its backward is [`LsqBackward`].
 struct LsqForward {
     spec: LsqSpec,
 }
 
 /// `(rows, cols, groups, group_len)` of a weight and its steps.
-fn lsq_dims(spec: LsqSpec, lw: &Layout, ls: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+pub(crate) fn lsq_dims(
+    spec: LsqSpec,
+    lw: &Layout,
+    ls: &Layout,
+) -> candle_core::Result<(usize, usize, usize)> {
     let (rows, cols) = lw.shape().dims2()?;
     let glen = spec.group_len(cols);
     let groups = cols / glen.max(1);
@@ -275,19 +351,7 @@ impl CustomOp2 for LsqForward {
         let (rows, cols, glen) = lsq_dims(self.spec, lw, ls)?;
         let w = super::fused::f32_data(sw, lw, "weight")?;
         let s = super::fused::f32_data(ss, ls, "steps")?;
-        let (qn, qp) = (self.spec.qn(), self.spec.qp());
-        let mut out = vec![0f32; rows * cols];
-        out.par_chunks_mut(cols)
-            .zip(w.par_chunks(cols))
-            .zip(s.par_chunks(cols / glen))
-            .for_each(|((o_row, w_row), s_row)| {
-                for ((o, wg), &step) in o_row.chunks_mut(glen).zip(w_row.chunks(glen)).zip(s_row) {
-                    let step = effective_step(step);
-                    for (y, &x) in o.iter_mut().zip(wg) {
-                        *y = (x / step).round().clamp(-qn, qp) * step;
-                    }
-                }
-            });
+        let out = quantize_values(w, s, cols, glen, self.spec);
         Ok((CpuStorage::F32(out), Shape::from((rows, cols))))
     }
 
@@ -332,40 +396,7 @@ impl CustomOp3 for LsqBackward {
         let w = super::fused::f32_data(sw, lw, "weight")?;
         let s = super::fused::f32_data(ss, ls, "steps")?;
         let g = super::fused::f32_data(sg, lg, "gradient")?;
-        let (qn, qp) = (self.spec.qn(), self.spec.qp());
-        let scale = self.spec.grad_scale(glen);
-        let mut out = vec![0f32; rows * cols + rows * groups];
-        let (grad_w, grad_s) = out.split_at_mut(rows * cols);
-        grad_w
-            .par_chunks_mut(cols)
-            .zip(grad_s.par_chunks_mut(groups))
-            .zip(w.par_chunks(cols).zip(s.par_chunks(groups)))
-            .zip(g.par_chunks(cols))
-            .for_each(|(((gw_row, gs_row), (w_row, s_row)), g_row)| {
-                for (((gw, gs), (wg, &step)), gg) in gw_row
-                    .chunks_mut(glen)
-                    .zip(gs_row.iter_mut())
-                    .zip(w_row.chunks(glen).zip(s_row))
-                    .zip(g_row.chunks(glen))
-                {
-                    let step = effective_step(step);
-                    let mut acc = 0f32;
-                    for ((dw, &x), &dy) in gw.iter_mut().zip(wg).zip(gg) {
-                        let v = x / step;
-                        if v < -qn {
-                            *dw = 0.0;
-                            acc -= dy * qn;
-                        } else if v > qp {
-                            *dw = 0.0;
-                            acc += dy * qp;
-                        } else {
-                            *dw = dy;
-                            acc += dy * (v.round() - v);
-                        }
-                    }
-                    *gs = acc * scale;
-                }
-            });
+        let out = backward_values(w, s, g, cols, glen, self.spec);
         Ok((
             CpuStorage::F32(out),
             Shape::from(rows * cols + rows * groups),

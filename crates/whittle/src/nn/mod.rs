@@ -2,7 +2,10 @@
 //! that is float today and may become fake-quantized, gated or packed without a second copy
 //! of any model code.
 
+pub mod attention;
+pub mod dense;
 pub mod fused;
+mod gemm;
 pub mod lsq;
 mod weight;
 
@@ -136,6 +139,45 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
         .max(0)?
         .to_dtype(candle_core::DType::F32)?
         .to_scalar()
+}
+
+/// A variable of `shape` with deterministic values in about [-1.5, 1.5], for tests.
+#[cfg(test)]
+pub(crate) fn test_var(shape: &[usize], seed: usize) -> candle_core::Var {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| (((i + 3) * (seed + 11) * 7919 % 211) as f32 - 105.0) / 70.0)
+        .collect();
+    candle_core::Var::from_tensor(&Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap())
+        .unwrap()
+}
+
+/// Asserts that `fused` and `reference` agree in value and in the gradients of `sum(c * y)` with
+/// respect to each of `vars`, within `tol`; `context` names the case in failure messages.
+#[cfg(test)]
+pub(crate) fn assert_same_function(
+    fused: &Tensor,
+    reference: &Tensor,
+    c: &Tensor,
+    vars: &[(&str, &candle_core::Var)],
+    tol: f32,
+    context: &str,
+) {
+    let err = max_abs_diff(fused, reference).unwrap();
+    assert!(err < tol, "{context}: value max_err {err} exceeds {tol}");
+    let grads = |y: &Tensor| (y * c).unwrap().sum_all().unwrap().backward().unwrap();
+    let (ga, gb) = (grads(fused), grads(reference));
+    for (name, v) in vars {
+        let err = max_abs_diff(
+            ga.get(v.as_tensor()).unwrap(),
+            gb.get(v.as_tensor()).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            err < tol,
+            "{context}: {name} gradient max_err {err} exceeds {tol}"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -162,8 +162,39 @@ impl Linear {
     }
 }
 
+/// How a linear layer multiplies: a dense float matrix (float or fake-quantized weights) or
+/// the packed kernels.
+enum Product<'a> {
+    Dense(Tensor),
+    Packed(&'a PackedMatrix),
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let bias = self.bias.as_ref();
+        if let Weight::FakeQuant(f) = &self.weight {
+            let (latent, steps) = (f.latent.as_tensor(), f.steps.as_tensor());
+            // QAT on CPU: quantization and product in one op (the bias is not trained).
+            if self.observer.is_none()
+                && !bias.is_some_and(Tensor::track_op)
+                && super::dense::fusable(x, latent, bias)
+                && steps.dtype() == DType::F32
+            {
+                return super::dense::lsq_linear(x, latent, steps, f.spec, bias);
+            }
+        }
+        let product = match &self.weight {
+            Weight::Float(w) => Product::Dense(w.clone()),
+            Weight::FakeQuant(f) => Product::Dense(f.quantized_weight()?),
+            Weight::Packed(p) => Product::Packed(p),
+        };
+        // Dense f32 on CPU: one fused op (bias inside the product, a backward of its own when
+        // training), on any input rank, so no reshapes, transposes or broadcasts are recorded.
+        if let Product::Dense(w) = &product {
+            if self.observer.is_none() && super::dense::fusable(x, w, bias) {
+                return super::dense::linear(x, w, bias);
+            }
+        }
         let dims = x.dims().to_vec();
         let in_features = *dims.last().expect("linear input has at least one dim");
         let rows = x.elem_count() / in_features.max(1);
@@ -171,10 +202,9 @@ impl Module for Linear {
         if let Some(observer) = &self.observer {
             (observer.0)(&x2)?;
         }
-        let y = match &self.weight {
-            Weight::Float(w) => dense_matmul(&x2, w, self.bias.as_ref())?,
-            Weight::FakeQuant(f) => dense_matmul(&x2, &f.quantized_weight()?, self.bias.as_ref())?,
-            Weight::Packed(p) => packed_matmul(&x2, p, self.bias.as_ref())?,
+        let y = match product {
+            Product::Dense(w) => dense_matmul(&x2, &w, bias)?,
+            Product::Packed(p) => packed_matmul(&x2, p, bias)?,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = self.out_features();

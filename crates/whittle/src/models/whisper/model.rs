@@ -71,6 +71,41 @@ impl Attention {
         ))
     }
 
+    /// Attention from `x` `[b, t, d]` to `source` `[b, s, d]` (`x` itself for self-attention)
+    /// without a cache: the encoder and the teacher-forced decoder. Training on CPU runs one
+    /// fused op on the unsplit projections (see [`crate::nn::attention`]).
+    pub fn forward_uncached(
+        &self,
+        x: &Tensor,
+        source: &Tensor,
+        causal: bool,
+    ) -> candle_core::Result<Tensor> {
+        let q = self.q_proj.forward(x)?;
+        let k = self.k_proj.forward(source)?;
+        let v = self.v_proj.forward(source)?;
+        let (t, s) = (x.dim(1)?, source.dim(1)?);
+        // The fused op keeps all heads' scores at once: always when training, else while they
+        // stay below the size at which inference goes head by head.
+        let small = t * s < ATTENTION_SCORES_PER_HEAD_SPLIT;
+        if (small || crate::nn::needs_grad(&[&q, &k, &v]))
+            && crate::nn::attention::fusable(&q, &k, &v)
+        {
+            let out = crate::nn::attention::attention(&q, &k, &v, self.heads, causal)?;
+            return self.out_proj.forward(&out);
+        }
+        let mask = if causal && t > 1 {
+            Some(causal_mask(t, s - t, q.dtype(), q.device())?)
+        } else {
+            None
+        };
+        self.attend_projected(
+            q,
+            &self.split_heads(&k)?,
+            &self.split_heads(&v)?,
+            mask.as_ref(),
+        )
+    }
+
     /// Attend from `x` to split keys/values, with an optional additive mask `[t, s]`.
     pub fn attend(
         &self,
@@ -79,9 +114,20 @@ impl Attention {
         v: &Tensor,
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
+        self.attend_projected(self.q_proj.forward(x)?, k, v, mask)
+    }
+
+    /// [`Attention::attend`] after the query projection `q` `[b, t, d]`.
+    fn attend_projected(
+        &self,
+        q: Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, d) = q.dims3()?;
         let head_dim = d / self.heads;
-        let q = (self.split_heads(&self.q_proj.forward(x)?)? * (1.0 / (head_dim as f64).sqrt()))?;
+        let q = (self.split_heads(&q)? * (1.0 / (head_dim as f64).sqrt()))?;
         let s = k.dim(2)?;
         let per_head = |q: &Tensor, k: &Tensor, v: &Tensor| {
             let mut scores = q.matmul(&k.t()?)?;
@@ -289,8 +335,7 @@ impl Encoder {
         let mut x = x.broadcast_add(&self.embed_positions.narrow(0, 0, frames)?)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.self_attn_layer_norm.forward(&x)?;
-            let (k, v) = layer.self_attn.keys_values(&h)?;
-            x = (&x + layer.self_attn.attend(&h, &k, &v, None)?)?;
+            x = (&x + layer.self_attn.forward_uncached(&h, &h, false)?)?;
             x = layer.mlp(&x)?;
             for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, &k)| k == i) {
                 *slot = Some(x.clone());
@@ -377,23 +422,7 @@ impl Decoder {
     /// after the final norm.
     pub fn forward_hidden(&self, tokens: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
         let (_, len) = tokens.dims2()?;
-        let max = self.embed_positions.dim(0)?;
-        if cache.offset + len > max {
-            return Err(Error::config(
-                "decoder input",
-                format!(
-                    "{} tokens exceed the model's {max} positions",
-                    cache.offset + len
-                ),
-            ));
-        }
-        let positions = self.embed_positions.narrow(0, cache.offset, len)?;
-        let mut x = self
-            .embed_tokens
-            .weight
-            .rows(tokens)?
-            .to_dtype(positions.dtype())?;
-        x = x.broadcast_add(&positions)?;
+        let mut x = self.embed(tokens, cache.offset)?;
         let mask = if len > 1 {
             Some(causal_mask(len, cache.offset, x.dtype(), x.device())?)
         } else {
@@ -421,12 +450,43 @@ impl Decoder {
         Ok(self.layer_norm.forward(&x)?)
     }
 
+    /// Token plus position embeddings `[b, len, d]` of `tokens` `[b, len]` starting at
+    /// position `offset`.
+    fn embed(&self, tokens: &Tensor, offset: usize) -> Result<Tensor> {
+        let (_, len) = tokens.dims2()?;
+        let max = self.embed_positions.dim(0)?;
+        if offset + len > max {
+            return Err(Error::config(
+                "decoder input",
+                format!("{} tokens exceed the model's {max} positions", offset + len),
+            ));
+        }
+        let positions = self.embed_positions.narrow(0, offset, len)?;
+        let x = self
+            .embed_tokens
+            .weight
+            .rows(tokens)?
+            .to_dtype(positions.dtype())?;
+        Ok(x.broadcast_add(&positions)?)
+    }
+
     /// Teacher forcing: hidden states `[b, len, d]` of `tokens` `[b, len]` attending to
     /// `encoder_out` `[b, s, d]`, with a causal mask (right padding never reaches earlier
-    /// positions, so padded batches need only a loss mask).
+    /// positions, so padded batches need only a loss mask). No cache: the training forward.
     pub fn forward_teacher_forced(&self, tokens: &Tensor, encoder_out: &Tensor) -> Result<Tensor> {
-        let mut cache = self.new_cache(encoder_out)?;
-        self.forward_hidden(tokens, &mut cache)
+        let mut x = self.embed(tokens, 0)?;
+        for layer in &self.layers {
+            let h = layer.self_attn_layer_norm.forward(&x)?;
+            x = (&x + layer.self_attn.forward_uncached(&h, &h, true)?)?;
+            let (cross, cross_ln) = layer
+                .encoder_attn
+                .as_ref()
+                .expect("decoder blocks have cross-attention");
+            let h = cross_ln.forward(&x)?;
+            x = (&x + cross.forward_uncached(&h, encoder_out, false)?)?;
+            x = layer.mlp(&x)?;
+        }
+        Ok(self.layer_norm.forward(&x)?)
     }
 
     /// Logits `[b, len, vocab]` of hidden states (tied embedding projection).
