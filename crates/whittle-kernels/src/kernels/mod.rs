@@ -8,6 +8,10 @@
 //!   into an f32 buffer and shared by all rows of `x`, which run through the same register-blocked
 //!   FMA micro-kernel (4 rows of `x` by 3 rows of `W`) as the f32 baseline; results equal the
 //!   f32 product of the dequantized weights up to summation order.
+//! * [`matmul_q8`] (what the models call) rounds every row of `x` to int8 as the matrix-vector
+//!   path does; from [`VNNI_GEMM_MIN_ROWS`] rows on a CPU with AVX-512 VNNI it repacks `W` into
+//!   `vpdpbusd` panels once per call and runs a 4 x 16 int8 micro-tile (the `gemm_q8` module),
+//!   elsewhere it runs the matrix-vector tiles once per row of `x`.
 //! * [`matmul_f32`] is the plain f32 baseline with the same threading, for benchmark ratios.
 //!
 //! Every kernel has an AVX2+FMA version (picked at run time with `is_x86_feature_detected!`) and
