@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::gemv::quantize_blocks;
+use super::gemv::{add_bias, quantize_blocks};
 use super::{vnni, Isa};
 use crate::format::BLOCK;
 use crate::pack::PackedMatrixRef;
@@ -180,12 +180,8 @@ pub(crate) fn gemm_vnni(
                 }
             }
         }
-        if let Some(bias) = bias {
-            for y_row in ys.chunks_exact_mut(n) {
-                for (v, b) in y_row.iter_mut().zip(bias) {
-                    *v += b;
-                }
-            }
+        for y_row in ys.chunks_exact_mut(n) {
+            add_bias(y_row, bias);
         }
     };
     if m <= ROWS_PER_TASK || rayon::current_num_threads() == 1 {

@@ -335,7 +335,8 @@ impl<'a> PackedPlan<'a> {
     }
 }
 
-fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
+/// `y += bias` for one output row.
+pub(crate) fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
     if let Some(bias) = bias {
         for (y, b) in y.iter_mut().zip(bias) {
             *y += b;
