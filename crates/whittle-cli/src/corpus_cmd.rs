@@ -90,7 +90,7 @@ pub struct SynthArgs {
     /// Output directory (created; an interrupted run in it resumes).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Augmentation: `none`, `other` (noise 10-20 dB + reverb), or key=value pairs such as
+    /// Augmentation: `none`, `other` (synth-test-other's: noise 12-24 dB, reverb on half), or key=value pairs such as
     /// `noise=white+pink+babble,snr=10:20,noise-prob=1,reverb=0.5,rt60=0.2:0.6`.
     #[arg(long, value_name = "SPEC", default_value = "none")]
     augment: String,
@@ -260,5 +260,25 @@ fn splits(args: SplitsArgs) -> Result<()> {
         "leak check list: {}",
         args.out.join("leak-check.txt").display()
     );
+    let check = whittle_corpus::split_check::read_splits_check(&args.out)?;
+    for split in &check.splits {
+        println!(
+            "{:<18} {:>5} utterances {:>7.3} h {:>7} words, voices {}",
+            split.name,
+            split.utterances,
+            split.hours,
+            split.words,
+            split.voices.join(" ")
+        );
+    }
+    let path = args.out.join("splits.json");
+    if !check.passed() {
+        bail!(
+            "the splits check failed ({}): {}",
+            path.display(),
+            check.problems.join("; ")
+        );
+    }
+    println!("splits check passed: test voices and sentences disjoint from train/dev, each test split >= {} words ({})", check.min_test_words, path.display());
     Ok(())
 }

@@ -8,6 +8,8 @@
 //! - [`engine`]: espeak-ng, flite, festival, mbrola and pico run as processes.
 //! - [`augment`]: noise at a chosen SNR (white, pink, babble) and synthetic room reverb.
 //! - [`synth`]: `whittle corpus synth`, parallel and resumable, LibriSpeech layout.
+//! - [`spelling`]: modern spellings for period orthography ("surprize" -> "surprise").
+//! - [`split_check`]: voice and sentence disjointness and word counts of the splits (`splits.json`).
 //! - [`splits`]: voice sets and the standard splits `synth-train`, `synth-dev`,
 //!   `synth-test-clean`, `synth-test-other`.
 //!
@@ -30,6 +32,8 @@ pub mod flac;
 pub mod normalize;
 pub mod rdata;
 pub mod rng;
+pub mod spelling;
+pub mod split_check;
 pub mod splits;
 pub mod synth;
 pub mod text;

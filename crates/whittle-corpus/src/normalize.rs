@@ -7,7 +7,8 @@
 //! Each sentence then becomes two strings with exactly the same words:
 //! - the **transcript**, in the style of LibriSpeech (Panayotov et al., ICASSP 2015): upper case,
 //!   no punctuation, apostrophes inside words kept, numbers spelled out as read, abbreviations
-//!   expanded (`MISTER`, `MISSUS`, `DOCTOR`, `SAINT`), hyphens read as spaces;
+//!   expanded (`MISTER`, `MISSUS`, `DOCTOR`, `SAINT`), hyphens read as spaces, period spellings
+//!   modernised ([`crate::spelling`]: "surprize" -> "surprise", "to-day" -> "today");
 //! - the **spoken text** handed to the TTS engine: the same words in their original case with
 //!   commas and sentence stops kept, so that engines phrase it naturally (all-capital words are
 //!   lower-cased so engines do not spell them out as acronyms).
@@ -206,7 +207,7 @@ pub fn split_long_sentence(
 }
 
 fn spoken_words(sentence: &str) -> Option<Vec<SpokenWord>> {
-    let cleaned = pre_clean(sentence);
+    let cleaned = crate::spelling::modernize_spelling(&pre_clean(sentence));
     let tokens: Vec<&str> = cleaned.split_whitespace().collect();
     let mut out: Vec<SpokenWord> = Vec::new();
     let mut i = 0;
