@@ -3,19 +3,19 @@
 # evaluation split, side by side with the faster-whisper (CTranslate2 float32) reference on the
 # same clips, greedy, without timestamps, temperature 0.
 #
-# Usage: scripts/baselines.sh [--no-build] [--models "tiny.en base"] [--splits "real-15 synth-dev ..."]
+# Usage: scripts/baselines.sh [--no-build] [--models "tiny.en base"] [--splits "real synth-test-clean ..."]
 # Writes out/baselines/<model>/<split>/{whittle,reference}/ and prints a Markdown table (also saved
 # as out/baselines/table.md). Needs scripts/setup.sh and scripts/make_splits.sh to have run.
 # Environment: THREADS (default 2), WHITTLE_ASSETS (default .assets), WHITTLE_VENV (default .venv),
-# SUBSET (default 0 = whole splits): N utterances spread evenly over each synthetic split instead
-# (results go to <split>-N, so whole-split and subset runs never mix).
+# WHITTLE_BIN (default target/release/whittle). Sets are always whole: `real` is data/real.jsonl
+# (every real clip with a transcript), the others are make_splits.sh's splits.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BUILD=1
 MODELS="tiny.en base"
-SPLITS="real-15 synth-dev synth-test-clean synth-test-other"
+SPLITS="real synth-test-clean synth-test-other"
 while [[ $# -gt 0 ]]; do
     case $1 in
         --no-build) BUILD=0 ;;
@@ -29,30 +29,19 @@ ASSETS=${WHITTLE_ASSETS:-$ROOT/.assets}
 VENV=${WHITTLE_VENV:-$ROOT/.venv}
 THREADS=${THREADS:-2}
 export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
-WHITTLE=$ROOT/target/release/whittle
+WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
 OUT=$ROOT/out/baselines
 die() { echo "baselines.sh: $*" >&2; exit 1; }
 
 [[ -x $VENV/bin/python ]] || die "no reference venv at $VENV: run scripts/setup.sh"
-if ((BUILD)); then cargo build --release -q -p whittle-cli || die "cargo build failed"; fi
+if ((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]]; then cargo build --release -q -p whittle-cli || die "cargo build failed"; fi
 
-SUBSET=${SUBSET:-0}
-# manifest SPLIT: the split's manifest, or an evenly spaced SUBSET of it (audio paths made absolute).
 manifest() {
     case $1 in
-        real-15) echo "$ASSETS/data/real-15.jsonl" ;;
-        *-"$SUBSET")
-            local split=${1%-"$SUBSET"} dst=$OUT/sets/$1.jsonl
-            mkdir -p "$OUT/sets"
-            python3 scripts/subset_manifest.py "$ASSETS/data/$split/manifest.jsonl" "$dst" "$SUBSET" \
-                || die "cannot subset $split"
-            echo "$dst" ;;
+        real) echo "$ASSETS/data/real.jsonl" ;;
         *) echo "$ASSETS/data/$1/manifest.jsonl" ;;
     esac
 }
-if ((SUBSET > 0)); then
-    SPLITS=$(for s in $SPLITS; do [[ $s == real-15 ]] && echo "$s" || echo "$s-$SUBSET"; done | tr '\n' ' ')
-fi
 
 for model in $MODELS; do
     dir=$ASSETS/models/whisper-$model
@@ -79,8 +68,15 @@ done
 python3 - "$OUT" "$MODELS" "$SPLITS" <<'PY' | tee "$OUT/table.md"
 import json, sys, os
 out, models, splits = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-print("| model | split | hours | words | whittle WER | whittle CER | faster-whisper WER | faster-whisper CER | whittle RTF | faster-whisper RTF | fp16 size (MB) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+def loops(path):
+    """Utterances whose normalised hypothesis is longer than 2 x reference + 5 words."""
+    n = 0
+    for line in open(path):
+        u = json.loads(line)
+        n += len(u["hypothesis_normalized"].split()) > 2 * len(u["reference_normalized"].split()) + 5
+    return n
+print("| model | split | hours | words | whittle WER | whittle CER | whittle looping utterances | faster-whisper WER | faster-whisper CER | whittle RTF | faster-whisper RTF | fp16 size (MB) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for model in models:
     for split in splits:
         d = os.path.join(out, model, split)
@@ -89,6 +85,6 @@ for model in models:
         s = json.load(open(os.path.join(d, "reference", "score.json")))
         t = w["totals"]
         print(f"| {model} | {split} | {t['audio_seconds']/3600:.2f} | {t['words']['reference_len']} | "
-              f"{100*w['wer']:.2f} % | {100*w['cer']:.2f} % | {100*s['wer']:.2f} % | {100*s['cer']:.2f} % | "
+              f"{100*w['wer']:.2f} % | {100*w['cer']:.2f} % | {loops(os.path.join(d, 'whittle', 'utterances.jsonl'))} | {100*s['wer']:.2f} % | {100*s['cer']:.2f} % | "
               f"{w['rtf']:.3f} | {r['rtf']:.3f} | {w['model']['weights_bytes']/1e6:.1f} |")
 PY

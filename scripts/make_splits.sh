@@ -2,11 +2,15 @@
 # Builds whittle's standard synthetic speech splits into .assets/data/<split>/:
 #   synth-train       ~2 h   train sentences (novels other than Sense and Sensibility), voice set A
 #   synth-dev         15 min dev sentences, voice set A
-#   synth-test-clean  20 min held-out sentences, held-out natural voices (festival us-slt-hts,
+#   synth-test-clean  40 min held-out sentences, held-out natural voices (festival us-slt-hts,
 #                             flite slt/rms, pico when installed), no augmentation
-#   synth-test-other  20 min held-out sentences, espeak-ng (+ mbrola when installed) voices,
-#                             noise at 10-20 dB SNR and reverb
-# plus .assets/data/leak-check.txt (Sense and Sensibility chapter 1, kept out of every split).
+#   synth-test-other  40 min held-out sentences, the same natural voices plus two held-out
+#                             espeak-ng voices (en-us+klatt, en-gb+m7), noise at 12-24 dB SNR on
+#                             every utterance and reverb (RT60 0.2-0.5 s) on half of them
+# plus .assets/data/leak-check.txt (Sense and Sensibility chapter 1, kept out of every split) and
+# .assets/data/splits.json: words, hours and voices per split, and the check that test voices
+# (by recorded speaker) and test sentences are disjoint from train/dev and that each test split has
+# at least 6,000 reference words. The build fails when that check fails.
 #
 # Sizes and seed come from the environment: TRAIN_HOURS DEV_HOURS TEST_CLEAN_HOURS
 # TEST_OTHER_HOURS SEED JOBS OUT; extra arguments go to `whittle corpus splits` (e.g.
@@ -23,8 +27,8 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-.assets/data}"
 TRAIN_HOURS="${TRAIN_HOURS:-2}"
 DEV_HOURS="${DEV_HOURS:-0.25}"
-TEST_CLEAN_HOURS="${TEST_CLEAN_HOURS:-0.3333333333}"
-TEST_OTHER_HOURS="${TEST_OTHER_HOURS:-0.3333333333}"
+TEST_CLEAN_HOURS="${TEST_CLEAN_HOURS:-0.6666666667}"
+TEST_OTHER_HOURS="${TEST_OTHER_HOURS:-0.6666666667}"
 SEED="${SEED:-0}"
 JOBS="${JOBS:-0}"
 

@@ -1,60 +1,82 @@
 #!/usr/bin/env bash
-# The post-training quantization table (issue #4): every format x method, written to .whittle
-# files, evaluated from the file, with size, ratio to fp32, WER on real-15 and synthetic subsets,
-# RTF and peak RSS. Prints a Markdown table (saved as out/ptq-table/synthN/<model>/table.md;
-# finished files and evaluations there are reused, so an interrupted run resumes).
+# The post-training quantization table (issue #4, redone for issue #10): every format x method,
+# written to .whittle files, evaluated from the file on the whole test sets, with size, ratio to
+# fp32, WER per set, and per set the verdict of `whittle eval --compare` against the float model
+# (relative WER change with its 95 % bootstrap CI, MAPSSWE p, minimum detectable difference), the
+# number of looping utterances (hypothesis longer than 2 x reference + 5 words), RTF and peak RSS.
+# Prints a Markdown table (saved as out/ptq-table/<model>/table.md; finished files and evaluations
+# there are reused, so an interrupted run resumes).
 #
-# Usage: scripts/ptq_table.sh [--no-build] [tiny.en|base ...]
+# Decoding: greedy, temperature 0, no fallback, without timestamps (eval's deterministic default).
+# The sets are test sets only: nothing here selects on them, and dev is not reported.
+#
+# Usage: scripts/ptq_table.sh [--no-build] [--no-table] [tiny.en|base ...]
 # Environment:
 #   THREADS (2)             threads for quantization and evaluation
-#   SYNTH_UTTERANCES (20)   utterances drawn evenly from each of synth-dev/test-clean/test-other
-#                           (0 = real-15 only)
+#   SETS ("real synth-test-clean synth-test-other")  whole sets: `real` is data/real.jsonl (every
+#                           real clip with a transcript), the others the splits of make_splits.sh
 #   CALIB_UTTERANCES (32)   GPTQ calibration utterances (from synth-train, disjoint from every test set)
+#   ROWS                    FORMAT-METHOD rows in the order to run them (default: every FORMATS x
+#                           METHODS), e.g. ROWS="w4g64e8-gptq w4g64-rtn"
 #   FORMATS                 space-separated subset of: w8 w6g64 w5g64 w4g64 w4g64e8 w4 w3g64 w2g64 ternary
 #                           (w4g64e8: W4 g64 with the token embedding / output projection at W8 g64)
+#   METHODS ("rtn gptq")
+#   BATCH (1)               utterances per `whittle eval --batch-size` batch (same transcripts)
+#   MARGIN (10)             equivalence margin in % for the verdict
 #   WHITTLE_BIN             the whittle binary (default target/release/whittle)
 #   EXTRA                   extra rows from files compressed elsewhere, as FORMAT-METHOD=FILE entries,
 #                           e.g. EXTRA="w3g64-qat=out/tiny-qat-w3.whittle" (give one model)
-#   METHODS ("rtn gptq")
 # Needs scripts/setup.sh and scripts/make_splits.sh.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BUILD=1
+TABLE=1
 MODELS=()
 for arg in "$@"; do
     case $arg in
         --no-build) BUILD=0 ;;
+        --no-table) TABLE=0 ;;
         tiny.en|base) MODELS+=("$arg") ;;
-        *) echo "usage: $0 [--no-build] [tiny.en|base ...]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--no-build] [--no-table] [tiny.en|base ...]" >&2; exit 2 ;;
     esac
 done
 [[ ${#MODELS[@]} -gt 0 ]] || MODELS=(tiny.en base)
 ASSETS=${WHITTLE_ASSETS:-$ROOT/.assets}
 THREADS=${THREADS:-2}
-SYNTH_UTTERANCES=${SYNTH_UTTERANCES:-20}
+read -r -a SETS <<<"${SETS:-real synth-test-clean synth-test-other}"
 CALIB_UTTERANCES=${CALIB_UTTERANCES:-32}
 EXTRA=${EXTRA:-}
 FORMATS=${FORMATS:-"w8 w6g64 w5g64 w4g64 w4g64e8 w4 w3g64 w2g64 ternary"}
 METHODS=${METHODS:-"rtn gptq"}
+BATCH=${BATCH:-1}
+MARGIN=${MARGIN:-10}
 WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
-OUT=${PTQ_TABLE_OUT:-$ROOT/out/ptq-table/synth$SYNTH_UTTERANCES}
+OUT=${PTQ_TABLE_OUT:-$ROOT/out/ptq-table}
 die() { echo "ptq_table.sh: $*" >&2; exit 1; }
-((BUILD)) && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
+((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]] && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
 CALIB=$ASSETS/data/synth-train/manifest.jsonl
 [[ -f $CALIB ]] || die "no $CALIB: run scripts/make_splits.sh"
 
-# Evaluation sets: real-15 plus an evenly spaced subset of each synthetic split (absolute paths).
-mkdir -p "$OUT/sets"
-SETS=(real-15)
-subset() { python3 scripts/subset_manifest.py "$@" || die "cannot subset $1"; }
-subset "$ASSETS/data/real-15.jsonl" "$OUT/sets/real-15.jsonl" 0
-if ((SYNTH_UTTERANCES > 0)); then
-    for split in synth-dev synth-test-clean synth-test-other; do
-        subset "$ASSETS/data/$split/manifest.jsonl" "$OUT/sets/$split.jsonl" "$SYNTH_UTTERANCES"
-        SETS+=("$split")
+manifest() {
+    case $1 in
+        real) echo "$ASSETS/data/real.jsonl" ;;
+        *) echo "$ASSETS/data/$1/manifest.jsonl" ;;
+    esac
+}
+for set in "${SETS[@]}"; do
+    [[ -f $(manifest "$set") ]] || die "no manifest for set $set ($(manifest "$set")): run scripts/setup.sh and scripts/make_splits.sh"
+done
+if [[ -z ${ROWS:-} ]]; then
+    ROWS=""
+    for format in $FORMATS; do
+        for method in $METHODS; do
+            [[ $format == ternary && $method == gptq ]] && continue # ternary is TWN only
+            ROWS+="$format-$method "
+        done
     done
 fi
+mkdir -p "$OUT"
 
 format_args() {
     case $1 in
@@ -73,11 +95,13 @@ format_args() {
 printf 'default = { format = "ternary", group = 64, layout = "1.6bit" }\n' >"$OUT/ternary-1.6bit.toml"
 
 evaluate() { # name model-path
-    local name=$1 model=$2
+    local name=$1 model=$2 batch=()
+    ((BATCH > 1)) && batch=(--batch-size "$BATCH")
     for set in "${SETS[@]}"; do
         local dir=$OUT/$name/$set
         if [[ ! -f $dir/summary.json ]]; then
-            "$WHITTLE" --threads "$THREADS" eval "$model" "$OUT/sets/$set.jsonl" --out "$dir" >/dev/null \
+            echo "   eval $name on $set" >&2
+            "$WHITTLE" --threads "$THREADS" eval "$model" "$(manifest "$set")" "${batch[@]}" --out "$dir" >/dev/null \
                 || die "eval $name on $set failed"
         fi
     done
@@ -88,23 +112,21 @@ for model in "${MODELS[@]}"; do
     [[ -f $src/model.bin ]] || die "no model at $src"
     echo "== $model: float (shipped fp16 weights, f32 compute)" >&2
     evaluate "$model/float" "$src"
-    for format in $FORMATS; do
-        for method in $METHODS; do
-            [[ $format == ternary && $method == gptq ]] && continue # ternary is TWN only
-            name=$model/$format-$method
-            file=$OUT/$name.whittle
-            if [[ ! -f $file ]]; then
-                echo "== $model: $format $method" >&2
-                calib=()
-                [[ $method == gptq ]] && calib=(--calib "$CALIB" --calib-limit "$CALIB_UTTERANCES")
-                mkdir -p "$(dirname "$file")"
-                # shellcheck disable=SC2046
-                "$WHITTLE" --threads "$THREADS" quantize "$src" $(format_args "$format") \
-                    --method "$method" "${calib[@]}" -o "$file" >"$OUT/$name.quantize.txt" \
-                    || die "quantize $name failed"
-            fi
-            evaluate "$name" "$file"
-        done
+    for row in $ROWS; do
+        format=${row%-*} method=${row##*-}
+        name=$model/$row
+        file=$OUT/$name.whittle
+        if [[ ! -f $file ]]; then
+            echo "== $model: $format $method" >&2
+            calib=()
+            [[ $method == gptq ]] && calib=(--calib "$CALIB" --calib-limit "$CALIB_UTTERANCES")
+            mkdir -p "$(dirname "$file")"
+            # shellcheck disable=SC2046
+            "$WHITTLE" --threads "$THREADS" quantize "$src" $(format_args "$format") \
+                --method "$method" "${calib[@]}" -o "$file" >"$OUT/$name.quantize.txt" \
+                || die "quantize $name failed"
+        fi
+        evaluate "$name" "$file"
     done
     # Extra rows: already compressed files of this model (QAT outputs), `FORMAT-METHOD=FILE`.
     for entry in $EXTRA; do
@@ -113,46 +135,7 @@ for model in "${MODELS[@]}"; do
         echo "== $model: ${entry%%=*} (${entry#*=})" >&2
         evaluate "$model/${entry%%=*}" "${entry#*=}"
     done
-    python3 - "$OUT" "$model" "$WHITTLE" "${SETS[@]}" <<'PY' | tee "$OUT/$model/table.md"
-import json, os, subprocess, sys
-out, model, whittle, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-root = os.path.join(out, model)
-rows = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-rows = ["float"] + [r for r in rows if r != "float"]
-float_summary = json.load(open(os.path.join(root, "float", sets[0], "summary.json")))
-fp32 = float_summary["model"]["parameters"] * 4
-def pooled(row):
-    """All sets' utterances of one row in one file, for the significance test."""
-    path = os.path.join(root, row, "all-sets.jsonl")
-    with open(path, "w") as f:
-        for x in sets:
-            for line in open(os.path.join(root, row, x, "utterances.jsonl")):
-                r = json.loads(line)
-                r["id"] = x + "/" + r["id"]
-                f.write(json.dumps(r) + "\n")
-    return path
-def versus_float(row):
-    if row == "float":
-        return "-"
-    o = subprocess.run([whittle, "eval", "--compare", pooled("float"), pooled(row), "--json"],
-                       capture_output=True, text=True, check=True)
-    v = json.loads(o.stdout)
-    return f"{100 * (v['wer_b'] - v['wer_a']):+.2f} (p {v['p_value']:.2f}{', sig.' if v['significant_at_05'] else ''})"
-print("| format | method | file MB | x fp32 | " + " | ".join(f"WER {s}" for s in sets) + " | all sets vs float: WER points (MAPSSWE p) | RTF real-15 | peak RSS MB |")
-print("|---|---|---|---|" + "---|" * len(sets) + "---|---|---|")
-for r in rows:
-    s = {x: json.load(open(os.path.join(root, r, x, "summary.json"))) for x in sets}
-    first = s[sets[0]]
-    size = first["model"]["weights_bytes"]
-    fmt, _, method = r.partition("-")
-    label = {"float": "fp16 file, f32 compute"}.get(fmt, fmt.upper().replace("G", " g").replace("TERNARY", "ternary g64 (1.6 bit)").replace("E8", " + embedding W8 g64"))
-    if method == "rtn" and fmt == "ternary":
-        method = "twn"
-    wers = " | ".join(f"{100 * s[x]['wer']:.2f} %" for x in sets)
-    rss = first.get("peak_rss_bytes")
-    print(f"| {label} | {method or '-'} | {size / 1e6:.1f} | {fp32 / size:.2f} | {wers} | {versus_float(r)} | {first['rtf']:.3f} | {rss / 1e6 if rss else float('nan'):.0f} |")
-words = {x: float_summary if x == sets[0] else json.load(open(os.path.join(root, 'float', x, 'summary.json'))) for x in sets}
-print()
-print("Words per set: " + ", ".join(f"{x} {words[x]['totals']['words']['reference_len']}" for x in sets))
-PY
+    ((TABLE)) || continue
+    python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$OUT/$model" \
+        --sets "${SETS[@]}" | tee "$OUT/$model/table.md"
 done

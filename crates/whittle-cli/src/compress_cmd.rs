@@ -321,7 +321,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     let dev_text = final_dev
         .map(|t| {
             format!(
-                "dev WER {:.2}% ({} utterances)",
+                "dev WER {:.2}% ({} utterances; the selection set, not a test result: evaluate on a test set)",
                 100.0 * t.wer,
                 t.utterances
             )
