@@ -51,10 +51,7 @@ fn moderniser() -> &'static Moderniser {
             .collect();
         // Word boundaries that also refuse a neighbouring hyphen or apostrophe, so "any-thing-else"
         // style compounds and "every thing's" are left alone rather than half rewritten.
-        let pattern = format!(
-            r"(?i)(^|[^\w'-])({})($|[^\w'-])",
-            alternatives.join("|")
-        );
+        let pattern = format!(r"(?i)(^|[^\w'-])({})($|[^\w'-])", alternatives.join("|"));
         Moderniser {
             pattern: Regex::new(&pattern).expect("the committed table forms a valid pattern"),
             modern: rules
@@ -78,7 +75,11 @@ pub fn modernize_spelling(text: &str) -> String {
             .pattern
             .replace_all(&current, |caps: &Captures| {
                 let old = &caps[2];
-                let key = old.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+                let key = old
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase();
                 let modern = m.modern.get(&key).copied().unwrap_or(old);
                 let modern = if old.starts_with(char::is_uppercase) {
                     let mut chars = modern.chars();
@@ -110,7 +111,10 @@ mod tests {
         assert!(rules.len() >= 40, "{} rules", rules.len());
         let mut seen = std::collections::HashSet::new();
         for (old, modern) in &rules {
-            assert!(!old.is_empty() && !modern.is_empty(), "{old:?} -> {modern:?}");
+            assert!(
+                !old.is_empty() && !modern.is_empty(),
+                "{old:?} -> {modern:?}"
+            );
             assert_ne!(old, modern);
             assert!(seen.insert(old.to_lowercase()), "{old} listed twice");
             // No rule's output is another rule's input: one pass is final.

@@ -90,7 +90,8 @@ pub fn speaker_identity(voice: &str) -> String {
     match voice.split_once(':') {
         Some(("flite" | "festival", name)) => {
             let base = name.split('-').next().unwrap_or(name);
-            base.trim_end_matches(|c: char| c.is_ascii_digit()).to_string()
+            base.trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_string()
         }
         _ => voice.to_string(),
     }
@@ -108,7 +109,9 @@ fn is_training(name: &str) -> bool {
 fn sentence_of(entry: &ManifestEntry) -> &str {
     match entry.source.rsplit_once('/') {
         Some((head, last)) => {
-            let cut = last.find('.').map_or(entry.source.len(), |i| head.len() + 1 + i);
+            let cut = last
+                .find('.')
+                .map_or(entry.source.len(), |i| head.len() + 1 + i);
             &entry.source[..cut]
         }
         None => &entry.source,
@@ -143,7 +146,10 @@ pub fn check_splits(root: &Path, leak_check: &[String]) -> Result<SplitsCheck> {
             SplitTotals {
                 name: name.clone(),
                 utterances: entries.len(),
-                words: entries.iter().map(|e| e.text.split_whitespace().count()).sum(),
+                words: entries
+                    .iter()
+                    .map(|e| e.text.split_whitespace().count())
+                    .sum(),
                 hours: entries.iter().map(|e| e.duration_s).sum::<f64>() / 3600.0,
                 voices: voices.into_iter().collect(),
                 speakers: speakers.into_iter().collect(),
@@ -160,7 +166,10 @@ pub fn check_splits(root: &Path, leak_check: &[String]) -> Result<SplitsCheck> {
     }
     let mut overlaps = Vec::new();
     for (test, test_entries) in manifests.iter().filter(|(n, _)| is_test(n)) {
-        let test_split = splits.iter().find(|s| &s.name == test).expect("listed above");
+        let test_split = splits
+            .iter()
+            .find(|s| &s.name == test)
+            .expect("listed above");
         for (training, train_entries) in manifests.iter().filter(|(n, _)| is_training(n)) {
             let train_split = splits
                 .iter()
@@ -306,7 +315,10 @@ mod tests {
         let check = check_splits(root, &leak).unwrap();
         assert_eq!(check.splits.len(), 2);
         let test = &check.splits[0];
-        assert_eq!((test.name.as_str(), test.words, test.utterances), ("synth-test-clean", 5, 2));
+        assert_eq!(
+            (test.name.as_str(), test.words, test.utterances),
+            ("synth-test-clean", 5, 2)
+        );
         assert_eq!(check.overlaps.len(), 1);
         let o = &check.overlaps[0];
         assert_eq!(o.shared_speakers, vec!["kal".to_string()]);
@@ -321,7 +333,11 @@ mod tests {
     fn disjoint_large_splits_pass_and_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write_split(root, "synth-dev", &[entry("1-1-1", "A B", "flite:awb", "emma/1/1/1")]);
+        write_split(
+            root,
+            "synth-dev",
+            &[entry("1-1-1", "A B", "flite:awb", "emma/1/1/1")],
+        );
         let words = vec!["W"; MIN_TEST_WORDS].join(" ");
         write_split(
             root,
