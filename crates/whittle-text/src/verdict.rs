@@ -223,12 +223,12 @@ pub fn compare_systems(
 impl Comparison {
     /// One sentence that states the verdict and the evidence for it.
     pub fn sentence(&self) -> String {
-        let (p, test) = (self.p_value, self.test.name());
+        let (p, test) = (format_p(self.p_value), self.test.name());
         let confidence = percent(self.bootstrap.confidence);
         let relative = &self.difference.relative;
         match self.verdict {
             Verdict::Worse | Verdict::Better => format!(
-                "B is significantly {} than A (p {p:.4} < {ALPHA}, {test}): WER {:.2}% -> {:.2}%, {:+.1}% relative ({confidence}% CI {:+.1}% to {:+.1}%).",
+                "B is significantly {} than A (p {p}, {test}): WER {:.2}% -> {:.2}%, {:+.1}% relative ({confidence}% CI {:+.1}% to {:+.1}%).",
                 self.verdict.as_str(),
                 100.0 * self.wer_a,
                 100.0 * self.wer_b,
@@ -237,12 +237,12 @@ impl Comparison {
                 100.0 * relative.upper,
             ),
             Verdict::Equivalent => format!(
-                "B is equivalent to A within {}%: no significant difference (p {p:.4}, {test}), and the {confidence}% CI bounds B's relative WER increase by {:+.1}%.",
+                "B is equivalent to A within {}%: no significant difference (p {p}, {test}), and the {confidence}% CI bounds B's relative WER increase by {:+.1}%.",
                 percent(self.margin),
                 100.0 * relative.upper,
             ),
-            Verdict::Inconclusive if p < ALPHA => format!(
-                "Inconclusive: {test} finds a difference (p {p:.4}) but the corpus WERs are equal."
+            Verdict::Inconclusive if self.p_value < ALPHA => format!(
+                "Inconclusive: {test} finds a difference (p {p}) but the corpus WERs are equal."
             ),
             Verdict::Inconclusive => {
                 let power = match &self.mde {
@@ -254,12 +254,21 @@ impl Comparison {
                     None => String::new(),
                 };
                 format!(
-                    "Inconclusive: no significant difference (p {p:.4}, {test}), but the {confidence}% CI allows a relative WER increase of {:+.1}%, above the {}% margin{power}.",
+                    "Inconclusive: no significant difference (p {p}, {test}), but the {confidence}% CI allows a relative WER increase of {:+.1}%, above the {}% margin{power}.",
                     100.0 * relative.upper,
                     percent(self.margin),
                 )
             }
         }
+    }
+}
+
+/// A p-value's relation for people, to follow "p ": "= 0.0480", or "< 0.0001" below that.
+pub fn format_p(p: f64) -> String {
+    if p < 1e-4 {
+        "< 0.0001".into()
+    } else {
+        format!("= {p:.4}")
     }
 }
 
