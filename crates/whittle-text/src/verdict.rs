@@ -100,6 +100,14 @@ impl TestUsed {
             TestUsed::SignTest => "exact sign test (too few error segments for MAPSSWE)",
         }
     }
+
+    /// Name without the reason, for inside a sentence.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            TestUsed::Mapsswe => "MAPSSWE",
+            TestUsed::SignTest => "exact sign test",
+        }
+    }
 }
 
 /// Minimum detectable difference of the paired test on this set, at [`ALPHA`] and [`POWER`].
@@ -223,7 +231,7 @@ pub fn compare_systems(
 impl Comparison {
     /// One sentence that states the verdict and the evidence for it.
     pub fn sentence(&self) -> String {
-        let (p, test) = (format_p(self.p_value), self.test.name());
+        let (p, test) = (format_p(self.p_value), self.test.short_name());
         let confidence = percent(self.bootstrap.confidence);
         let relative = &self.difference.relative;
         match self.verdict {
