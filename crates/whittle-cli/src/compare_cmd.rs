@@ -153,7 +153,8 @@ pub fn compare(a: &Path, b: &Path, json: bool, options: &CompareOptions) -> Resu
                     "bootstrap": { "unit": "utterance", "resamples": c.bootstrap.resamples, "seed": c.bootstrap.seed },
                 },
                 "mde": mde,
-                "margin_percent": 100.0 * c.margin,
+                // Rounded so that --margin 7 reads back as 7, not 7.000000000000001.
+                "margin_percent": (1e9 * c.margin).round() / 1e7,
                 "verdict": c.verdict,
                 "verdict_text": c.sentence(),
             })

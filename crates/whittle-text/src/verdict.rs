@@ -177,6 +177,8 @@ pub fn compare_systems(
     let (segments_a, segments_b): (Vec<usize>, Vec<usize>) = segments.iter().copied().unzip();
     let mapsswe = matched_pairs_test(&segments_a, &segments_b).ok();
     let sign_test_p = sign_test(&segments_a, &segments_b)?;
+    // With too few segments MAPSSWE's normal approximation fails (two segments that both favour
+    // A would give z = infinity), so the exact sign test decides.
     let (test, p_value) = match mapsswe {
         Some(m) if segments.len() >= MIN_SEGMENTS_FOR_NORMAL_APPROXIMATION => {
             (TestUsed::Mapsswe, m.p_value)
