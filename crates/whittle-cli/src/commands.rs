@@ -59,13 +59,28 @@ pub struct EvalArgs {
     #[arg(long, short, required_unless_present = "compare")]
     out: Option<PathBuf>,
     /// Instead of evaluating: compare two finished evaluations (output folders or their
-    /// utterances.jsonl) on the same utterances with the matched-pairs sentence-segment word
-    /// error test (MAPSSWE, as NIST sctk), and print whether the WER difference is significant.
+    /// utterances.jsonl) on the same utterances, B against the baseline A: the matched-pairs
+    /// sentence-segment word error test (MAPSSWE, as NIST sctk), the WER difference with a
+    /// bootstrap 95% CI, the minimum detectable difference, and a verdict (worse, better,
+    /// equivalent within --margin, or inconclusive).
     #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["model", "dataset", "out"])]
     compare: Option<Vec<PathBuf>>,
     /// With --compare: print one JSON object.
     #[arg(long, requires = "compare")]
     json: bool,
+    /// With --compare: equivalence margin X in percent; B is "equivalent" to A when the
+    /// difference is not significant and the 95% CI bounds B's relative WER increase by X%.
+    #[arg(long, value_name = "X", requires = "compare",
+        default_value_t = 100.0 * whittle::text::verdict::DEFAULT_MARGIN)]
+    margin: f64,
+    /// With --compare: bootstrap resamples (over utterances) for the WER-difference interval.
+    #[arg(long = "bootstrap", value_name = "N", requires = "compare",
+        default_value_t = whittle::text::bootstrap::DEFAULT_RESAMPLES)]
+    bootstrap: usize,
+    /// With --compare: seed of the bootstrap resampling.
+    #[arg(long, value_name = "SEED", requires = "compare",
+        default_value_t = whittle::text::bootstrap::DEFAULT_SEED)]
+    bootstrap_seed: u64,
     /// Evaluate only the first N utterances.
     #[arg(long)]
     limit: Option<usize>,
@@ -237,7 +252,15 @@ pub(crate) fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Resul
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     if let Some(pair) = &args.compare {
-        return crate::compare_cmd::compare(&pair[0], &pair[1], args.json);
+        let options = whittle::text::CompareOptions {
+            bootstrap: whittle::text::BootstrapOptions {
+                resamples: args.bootstrap,
+                seed: args.bootstrap_seed,
+                ..Default::default()
+            },
+            margin: args.margin / 100.0,
+        };
+        return crate::compare_cmd::compare(&pair[0], &pair[1], args.json, &options);
     }
     let (Some(model), Some(dataset), Some(out)) = (&args.model, &args.dataset, &args.out) else {
         bail!("eval needs MODEL DATASET --out DIR (or --compare A B)");

@@ -1,12 +1,12 @@
-//! `whittle eval --compare A B`: is the WER difference between two evaluations significant?
+//! `whittle eval --compare A B`: is evaluation B worse than, better than or equivalent to the
+//! baseline A? The statistics are in [`whittle::text::verdict`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use whittle::text::significance::{
-    error_segments, matched_pairs_test, sign_test, MIN_SEGMENTS_FOR_NORMAL_APPROXIMATION,
-};
+use whittle::text::significance::error_segments;
+use whittle::text::verdict::{compare_systems, format_p, CompareOptions, ALPHA, POWER};
 
 /// Per-utterance word errors of one evaluation.
 struct Scored {
@@ -69,7 +69,8 @@ fn read_scored(path: &Path) -> Result<Scored> {
     Ok(Scored { path: file, rows })
 }
 
-pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
+/// Compares evaluation B with the baseline evaluation A and prints the verdict.
+pub fn compare(a: &Path, b: &Path, json: bool, options: &CompareOptions) -> Result<()> {
     let (a, b) = (read_scored(a)?, read_scored(b)?);
     let b_rows: HashMap<&str, &Row> = b.rows.iter().map(|r| (r.id.as_str(), r)).collect();
     if b_rows.len() != a.rows.len() {
@@ -81,8 +82,8 @@ pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
             b_rows.len()
         );
     }
-    let (mut errors_a, mut errors_b, mut words) = (Vec::new(), Vec::new(), 0);
-    let (mut segments_a, mut segments_b) = (Vec::new(), Vec::new());
+    let (mut errors_a, mut errors_b, mut words, mut segments) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ra in &a.rows {
         let rb = b_rows.get(ra.id.as_str()).with_context(|| {
             format!(
@@ -98,69 +99,105 @@ pub fn compare(a: &Path, b: &Path, json: bool) -> Result<()> {
                 ra.id
             );
         }
-        for (ea, eb) in error_segments(&ra.reference, &ra.hypothesis, &rb.hypothesis) {
-            segments_a.push(ea);
-            segments_b.push(eb);
-        }
+        segments.extend(error_segments(
+            &ra.reference,
+            &ra.hypothesis,
+            &rb.hypothesis,
+        ));
         errors_a.push(ra.errors);
         errors_b.push(rb.errors);
-        words += ra.words;
+        words.push(ra.words);
     }
-    // MAPSSWE over SCTK's segments; with too few segments its normal approximation fails
-    // (two segments that both favour A would give z = infinity), so the exact sign test decides.
-    let mapsswe = matched_pairs_test(&segments_a, &segments_b).ok();
-    let sign_p = sign_test(&segments_a, &segments_b)?;
-    let (test_name, p_value) = match mapsswe {
-        Some(m) if segments_a.len() >= MIN_SEGMENTS_FOR_NORMAL_APPROXIMATION => {
-            ("MAPSSWE", m.p_value)
-        }
-        _ => (
-            "exact sign test (too few error segments for MAPSSWE)",
-            sign_p,
-        ),
-    };
-    let significant = p_value < 0.05;
-    let mean_diff = mapsswe.map_or(0.0, |m| m.mean_diff);
-    let wer = |e: &[usize]| e.iter().sum::<usize>() as f64 / words.max(1) as f64;
-    let (wer_a, wer_b) = (wer(&errors_a), wer(&errors_b));
-    let verdict = if !significant {
-        "no significant difference (p >= 0.05)"
-    } else if wer_a < wer_b {
-        "A is significantly better (p < 0.05)"
-    } else {
-        "B is significantly better (p < 0.05)"
-    };
+    let c = compare_systems(&errors_a, &errors_b, &words, &segments, options)?;
+    let (absolute, relative) = (
+        c.difference.absolute.scaled(100.0),
+        c.difference.relative.scaled(100.0),
+    );
+    let confidence = 100.0 * c.bootstrap.confidence;
     if json {
+        // Units are in the names: WERs as fractions (as in summary.json), differences in WER
+        // points or percent.
+        let mde = c.mde.map(|m| {
+            serde_json::json!({
+                "alpha": ALPHA,
+                "power": POWER,
+                "unit": "error segment",
+                "std_diff": m.std_diff,
+                "errors_per_segment": m.errors_per_segment,
+                "wer_points": 100.0 * m.wer,
+                "relative_percent": 100.0 * m.relative,
+            })
+        });
         println!(
             "{}",
             serde_json::json!({
                 "a": a.path.display().to_string(),
                 "b": b.path.display().to_string(),
-                "utterances": errors_a.len(),
-                "segments": segments_a.len(),
-                "words": words,
-                "wer_a": wer_a,
-                "wer_b": wer_b,
-                "test": test_name,
-                "mapsswe": mapsswe,
-                "sign_test_p": sign_p,
-                "p_value": p_value,
-                "significant_at_05": significant,
-                "verdict": verdict,
+                "utterances": c.utterances,
+                "segments": c.segments,
+                "words": c.words,
+                "errors_a": c.errors_a,
+                "errors_b": c.errors_b,
+                "wer_a": c.wer_a,
+                "wer_b": c.wer_b,
+                "test": c.test.name(),
+                "test_kind": c.test,
+                "mapsswe": c.mapsswe,
+                "sign_test_p": c.sign_test_p,
+                "p_value": c.p_value,
+                "significant_at_05": c.p_value < ALPHA,
+                "difference": {
+                    "absolute_points": absolute,
+                    "relative_percent": relative,
+                    "confidence": c.bootstrap.confidence,
+                    "bootstrap": { "unit": "utterance", "resamples": c.bootstrap.resamples, "seed": c.bootstrap.seed },
+                },
+                "mde": mde,
+                // Rounded so that --margin 7 reads back as 7, not 7.000000000000001.
+                "margin_percent": (1e9 * c.margin).round() / 1e7,
+                "verdict": c.verdict,
+                "verdict_text": c.sentence(),
             })
         );
-    } else {
-        println!(
-            "A {}: WER {:.2}%\nB {}: WER {:.2}%\n{} utterances, {words} words, {} error segments (mean A-B errors {:+.3}); {test_name}: p {:.4}: {verdict}",
-            a.path.display(),
-            100.0 * wer_a,
-            b.path.display(),
-            100.0 * wer_b,
-            errors_a.len(),
-            segments_a.len(),
-            mean_diff,
-            p_value
-        );
+        return Ok(());
     }
+    let mde = match c.mde {
+        Some(m) => format!(
+            "{:.2} WER points ({:.1}% of A's WER; {:.3} errors per segment, per-segment sd {:.3})",
+            100.0 * m.wer,
+            100.0 * m.relative,
+            m.errors_per_segment,
+            m.std_diff
+        ),
+        None => "not estimable (the two systems never differ on a segment)".into(),
+    };
+    println!(
+        "A {}: WER {:.2}%\n\
+         B {}: WER {:.2}%\n\
+         {} utterances, {} words, {} error segments; {}: p {}\n\
+         B - A: {:+.2} WER points ({confidence}% CI {:+.2} to {:+.2}), {:+.1}% relative ({confidence}% CI {:+.1}% to {:+.1}%); bootstrap over utterances, {} resamples, seed {}\n\
+         minimum detectable difference ({:.0}% power, p < {ALPHA}): {mde}\n\
+         verdict: {}\n{}",
+        a.path.display(),
+        100.0 * c.wer_a,
+        b.path.display(),
+        100.0 * c.wer_b,
+        c.utterances,
+        c.words,
+        c.segments,
+        c.test.name(),
+        format_p(c.p_value),
+        absolute.estimate,
+        absolute.lower,
+        absolute.upper,
+        relative.estimate,
+        relative.lower,
+        relative.upper,
+        c.bootstrap.resamples,
+        c.bootstrap.seed,
+        100.0 * POWER,
+        c.verdict.as_str(),
+        c.sentence(),
+    );
     Ok(())
 }

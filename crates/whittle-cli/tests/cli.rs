@@ -24,6 +24,12 @@ fn p(path: &Path) -> &str {
 
 /// An eval output where utterance i (10 words) has `errors[i]` substituted words.
 fn write_eval(dir: &Path, errors: &[usize]) {
+    write_eval_from(dir, errors, 0);
+}
+
+/// Like [`write_eval`], substituting every third word from word `first` on, so that two
+/// outputs with different `first` make their errors on different words.
+fn write_eval_from(dir: &Path, errors: &[usize], first: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let lines: String = errors
         .iter()
@@ -31,7 +37,7 @@ fn write_eval(dir: &Path, errors: &[usize]) {
         .map(|(i, &e)| {
             let reference: Vec<String> = (0..10).map(|w| format!("w{w}")).collect();
             let mut hypothesis = reference.clone();
-            for w in hypothesis.iter_mut().step_by(3).take(e) {
+            for w in hypothesis.iter_mut().skip(first).step_by(3).take(e) {
                 *w = "x".into();
             }
             let row = serde_json::json!({
@@ -81,7 +87,19 @@ fn eval_compare_reports_significance_and_refuses_unpaired_sets() {
         v["mapsswe"]["mean_diff"].as_f64().unwrap() < 0.0,
         "A has fewer errors: {v}"
     );
-    assert!(v["verdict"].as_str().unwrap().starts_with("A is"), "{v}");
+    assert_eq!(v["verdict"], "worse", "{v}");
+    assert!(
+        v["difference"]["absolute_points"]["lower"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "the CI excludes 0: {v}"
+    );
+    // A makes no errors, so the relative change is unbounded: null in JSON.
+    assert!(
+        v["difference"]["relative_percent"]["estimate"].is_null(),
+        "{v}"
+    );
 
     let o = whittle(&["eval", "--compare", p(&a), p(&c), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -93,6 +111,123 @@ fn eval_compare_reports_significance_and_refuses_unpaired_sets() {
     let o = whittle(&["eval", "--compare", p(&a), p(&short)]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("same set"), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_compare_prints_the_interval_the_mde_and_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    // The same error rate on different utterances and words: A errs i mod 3 times on
+    // utterance i, B (i + 1) mod 3 times.
+    let noisy_pair = |name: &str, n: usize| {
+        let a: Vec<usize> = (0..n).map(|i| i % 3).collect();
+        let b: Vec<usize> = (0..n).map(|i| (i + 1) % 3).collect();
+        write_eval_from(&path(&format!("{name}-a")), &a, 0);
+        write_eval_from(&path(&format!("{name}-b")), &b, 1);
+    };
+    noisy_pair("small", 30);
+    noisy_pair("large", 3000);
+    let json = |a: &str, b: &str, extra: &[&str]| -> serde_json::Value {
+        let (a, b) = (path(a), path(b));
+        let mut args = vec!["eval", "--compare", p(&a), p(&b), "--json"];
+        args.extend(extra);
+        let o = whittle(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+
+    // Identical systems: p = 1, a zero interval, equivalent, no MDE (nothing ever differs).
+    let v = json("small-a", "small-a", &[]);
+    assert_eq!(v["p_value"], 1.0, "{v}");
+    assert_eq!(v["verdict"], "equivalent", "{v}");
+    for unit in ["absolute_points", "relative_percent"] {
+        for bound in ["lower", "upper"] {
+            assert_eq!(v["difference"][unit][bound], 0.0, "{unit} {bound}: {v}");
+        }
+    }
+    assert!(v["mde"].is_null(), "{v}");
+
+    // A noisy equal pair: inconclusive on 30 utterances, equivalent on 3,000.
+    let v = json("small-a", "small-b", &[]);
+    assert_eq!(
+        (v["wer_a"].as_f64(), v["wer_b"].as_f64()),
+        (Some(0.1), Some(0.1))
+    );
+    assert!(v["p_value"].as_f64().unwrap() >= 0.05, "{v}");
+    assert!(
+        v["difference"]["relative_percent"]["upper"]
+            .as_f64()
+            .unwrap()
+            > 10.0,
+        "{v}"
+    );
+    assert_eq!(v["verdict"], "inconclusive", "{v}");
+    assert_eq!(v["margin_percent"], 10.0, "{v}");
+    assert_eq!(v["difference"]["bootstrap"]["resamples"], 10_000, "{v}");
+    let small_mde = v["mde"]["wer_points"].as_f64().unwrap();
+    let v = json("large-a", "large-b", &[]);
+    assert_eq!(v["verdict"], "equivalent", "{v}");
+    assert!(
+        v["difference"]["relative_percent"]["upper"]
+            .as_f64()
+            .unwrap()
+            <= 10.0,
+        "{v}"
+    );
+    // 100x the utterances: the MDE shrinks about 10x.
+    let large_mde = v["mde"]["wer_points"].as_f64().unwrap();
+    assert!(
+        (7.0..14.0).contains(&(small_mde / large_mde)),
+        "{small_mde} {large_mde}"
+    );
+    // A margin tighter than the interval turns the same evidence inconclusive.
+    let v = json("large-a", "large-b", &["--margin", "2"]);
+    assert_eq!(
+        (&v["verdict"], &v["margin_percent"]),
+        (&"inconclusive".into(), &2.0.into())
+    );
+
+    // The seed fixes the interval.
+    let seeded = |seed: &str| {
+        json(
+            "small-a",
+            "small-b",
+            &["--bootstrap", "500", "--bootstrap-seed", seed],
+        )["difference"]
+            .clone()
+    };
+    assert_eq!(seeded("5"), seeded("5"));
+    assert_ne!(seeded("5"), seeded("6"));
+
+    // The text output carries the same.
+    let o = whittle(&[
+        "eval",
+        "--compare",
+        p(&path("small-a")),
+        p(&path("small-b")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for expected in [
+        "30 utterances, 300 words",
+        "MAPSSWE: p = 1.0000",
+        "B - A: +0.00 WER points (95% CI ",
+        "bootstrap over utterances, 10000 resamples, seed 0",
+        "minimum detectable difference (80% power, p < 0.05): ",
+        "verdict: inconclusive\nInconclusive: ",
+        "above the 10% margin",
+    ] {
+        assert!(text.contains(expected), "`{expected}` not in:\n{text}");
+    }
+    let o = whittle(&[
+        "eval",
+        "--compare",
+        p(&path("small-a")),
+        p(&path("small-b")),
+        "--margin=-1",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("margin"), "{}", stderr(&o));
 }
 
 #[test]

@@ -3,7 +3,11 @@
 //!
 //! * [`normalize`]: Whisper's English and basic normalisers.
 //! * [`wer`]: Levenshtein alignment with jiwer's tie-breaking, WER and CER counts.
-//! * [`significance`]: the matched-pairs sentence-segment word error (MAPSSWE) test.
+//! * [`significance`]: the matched-pairs sentence-segment word error (MAPSSWE) test, the sign
+//!   test, the normal quantile and the minimum detectable difference.
+//! * [`bootstrap`]: seeded bootstrap confidence intervals of corpus WER and of WER differences.
+//! * [`verdict`]: worse / better / equivalent within a margin / inconclusive, for a system
+//!   against a baseline.
 //!
 //! ```
 //! use whittle_text::{word_errors, EnglishNormalizer};
@@ -18,12 +22,16 @@
 
 use std::path::PathBuf;
 
+pub mod bootstrap;
 pub mod normalize;
 pub mod significance;
+pub mod verdict;
 pub mod wer;
 
+pub use bootstrap::{wer_difference_interval, wer_interval, BootstrapOptions, Interval};
 pub use normalize::{normalize_numbers, BasicNormalizer, EnglishNormalizer};
 pub use significance::{error_segments, matched_pairs_test, sign_test, MatchedPairsResult};
+pub use verdict::{compare_systems, CompareOptions, Comparison, Verdict};
 pub use wer::{align, char_errors, word_errors, EditOp, ErrorCounts};
 
 /// Errors of this crate.
@@ -58,4 +66,26 @@ pub enum TextError {
     /// Too few utterances to estimate a variance.
     #[error("matched-pairs test needs at least 2 utterances, got {0}")]
     TooFewUtterances(usize),
+    /// Per-utterance error and word counts of different lengths.
+    #[error("need one word count per utterance's error count, got {errors} error counts and {words} word counts")]
+    CountsLength {
+        /// Error counts given.
+        errors: usize,
+        /// Word counts given.
+        words: usize,
+    },
+    /// Nothing to resample.
+    #[error("cannot bootstrap an empty set of utterances")]
+    NoUtterances,
+    /// A bootstrap needs at least one replicate and a confidence strictly between 0 and 1.
+    #[error("bootstrap needs at least 1 resample and a confidence in (0, 1), got {resamples} and {confidence}")]
+    BadBootstrap {
+        /// Replicates asked for.
+        resamples: usize,
+        /// Confidence asked for.
+        confidence: f64,
+    },
+    /// The equivalence margin must be a finite fraction ≥ 0.
+    #[error("equivalence margin must be finite and >= 0, got {0}")]
+    BadMargin(f64),
 }
