@@ -12,7 +12,9 @@
 //! 3. The window is decoded with [`super::fallback`] under the filters of openai-whisper's
 //!    `DecodingTask`: blank and end-of-text suppressed at the first step, the model's suppress
 //!    list plus `sot`, `<|startofprev|>`, `<|startoflm|>`, `<|transcribe|>`, `<|translate|>`
-//!    and the no-speech token at every step, then the [`TimestampRules`].
+//!    and the no-speech token at every step, then the [`TimestampRules`]. whittle also
+//!    suppresses the language tokens (openai-whisper's list leaves them open; a trained model
+//!    gives them no mass mid-transcript, a random one does).
 //! 4. The no-speech probability is the softmax of the raw logits at the `sot` position, read
 //!    once per window.
 //! 5. A window judged silent ([`FallbackOptions::is_silent`]) is skipped whole. Otherwise its
@@ -119,19 +121,10 @@ fn mask(logits: &mut [f32], tokens: &[u32]) {
 impl TimestampFilter {
     fn new(t: &Transcriber, options: &LongFormOptions) -> Self {
         let tok = &t.tokenizer;
-        let by_name = |name: &str| tok.inner().token_to_id(name);
         let mut every_step = t.model.config.suppress_tokens.clone();
-        every_step.extend([tok.sot, tok.transcribe]);
-        every_step.extend(
-            [
-                tok.sot_prev,
-                tok.no_speech,
-                by_name("<|translate|>"),
-                by_name("<|startoflm|>"),
-            ]
-            .into_iter()
-            .flatten(),
-        );
+        // Every special token from `sot` up to the timestamps: the references' list plus the
+        // language tokens (see the module docs).
+        every_step.extend(tok.sot..tok.timestamp_begin);
         every_step.sort_unstable();
         every_step.dedup();
         let mut first_step = t.model.config.begin_suppress_tokens.clone();
