@@ -221,7 +221,6 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
             beam_size: decode.beam_size,
             padding,
             trim: decode.trim,
-            long_form: decode.long_form(false),
             ..Default::default()
         },
     };
@@ -229,6 +228,8 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
         bail!("--beam-size must be at least 1");
     }
     let quantization = decode.ptq.apply(&mut transcriber)?;
+    // After quantization: GPTQ calibration reads plain 30 s windows of tokens.
+    transcriber.options.long_form = decode.long_form(false);
     let info = serde_json::json!({
         "path": model.display().to_string(),
         "format": location.format,

@@ -70,7 +70,9 @@ impl Default for DecodeOptions {
 pub struct Transcript {
     /// Decoded text (windows joined).
     pub text: String,
-    /// Text tokens per window.
+    /// Text tokens per consecutive 30 s window; with [`DecodeOptions::long_form`], the tokens
+    /// of each decoded window instead (timestamps included, windows start where the previous
+    /// one's last timestamp was).
     pub window_tokens: Vec<Vec<u32>>,
 }
 

@@ -258,17 +258,13 @@ mod tests {
         // Text token 0 alone has p ~ 0.3; the 8 timestamps together have more.
         let mut l = vec![f32::NEG_INFINITY; V];
         l[0] = 1.0;
-        for t in 12..20 {
-            l[t] = 0.0;
-        }
+        l[12..20].fill(0.0);
         rules(None).apply(&mut l, &[13, 3]);
         assert_eq!(allowed(&l), (14..20).collect::<Vec<_>>());
         // Lower the timestamps: text survives.
         let mut l = vec![f32::NEG_INFINITY; V];
         l[0] = 4.0;
-        for t in 12..20 {
-            l[t] = 0.0;
-        }
+        l[12..20].fill(0.0);
         rules(None).apply(&mut l, &[13, 3]);
         assert_eq!(allowed(&l), vec![0, 14, 15, 16, 17, 18, 19]);
     }
