@@ -25,25 +25,10 @@ for arg in "$@"; do
 done
 case $NAME in tiny.en|base) ;; *) usage ;; esac
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-export WHITTLE_ASSETS=${WHITTLE_ASSETS:-$ROOT/.assets}
-VENV=${WHITTLE_VENV:-$ROOT/.venv}
-THREADS=${THREADS:-2}
-export OMP_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
-MODEL=$WHITTLE_ASSETS/models/whisper-$NAME
+# shellcheck source=scripts/compare_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/compare_common.sh"
 MANIFEST=$WHITTLE_ASSETS/data/real-15.jsonl
 OUT=$ROOT/out/compare-$NAME
-WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
-
-die() { echo "compare_reference.sh: $*" >&2; exit 1; }
-[[ -f $MODEL/model.bin ]] || die "no model at $MODEL: run scripts/setup.sh"
-[[ -f $MANIFEST ]] || die "no manifest at $MANIFEST: run scripts/setup.sh --models-only"
-[[ -x $VENV/bin/python ]] || die "no reference venv at $VENV: run scripts/setup.sh (without --no-reference)"
-if ((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]]; then
-    cargo build --release -q -p whittle-cli || die "cargo build --release -p whittle-cli failed"
-fi
-[[ -x $WHITTLE ]] || die "$WHITTLE not built: run cargo build --release -p whittle-cli"
 
 mkdir -p "$OUT/reference"
 REF_HYP=$OUT/reference/utterances.jsonl
@@ -57,12 +42,6 @@ echo "== whittle eval f32, beam 1 ($THREADS threads)"
 "$WHITTLE" --threads "$THREADS" eval "$MODEL" "$MANIFEST" --out "$OUT/whittle" --dtype f32 --beam-size 1 \
     || die "whittle eval failed"
 
-# `whittle wer` prints "N utterances: WER x.xx% (e/n)  CER ..."; keep the WER part.
-wer() {
-    local line
-    line=$("$WHITTLE" wer --ref "$1" --hyp "$2") || die "whittle wer --ref $1 --hyp $2 failed"
-    grep -o 'WER [0-9.]*% ([0-9]*/[0-9]*)' <<<"$line" | sed 's/^WER //' || die "unexpected output from whittle wer: $line"
-}
 echo "== whittle eval f32, beam 1, faster-whisper front-end padding ($THREADS threads)"
 "$WHITTLE" --threads "$THREADS" eval "$MODEL" "$MANIFEST" --out "$OUT/whittle-fwpad" --dtype f32 --beam-size 1 --padding faster-whisper \
     || die "whittle eval --padding faster-whisper failed"

@@ -7,6 +7,9 @@ Reads `{"id", "audio", "text"}` lines (audio paths relative to the manifest's fo
 Decoding is plain greedy or beam search at temperature 0, English, without timestamps, without
 conditioning on previous text, without VAD, and with the no-speech / log-prob / compression-ratio
 checks off, so a hypothesis depends only on the audio and the model (no fallback, no skipped segments).
+With --standard it is faster-whisper's own default decoding instead (what `whittle transcribe` does):
+temperature fallback 0.0-1.0 with best_of candidates, the three thresholds at their defaults
+(2.4, -1.0, 0.6), timestamps, conditioning on previous text; still English and without VAD.
 
 Timing: the model is loaded once (reported as load seconds). Audio files are decoded to 16 kHz float32
 before the clock starts, so the timed part is what faster-whisper does with samples: log-mel features,
@@ -41,6 +44,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--language", default="en")
     p.add_argument("--warmup", action="store_true", help="transcribe the first utterance once, untimed")
     p.add_argument("--limit", type=int, help="only the first N utterances")
+    p.add_argument("--standard", action="store_true",
+                   help="faster-whisper's default decoding: fallback, timestamps, previous-text prompt")
+    p.add_argument("--best-of", type=int, default=5, help="with --standard: candidates per fallback temperature")
     return p.parse_args()
 
 
@@ -105,6 +111,16 @@ def main() -> None:
         log_prob_threshold=None,
         no_speech_threshold=None,
     )
+    if args.standard:
+        options = dict(
+            language=args.language,
+            task="transcribe",
+            beam_size=args.beam_size,
+            best_of=args.best_of,
+            without_timestamps=False,
+            condition_on_previous_text=True,
+            vad_filter=False,
+        )
 
     def transcribe(samples) -> str:
         segments, _ = model.transcribe(samples, **options)
@@ -133,6 +149,7 @@ def main() -> None:
         "model": str(args.model),
         "compute_type": args.compute_type,
         "beam_size": args.beam_size,
+        "decoding": "standard" if args.standard else "plain",
         "threads": args.threads,
         "utterances": len(out_rows),
         "audio_seconds": round(audio_seconds, 3),

@@ -9,9 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use whittle::candle::{DType, Device};
 use whittle::eval::{self, UtteranceResult};
 use whittle::model_dir::WhisperCheckpoint;
-use whittle::models::whisper::{DecodeOptions, FrontEndPadding, Transcriber};
+use whittle::models::whisper::{
+    DecodeOptions, FallbackOptions, FrontEndPadding, LongFormOptions, Transcriber,
+};
 use whittle::text::normalize::EnglishNormalizer;
 use whittle::text::wer::ErrorCounts;
+
+use crate::subtitles::{self, Format};
 
 /// Decoding options shared by `transcribe` and `eval`.
 #[derive(Args, Clone)]
@@ -32,6 +36,55 @@ pub struct DecodeArgs {
     /// window, as training batches do (clips under 30 s only).
     #[arg(long)]
     trim: bool,
+    /// Whisper's standard decoding with temperature fallback (0.0, 0.2, ..., 1.0; thresholds:
+    /// compression ratio 2.4, log-prob -1.0, no-speech 0.6), timestamps, seeking by the last
+    /// timestamp and the previous text as prompt. Default in `transcribe`; `eval` decodes
+    /// plainly (greedy or beam, temperature 0, no timestamps) unless given this flag.
+    #[arg(long, overrides_with = "no_fallback")]
+    fallback: bool,
+    /// No temperature fallback: `transcribe` still decodes timestamps and seeks, at
+    /// temperature 0 only; `eval` decodes plainly (its default).
+    #[arg(long, overrides_with = "fallback")]
+    no_fallback: bool,
+    /// Candidates sampled at each fallback temperature above 0.
+    #[arg(long, default_value_t = 5)]
+    best_of: usize,
+    /// Seed of the fallback sampling (one generator per audio file, so runs are reproducible).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Do not prompt each window with the text decoded before it.
+    #[arg(long)]
+    no_condition_on_previous_text: bool,
+}
+
+impl DecodeArgs {
+    /// The standard-decoding settings: `transcribe` always decodes timestamps (with fallback
+    /// unless --no-fallback); `eval` only with --fallback.
+    fn long_form(&self, transcribe: bool) -> Option<LongFormOptions> {
+        let fallback = if transcribe {
+            !self.no_fallback
+        } else {
+            self.fallback
+        };
+        if !transcribe && !fallback {
+            return None;
+        }
+        let defaults = FallbackOptions::default();
+        Some(LongFormOptions {
+            fallback: FallbackOptions {
+                temperatures: if fallback {
+                    defaults.temperatures.clone()
+                } else {
+                    vec![0.0]
+                },
+                best_of: self.best_of,
+                seed: self.seed,
+                ..defaults
+            },
+            condition_on_previous_text: !self.no_condition_on_previous_text,
+            ..Default::default()
+        })
+    }
 }
 
 /// `whittle transcribe MODEL AUDIO...`
@@ -42,6 +95,14 @@ pub struct TranscribeArgs {
     /// Audio files (wav, flac, mp3, ogg, or 16 kHz s16le .raw).
     #[arg(required = true)]
     audio: Vec<PathBuf>,
+    /// Output: txt (one line per file), json (one object per file: text, duration, segments
+    /// with start/end/text/avg_logprob/no_speech_prob/temperature/compression_ratio), srt or vtt.
+    #[arg(long, default_value = "txt", value_parser = ["txt", "json", "srt", "vtt"])]
+    format: String,
+    /// Write NAME.FORMAT for each input NAME.EXT into this folder instead of stdout (required
+    /// for srt and vtt with several inputs).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
     #[command(flatten)]
     decode: DecodeArgs,
 }
@@ -182,6 +243,8 @@ fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, s
         bail!("--beam-size must be at least 1");
     }
     let quantization = decode.ptq.apply(&mut transcriber)?;
+    // After quantization: GPTQ calibration reads plain 30 s windows of tokens.
+    transcriber.options.long_form = decode.long_form(false);
     let info = serde_json::json!({
         "path": model.display().to_string(),
         "format": location.format,
@@ -205,17 +268,39 @@ fn peak_rss_bytes() -> Option<u64> {
 }
 
 pub fn transcribe(args: TranscribeArgs) -> Result<()> {
+    let format = Format::parse(&args.format).context("unknown --format")?;
+    let outputs: Option<Vec<PathBuf>> = match &args.output_dir {
+        Some(dir) => Some(output_paths(dir, &args.audio, format)?),
+        None if args.audio.len() > 1 && matches!(format, Format::Srt | Format::Vtt) => {
+            bail!("--format {} with several audio files needs --output-dir DIR (one NAME.{} per input)", args.format, format.extension())
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let (transcriber, _) = load_transcriber(&args.model, &args.decode)?;
+    let options = args
+        .decode
+        .long_form(true)
+        .context("transcribe decodes timestamps")?;
     let mut failed = 0;
-    for path in &args.audio {
+    for (i, path) in args.audio.iter().enumerate() {
         let result = whittle::audio::load_audio(path)
             .map_err(anyhow::Error::from)
-            .and_then(|samples| Ok(transcriber.transcribe(&samples)?));
-        match result {
-            Ok(t) => println!("{}", t.text),
-            Err(e) => {
+            .and_then(|samples| Ok(transcriber.transcribe_long_form(&samples, &options)?))
+            .and_then(|t| Ok(subtitles::render(format, path, &t)?));
+        match (result, &outputs) {
+            (Ok(text), Some(outputs)) => {
+                whittle::fsutil::write_atomic(&outputs[i], text.as_bytes())?;
+                eprintln!("{} -> {}", path.display(), outputs[i].display());
+            }
+            (Ok(text), None) => print!("{text}"),
+            (Err(e), _) => {
                 eprintln!("error: {}: {e:#}", path.display());
-                println!();
+                if outputs.is_none() && format == Format::Txt {
+                    println!();
+                }
                 failed += 1;
             }
         }
@@ -227,6 +312,28 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `DIR/NAME.EXT` for each input, refusing two inputs with the same name.
+fn output_paths(dir: &Path, audio: &[PathBuf], format: Format) -> Result<Vec<PathBuf>> {
+    let mut seen = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(audio.len());
+    for path in audio {
+        let stem = path
+            .file_stem()
+            .with_context(|| format!("{}: no file name", path.display()))?;
+        let target = dir.join(format!("{}.{}", stem.to_string_lossy(), format.extension()));
+        if let Some(other) = seen.insert(target.clone(), path.clone()) {
+            bail!(
+                "{} and {} would both write {}",
+                other.display(),
+                path.display(),
+                target.display()
+            );
+        }
+        out.push(target);
+    }
+    Ok(out)
 }
 
 pub(crate) fn progress_bar(len: usize) -> ProgressBar {

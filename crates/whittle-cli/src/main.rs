@@ -5,6 +5,7 @@ mod compare_cmd;
 mod compress_cmd;
 mod corpus_cmd;
 mod ptq_cmd;
+mod subtitles;
 
 use clap::{Parser, Subcommand};
 
@@ -24,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the transcript of each audio file, one line per file.
+    /// Transcribe audio files of any length (Whisper's standard decoding): text, JSON, SRT or VTT.
     Transcribe(commands::TranscribeArgs),
     /// Transcribe a dataset and score WER/CER against its transcripts.
     Eval(commands::EvalArgs),

@@ -316,3 +316,67 @@ fn bad_quantize_options_fail_with_the_reason() {
         assert!(!out.exists(), "{extra:?} left an output file");
     }
 }
+
+#[test]
+fn transcribe_writes_subtitles_per_input_and_refuses_ambiguous_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    common_tiny::write_hf(&model, &common_tiny::hf_tensors(11));
+    // Two seconds of a chirp, 16 kHz s16le, in two folders under the same name.
+    let chirp: Vec<u8> = (0..32_000)
+        .flat_map(|i| {
+            let t = i as f32 / 16_000.0;
+            (((t * t * 900.0).sin() * 8000.0) as i16).to_le_bytes()
+        })
+        .collect();
+    for sub in ["x", "y"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        std::fs::write(dir.path().join(sub).join("a.raw"), &chirp).unwrap();
+    }
+    std::fs::write(dir.path().join("b.raw"), &chirp).unwrap();
+    let a = dir.path().join("x/a.raw");
+    let b = dir.path().join("b.raw");
+    let transcribe = |extra: &[&str]| {
+        let mut args = vec!["transcribe", p(&model), p(&a), p(&b)];
+        args.extend_from_slice(extra);
+        whittle(&args)
+    };
+
+    let o = transcribe(&["--format", "srt"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--output-dir"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "nothing decoded before the refusal");
+
+    let subs = dir.path().join("subs");
+    let o = transcribe(&["--format", "srt", "--output-dir", p(&subs), "--no-fallback"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in ["a.srt", "b.srt"] {
+        let text = std::fs::read_to_string(subs.join(name)).unwrap();
+        assert!(
+            text.is_empty() || text.starts_with("1\n00:00:"),
+            "{name}: {text:?}"
+        );
+    }
+
+    let o = transcribe(&["--format", "json", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1]["segments"].is_array() && lines[1]["audio"] == p(&b));
+
+    let same_stem = dir.path().join("y/a.raw");
+    let o = whittle(&[
+        "transcribe",
+        p(&model),
+        p(&a),
+        p(&same_stem),
+        "--output-dir",
+        p(&subs),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("would both write"), "{}", stderr(&o));
+}

@@ -185,3 +185,54 @@ fn model_folder_errors_are_clear() {
         .to_string();
     assert!(err.contains("config.json"), "{err}");
 }
+
+#[test]
+fn long_form_decoding_is_timed_monotonic_and_reproducible() {
+    use whittle::models::whisper::{FallbackOptions, LongFormOptions};
+    let dir = tempfile::tempdir().unwrap();
+    write_ct2(dir.path(), &hf_tensors(5), false);
+    let (model, _, tokenizer) = load(dir.path());
+    let timestamp_begin = tokenizer.timestamp_begin;
+    let t = Transcriber {
+        model,
+        tokenizer,
+        options: DecodeOptions {
+            max_new_tokens: Some(6),
+            ..Default::default()
+        },
+    };
+    // 31 s: more than one window.
+    let samples: Vec<f32> = (0..16_000 * 31)
+        .map(|i| 0.3 * ((i as f32) * 0.031).sin() * ((i as f32) * 0.0007).cos())
+        .collect();
+    let options = |seed| LongFormOptions {
+        fallback: FallbackOptions {
+            temperatures: vec![0.0, 0.5, 1.0],
+            best_of: 2,
+            seed,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let a = t.transcribe_long_form(&samples, &options(1)).unwrap();
+    assert!(a.window_tokens.len() >= 2, "31 s must take several windows");
+    for tokens in &a.window_tokens {
+        assert!(
+            tokens
+                .iter()
+                .all(|&tok| tok < EOT || tok >= timestamp_begin),
+            "special token sampled: {tokens:?}"
+        );
+    }
+    let mut last_start = 0.0;
+    for s in &a.segments {
+        assert!(s.start <= s.end && s.end <= a.duration, "{s:?}");
+        assert!(
+            s.start >= last_start,
+            "segments out of order: {:?}",
+            a.segments
+        );
+        last_start = s.start;
+    }
+    assert_eq!(a, t.transcribe_long_form(&samples, &options(1)).unwrap());
+}

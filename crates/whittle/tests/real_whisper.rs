@@ -68,3 +68,66 @@ fn tiny_en_beam_search_transcribes_jfk() {
     let samples = whittle::audio::load_audio(&root.join("data/real-15/jfk.wav")).unwrap();
     assert_eq!(t.transcribe(&samples).unwrap().text, JFK);
 }
+
+/// `data/real.jsonl`'s `two_cities` line: the audio path and its transcript.
+fn two_cities(root: &std::path::Path) -> Option<(PathBuf, String)> {
+    let manifest = root.join("data/real.jsonl");
+    let line = std::fs::read_to_string(&manifest).ok().and_then(|text| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["id"] == "two_cities")
+    });
+    let found = line.and_then(|v| {
+        let audio = manifest.parent()?.join(v["audio"].as_str()?);
+        let text = v["text"].as_str()?.to_string();
+        audio.is_file().then_some((audio, text))
+    });
+    if found.is_none() {
+        if std::env::var("WHITTLE_REQUIRE_ASSETS").as_deref() == Ok("1") {
+            panic!(
+                "two_cities missing from {}: run scripts/setup.sh --models-only",
+                manifest.display()
+            );
+        }
+        eprintln!("note: skipping: no two_cities in {}", manifest.display());
+    }
+    found
+}
+
+#[test]
+fn tiny_en_transcribes_two_cities_long_form() {
+    let Some(root) = assets() else { return };
+    let Some((audio, reference)) = two_cities(&root) else {
+        return;
+    };
+    let t = tiny_en(&root, 1);
+    let samples = whittle::audio::load_audio(&audio).unwrap();
+    let out = t
+        .transcribe_long_form(
+            &samples,
+            &whittle::models::whisper::LongFormOptions::default(),
+        )
+        .unwrap();
+    assert!(
+        out.duration > 40.0,
+        "two_cities is 44 s, got {}",
+        out.duration
+    );
+    let normalizer = whittle::text::normalize::EnglishNormalizer::without_spellings();
+    let (_, _, words, _) = whittle::eval::score(&normalizer, &reference, &out.text);
+    assert!(words.rate() < 0.15, "WER {} on: {}", words.rate(), out.text);
+    assert!(out.segments.len() >= 3, "{:?}", out.segments);
+    let mut previous_end = 0.0;
+    for s in &out.segments {
+        assert!(
+            s.start >= previous_end - 1e-9 && s.start < s.end && s.end <= out.duration,
+            "segment times not monotonic within the audio: {:?}",
+            out.segments
+        );
+        previous_end = s.end;
+    }
+    assert!(
+        previous_end > 30.0,
+        "the segments must reach past the first window"
+    );
+}

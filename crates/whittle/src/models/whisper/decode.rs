@@ -6,10 +6,14 @@
 //! Beam search keeps `beam_size` live hypotheses, expands each by its `beam_size + 1` best
 //! tokens, finishes when `beam_size` hypotheses have ended, and ranks them by
 //! sum log-probability / length. Longer audio is cut into consecutive 3000-frame windows.
+//! The searches themselves live in [`super::search`]; with [`DecodeOptions::long_form`] set,
+//! [`Transcriber::transcribe`] runs Whisper's standard decoding instead ([`super::longform`]).
 
 use candle_core::{DType, Tensor, D};
 
-use super::model::Whisper;
+use super::longform::LongFormOptions;
+use super::model::{DecoderCache, Whisper};
+use super::search::{best_by_mean_logprob, Filter, SearchContext};
 use super::tokenizer::WhisperTokenizer;
 use crate::error::Result;
 
@@ -29,6 +33,10 @@ pub struct DecodeOptions {
     /// full 30 s window, as training batches do; audio longer than one window is unaffected.
     #[serde(default)]
     pub trim: bool,
+    /// Whisper's standard decoding (timestamps, temperature fallback, seeking by the last
+    /// timestamp, previous-text prompt) instead of plain 30 s windows without timestamps.
+    #[serde(default)]
+    pub long_form: Option<LongFormOptions>,
 }
 
 /// Padding of the front end: the two reference implementations differ, and on clips much
@@ -52,6 +60,7 @@ impl Default for DecodeOptions {
             max_new_tokens: None,
             padding: FrontEndPadding::OpenaiWhisper,
             trim: false,
+            long_form: None,
         }
     }
 }
@@ -61,7 +70,9 @@ impl Default for DecodeOptions {
 pub struct Transcript {
     /// Decoded text (windows joined).
     pub text: String,
-    /// Text tokens per window.
+    /// Text tokens per consecutive 30 s window; with [`DecodeOptions::long_form`], the tokens
+    /// of each decoded window instead (timestamps included, windows start where the previous
+    /// one's last timestamp was).
     pub window_tokens: Vec<Vec<u32>>,
 }
 
@@ -115,27 +126,18 @@ impl LogitFilter {
     }
 }
 
-fn log_softmax_row(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-    let log_z = max + sum.ln();
-    logits.iter().map(|&l| l - log_z).collect()
-}
-
 impl Transcriber {
     /// Transcribe mono 16 kHz samples.
     pub fn transcribe(&self, samples: &[f32]) -> Result<Transcript> {
+        if let Some(options) = &self.options.long_form {
+            let t = self.transcribe_long_form(samples, options)?;
+            return Ok(Transcript {
+                text: t.text,
+                window_tokens: t.window_tokens,
+            });
+        }
         let n_mels = self.model.config.num_mel_bins;
-        let mel = match self.options.padding {
-            FrontEndPadding::OpenaiWhisper => {
-                whittle_audio::mel::log_mel_spectrogram(samples, n_mels)
-            }
-            FrontEndPadding::FasterWhisper => whittle_audio::mel::log_mel_spectrogram_with_padding(
-                samples,
-                n_mels,
-                whittle_audio::mel::HOP_LENGTH,
-            ),
-        };
+        let mel = self.log_mel(samples);
         let content_frames = samples.len() / whittle_audio::mel::HOP_LENGTH;
         let device = self.model.device();
         let mut window_tokens = Vec::new();
@@ -172,6 +174,21 @@ impl Transcriber {
         })
     }
 
+    /// The log-mel spectrogram of `samples` with the configured front-end padding.
+    pub fn log_mel(&self, samples: &[f32]) -> whittle_audio::mel::LogMel {
+        let n_mels = self.model.config.num_mel_bins;
+        match self.options.padding {
+            FrontEndPadding::OpenaiWhisper => {
+                whittle_audio::mel::log_mel_spectrogram(samples, n_mels)
+            }
+            FrontEndPadding::FasterWhisper => whittle_audio::mel::log_mel_spectrogram_with_padding(
+                samples,
+                n_mels,
+                whittle_audio::mel::HOP_LENGTH,
+            ),
+        }
+    }
+
     /// Decode one window `[1, n_mels, 3000]` to text tokens (prompt and end-of-text removed).
     pub fn decode_window(&self, mel: &Tensor) -> Result<Vec<u32>> {
         let encoded = self.model.encoder.forward(mel)?;
@@ -187,109 +204,73 @@ impl Transcriber {
             .tokenizer
             .prompt(self.model.config.is_multilingual())
             .len();
+        self.max_new_tokens_after(prompt_len)
+    }
+
+    /// New tokens allowed after a prompt of `prompt_len`: the option (default half the
+    /// decoder context), within the positions left.
+    pub(crate) fn max_new_tokens_after(&self, prompt_len: usize) -> usize {
         let limit = self.model.config.max_target_positions / 2;
-        self.options
-            .max_new_tokens
-            .unwrap_or(limit)
-            .min(self.model.config.max_target_positions - prompt_len)
+        self.options.max_new_tokens.unwrap_or(limit).min(
+            self.model
+                .config
+                .max_target_positions
+                .saturating_sub(prompt_len),
+        )
+    }
+
+    /// The decoder cache after the no-timestamps prompt, and the logits row that follows it.
+    fn primed(&self, encoded: &Tensor) -> Result<(DecoderCache, Vec<f32>)> {
+        let mut cache = self.model.decoder.new_cache(encoded)?;
+        let prompt = self.tokenizer.prompt(self.model.config.is_multilingual());
+        let tokens = Tensor::new(prompt.as_slice(), self.model.device())?.unsqueeze(0)?;
+        let first = self
+            .model
+            .decoder
+            .last_logits(&tokens, &mut cache)?
+            .to_dtype(DType::F32)?
+            .squeeze(0)?
+            .to_vec1()?;
+        Ok((cache, first))
+    }
+
+    fn search_context<'a>(&'a self, filter: Filter<'a>) -> SearchContext<'a> {
+        SearchContext {
+            model: &self.model,
+            filter,
+            eot: self.tokenizer.eot,
+            max_new: self.max_new_tokens(),
+        }
     }
 
     /// Greedy decoding over an encoder output `[1, frames, d]`.
     pub fn greedy(&self, encoded: &Tensor) -> Result<Vec<u32>> {
         let filter = LogitFilter::new(&self.model, &self.tokenizer);
-        let device = self.model.device();
-        let mut cache = self.model.decoder.new_cache(encoded)?;
-        let mut input = self.tokenizer.prompt(self.model.config.is_multilingual());
-        let mut out = Vec::new();
-        for step in 0..self.max_new_tokens() {
-            let tokens = Tensor::new(input.as_slice(), device)?.unsqueeze(0)?;
-            let mut logits: Vec<f32> = self
-                .model
-                .decoder
-                .last_logits(&tokens, &mut cache)?
-                .to_dtype(DType::F32)?
-                .squeeze(0)?
-                .to_vec1()?;
-            filter.apply(&mut logits, step == 0);
-            let next = argmax(&logits);
-            if next == self.tokenizer.eot {
-                break;
-            }
-            out.push(next);
-            input = vec![next];
-        }
-        Ok(out)
+        let apply = |l: &mut [f32], sampled: &[u32]| filter.apply(l, sampled.is_empty());
+        let (mut cache, first) = self.primed(encoded)?;
+        // Arg-max never draws from the generator.
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let hyps = self
+            .search_context(&apply)
+            .sample(&mut cache, first, 1, 0.0, &mut rng)?;
+        Ok(hyps
+            .into_iter()
+            .next()
+            .map(|h| h.tokens)
+            .unwrap_or_default())
     }
 
     /// Beam search over an encoder output `[1, frames, d]`.
     pub fn beam_search(&self, encoded: &Tensor, beam_size: usize) -> Result<Vec<u32>> {
         let filter = LogitFilter::new(&self.model, &self.tokenizer);
-        let device = self.model.device();
-        let mut cache = self.model.decoder.new_cache(encoded)?;
-        let prompt = self.tokenizer.prompt(self.model.config.is_multilingual());
-        // Live hypotheses: (tokens, sum log-probability); all share the prompt in the cache.
-        let mut live: Vec<(Vec<u32>, f32)> = vec![(Vec::new(), 0.0)];
-        let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
-        let mut input = Tensor::new(prompt.as_slice(), device)?.unsqueeze(0)?;
-        for step in 0..self.max_new_tokens() {
-            let logits = self
-                .model
-                .decoder
-                .last_logits(&input, &mut cache)?
-                .to_dtype(DType::F32)?;
-            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-            let mut candidates: Vec<(usize, u32, f32)> = Vec::new();
-            for (beam, row) in rows.into_iter().enumerate() {
-                let mut row = row;
-                filter.apply(&mut row, step == 0);
-                let logprobs = log_softmax_row(&row);
-                for (token, lp) in top_k(&logprobs, beam_size + 1) {
-                    candidates.push((beam, token, live[beam].1 + lp));
-                }
-            }
-            candidates.sort_by(|a, b| b.2.total_cmp(&a.2));
-            let mut next_live = Vec::new();
-            let mut sources = Vec::new();
-            let mut next_tokens = Vec::new();
-            // Walk candidates best first until the beam is full: ended hypotheses ranked above
-            // the last kept live one are finished; lower-ranked ones are not considered.
-            for (beam, token, score) in candidates {
-                if next_live.len() == beam_size {
-                    break;
-                }
-                if token == self.tokenizer.eot {
-                    if finished.len() < beam_size {
-                        finished.push((live[beam].0.clone(), score));
-                    }
-                } else {
-                    let mut seq = live[beam].0.clone();
-                    seq.push(token);
-                    if next_live.iter().any(|(s, _): &(Vec<u32>, f32)| *s == seq) {
-                        continue;
-                    }
-                    next_live.push((seq, score));
-                    sources.push(beam as u32);
-                    next_tokens.push(token);
-                }
-            }
-            if finished.len() >= beam_size || next_live.is_empty() {
-                break;
-            }
-            cache.select(&sources)?;
-            live = next_live;
-            input = Tensor::new(next_tokens.as_slice(), device)?.unsqueeze(1)?;
-        }
-        if finished.is_empty() {
-            finished = live;
-        }
-        let best = finished
-            .into_iter()
-            .max_by(|a, b| {
-                (a.1 / a.0.len().max(1) as f32).total_cmp(&(b.1 / b.0.len().max(1) as f32))
-            })
-            .map(|(tokens, _)| tokens)
-            .unwrap_or_default();
-        Ok(best)
+        let apply = |l: &mut [f32], sampled: &[u32]| filter.apply(l, sampled.is_empty());
+        let (mut cache, first) = self.primed(encoded)?;
+        let hyps = self
+            .search_context(&apply)
+            .beam(&mut cache, first, beam_size)?;
+        Ok(best_by_mean_logprob(hyps)
+            .map(|h| h.tokens)
+            .unwrap_or_default())
     }
 
     /// Log-probabilities `[b, len, vocab]` of the decoder over `tokens` (teacher forcing).
@@ -312,29 +293,4 @@ impl Transcriber {
 /// the 30 s window, 1046% trimmed; keeping 1 s or 3 s of padding still gave 909% and 537%).
 pub fn trimmed_frames(content_frames: usize) -> usize {
     (content_frames.div_ceil(2) * 2).clamp(2, WINDOW_FRAMES)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn top_k(v: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
-    for (i, &x) in v.iter().enumerate() {
-        if x == f32::NEG_INFINITY {
-            continue;
-        }
-        if best.len() < k || x > best[best.len() - 1].1 {
-            let pos = best.partition_point(|&(_, y)| y >= x);
-            best.insert(pos, (i as u32, x));
-            best.truncate(k);
-        }
-    }
-    best
 }

@@ -2,11 +2,17 @@
 
 pub mod config;
 pub mod decode;
+pub mod fallback;
 pub mod from_ct2;
+pub mod longform;
 pub mod model;
+pub mod search;
+pub mod timestamps;
 pub mod tokenizer;
 
 pub use config::WhisperConfig;
 pub use decode::{DecodeOptions, FrontEndPadding, Transcriber, Transcript};
+pub use fallback::FallbackOptions;
+pub use longform::{LongFormOptions, LongTranscript, Segment};
 pub use model::{Whisper, TOKEN_EMBEDDING};
 pub use tokenizer::WhisperTokenizer;

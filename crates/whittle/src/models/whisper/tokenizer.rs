@@ -20,6 +20,10 @@ pub struct WhisperTokenizer {
     pub timestamp_begin: u32,
     /// `<|en|>` (present in every released tokenizer, used only by multilingual models).
     pub english: u32,
+    /// `<|startofprev|>`, which opens the previous-text prompt (absent from minimal tokenizers).
+    pub sot_prev: Option<u32>,
+    /// The no-speech token: `<|nospeech|>`, or `<|nocaptions|>` in the older tokenizers.
+    pub no_speech: Option<u32>,
 }
 
 impl std::fmt::Debug for WhisperTokenizer {
@@ -61,6 +65,10 @@ impl WhisperTokenizer {
         };
         let no_timestamps = id("<|notimestamps|>")?;
         Ok(Self {
+            sot_prev: inner.token_to_id("<|startofprev|>"),
+            no_speech: inner
+                .token_to_id("<|nospeech|>")
+                .or_else(|| inner.token_to_id("<|nocaptions|>")),
             eot: id("<|endoftext|>")?,
             sot: id("<|startoftranscript|>")?,
             transcribe: id("<|transcribe|>")?,
@@ -95,12 +103,20 @@ impl WhisperTokenizer {
             .to_vec())
     }
 
-    /// The decoder prompt: `sot [en transcribe] notimestamps`.
+    /// The decoder prompt without timestamps: `sot [en transcribe] notimestamps`.
     pub fn prompt(&self, multilingual: bool) -> Vec<u32> {
+        let mut prompt = self.sot_sequence(multilingual);
+        prompt.push(self.no_timestamps);
+        prompt
+    }
+
+    /// The start-of-transcript sequence `sot [en transcribe]`: the prompt when timestamps are
+    /// decoded.
+    pub fn sot_sequence(&self, multilingual: bool) -> Vec<u32> {
         if multilingual {
-            vec![self.sot, self.english, self.transcribe, self.no_timestamps]
+            vec![self.sot, self.english, self.transcribe]
         } else {
-            vec![self.sot, self.no_timestamps]
+            vec![self.sot]
         }
     }
 
