@@ -148,3 +148,56 @@ fn operand_lengths_are_checked() {
     assert!(whittle_kernels::matmul_f32(&x, 1, &w, 4, 64, None, &mut y).is_ok());
     assert!(whittle_kernels::matmul_f32(&x, 1, &w[1..], 4, 64, None, &mut y).is_err());
 }
+
+/// Batched decoding stacks several decoder rows into one product and must give the tokens of
+/// one-row decoding: each row of `matmul_q8` with `m > 1` (the per-row kernel below
+/// `VNNI_GEMM_MIN_ROWS`, the repacked-panel kernel from it on) equals, bit for bit, the
+/// matrix-vector product of that row alone, since both round activations per 32-block alike.
+#[test]
+fn product_rows_equal_the_matrix_vector_product_bit_for_bit() {
+    let (rows, cols) = (72, 384);
+    let mut rng = Rng::new(17);
+    let w = rng.normals(rows * cols, 0.1);
+    let bias = rng.normals(rows, 0.1);
+    let mut failures = Vec::new();
+    for m in [2, 5, VNNI_GEMM_MIN_ROWS, 2 * VNNI_GEMM_MIN_ROWS + 3] {
+        let x = rng.normals(m * cols, 1.0);
+        for granularity in GRANULARITIES {
+            for (name, make) in all_formats(granularity) {
+                let (_, packed) = make(&w, rows, cols);
+                let view = packed.as_ref();
+                for isa in isas() {
+                    let mut batched = vec![f32::NAN; m * rows];
+                    matmul_q8_with(isa, &x, m, view, Some(&bias), &mut batched).unwrap();
+                    for (i, x_row) in x.chunks_exact(cols).enumerate() {
+                        let mut single = vec![f32::NAN; rows];
+                        matmul_q8_with(isa, x_row, 1, view, Some(&bias), &mut single).unwrap();
+                        let got = &batched[i * rows..(i + 1) * rows];
+                        let differing = got
+                            .iter()
+                            .zip(&single)
+                            .filter(|(a, b)| a.to_bits() != b.to_bits())
+                            .count();
+                        if differing > 0 {
+                            let worst = got
+                                .iter()
+                                .zip(&single)
+                                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-6))
+                                .fold(0.0f32, f32::max);
+                            failures.push(format!(
+                                "{name} {isa:?} m={m} row {i}: {differing}/{rows} differ, \
+                                 max rel {worst:.1e}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} rows differ from the one-row product:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

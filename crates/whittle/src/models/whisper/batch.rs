@@ -1,0 +1,134 @@
+//! Batched greedy decoding: several clips share one encoder pass and one decoder pass per step.
+//!
+//! The mel windows of `N` clips are stacked into `[N, n_mels, 3000]` and encoded together; the
+//! decoder then advances all `N` sequences in lockstep, one token each per step, with one
+//! self-attention cache row per sequence. A sequence that emits end-of-text leaves the batch: its
+//! cache rows are dropped with [`DecoderCache::select`](super::model::DecoderCache::select), the
+//! reordering that beam search uses. Greedy sequences start from the same prompt and gain one
+//! token per step, so every row of the cache sits at the same offset and no padding or
+//! per-row position is needed.
+//!
+//! Each step applies the same [`LogitFilter`] and argmax as
+//! [`Transcriber::greedy`](super::Transcriber::greedy), so the tokens equal the sequential
+//! decoder's as long as the batched products round as the one-row products do (the packed
+//! kernels do, bit for bit, below `whittle_kernels::kernels::VNNI_GEMM_MIN_ROWS` rows).
+//!
+//! What is batched, by choice: greedy decoding (`beam_size` 1) of clips that fit one 30 s window,
+//! without `trim` (trimmed windows differ in length). Anything else (longer clips, beam search,
+//! trimmed input) goes through [`Transcriber::transcribe`](super::Transcriber::transcribe) one
+//! clip at a time, in the same call, so callers need not sort their input.
+//!
+//! # Shapes
+//! - mel `[N, n_mels, 3000]`, encoder output `[N, 1500, d]`;
+//! - decoder input `[live, prompt_len]` at the first step, then `[live, 1]`; logits `[live, vocab]`.
+
+use candle_core::{DType, Tensor};
+
+use super::decode::{argmax, FrontEndPadding, LogitFilter, Transcriber, Transcript, WINDOW_FRAMES};
+use crate::error::Result;
+
+impl Transcriber {
+    /// Whether [`Transcriber::transcribe_batch`] decodes `samples` in a batch (see the module
+    /// docs) rather than alone.
+    pub fn batchable(&self, samples: &[f32]) -> bool {
+        self.options.beam_size <= 1
+            && !self.options.trim
+            && samples.len() / whittle_audio::mel::HOP_LENGTH <= WINDOW_FRAMES
+    }
+
+    /// Transcribe several clips of mono 16 kHz samples, in order: the
+    /// [batchable](Transcriber::batchable) ones together, the others one at a time.
+    pub fn transcribe_batch(&self, clips: &[&[f32]]) -> Result<Vec<Transcript>> {
+        let (batched, alone): (Vec<usize>, Vec<usize>) =
+            (0..clips.len()).partition(|&i| self.batchable(clips[i]));
+        let mut out: Vec<Option<Transcript>> = vec![None; clips.len()];
+        for i in alone {
+            out[i] = Some(self.transcribe(clips[i])?);
+        }
+        if !batched.is_empty() {
+            let n_mels = self.model.config.num_mel_bins;
+            let mut stacked = Vec::with_capacity(batched.len() * n_mels * WINDOW_FRAMES);
+            for &i in &batched {
+                stacked.extend(first_window(clips[i], n_mels, self.options.padding).data);
+            }
+            let mel = Tensor::from_vec(
+                stacked,
+                (batched.len(), n_mels, WINDOW_FRAMES),
+                self.model.device(),
+            )?
+            .to_dtype(self.model.dtype)?;
+            let encoded = self.model.encoder.forward(&mel)?;
+            for (&i, tokens) in batched.iter().zip(self.greedy_batch(&encoded)?) {
+                let text = self.tokenizer.decode(&tokens)?.trim().to_string();
+                out[i] = Some(Transcript {
+                    text,
+                    window_tokens: vec![tokens],
+                });
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Greedy decoding of every row of an encoder output `[N, frames, d]`: the text tokens of
+    /// each row (prompt and end-of-text removed), as [`Transcriber::greedy`] gives for that row
+    /// alone.
+    pub fn greedy_batch(&self, encoded: &Tensor) -> Result<Vec<Vec<u32>>> {
+        let n = encoded.dim(0)?;
+        let filter = LogitFilter::new(&self.model, &self.tokenizer);
+        let device = self.model.device();
+        let mut cache = self.model.decoder.new_cache(encoded)?;
+        let prompt = self.tokenizer.prompt(self.model.config.is_multilingual());
+        let mut input = Tensor::from_vec(prompt.repeat(n), (n, prompt.len()), device)?;
+        // `live[r]`: the sequence whose state is in row `r` of the cache.
+        let mut live: Vec<usize> = (0..n).collect();
+        let mut out = vec![Vec::new(); n];
+        for step in 0..self.max_new_tokens() {
+            if live.is_empty() {
+                break;
+            }
+            let rows: Vec<Vec<f32>> = self
+                .model
+                .decoder
+                .last_logits(&input, &mut cache)?
+                .to_dtype(DType::F32)?
+                .to_vec2()?;
+            let mut kept = Vec::with_capacity(live.len());
+            let mut next = Vec::with_capacity(live.len());
+            for (row, (&seq, mut logits)) in live.iter().zip(rows).enumerate() {
+                filter.apply(&mut logits, step == 0);
+                let token = argmax(&logits);
+                if token == self.tokenizer.eot {
+                    continue;
+                }
+                out[seq].push(token);
+                kept.push(row as u32);
+                next.push(token);
+            }
+            if kept.len() < live.len() {
+                live = kept.iter().map(|&row| live[row as usize]).collect();
+                if !live.is_empty() {
+                    cache.select(&kept)?;
+                }
+            }
+            input = Tensor::new(next.as_slice(), device)?.unsqueeze(1)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The first 30 s log-mel window of `samples`, padded as [`Transcriber::transcribe`] pads it.
+fn first_window(
+    samples: &[f32],
+    n_mels: usize,
+    padding: FrontEndPadding,
+) -> whittle_audio::mel::LogMel {
+    let mel = match padding {
+        FrontEndPadding::OpenaiWhisper => whittle_audio::mel::log_mel_spectrogram(samples, n_mels),
+        FrontEndPadding::FasterWhisper => whittle_audio::mel::log_mel_spectrogram_with_padding(
+            samples,
+            n_mels,
+            whittle_audio::mel::HOP_LENGTH,
+        ),
+    };
+    mel.window(0, WINDOW_FRAMES)
+}
