@@ -9,7 +9,7 @@ use whittle_kernels::kernels::reference::{matmul_f32_naive, matmul_naive};
 use whittle_kernels::kernels::{GEMV_MAX_ROWS, VNNI_GEMM_MIN_ROWS};
 
 // The property test's second range of m must reach the VNNI kernel.
-const _: () = assert!(VNNI_GEMM_MIN_ROWS <= 40);
+const _: () = assert!(VNNI_GEMM_MIN_ROWS <= 136);
 use whittle_kernels::{matmul_f32_with, matmul_q8_with, matmul_with, Isa, BLOCK};
 
 /// Relative slack for f32 summation-order differences.
@@ -86,7 +86,7 @@ proptest! {
         rows in 1usize..=70,
         cols in 1usize..=300,
         // Past VNNI_GEMM_MIN_ROWS, so the repacked-panel kernel runs too.
-        m in prop_oneof![1usize..=9, 14usize..=40],
+        m in prop_oneof![1usize..=9, 14usize..=40, 120usize..=136],
         seed in any::<u64>(),
         with_bias in any::<bool>(),
     ) {
@@ -149,46 +149,59 @@ fn operand_lengths_are_checked() {
     assert!(whittle_kernels::matmul_f32(&x, 1, &w[1..], 4, 64, None, &mut y).is_err());
 }
 
-/// Batched decoding stacks several decoder rows into one product and must give the tokens of
-/// one-row decoding: each row of `matmul_q8` with `m > 1` (the per-row kernel below
-/// `VNNI_GEMM_MIN_ROWS`, the repacked-panel kernel from it on) equals, bit for bit, the
-/// matrix-vector product of that row alone, since both round activations per 32-block alike.
+/// Batched decoding and encoding stack rows of several inputs into one product and must give
+/// the results of one input at a time, bit for bit. Below `VNNI_GEMM_MIN_ROWS` every row of
+/// `matmul_q8` equals the matrix-vector product of that row alone (the decoder: one row per
+/// sequence); from it on (the repacked-panel kernel, the encoder) a row does not depend on how
+/// many other rows share the product.
 #[test]
-fn product_rows_equal_the_matrix_vector_product_bit_for_bit() {
-    let (rows, cols) = (72, 384);
+fn product_rows_do_not_depend_on_the_batch() {
+    // 150 weight rows: two full weight panels and a tail that is not a whole tile.
+    let (rows, cols) = (150, 384);
     let mut rng = Rng::new(17);
     let w = rng.normals(rows * cols, 0.1);
     let bias = rng.normals(rows, 0.1);
+    let big = 2 * VNNI_GEMM_MIN_ROWS + 3;
+    let x = rng.normals(big * cols, 1.0);
     let mut failures = Vec::new();
-    for m in [2, 5, VNNI_GEMM_MIN_ROWS, 2 * VNNI_GEMM_MIN_ROWS + 3] {
-        let x = rng.normals(m * cols, 1.0);
-        for granularity in GRANULARITIES {
-            for (name, make) in all_formats(granularity) {
-                let (_, packed) = make(&w, rows, cols);
-                let view = packed.as_ref();
-                for isa in isas() {
-                    let mut batched = vec![f32::NAN; m * rows];
-                    matmul_q8_with(isa, &x, m, view, Some(&bias), &mut batched).unwrap();
-                    for (i, x_row) in x.chunks_exact(cols).enumerate() {
-                        let mut single = vec![f32::NAN; rows];
-                        matmul_q8_with(isa, x_row, 1, view, Some(&bias), &mut single).unwrap();
-                        let got = &batched[i * rows..(i + 1) * rows];
-                        let differing = got
-                            .iter()
-                            .zip(&single)
-                            .filter(|(a, b)| a.to_bits() != b.to_bits())
-                            .count();
-                        if differing > 0 {
-                            let worst = got
-                                .iter()
-                                .zip(&single)
-                                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-6))
-                                .fold(0.0f32, f32::max);
-                            failures.push(format!(
-                                "{name} {isa:?} m={m} row {i}: {differing}/{rows} differ, \
-                                 max rel {worst:.1e}"
-                            ));
-                        }
+    for granularity in GRANULARITIES {
+        for (name, make) in all_formats(granularity) {
+            let (_, packed) = make(&w, rows, cols);
+            let view = packed.as_ref();
+            for isa in isas() {
+                let product = |m: usize| {
+                    let mut y = vec![f32::NAN; m * rows];
+                    matmul_q8_with(isa, &x[..m * cols], m, view, Some(&bias), &mut y).unwrap();
+                    y
+                };
+                let single: Vec<f32> = x
+                    .chunks_exact(cols)
+                    .take(VNNI_GEMM_MIN_ROWS)
+                    .flat_map(|row| {
+                        let mut y = vec![f32::NAN; rows];
+                        matmul_q8_with(isa, row, 1, view, Some(&bias), &mut y).unwrap();
+                        y
+                    })
+                    .collect();
+                // (rows multiplied together, what their first rows must equal)
+                let cases = [
+                    (2, &single),
+                    (5, &single),
+                    (16, &single),
+                    (64, &single),
+                    (VNNI_GEMM_MIN_ROWS - 1, &single),
+                    (big, &product(VNNI_GEMM_MIN_ROWS)),
+                ];
+                for (m, expected) in cases {
+                    let got = product(m);
+                    let n = m.min(expected.len() / rows) * rows;
+                    let differing = got[..n]
+                        .iter()
+                        .zip(&expected[..n])
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    if differing > 0 {
+                        failures.push(format!("{name} {isa:?} m={m}: {differing}/{n} differ"));
                     }
                 }
             }
@@ -196,7 +209,7 @@ fn product_rows_equal_the_matrix_vector_product_bit_for_bit() {
     }
     assert!(
         failures.is_empty(),
-        "{} rows differ from the one-row product:\n{}",
+        "{} products differ from the same rows multiplied alone:\n{}",
         failures.len(),
         failures.join("\n")
     );
