@@ -6,7 +6,9 @@
 //! cache rows are dropped with [`DecoderCache::select`](super::model::DecoderCache::select), the
 //! reordering that beam search uses. Greedy sequences start from the same prompt and gain one
 //! token per step, so every row of the cache sits at the same offset and no padding or
-//! per-row position is needed.
+//! per-row position is needed. Dropping rows copies the live rows' cross-attention keys and
+//! values (18 MB per row for tiny.en), so ended rows are dropped lazily: they keep running
+//! (their tokens ignored) until the row-steps they have cost reach the number of live rows.
 //!
 //! Each step applies the same [`LogitFilter`] and argmax as
 //! [`Transcriber::greedy`](super::Transcriber::greedy), so the tokens equal the sequential
@@ -46,6 +48,7 @@ impl Transcriber {
             out[i] = Some(self.transcribe(clips[i])?);
         }
         if !batched.is_empty() {
+            let start = std::time::Instant::now();
             let n_mels = self.model.config.num_mel_bins;
             let mut stacked = Vec::with_capacity(batched.len() * n_mels * WINDOW_FRAMES);
             for &i in &batched {
@@ -57,8 +60,19 @@ impl Transcriber {
                 self.model.device(),
             )?
             .to_dtype(self.model.dtype)?;
+            let t0 = std::time::Instant::now();
             let encoded = self.model.encoder.forward(&mel)?;
-            for (&i, tokens) in batched.iter().zip(self.greedy_batch(&encoded)?) {
+            let t1 = std::time::Instant::now();
+            let tokens = self.greedy_batch(&encoded)?;
+            // Where a batch's time goes (scripts/bench_batch.sh sums these).
+            tracing::debug!(
+                clips = batched.len(),
+                front_end_seconds = (t0 - start).as_secs_f64(),
+                encoder_seconds = (t1 - t0).as_secs_f64(),
+                decoder_seconds = t1.elapsed().as_secs_f64(),
+                "batch timing"
+            );
+            for (&i, tokens) in batched.iter().zip(tokens) {
                 let text = self.tokenizer.decode(&tokens)?.trim().to_string();
                 out[i] = Some(Transcript {
                     text,
@@ -79,36 +93,49 @@ impl Transcriber {
         let mut cache = self.model.decoder.new_cache(encoded)?;
         let prompt = self.tokenizer.prompt(self.model.config.is_multilingual());
         let mut input = Tensor::from_vec(prompt.repeat(n), (n, prompt.len()), device)?;
-        // `live[r]`: the sequence whose state is in row `r` of the cache.
-        let mut live: Vec<usize> = (0..n).collect();
+        // `rows[r]`: the sequence whose state is in row `r` of the cache, `None` once it ended.
+        let mut rows: Vec<Option<usize>> = (0..n).map(Some).collect();
+        // Rows that ended stay in the cache (their tokens are ignored) until the work they cost,
+        // one row-step each, reaches the cost of copying the live rows' caches without them.
+        let mut dead_row_steps = 0;
         let mut out = vec![Vec::new(); n];
+        let mut next: Vec<u32> = Vec::with_capacity(n);
         for step in 0..self.max_new_tokens() {
-            if live.is_empty() {
+            let live = rows.iter().flatten().count();
+            if live == 0 {
                 break;
             }
-            let rows: Vec<Vec<f32>> = self
+            dead_row_steps += rows.len() - live;
+            if dead_row_steps >= live {
+                let kept: Vec<u32> = (0..rows.len() as u32)
+                    .filter(|&r| rows[r as usize].is_some())
+                    .collect();
+                cache.select(&kept)?;
+                next = kept.iter().map(|&r| next[r as usize]).collect();
+                rows.retain(Option::is_some);
+                dead_row_steps = 0;
+                input = Tensor::new(next.as_slice(), device)?.unsqueeze(1)?;
+            }
+            let logits: Vec<Vec<f32>> = self
                 .model
                 .decoder
                 .last_logits(&input, &mut cache)?
                 .to_dtype(DType::F32)?
                 .to_vec2()?;
-            let mut kept = Vec::with_capacity(live.len());
-            let mut next = Vec::with_capacity(live.len());
-            for (row, (&seq, mut logits)) in live.iter().zip(rows).enumerate() {
+            next.clear();
+            for (row, mut logits) in rows.iter_mut().zip(logits) {
+                let Some(seq) = *row else {
+                    next.push(self.tokenizer.eot);
+                    continue;
+                };
                 filter.apply(&mut logits, step == 0);
                 let token = argmax(&logits);
                 if token == self.tokenizer.eot {
-                    continue;
+                    *row = None;
+                } else {
+                    out[seq].push(token);
                 }
-                out[seq].push(token);
-                kept.push(row as u32);
                 next.push(token);
-            }
-            if kept.len() < live.len() {
-                live = kept.iter().map(|&row| live[row as usize]).collect();
-                if !live.is_empty() {
-                    cache.select(&kept)?;
-                }
             }
             input = Tensor::new(next.as_slice(), device)?.unsqueeze(1)?;
         }
