@@ -254,7 +254,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         bail!("eval needs MODEL DATASET --out DIR (or --compare A B)");
     };
     let (normalizer, spellings) = args.normalizer.load()?;
-    if !(args.max_duration > 0.0) {
+    if args.max_duration.is_nan() || args.max_duration <= 0.0 {
         bail!("--max-duration must be a positive number of seconds");
     }
     let mut utterances = whittle::data::load_labelled_dataset(dataset)?;

@@ -12,8 +12,11 @@
 //!
 //! Each step applies the same [`LogitFilter`] and argmax as
 //! [`Transcriber::greedy`](super::Transcriber::greedy), so the tokens equal the sequential
-//! decoder's as long as the batched products round as the one-row products do (the packed
-//! kernels do, bit for bit, below `whittle_kernels::kernels::VNNI_GEMM_MIN_ROWS` rows).
+//! decoder's as long as the batched products round as the one-row products do. The packed
+//! kernels do, bit for bit, below `whittle_kernels::kernels::VNNI_GEMM_MIN_ROWS` rows. Dense f32
+//! products run on the `gemm` crate, which promises no such thing across row counts: there the
+//! logits may differ in the last bits and a token only at a near tie (none on tiny.en over real-15,
+//! `tests/real_batch.rs`).
 //!
 //! What is batched, by choice: greedy decoding (`beam_size` 1) of clips that fit one 30 s window,
 //! without `trim` (trimmed windows differ in length). Anything else (longer clips, beam search,
