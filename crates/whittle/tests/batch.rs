@@ -11,7 +11,7 @@ use whittle::models::whisper::{DecodeOptions, Transcriber};
 /// The tiny model with its end-of-text row scaled by `eot_scale`, so that some sequences end
 /// early and others run to the token limit (a batch where sequences drop out at different steps).
 fn transcriber(dir: &std::path::Path, eot_scale: f64) -> Transcriber {
-    let mut tensors = hf_tensors(11);
+    let mut tensors = hf_tensors(5);
     let name = "model.decoder.embed_tokens.weight";
     let table = &tensors[name];
     let eot = table.i(EOT as usize..EOT as usize + 1).unwrap();
@@ -71,7 +71,7 @@ fn check(t: &Transcriber, clips: &[Vec<f32>], batch: usize) {
     let lengths: std::collections::BTreeSet<usize> = sequential.iter().map(Vec::len).collect();
     // The setup must exercise drop-out: some sequences end early, at different steps.
     assert!(
-        lengths.len() >= 2 && lengths.iter().any(|&l| l < limit),
+        lengths.len() >= 3 && lengths.iter().any(|&l| l < limit),
         "token counts {lengths:?} (limit {limit}): no sequence leaves the batch early"
     );
     assert_eq!(batched.len(), sequential.len());
@@ -83,7 +83,7 @@ fn check(t: &Transcriber, clips: &[Vec<f32>], batch: usize) {
 #[test]
 fn batched_greedy_equals_sequential_f32() {
     let dir = tempfile::tempdir().unwrap();
-    let t = transcriber(dir.path(), 2.5);
+    let t = transcriber(dir.path(), 3.0);
     let clips = clips();
     assert!(!t.batchable(&clips[8]), "a 31 s clip is decoded alone");
     assert!(t.batchable(&clips[0]));
@@ -96,7 +96,7 @@ fn batched_greedy_equals_sequential_f32() {
 #[test]
 fn batched_greedy_equals_sequential_packed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = transcriber(dir.path(), 2.5);
+    let mut t = transcriber(dir.path(), 3.0);
     let bit_map = BitMap::uniform(LayerFormat::uniform(4, None))
         .with_rule("decoder.embed_tokens", LayerFormat::uniform(8, None))
         .unwrap();
@@ -117,7 +117,7 @@ fn batched_greedy_equals_sequential_packed() {
 #[test]
 fn beam_search_falls_back_to_one_clip_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = transcriber(dir.path(), 2.5);
+    let mut t = transcriber(dir.path(), 3.0);
     t.options.beam_size = 3;
     let clips = clips();
     assert!(!t.batchable(&clips[0]));
