@@ -81,6 +81,23 @@ def load_samples(path: Path):
         sys.exit(f"transcribe.py: cannot decode {path}: {e}")
 
 
+def decode_options(language: str, beam_size: int) -> dict:
+    """`transcribe` options shared by WhisperModel and BatchedInferencePipeline: temperature 0 (no
+    fallback), no timestamps, no conditioning on previous text, no no-speech/log-prob/compression checks."""
+    return dict(
+        language=language,
+        task="transcribe",
+        beam_size=beam_size,
+        best_of=1,
+        temperature=0.0,
+        without_timestamps=True,
+        condition_on_previous_text=False,
+        compression_ratio_threshold=None,
+        log_prob_threshold=None,
+        no_speech_threshold=None,
+    )
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -98,19 +115,7 @@ def main() -> None:
     model = WhisperModel(str(args.model), device="cpu", compute_type=args.compute_type, cpu_threads=args.threads)
     load_seconds = time.perf_counter() - t0
 
-    options = dict(
-        language=args.language,
-        task="transcribe",
-        beam_size=args.beam_size,
-        best_of=1,
-        temperature=0.0,
-        without_timestamps=True,
-        condition_on_previous_text=False,
-        vad_filter=False,
-        compression_ratio_threshold=None,
-        log_prob_threshold=None,
-        no_speech_threshold=None,
-    )
+    options = dict(decode_options(args.language, args.beam_size), vad_filter=False)
     if args.standard:
         options = dict(
             language=args.language,

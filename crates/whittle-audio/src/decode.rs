@@ -10,11 +10,17 @@
 //! to [-1, 1] (the clamp that the int16 conversion applies there), without the 16-bit rounding.
 //! NaN samples of float files become 0.
 //!
+//! [`load_audio_limited`] and [`decode_file_limited`] stop decoding as soon as the decoded audio
+//! exceeds a duration cap and report [`AudioError::TooLong`]: a small compressed file that
+//! expands to hours of audio (an "audio bomb") is never decoded in full, and the file is read as a
+//! stream rather than into memory first.
+//!
 //! Bad input never panics: unreadable, unknown or corrupt files give an [`AudioError`] naming the
 //! file. A stream that breaks after some packets decoded keeps what decoded (with a `tracing`
 //! warning), and a panic inside a third-party decoder is caught and reported as
 //! [`AudioError::DecoderPanicked`].
 
+use std::fs::File;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -23,7 +29,7 @@ use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 
 use crate::error::AudioError;
@@ -82,6 +88,13 @@ pub fn load_audio(path: &Path) -> Result<Vec<f32>, AudioError> {
     to_model_input(&decoded, path)
 }
 
+/// Like [`load_audio`], refusing audio longer than `max_seconds` (at the file's own rate) with
+/// [`AudioError::TooLong`] as soon as decoding passes the cap.
+pub fn load_audio_limited(path: &Path, max_seconds: f64) -> Result<Vec<f32>, AudioError> {
+    let decoded = decode_file_limited(path, max_seconds)?;
+    to_model_input(&decoded, path)
+}
+
 /// Like [`load_audio`] for a file already in memory; `origin` names it in errors and its
 /// extension selects raw PCM and hints the container.
 pub fn load_audio_bytes(bytes: Vec<u8>, origin: &Path) -> Result<Vec<f32>, AudioError> {
@@ -98,6 +111,28 @@ pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
     decode_bytes(bytes, path)
 }
 
+/// Like [`decode_file`], streaming the file and stopping with [`AudioError::TooLong`] once more
+/// than `max_seconds` of audio has decoded (raw PCM is measured by its size, before reading).
+pub fn decode_file_limited(path: &Path, max_seconds: f64) -> Result<DecodedAudio, AudioError> {
+    let io_error = |source| AudioError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let bytes = file.metadata().map_err(io_error)?.len();
+    if bytes == 0 {
+        return Err(AudioError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    if is_raw_pcm(path) {
+        let seconds = (bytes / 2) as f64 / f64::from(RAW_PCM_SAMPLE_RATE);
+        check_duration(seconds, max_seconds, path)?;
+        return decode_file(path);
+    }
+    decode_source(Box::new(file), path, Some(max_seconds))
+}
+
 /// Decodes an in-memory file. `origin` names it in errors; its extension selects raw PCM
 /// (`raw`, `pcm`) and otherwise only hints the container, which is detected from the bytes.
 pub fn decode_bytes(bytes: Vec<u8>, origin: &Path) -> Result<DecodedAudio, AudioError> {
@@ -106,16 +141,31 @@ pub fn decode_bytes(bytes: Vec<u8>, origin: &Path) -> Result<DecodedAudio, Audio
             path: origin.to_path_buf(),
         });
     }
-    let decoded = if is_raw_pcm(origin) {
-        decode_raw_s16le(&bytes, origin)?
-    } else {
-        catch_unwind(AssertUnwindSafe(|| decode_with_symphonia(bytes, origin))).map_err(
-            |payload| AudioError::DecoderPanicked {
+    if is_raw_pcm(origin) {
+        let decoded = decode_raw_s16le(&bytes, origin)?;
+        if decoded.samples.is_empty() {
+            return Err(AudioError::Empty {
                 path: origin.to_path_buf(),
-                message: panic_message(payload.as_ref()),
-            },
-        )??
-    };
+            });
+        }
+        return Ok(decoded);
+    }
+    decode_source(Box::new(Cursor::new(bytes)), origin, None)
+}
+
+/// Decodes a container with symphonia, catching a decoder panic, and refuses an empty result.
+fn decode_source(
+    source: Box<dyn MediaSource>,
+    origin: &Path,
+    max_seconds: Option<f64>,
+) -> Result<DecodedAudio, AudioError> {
+    let decoded = catch_unwind(AssertUnwindSafe(|| {
+        decode_with_symphonia(source, origin, max_seconds)
+    }))
+    .map_err(|payload| AudioError::DecoderPanicked {
+        path: origin.to_path_buf(),
+        message: panic_message(payload.as_ref()),
+    })??;
     if decoded.samples.is_empty() {
         return Err(AudioError::Empty {
             path: origin.to_path_buf(),
@@ -176,6 +226,17 @@ fn decode_raw_s16le(bytes: &[u8], origin: &Path) -> Result<DecodedAudio, AudioEr
     })
 }
 
+/// [`AudioError::TooLong`] when `seconds` exceeds `max_seconds`.
+fn check_duration(seconds: f64, max_seconds: f64, origin: &Path) -> Result<(), AudioError> {
+    if seconds > max_seconds {
+        return Err(AudioError::TooLong {
+            path: origin.to_path_buf(),
+            max_seconds,
+        });
+    }
+    Ok(())
+}
+
 fn check_sample_rate(sample_rate: u32, origin: &Path) -> Result<(), AudioError> {
     if sample_rate == 0 || sample_rate > MAX_SAMPLE_RATE {
         return Err(AudioError::BadSampleRate {
@@ -208,12 +269,16 @@ fn classify(err: SymphoniaError, origin: &Path) -> AudioError {
     }
 }
 
-fn decode_with_symphonia(bytes: Vec<u8>, origin: &Path) -> Result<DecodedAudio, AudioError> {
+fn decode_with_symphonia(
+    source: Box<dyn MediaSource>,
+    origin: &Path,
+    max_seconds: Option<f64>,
+) -> Result<DecodedAudio, AudioError> {
     let mut hint = Hint::new();
     if let Some(ext) = origin.extension().and_then(|ext| ext.to_str()) {
         hint.with_extension(ext);
     }
-    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
+    let source = MediaSourceStream::new(source, Default::default());
     let mut format = symphonia::default::get_probe()
         .probe(
             &hint,
@@ -310,6 +375,10 @@ fn decode_with_symphonia(bytes: Vec<u8>, origin: &Path) -> Result<DecodedAudio, 
             Some(_) => {}
         }
         let start = samples.len();
+        let frames = (start + buffer.samples_interleaved()) / channels;
+        if let Some(max_seconds) = max_seconds {
+            check_duration(frames as f64 / f64::from(rate), max_seconds, origin)?;
+        }
         samples.resize(start + buffer.samples_interleaved(), 0.0);
         buffer.copy_to_slice_interleaved(&mut samples[start..]);
     }

@@ -42,6 +42,10 @@ pub enum AudioError {
     #[error("audio file {} has an unusable channel layout: {reason}", path.display())]
     BadChannels { path: PathBuf, reason: String },
 
+    /// The audio is longer than the caller's cap; decoding stopped at the cap.
+    #[error("audio file {} is longer than the {max_seconds} s limit", path.display())]
+    TooLong { path: PathBuf, max_seconds: f64 },
+
     /// A third-party decoder panicked on this input; the panic was caught and reported instead.
     #[error("the decoder panicked on {}: {message}", path.display())]
     DecoderPanicked { path: PathBuf, message: String },

@@ -20,7 +20,8 @@ pub mod mel;
 pub mod resample;
 
 pub use decode::{
-    decode_bytes, decode_file, load_audio, load_audio_bytes, DecodedAudio, TARGET_SAMPLE_RATE,
+    decode_bytes, decode_file, decode_file_limited, load_audio, load_audio_bytes,
+    load_audio_limited, DecodedAudio, TARGET_SAMPLE_RATE,
 };
 pub use error::AudioError;
 pub use mel::{log_mel_spectrogram, LogMel};

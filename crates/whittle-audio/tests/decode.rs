@@ -6,7 +6,10 @@ use std::path::Path;
 
 use common::{max_abs_diff, sine, wav_bytes, write_file, WavEncoding};
 use proptest::prelude::*;
-use whittle_audio::{decode_bytes, decode_file, load_audio, load_audio_bytes, AudioError};
+use whittle_audio::{
+    decode_bytes, decode_file, decode_file_limited, load_audio, load_audio_bytes,
+    load_audio_limited, AudioError,
+};
 
 /// Tolerance against an analytic sine after resampling, outside the first and last 20 ms where
 /// the clip's hard start and end ring through the anti-aliasing filter.
@@ -159,6 +162,54 @@ fn flac_decodes_losslessly() {
     let expected: Vec<f32> = interleaved.iter().map(|&v| v as f32 / 32768.0).collect();
     assert_eq!(decoded.samples, expected);
     assert_eq!(load_audio(&path).unwrap().len(), frames);
+}
+
+/// The duration cap: a clip under it decodes as without a cap; a clip over it, WAV or raw, is
+/// refused with `TooLong` naming the file.
+#[test]
+fn duration_cap_refuses_longer_clips() {
+    let dir = temp_dir();
+    let wav = write_file(
+        dir.path(),
+        "two_seconds.wav",
+        &wav_bytes(
+            &sine(16_000, 440.0, 8_000, 0.5, 0.0),
+            1,
+            8_000,
+            WavEncoding::I16,
+        ),
+    );
+    let raw_bytes: Vec<u8> = (0..32_000i16).flat_map(|v| v.to_le_bytes()).collect();
+    let raw = write_file(dir.path(), "two_seconds.raw", &raw_bytes);
+    for path in [&wav, &raw] {
+        assert_eq!(
+            load_audio_limited(path, 2.5).unwrap(),
+            load_audio(path).unwrap()
+        );
+        let err = load_audio_limited(path, 1.5).unwrap_err();
+        assert!(matches!(err, AudioError::TooLong { .. }), "{err:?}");
+        assert_names_path(&err, path);
+    }
+    let empty = write_file(dir.path(), "empty.flac", &[]);
+    let err = load_audio_limited(&empty, 10.0).unwrap_err();
+    assert!(matches!(err, AudioError::Empty { .. }), "{err:?}");
+}
+
+/// A compressed "audio bomb": two minutes of silence in a FLAC file of a few kilobytes. With a
+/// 1 s cap it is refused (decoding stops at the first packet past the cap).
+#[test]
+fn duration_cap_stops_a_compressed_bomb_early() {
+    let dir = temp_dir();
+    let frames = 4 * 60 * 8_000 / FLAC_BLOCK * FLAC_BLOCK;
+    let bytes = flac_bytes(&vec![0i32; frames], 1, 16, 8_000);
+    assert!(bytes.len() * 100 < frames * 2, "{} bytes", bytes.len());
+    let path = write_file(dir.path(), "bomb.flac", &bytes);
+    assert_eq!(decode_file(&path).unwrap().frames(), frames);
+    let err = decode_file_limited(&path, 1.0).unwrap_err();
+    assert!(
+        matches!(err, AudioError::TooLong { max_seconds, .. } if max_seconds == 1.0),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -145,6 +145,17 @@ pub struct EvalArgs {
     /// Evaluate only the first N utterances.
     #[arg(long)]
     limit: Option<usize>,
+    /// Utterances decoded together (greedy, clips of one 30 s window; longer clips, beam search
+    /// and --trim are decoded one at a time). Transcripts equal those of --batch-size 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: u64,
+    /// Clips longer than this many seconds are recorded as failures (decoding stops at the cap).
+    #[arg(long, default_value_t = 7200.0)]
+    max_duration: f64,
+    /// Stop at the first clip that cannot be read (nothing is written) instead of recording it
+    /// in summary.json and going on.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     decode: DecodeArgs,
     #[command(flatten)]
@@ -373,18 +384,28 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         bail!("eval needs MODEL DATASET --out DIR (or --compare A B)");
     };
     let (normalizer, spellings) = args.normalizer.load()?;
-    let mut utterances = whittle::data::load_dataset(dataset)?;
+    if args.max_duration.is_nan() || args.max_duration <= 0.0 {
+        bail!("--max-duration must be a positive number of seconds");
+    }
+    let mut utterances = whittle::data::load_labelled_dataset(dataset)?;
     if let Some(limit) = args.limit {
         utterances.truncate(limit);
     }
+    let options = eval::EvalOptions {
+        batch_size: usize::try_from(args.batch_size)?,
+        max_duration_seconds: args.max_duration,
+        strict: args.strict,
+    };
     let (transcriber, model_info) = load_transcriber(model, &args.decode)?;
+    let transcriber_long_form = transcriber.options.long_form.clone();
     let bar = progress_bar(utterances.len());
     let wall = Instant::now();
     let mut running = (0usize, 0usize);
-    let (results, totals) = eval::evaluate(
+    let evaluation = eval::evaluate_with(
         &transcriber,
         &utterances,
         &normalizer,
+        &options,
         |_, r: &UtteranceResult| {
             running.0 += r.words.errors();
             running.1 += r.words.reference_len;
@@ -396,12 +417,33 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
+    let eval::Evaluation {
+        results,
+        totals,
+        failures,
+    } = evaluation;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_jsonl(&out.join("utterances.jsonl"), &results)?;
+    // The corpus WER's 95% interval, by the same seeded bootstrap over utterances as --compare.
+    let wer_ci = whittle::text::bootstrap::wer_interval(
+        &results.iter().map(|r| r.words.errors()).collect::<Vec<_>>(),
+        &results
+            .iter()
+            .map(|r| r.words.reference_len)
+            .collect::<Vec<_>>(),
+        &Default::default(),
+    )
+    .ok();
+    let long_form = &transcriber_long_form;
     let summary = serde_json::json!({
         "model": model_info,
         "dataset": dataset.display().to_string(),
-        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": true, "dtype": args.decode.dtype, "padding": args.decode.padding, "trim": args.decode.trim },
+        "decode": { "beam_size": args.decode.beam_size, "without_timestamps": long_form.is_none(), "long_form": long_form, "dtype": args.decode.dtype, "padding": args.decode.padding, "trim": args.decode.trim, "batch_size": options.batch_size },
+        "wer_ci95": wer_ci.map(|i| serde_json::json!({ "lower": i.lower, "upper": i.upper, "bootstrap": "utterances, 10000 resamples, seed 0" })),
+        "looping_utterances": totals.looping_utterances,
+        "max_duration_seconds": options.max_duration_seconds,
+        "failed": failures.len(),
+        "failures": failures,
         "normalizer": { "kind": "whisper-english", "spelling_map": spellings.map(|p| p.display().to_string()) },
         "threads": rayon::current_num_threads(),
         "peak_rss_bytes": peak_rss_bytes(),
@@ -416,14 +458,28 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     println!(
-        "{} utterances, {:.1} s audio: WER {:.2}% CER {:.2}% RTF {:.3} -> {}",
+        "{} utterances, {:.1} s audio: WER {:.2}% (95% CI {:.2}-{:.2}%) CER {:.2}% RTF {:.3}, {} looping -> {}",
         totals.utterances,
         totals.audio_seconds,
         100.0 * totals.wer,
+        100.0 * wer_ci.map_or(f64::NAN, |i| i.lower),
+        100.0 * wer_ci.map_or(f64::NAN, |i| i.upper),
         100.0 * totals.cer,
         totals.rtf,
+        totals.looping_utterances,
         out.display()
     );
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("failed: {} ({}): {}", f.id, f.audio, f.reason);
+        }
+        bail!(
+            "{} of {} clips failed and are left out of the scores (listed in {})",
+            failures.len(),
+            utterances.len(),
+            out.join("summary.json").display()
+        );
+    }
     Ok(())
 }
 

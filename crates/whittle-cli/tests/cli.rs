@@ -380,3 +380,170 @@ fn transcribe_writes_subtitles_per_input_and_refuses_ambiguous_output() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("would both write"), "{}", stderr(&o));
 }
+
+/// A tiny model and a folder for eval manifests.
+fn eval_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    common_tiny::write_hf(&model, &common_tiny::hf_tensors(12));
+    (dir, model)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// `whittle eval MODEL MANIFEST --out OUT --no-spellings EXTRA...`
+fn eval_run(model: &Path, manifest: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "eval",
+        p(model),
+        p(manifest),
+        "--out",
+        p(out),
+        "--no-spellings",
+    ];
+    args.extend_from_slice(extra);
+    whittle(&args)
+}
+
+/// One field of every line of an eval's utterances.jsonl.
+fn column(out: &Path, field: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("utterances.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[field].clone())
+        .collect()
+}
+
+/// A corrupt file and an empty file among good clips: the good ones are scored and written, the
+/// bad ones are listed in summary.json with their reasons (not in utterances.jsonl), and the exit
+/// status says the run had failures. `--strict` stops at the first one and writes nothing.
+#[test]
+fn eval_records_unreadable_clips_and_fails_at_the_end() {
+    let (dir, model) = eval_fixture();
+    let tone: Vec<u8> = (0..16_000i32)
+        .flat_map(|i| (((i % 37) * 400 - 7000) as i16).to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("good.raw"), &tone).unwrap();
+    std::fs::write(dir.path().join("good2.raw"), &tone[..20_000]).unwrap();
+    std::fs::write(
+        dir.path().join("corrupt.wav"),
+        b"RIFF\x10\x00\x00\x00WAVEjunkjunk",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty.flac"), b"").unwrap();
+    let manifest = dir.path().join("set.jsonl");
+    std::fs::write(
+        &manifest,
+        "{\"audio\":\"good.raw\",\"text\":\"w1\"}\n{\"audio\":\"corrupt.wav\",\"text\":\"w2\"}\n\
+         {\"audio\":\"empty.flac\",\"text\":\"w3\"}\n{\"audio\":\"good2.raw\",\"text\":\"w4\"}\n",
+    )
+    .unwrap();
+    for batch in ["1", "3"] {
+        let out = dir.path().join(format!("eval{batch}"));
+        let o = eval_run(&model, &manifest, &out, &["--batch-size", batch]);
+        assert!(!o.status.success(), "a run with failed clips exited 0");
+        assert!(stderr(&o).contains("2 of 4 clips failed"), "{}", stderr(&o));
+        let summary = read_json(&out.join("summary.json"));
+        assert_eq!(summary["totals"]["utterances"], 2);
+        assert_eq!(summary["failed"], 2);
+        let failures = summary["failures"].as_array().unwrap();
+        let reason = |id: &str| {
+            failures
+                .iter()
+                .find(|f| f["id"] == id)
+                .unwrap_or_else(|| panic!("{id} not listed: {failures:?}"))["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(reason("corrupt").contains("corrupt.wav"), "{failures:?}");
+        assert!(reason("empty").contains("no samples"), "{failures:?}");
+        assert_eq!(column(&out, "id"), ["good", "good2"]);
+    }
+    // Batched and one-at-a-time transcripts agree.
+    assert_eq!(
+        column(&dir.path().join("eval1"), "hypothesis"),
+        column(&dir.path().join("eval3"), "hypothesis")
+    );
+
+    let strict = dir.path().join("strict");
+    let o = eval_run(&model, &manifest, &strict, &["--strict"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("corrupt.wav") && !stderr(&o).contains("empty.flac"),
+        "--strict did not stop at the first failure: {}",
+        stderr(&o)
+    );
+    assert!(!strict.exists(), "--strict wrote outputs");
+}
+
+/// A clip over `--max-duration` is a failure with the cap in its reason; under it, it is scored.
+#[test]
+fn eval_duration_cap_fails_long_clips() {
+    let (dir, model) = eval_fixture();
+    // 1.5 s of a 16-bit PCM WAV tone.
+    let samples: Vec<i16> = (0..24_000)
+        .map(|i| ((i % 50) * 300 - 7500) as i16)
+        .collect();
+    let mut wav = Vec::new();
+    let data_len = (samples.len() * 2) as u32;
+    for chunk in [
+        &b"RIFF"[..],
+        &(36 + data_len).to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &16_000u32.to_le_bytes(),
+        &32_000u32.to_le_bytes(),
+        &2u16.to_le_bytes(),
+        &16u16.to_le_bytes(),
+        b"data",
+        &data_len.to_le_bytes(),
+    ] {
+        wav.extend_from_slice(chunk);
+    }
+    wav.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+    std::fs::write(dir.path().join("long.wav"), &wav).unwrap();
+    let manifest = dir.path().join("set.jsonl");
+    std::fs::write(&manifest, "{\"audio\":\"long.wav\",\"text\":\"w1\"}\n").unwrap();
+    let run = |cap: &str| {
+        let out = dir.path().join(format!("cap{cap}"));
+        let o = eval_run(&model, &manifest, &out, &["--max-duration", cap]);
+        (o, read_json(&out.join("summary.json")))
+    };
+    let (o, summary) = run("1");
+    assert!(!o.status.success());
+    assert_eq!(summary["totals"]["utterances"], 0);
+    let reason = summary["failures"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("longer than the 1 s limit"), "{reason}");
+    let (o, summary) = run("2");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["totals"]["utterances"], 1);
+}
+
+/// eval refuses a manifest line without a transcript before loading the model, naming the file
+/// and line; transcribe-only datasets stay valid elsewhere (data.rs tests).
+#[test]
+fn eval_refuses_a_manifest_line_without_text() {
+    let (dir, model) = eval_fixture();
+    std::fs::write(dir.path().join("a.raw"), vec![0u8; 3200]).unwrap();
+    let manifest = dir.path().join("set.jsonl");
+    std::fs::write(
+        &manifest,
+        "{\"audio\":\"a.raw\",\"text\":\"w1\"}\n{\"id\":\"b\",\"audio\":\"a.raw\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = eval_run(&model, &manifest, &out, &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("set.jsonl") && err.contains("line 2") && err.contains("no transcript"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -9,7 +9,7 @@ use whittle_kernels::kernels::reference::{matmul_f32_naive, matmul_naive};
 use whittle_kernels::kernels::{GEMV_MAX_ROWS, VNNI_GEMM_MIN_ROWS};
 
 // The property test's second range of m must reach the VNNI kernel.
-const _: () = assert!(VNNI_GEMM_MIN_ROWS <= 40);
+const _: () = assert!(VNNI_GEMM_MIN_ROWS <= 136);
 use whittle_kernels::{matmul_f32_with, matmul_q8_with, matmul_with, Isa, BLOCK};
 
 /// Relative slack for f32 summation-order differences.
@@ -86,7 +86,7 @@ proptest! {
         rows in 1usize..=70,
         cols in 1usize..=300,
         // Past VNNI_GEMM_MIN_ROWS, so the repacked-panel kernel runs too.
-        m in prop_oneof![1usize..=9, 14usize..=40],
+        m in prop_oneof![1usize..=9, 14usize..=40, 120usize..=136],
         seed in any::<u64>(),
         with_bias in any::<bool>(),
     ) {
@@ -147,4 +147,70 @@ fn operand_lengths_are_checked() {
     assert!(whittle_kernels::matmul(&x, 0, packed.as_ref(), None, &mut []).is_err());
     assert!(whittle_kernels::matmul_f32(&x, 1, &w, 4, 64, None, &mut y).is_ok());
     assert!(whittle_kernels::matmul_f32(&x, 1, &w[1..], 4, 64, None, &mut y).is_err());
+}
+
+/// Batched decoding and encoding stack rows of several inputs into one product and must give
+/// the results of one input at a time, bit for bit. Below `VNNI_GEMM_MIN_ROWS` every row of
+/// `matmul_q8` equals the matrix-vector product of that row alone (the decoder: one row per
+/// sequence); from it on (the repacked-panel kernel, the encoder) a row does not depend on how
+/// many other rows share the product.
+#[test]
+fn product_rows_do_not_depend_on_the_batch() {
+    // 150 weight rows: two full weight panels and a tail that is not a whole tile.
+    let (rows, cols) = (150, 384);
+    let mut rng = Rng::new(17);
+    let w = rng.normals(rows * cols, 0.1);
+    let bias = rng.normals(rows, 0.1);
+    let big = 2 * VNNI_GEMM_MIN_ROWS + 3;
+    let x = rng.normals(big * cols, 1.0);
+    let mut failures = Vec::new();
+    for granularity in GRANULARITIES {
+        for (name, make) in all_formats(granularity) {
+            let (_, packed) = make(&w, rows, cols);
+            let view = packed.as_ref();
+            for isa in isas() {
+                let product = |m: usize| {
+                    let mut y = vec![f32::NAN; m * rows];
+                    matmul_q8_with(isa, &x[..m * cols], m, view, Some(&bias), &mut y).unwrap();
+                    y
+                };
+                let single: Vec<f32> = x
+                    .chunks_exact(cols)
+                    .take(VNNI_GEMM_MIN_ROWS)
+                    .flat_map(|row| {
+                        let mut y = vec![f32::NAN; rows];
+                        matmul_q8_with(isa, row, 1, view, Some(&bias), &mut y).unwrap();
+                        y
+                    })
+                    .collect();
+                // (rows multiplied together, what their first rows must equal)
+                let cases = [
+                    (2, &single),
+                    (5, &single),
+                    (16, &single),
+                    (64, &single),
+                    (VNNI_GEMM_MIN_ROWS - 1, &single),
+                    (big, &product(VNNI_GEMM_MIN_ROWS)),
+                ];
+                for (m, expected) in cases {
+                    let got = product(m);
+                    let n = m.min(expected.len() / rows) * rows;
+                    let differing = got[..n]
+                        .iter()
+                        .zip(&expected[..n])
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    if differing > 0 {
+                        failures.push(format!("{name} {isa:?} m={m}: {differing}/{n} differ"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} products differ from the same rows multiplied alone:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

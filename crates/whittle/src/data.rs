@@ -29,13 +29,31 @@ struct ManifestLine {
 /// Audio extensions searched for beside a LibriSpeech transcript, in order.
 const AUDIO_EXTENSIONS: &[&str] = &["flac", "wav", "mp3", "ogg", "raw"];
 
-/// Read a dataset from a JSONL manifest or a LibriSpeech-layout folder.
+/// Read a dataset from a JSONL manifest or a LibriSpeech-layout folder. Manifest lines may
+/// lack a transcript (audio to transcribe, calibration audio).
 pub fn load_dataset(path: &Path) -> Result<Vec<Utterance>> {
+    load(path, Transcripts::Optional)
+}
+
+/// [`load_dataset`] for scoring: a manifest line without a transcript (no `text`, or `null`) is
+/// refused, naming the file and line. An empty string is an explicit empty transcript.
+pub fn load_labelled_dataset(path: &Path) -> Result<Vec<Utterance>> {
+    load(path, Transcripts::Required)
+}
+
+/// Whether every manifest line must carry a transcript.
+#[derive(Clone, Copy, PartialEq)]
+enum Transcripts {
+    Optional,
+    Required,
+}
+
+fn load(path: &Path, transcripts: Transcripts) -> Result<Vec<Utterance>> {
     if path.is_dir() {
         let manifest = path.join("manifest.jsonl");
         let found = librispeech(path)?;
         if found.is_empty() && manifest.is_file() {
-            return jsonl(&manifest);
+            return read_jsonl(&manifest, transcripts);
         }
         if found.is_empty() {
             return Err(Error::Dataset {
@@ -45,7 +63,7 @@ pub fn load_dataset(path: &Path) -> Result<Vec<Utterance>> {
         }
         Ok(found)
     } else if path.is_file() {
-        jsonl(path)
+        read_jsonl(path, transcripts)
     } else {
         Err(Error::Dataset {
             path: path.into(),
@@ -56,6 +74,10 @@ pub fn load_dataset(path: &Path) -> Result<Vec<Utterance>> {
 
 /// Read a JSONL manifest.
 pub fn jsonl(path: &Path) -> Result<Vec<Utterance>> {
+    read_jsonl(path, Transcripts::Optional)
+}
+
+fn read_jsonl(path: &Path, transcripts: Transcripts) -> Result<Vec<Utterance>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
@@ -67,6 +89,16 @@ pub fn jsonl(path: &Path) -> Result<Vec<Utterance>> {
             path: path.into(),
             reason: format!("line {}: {e}", n + 1),
         })?;
+        if transcripts == Transcripts::Required && entry.text.is_none() {
+            return Err(Error::Dataset {
+                path: path.into(),
+                reason: format!(
+                    "line {}: no transcript (`text`) for `{}`; scoring needs one on every line",
+                    n + 1,
+                    entry.audio
+                ),
+            });
+        }
         let audio = base.join(&entry.audio);
         let id = entry.id.unwrap_or_else(|| {
             Path::new(&entry.audio)
@@ -163,6 +195,28 @@ mod tests {
         assert_eq!(u[0].id, "x");
         assert_eq!(u[0].audio, dir.path().join("a/x.wav"));
         assert_eq!(u[1].text, None);
+    }
+
+    #[test]
+    fn scoring_refuses_a_line_without_transcript() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m.jsonl");
+        std::fs::write(
+            &m,
+            "{\"audio\": \"a.wav\", \"text\": \"\"}\n{\"audio\": \"b.wav\", \"text\": null}\n",
+        )
+        .unwrap();
+        assert_eq!(load_dataset(&m).unwrap().len(), 2);
+        let err = load_labelled_dataset(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("line 2") && err.contains("m.jsonl") && err.contains("b.wav"),
+            "{err}"
+        );
+        std::fs::write(&m, "{\"audio\": \"a.wav\", \"text\": \"\"}\n").unwrap();
+        assert_eq!(
+            load_labelled_dataset(&m).unwrap()[0].text.as_deref(),
+            Some("")
+        );
     }
 
     #[test]

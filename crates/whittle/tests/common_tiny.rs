@@ -324,3 +324,19 @@ pub fn write_ct2(dir: &Path, tensors: &BTreeMap<String, Tensor>, f16: bool) {
     )];
     ct2::write(&dir.join("model.bin"), "WhisperSpec", 3, &vars, &aliases).unwrap();
 }
+
+/// The model written to `dir` (either form), in f32, ready to transcribe with `options`.
+pub fn load_transcriber(
+    dir: &Path,
+    options: whittle::models::whisper::DecodeOptions,
+) -> whittle::models::whisper::Transcriber {
+    let (model, tokenizer, _) = whittle::model_dir::WhisperCheckpoint::open(dir, &Device::Cpu)
+        .unwrap()
+        .build(candle_core::DType::F32)
+        .unwrap();
+    whittle::models::whisper::Transcriber {
+        model,
+        tokenizer,
+        options,
+    }
+}

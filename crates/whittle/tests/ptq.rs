@@ -2,29 +2,23 @@
 
 mod common_tiny;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use common_tiny::*;
 use whittle::compress::bitmap::{BitMap, LayerFormat};
 use whittle::compress::calibrate::calibrate;
 use whittle::compress::ptq::{quantizable_layers, quantize_linears, PtqMethod};
 use whittle::data::Utterance;
-use whittle::model_dir::WhisperCheckpoint;
 use whittle::models::whisper::{DecodeOptions, Transcriber, TOKEN_EMBEDDING};
 use whittle::nn::{max_abs_diff, Weight};
 
 fn transcriber(dir: &std::path::Path) -> Transcriber {
-    let (model, tokenizer, _) = WhisperCheckpoint::open(dir, &Device::Cpu)
-        .unwrap()
-        .build(DType::F32)
-        .unwrap();
-    Transcriber {
-        model,
-        tokenizer,
-        options: DecodeOptions {
+    load_transcriber(
+        dir,
+        DecodeOptions {
             max_new_tokens: Some(6),
             ..Default::default()
         },
-    }
+    )
 }
 
 /// Two short 16 kHz s16le `.raw` clips of deterministic noise with a tone.

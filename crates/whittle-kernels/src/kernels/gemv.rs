@@ -368,9 +368,15 @@ pub(crate) fn gemv_packed(
     add_bias(y, bias);
 }
 
-/// Matrix-matrix product with int8 activations: each row of `x` is quantized as in
-/// [`gemv_packed`] and multiplied by all of `W` on one thread, the packed matrix staying in
-/// cache; rows of `x` are split across threads.
+/// Weight rows a task of [`gemm_packed_q8`] sweeps with every row of `x` while they stay in
+/// cache (24 KB of 8-bit codes at `k` = 384).
+const WEIGHT_PANEL_ROWS: usize = 64;
+
+/// Matrix-matrix product with int8 activations for a few rows of `x` (batched decoding): every
+/// row of `x` is quantized as in [`gemv_packed`], then each panel of [`WEIGHT_PANEL_ROWS`]
+/// weight rows is read from memory once and multiplied with all rows of `x` by the same tile
+/// kernel, so each output equals the matrix-vector product's for that row bit for bit, while the
+/// weights are read once per call instead of once per row. Panels are split across threads.
 pub(crate) fn gemm_packed_q8(
     isa: Isa,
     x: &[f32],
@@ -381,21 +387,40 @@ pub(crate) fn gemm_packed_q8(
 ) {
     let (n, k) = (w.rows, w.cols);
     let plan = PackedPlan::new(isa, w);
-    let run = |xs: &[f32], ys: &mut [f32]| {
-        with_reused(&ACTIVATIONS, |act| {
-            for (x_row, y_row) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(n)) {
-                plan.quantize(act, x_row);
-                plan.dot_rows(act, 0, y_row);
-                add_bias(y_row, bias);
-            }
+    let acts: Vec<Q8Row> = x
+        .chunks_exact(k)
+        .map(|row| {
+            let mut act = Q8Row::default();
+            plan.quantize(&mut act, row);
+            act
         })
+        .collect();
+    // Panel-major results `[panel][row of x][weight row in panel]`, so tasks write disjoint slices.
+    let panel = WEIGHT_PANEL_ROWS;
+    let mut by_panel = vec![0f32; n.div_ceil(panel) * m * panel];
+    let run = |p: usize, out: &mut [f32]| {
+        let row0 = p * panel;
+        let len = panel.min(n - row0);
+        for (act, ys) in acts.iter().zip(out.chunks_exact_mut(panel)) {
+            plan.dot_rows(act, row0, &mut ys[..len]);
+        }
     };
-    match super::gemv_rows_per_task(m, n * k, PACKED_WORK_COST, 1) {
-        None => run(x, y),
-        Some(per_task) => x
-            .par_chunks(per_task * k)
-            .zip(y.par_chunks_mut(per_task * n))
-            .for_each(|(xs, ys)| run(xs, ys)),
+    match super::gemv_rows_per_task(n, m * k, PACKED_WORK_COST, 1) {
+        None => by_panel
+            .chunks_mut(m * panel)
+            .enumerate()
+            .for_each(|(p, out)| run(p, out)),
+        Some(_) => by_panel
+            .par_chunks_mut(m * panel)
+            .enumerate()
+            .for_each(|(p, out)| run(p, out)),
+    }
+    for (i, y_row) in y.chunks_exact_mut(n).enumerate().take(m) {
+        for (p, ys) in y_row.chunks_mut(panel).enumerate() {
+            let start = (p * m + i) * panel;
+            ys.copy_from_slice(&by_panel[start..start + ys.len()]);
+        }
+        add_bias(y_row, bias);
     }
 }
 

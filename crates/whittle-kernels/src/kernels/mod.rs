@@ -11,7 +11,10 @@
 //! * [`matmul_q8`] (what the models call) rounds every row of `x` to int8 as the matrix-vector
 //!   path does; from [`VNNI_GEMM_MIN_ROWS`] rows on a CPU with AVX-512 VNNI it repacks `W` into
 //!   `vpdpbusd` panels once per call and runs a 4 x 16 int8 micro-tile (the `gemm_q8` module),
-//!   elsewhere it runs the matrix-vector tiles once per row of `x`.
+//!   elsewhere it runs the matrix-vector tiles for every row of `x`, one weight panel at a time.
+//!   Below [`VNNI_GEMM_MIN_ROWS`] every output row equals the one-row product bit for bit (the
+//!   VNNI kernel sums the same int8 products in another order), so batched decoding gives the
+//!   tokens of one-sequence decoding.
 //! * [`matmul_f32`] is the plain f32 baseline with the same threading, for benchmark ratios.
 //!
 //! Every kernel has an AVX2+FMA version (picked at run time with `is_x86_feature_detected!`) and
@@ -169,9 +172,11 @@ pub fn matmul_q8_with(
     Ok(())
 }
 
-/// Rows of `x` from which [`matmul_q8`] repacks the weight into `vpdpbusd` panels (the repacking
-/// reads every weight once; below this the row-at-a-time kernel reads it fewer times).
-pub const VNNI_GEMM_MIN_ROWS: usize = 16;
+/// Rows of `x` from which [`matmul_q8`] repacks the weight into `vpdpbusd` panels. Below it the
+/// matrix-vector tiles run for every row, rounding as a one-row product does: batched decoding
+/// (live sequences times prompt tokens at the first step) stays under it up to 32 sequences of a
+/// 4-token prompt, and the encoder (1500 rows) is far above it.
+pub const VNNI_GEMM_MIN_ROWS: usize = 128;
 
 /// f32 baseline `y[m][n] = x[m][k] · W^T + bias` with `W: [n][k]`, on the best available ISA.
 pub fn matmul_f32(

@@ -86,13 +86,13 @@ pub struct Transcriber {
     pub options: DecodeOptions,
 }
 
-struct LogitFilter {
+pub(crate) struct LogitFilter {
     every_step: Vec<u32>,
     first_step: Vec<u32>,
 }
 
 impl LogitFilter {
-    fn new(model: &Whisper, tok: &WhisperTokenizer) -> Self {
+    pub(crate) fn new(model: &Whisper, tok: &WhisperTokenizer) -> Self {
         let vocab = model.config.vocab_size as u32;
         let mut every_step = model.config.suppress_tokens.clone();
         // Without timestamps, no special token but end-of-text may be produced.
@@ -110,7 +110,7 @@ impl LogitFilter {
         }
     }
 
-    fn apply(&self, logits: &mut [f32], first: bool) {
+    pub(crate) fn apply(&self, logits: &mut [f32], first: bool) {
         for &t in &self.every_step {
             if let Some(l) = logits.get_mut(t as usize) {
                 *l = f32::NEG_INFINITY;
@@ -199,7 +199,7 @@ impl Transcriber {
         }
     }
 
-    fn max_new_tokens(&self) -> usize {
+    pub(crate) fn max_new_tokens(&self) -> usize {
         let prompt_len = self
             .tokenizer
             .prompt(self.model.config.is_multilingual())

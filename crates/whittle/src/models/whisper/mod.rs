@@ -1,5 +1,6 @@
 //! Whisper: configuration, model, checkpoint conversion, tokenizer and decoding.
 
+pub mod batch;
 pub mod config;
 pub mod decode;
 pub mod fallback;

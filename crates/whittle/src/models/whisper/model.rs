@@ -136,21 +136,23 @@ impl Attention {
             }
             softmax_last_dim(scores)?.matmul(v)
         };
-        // Long inference attention (the encoder: 1500 x 1500 per head) one head at a time:
-        // 9 MB of scores instead of 54 MB for all heads, which the allocator can reuse
-        // instead of mapping (and zeroing) fresh pages for every layer.
+        // Long inference attention (the encoder: 1500 x 1500 per head) one head of one batch
+        // row at a time: 9 MB of scores instead of 54 MB for all heads (times the batch), which
+        // the allocator can reuse instead of mapping (and zeroing) fresh pages for every layer.
         let out = if t * s >= ATTENTION_SCORES_PER_HEAD_SPLIT && !crate::nn::needs_grad(&[&q, k, v])
         {
-            let heads = (0..self.heads)
-                .map(|h| {
-                    per_head(
-                        &q.narrow(1, h, 1)?,
-                        &k.narrow(1, h, 1)?,
-                        &v.narrow(1, h, 1)?,
-                    )
+            let rows = (0..b)
+                .map(|r| {
+                    let heads = (0..self.heads)
+                        .map(|h| {
+                            let one = |x: &Tensor| x.narrow(0, r, 1)?.narrow(1, h, 1);
+                            per_head(&one(&q)?, &one(k)?, &one(v)?)
+                        })
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    Tensor::cat(&heads, 1)
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            Tensor::cat(&heads, 1)?
+            Tensor::cat(&rows, 0)?
         } else {
             per_head(&q, k, v)?
         };
