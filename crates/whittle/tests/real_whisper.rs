@@ -6,6 +6,8 @@
 
 mod common_assets;
 
+use std::path::PathBuf;
+
 use common_assets::assets;
 use whittle::models::whisper::{DecodeOptions, Transcriber};
 

@@ -86,6 +86,17 @@ pub struct Transcriber {
     pub options: DecodeOptions,
 }
 
+/// Tokens suppressed at the first decoding step: the model's `begin_suppress_tokens`, else
+/// openai-whisper's default of blank and end-of-text.
+pub(crate) fn begin_suppress_tokens(model: &Whisper, tok: &WhisperTokenizer) -> Vec<u32> {
+    let mut tokens = model.config.begin_suppress_tokens.clone();
+    if tokens.is_empty() {
+        tokens = tok.encode(" ").unwrap_or_default();
+        tokens.push(tok.eot);
+    }
+    tokens
+}
+
 pub(crate) struct LogitFilter {
     every_step: Vec<u32>,
     first_step: Vec<u32>,
@@ -99,14 +110,9 @@ impl LogitFilter {
         every_step.extend((tok.sot..vocab).filter(|&t| t != tok.eot));
         every_step.sort_unstable();
         every_step.dedup();
-        let mut first_step = model.config.begin_suppress_tokens.clone();
-        if first_step.is_empty() {
-            first_step = tok.encode(" ").unwrap_or_default();
-            first_step.push(tok.eot);
-        }
         Self {
             every_step,
-            first_step,
+            first_step: begin_suppress_tokens(model, tok),
         }
     }
 

@@ -127,14 +127,9 @@ impl TimestampFilter {
         every_step.extend(tok.sot..tok.timestamp_begin);
         every_step.sort_unstable();
         every_step.dedup();
-        let mut first_step = t.model.config.begin_suppress_tokens.clone();
-        if first_step.is_empty() {
-            first_step = tok.encode(" ").unwrap_or_default();
-            first_step.push(tok.eot);
-        }
         Self {
             every_step,
-            first_step,
+            first_step: super::decode::begin_suppress_tokens(&t.model, tok),
             rules: TimestampRules {
                 eot: tok.eot,
                 no_timestamps: tok.no_timestamps,
