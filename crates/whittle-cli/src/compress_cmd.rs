@@ -49,6 +49,10 @@ pub struct CompressArgs {
     /// Use only the first N training utterances.
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Train this bit map (per-layer formats, see docs/bitmap.md) with the recipe's uniform
+    /// method, instead of the recipe's `quant.bits` / `quant.bit_map`.
+    #[arg(long, value_name = "FILE")]
+    bit_map: Option<PathBuf>,
     #[command(flatten)]
     normalizer: NormalizerArgs,
 }
@@ -174,7 +178,32 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     }
     let recipe_text = std::fs::read_to_string(&args.recipe)
         .with_context(|| format!("reading {}", args.recipe.display()))?;
-    let recipe = Recipe::parse(&recipe_text, &args.recipe.display().to_string())?;
+    let mut recipe = Recipe::parse(&recipe_text, &args.recipe.display().to_string())?;
+    if let Some(path) = &args.bit_map {
+        if recipe.method != whittle::train::MethodKind::UniformLsq {
+            bail!(
+                "--bit-map trains a fixed bit map with method = \"uniform-lsq\"; {} uses \"{}\"",
+                args.recipe.display(),
+                recipe.method.name()
+            );
+        }
+        recipe.quant.bits = 0;
+        recipe.quant.bit_map = Some(path.clone());
+    } else if let Some(path) = recipe.quant.bit_map.clone() {
+        // A recipe's bit map is relative to the recipe's folder.
+        if path.is_relative() {
+            let dir = args.recipe.parent().unwrap_or(Path::new("."));
+            recipe.quant.bit_map = Some(dir.join(path));
+        }
+    }
+    recipe.validate(&args.recipe.display().to_string())?;
+    let bit_map_text = match &recipe.quant.bit_map {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading bit map {}", path.display()))?,
+        ),
+        None => None,
+    };
     let work_dir = args
         .work_dir
         .clone()
@@ -209,11 +238,17 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             u.id
         );
     }
-    whittle::fsutil::write_atomic(&work_dir.join("recipe.toml"), recipe_text.as_bytes())?;
-    whittle::fsutil::write_atomic(
-        &args.output.with_extension("recipe.toml"),
-        recipe_text.as_bytes(),
-    )?;
+    // What the run actually uses: the recipe with --bit-map applied and paths resolved.
+    let effective_recipe = recipe.to_toml()?;
+    let saved = format!(
+        "# {} as run by whittle compress (the original text is in the output's header)\n{effective_recipe}",
+        args.recipe.display()
+    );
+    whittle::fsutil::write_atomic(&work_dir.join("recipe.toml"), saved.as_bytes())?;
+    whittle::fsutil::write_atomic(&args.output.with_extension("recipe.toml"), saved.as_bytes())?;
+    if let Some(text) = &bit_map_text {
+        whittle::fsutil::write_atomic(&work_dir.join("bit-map.toml"), text.as_bytes())?;
+    }
 
     let mut pseudo = HashMap::new();
     if needs_pseudo_labels(recipe.loss.targets, &train) {
@@ -269,27 +304,61 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     trainer.run(&work_dir, None, &mut observer)?;
     observer.bar.finish_and_clear();
 
-    let mut packed = trainer.finish(&work_dir)?;
+    let extracted = trainer.finish(&work_dir)?;
+    let mut packed = extracted.model;
     let final_dev: Option<EvalTotals> = trainer.evaluate_packed(&packed, &mut observer)?;
-    let spec = recipe.quant.spec();
-    let bit_map: serde_json::Map<String, serde_json::Value> = packed
-        .linears_mut()
-        .into_iter()
-        .map(|(name, _)| {
-            (
-                name,
-                serde_json::json!({ "bits": spec.bits, "group": spec.group, "method": "lsq-qat" }),
-            )
+    let method_name = trainer.method.name();
+    let mut quantized = (0usize, 0usize);
+    let layers: serde_json::Map<String, serde_json::Value> = extracted
+        .layers
+        .iter()
+        .map(|(name, format)| {
+            let mut v = serde_json::to_value(format).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                if *format != whittle::compress::bitmap::LayerFormat::Float {
+                    o.insert("method".into(), method_name.into());
+                }
+            }
+            (name.clone(), v)
         })
         .collect();
+    for (_, linear) in packed.quantizable_mut() {
+        if let whittle::nn::Weight::Packed(p) = &linear.weight {
+            quantized.0 += linear.weight.storage_bytes();
+            quantized.1 += p.rows() * p.cols();
+        }
+    }
+    let embedding_quantized = extracted.layers.iter().any(|(name, format)| {
+        name == whittle::models::whisper::TOKEN_EMBEDDING
+            && *format != whittle::compress::bitmap::LayerFormat::Float
+    });
+    let float = if embedding_quantized {
+        "positions, layer norms, conv stem: stored as in the source file"
+    } else {
+        "token embedding (tied output projection), positions, layer norms, conv stem: stored as in the source file"
+    };
+    let average_bits = quantized.0 as f64 * 8.0 / quantized.1.max(1) as f64;
     let header = [
         (
             "bit_map",
-            serde_json::json!({ "default": "float (embeddings, positions, norms, conv stem)", "layers": bit_map }),
+            serde_json::json!({
+                "float": float,
+                "layers": layers,
+                "quantized_bytes": quantized.0,
+                "quantized_weights": quantized.1,
+                "average_bits": average_bits,
+            }),
         ),
         (
             "recipe",
-            serde_json::json!({ "kind": "quantization-aware training", "recipe": recipe, "toml": recipe_text }),
+            serde_json::json!({
+                "kind": "training",
+                "method": method_name,
+                "recipe": recipe,
+                "toml": recipe_text,
+                "bit_map_toml": bit_map_text,
+                "method_report": extracted.report,
+            }),
         ),
         (
             "provenance",
@@ -328,7 +397,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         })
         .unwrap_or_default();
     println!(
-        "{}: {bytes} bytes ({:.1} MB), {} steps in {:.0} s of training ({:.0} s total), {dev_text}",
+        "{}: {bytes} bytes ({:.1} MB; quantized layers {average_bits:.3} bits per weight), {} steps in {:.0} s of training ({:.0} s total), {dev_text}",
         args.output.display(),
         bytes as f64 / 1e6,
         trainer.state.step,

@@ -7,9 +7,11 @@ pub mod dense;
 pub mod fused;
 mod gemm;
 pub mod lsq;
+pub mod mixed;
 mod weight;
 
 pub use lsq::{FakeQuant, LsqSpec, StepInit};
+pub use mixed::{MixedWeight, Relaxation};
 pub use weight::{InputObserver, Linear, Weight};
 
 use candle_core::{DType, Module, Tensor, D};

@@ -6,6 +6,7 @@ use candle_core::{DType, Module, Tensor};
 use whittle_kernels::PackedMatrix;
 
 use super::lsq::FakeQuant;
+use super::mixed::MixedWeight;
 use crate::checkpoint::TensorStore;
 use crate::error::Result;
 
@@ -20,6 +21,9 @@ pub enum Weight {
     /// Trainable latent weight with learned step sizes, fake-quantized in the forward pass
     /// (quantization-aware training, see [`super::lsq`]).
     FakeQuant(FakeQuant),
+    /// A learned mixture of several fake-quantized versions of one latent weight (the supernet
+    /// of one-stage mixed precision, see [`super::mixed`]).
+    Mixed(MixedWeight),
     /// Low-bit codes with per-group scales, multiplied by kernels that dequantize inside the
     /// inner loop (no float copy of the matrix exists).
     Packed(Arc<PackedMatrix>),
@@ -34,7 +38,18 @@ impl Weight {
                 (d[0], d[1])
             }
             Weight::FakeQuant(f) => f.dims(),
+            Weight::Mixed(m) => m.dims(),
             Weight::Packed(p) => (p.rows(), p.cols()),
+        }
+    }
+
+    /// The weight the forward pass uses, differentiable in its trainable parts, when it has
+    /// any (fake-quantized and mixed weights); `None` for float and packed weights.
+    pub fn trainable_dense(&self) -> candle_core::Result<Option<Tensor>> {
+        match self {
+            Weight::FakeQuant(f) => f.quantized_weight().map(Some),
+            Weight::Mixed(m) => m.mixed_weight().map(Some),
+            Weight::Float(_) | Weight::Packed(_) => Ok(None),
         }
     }
 
@@ -43,6 +58,7 @@ impl Weight {
         match self {
             Weight::Float(w) => Ok(w.clone()),
             Weight::FakeQuant(f) => Ok(f.quantized_weight()?.detach()),
+            Weight::Mixed(m) => Ok(m.mixed_weight()?.detach()),
             Weight::Packed(p) => Tensor::from_vec(
                 p.dequantize(),
                 (p.rows(), p.cols()),
@@ -60,6 +76,7 @@ impl Weight {
         let table_rows = match self {
             Weight::Float(w) => w.embedding(&flat)?,
             Weight::FakeQuant(f) => f.quantized_weight()?.embedding(&flat)?,
+            Weight::Mixed(m) => m.mixed_weight()?.embedding(&flat)?,
             Weight::Packed(p) => {
                 let indices: Vec<usize> = flat
                     .to_dtype(DType::U32)?
@@ -85,6 +102,14 @@ impl Weight {
                 .iter()
                 .map(|t| t.elem_count() * t.dtype().size_in_bytes())
                 .sum(),
+            Weight::Mixed(m) => [
+                m.latent.as_tensor(),
+                m.steps.as_tensor(),
+                m.logits.as_tensor(),
+            ]
+            .iter()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum(),
             Weight::Packed(p) => {
                 p.codes().len() + 2 * p.scales().len() + p.zero_points().map_or(0, <[u8]>::len)
             }
@@ -186,6 +211,7 @@ impl Module for Linear {
         let product = match &self.weight {
             Weight::Float(w) => Product::Dense(w.clone()),
             Weight::FakeQuant(f) => Product::Dense(f.quantized_weight()?),
+            Weight::Mixed(m) => Product::Dense(m.mixed_weight()?),
             Weight::Packed(p) => Product::Packed(p),
         };
         // Dense f32 on CPU: one fused op (bias inside the product, a backward of its own when

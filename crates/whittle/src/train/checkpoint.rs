@@ -56,6 +56,9 @@ pub struct TrainState {
     pub recipe: Recipe,
     /// The tensor file of this checkpoint.
     pub tensors: String,
+    /// The compression method's own state ([`super::method::CompressionMethod::state`]).
+    #[serde(default)]
+    pub method: serde_json::Value,
 }
 
 /// `name -> tensor` of the optimizer's parameters (and moments when `moments`).

@@ -48,9 +48,17 @@ pub fn forward(model: &Whisper, batch: &Batch, taps: &[HiddenTap]) -> Result<Out
     let rows = hidden
         .reshape((b * len, d))?
         .index_select(&batch.positions, 0)?;
-    // The tied projection is not trained (QAT packs only the block linears).
-    let table = model.decoder.embed_tokens.weight.to_dense()?;
-    let logits = crate::nn::fused::matmul_fixed_t(&rows, &table)?;
+    // The tied projection trains only when the method made the embedding trainable.
+    let logits = match model.decoder.embed_tokens.weight.trainable_dense()? {
+        Some(table) if crate::nn::dense::fusable(&rows, &table, None) => {
+            crate::nn::dense::linear(&rows, &table, None)?
+        }
+        Some(table) => rows.matmul(&table.t()?)?,
+        None => {
+            let table = model.decoder.embed_tokens.weight.to_dense()?;
+            crate::nn::fused::matmul_fixed_t(&rows, &table)?
+        }
+    };
     let mut layers = layers.into_iter();
     let hidden = taps
         .iter()

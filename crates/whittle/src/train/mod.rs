@@ -1,10 +1,13 @@
-//! Quantization-aware training with learned step sizes (LSQ, Esser et al. 2020) and
-//! distillation from the full-precision model, the engine behind `whittle compress`.
+//! Compression by training with distillation from the full-precision model, the engine behind
+//! `whittle compress`. The method is pluggable ([`method::CompressionMethod`]):
+//! uniform LSQ quantization-aware training (Esser et al. 2020, [`uniform`]) and one-stage
+//! learned mixed precision ([`mixed_precision`]).
 //!
 //! - [`recipe`]: the TOML recipe and its validation;
+//! - [`method`]: the seam between the trainer and a compression method;
 //! - [`batch`]: trimmed log-mel batches, teacher forcing, pseudo-labels;
 //! - [`loss`]: the training forward and the KL / cross-entropy / hidden-state losses;
-//! - [`optim`], [`schedule`]: AdamW with two learning-rate groups, warm-up + cosine;
+//! - [`optim`], [`schedule`]: AdamW with a learning rate per parameter group, warm-up + cosine;
 //! - [`checkpoint`]: atomic checkpoints for exact resumption;
 //! - [`trainer`]: the loop.
 //!
@@ -15,17 +18,21 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod loss;
+pub mod method;
+pub mod mixed_precision;
 pub mod optim;
 pub mod recipe;
 pub mod schedule;
 pub mod trainer;
+pub mod uniform;
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 
 pub use batch::{Batch, Prompt, TrainExample};
-pub use recipe::{Recipe, Targets};
+pub use method::{CompressionMethod, Extracted};
+pub use recipe::{MethodKind, Recipe, Targets};
 pub use trainer::{DevSet, TrainObserver, Trainer};
 
 use crate::data::Utterance;

@@ -16,6 +16,8 @@ pub enum ParamGroup {
     Weights,
     /// LSQ steps (no weight decay).
     Scales,
+    /// Architecture parameters of a search (mixed-precision logits; no weight decay).
+    Arch,
 }
 
 /// A trainable parameter with its optimizer state.
@@ -79,8 +81,21 @@ impl AdamW {
     }
 
     /// Apply one update with gradients `grads` (same order as the parameters) and the learning
-    /// rates of the two groups.
+    /// rates of the weight and step groups (weight decay on the weights only).
     pub fn step(&mut self, grads: &[Tensor], lr_weights: f64, lr_scales: f64) -> Result<()> {
+        let decay = self.config.weight_decay;
+        self.step_with(grads, |group| match group {
+            ParamGroup::Weights => (lr_weights, decay),
+            ParamGroup::Scales | ParamGroup::Arch => (lr_scales, 0.0),
+        })
+    }
+
+    /// Apply one update; `rate` gives each group's `(learning rate, weight decay)`.
+    pub fn step_with(
+        &mut self,
+        grads: &[Tensor],
+        rate: impl Fn(ParamGroup) -> (f64, f64),
+    ) -> Result<()> {
         if grads.len() != self.params.len() {
             return Err(Error::config(
                 "AdamW",
@@ -96,10 +111,7 @@ impl AdamW {
         let t = self.steps as i32;
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for (p, g) in self.params.iter_mut().zip(grads) {
-            let (lr, decay) = match p.group {
-                ParamGroup::Weights => (lr_weights, self.config.weight_decay),
-                ParamGroup::Scales => (lr_scales, 0.0),
-            };
+            let (lr, decay) = rate(p.group);
             if p.var.device().is_cpu() && p.var.dtype() == DType::F32 {
                 let h = Hyper {
                     b1,

@@ -17,8 +17,14 @@ use crate::nn::LsqSpec;
 pub struct Recipe {
     /// Free-form name, recorded in outputs.
     pub name: String,
+    /// The compression method the trainer runs (default `"uniform-lsq"`).
+    #[serde(default)]
+    pub method: MethodKind,
     /// How the linear weights are quantized.
     pub quant: QuantRecipe,
+    /// Settings of `method = "mixed-precision"` (required by it, refused by the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed_precision: Option<MixedPrecisionRecipe>,
     /// Loss terms and their weights.
     pub loss: LossRecipe,
     /// Optimizer.
@@ -29,11 +35,34 @@ pub struct Recipe {
     pub train: TrainRecipe,
 }
 
-/// Uniform weight quantization of every linear layer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// The training-time compression methods (see [`super::method`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodKind {
+    /// LSQ fake quantization at the fixed bit widths of `quant` (uniform, or a bit map).
+    #[default]
+    UniformLsq,
+    /// One-stage mixed precision: bit widths learned jointly with the weights.
+    MixedPrecision,
+}
+
+impl MethodKind {
+    /// The name recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            MethodKind::UniformLsq => "uniform-lsq",
+            MethodKind::MixedPrecision => "mixed-precision",
+        }
+    }
+}
+
+/// Weight quantization: one symmetric format for every linear layer, or a bit map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuantRecipe {
-    /// Bits per weight, 2..=8 (symmetric).
+    /// Bits per weight, 2..=8 (symmetric), for every block linear layer. Omit it with a
+    /// `bit_map` or with `method = "mixed-precision"`.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub bits: u8,
     /// Input features per step; omit for one step per output channel.
     #[serde(default)]
@@ -41,10 +70,64 @@ pub struct QuantRecipe {
     /// Step initialisation: `"lsq"` (2 mean|w| / sqrt(Qp)) or `"abs-max"` (max|w| / Qn).
     #[serde(default)]
     pub init: crate::nn::StepInit,
+    /// A bit map file (see `compress::bitmap`) giving each layer its format; layers it leaves
+    /// float are not trained. The token embedding takes part when the map names it. A relative
+    /// path is resolved against the recipe's folder by `whittle compress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_map: Option<std::path::PathBuf>,
+}
+
+fn is_zero(bits: &u8) -> bool {
+    *bits == 0
+}
+
+/// One-stage mixed precision: per layer, candidate bit widths sharing one latent weight, mixed
+/// by Gumbel-softmax over learned logits, under a size budget held by a Lagrange multiplier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixedPrecisionRecipe {
+    /// Candidate bit widths (symmetric, the group of `quant.group`).
+    #[serde(default = "default_candidates")]
+    pub candidates: Vec<u8>,
+    /// Target size as average stored bits per quantized weight (codes + scales).
+    pub budget_bits: f64,
+    /// Whether the token embedding (tied output projection) is searched and quantized too.
+    #[serde(default = "yes")]
+    pub embedding: bool,
+    /// Gumbel-softmax temperature at the first step.
+    #[serde(default = "default_tau_start")]
+    pub tau_start: f64,
+    /// Temperature at the last step (annealed exponentially).
+    #[serde(default = "default_tau_end")]
+    pub tau_end: f64,
+    /// Forward the one-hot of the sampled argmax (straight-through) instead of the soft mixture.
+    #[serde(default)]
+    pub hard: bool,
+    /// Add Gumbel noise to the logits in the forward (off: the deterministic softmax).
+    #[serde(default = "yes")]
+    pub gumbel: bool,
+    /// Peak learning rate of the architecture logits (AdamW, no weight decay).
+    pub lr_arch: f64,
+    /// Gradient-ascent rate of the size multiplier, per step, on `expected / budget - 1`.
+    pub lr_multiplier: f64,
+    /// Weight `rho` of the augmented-Lagrangian term `rho / 2 (expected / budget - 1)^2`, which
+    /// damps the oscillation of weights and multiplier around the budget (0: plain Lagrangian).
+    #[serde(default)]
+    pub penalty: f64,
+}
+
+fn default_candidates() -> Vec<u8> {
+    vec![2, 3, 4, 5, 6, 8]
+}
+fn default_tau_start() -> f64 {
+    1.0
+}
+fn default_tau_end() -> f64 {
+    0.1
 }
 
 impl QuantRecipe {
-    /// The LSQ quantizer of this recipe.
+    /// The LSQ quantizer of this recipe (uniform method without a bit map).
     pub fn spec(&self) -> LsqSpec {
         LsqSpec {
             bits: self.bits,
@@ -247,11 +330,67 @@ impl Recipe {
                 fail(field, format!("{v} must be non-negative and finite"))
             }
         };
-        if !(2..=8).contains(&self.quant.bits) {
-            return fail(
-                "quant.bits",
-                format!("{} is outside 2..=8", self.quant.bits),
-            );
+        match (self.method, &self.mixed_precision) {
+            (MethodKind::UniformLsq, None) => {
+                let needs_bits = self.quant.bit_map.is_none() || self.quant.bits != 0;
+                if needs_bits && !(2..=8).contains(&self.quant.bits) {
+                    return fail(
+                        "quant.bits",
+                        format!(
+                            "{} is outside 2..=8 (give bits, or a bit_map)",
+                            self.quant.bits
+                        ),
+                    );
+                }
+                if self.quant.bit_map.is_some() && self.quant.bits != 0 {
+                    return fail(
+                        "quant.bits",
+                        "give either bits or a bit_map, not both".into(),
+                    );
+                }
+            }
+            (MethodKind::UniformLsq, Some(_)) => {
+                return fail(
+                    "mixed_precision",
+                    "only for method = \"mixed-precision\"".into(),
+                )
+            }
+            (MethodKind::MixedPrecision, None) => {
+                return fail(
+                    "mixed_precision",
+                    "method = \"mixed-precision\" needs a [mixed_precision] table".into(),
+                )
+            }
+            (MethodKind::MixedPrecision, Some(mp)) => {
+                if self.quant.bits != 0 || self.quant.bit_map.is_some() {
+                    return fail(
+                        "quant",
+                        "mixed precision learns the bit widths: omit quant.bits and quant.bit_map"
+                            .into(),
+                    );
+                }
+                if mp.candidates.is_empty() || mp.candidates.iter().any(|b| !(2..=8).contains(b)) {
+                    return fail(
+                        "mixed_precision.candidates",
+                        format!("{:?} must be non-empty, each in 2..=8", mp.candidates),
+                    );
+                }
+                let mut sorted = mp.candidates.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != mp.candidates.len() {
+                    return fail(
+                        "mixed_precision.candidates",
+                        format!("{:?} repeats a width", mp.candidates),
+                    );
+                }
+                positive("mixed_precision.budget_bits", mp.budget_bits)?;
+                positive("mixed_precision.tau_start", mp.tau_start)?;
+                positive("mixed_precision.tau_end", mp.tau_end)?;
+                positive("mixed_precision.lr_arch", mp.lr_arch)?;
+                non_negative("mixed_precision.lr_multiplier", mp.lr_multiplier)?;
+                non_negative("mixed_precision.penalty", mp.penalty)?;
+            }
         }
         if let Some(g) = self.quant.group {
             if g == 0 || g % whittle_kernels::BLOCK != 0 {

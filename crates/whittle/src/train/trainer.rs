@@ -1,13 +1,16 @@
-//! The training loop: quantization-aware distillation of a Whisper student from its
-//! full-precision teacher.
+//! The training loop: distillation of a compressed Whisper student from its full-precision
+//! teacher, with the compression itself delegated to a [`CompressionMethod`].
 //!
-//! Each optimizer step runs `grad_accum` micro-batches (teacher forward without gradients,
-//! student forward with LSQ fake quantization, the recipe's loss, backward), clips the global
-//! gradient norm and applies AdamW with the scheduled learning rates of the two parameter
-//! groups. Every `eval_every` steps the student is packed exactly as it will ship and scored on
-//! the dev set; the best parameters are kept. Checkpoints every `checkpoint_every` steps hold
-//! everything a resumed run needs to continue bit for bit (CPU, same thread count).
+//! Each optimizer step calls the method's `before_step`, runs `grad_accum` micro-batches
+//! (teacher forward without gradients, student forward through the method's weight states, the
+//! recipe's distillation loss plus the method's loss terms, backward), clips the global gradient
+//! norm, applies AdamW with the scheduled learning rate of each parameter group, and calls the
+//! method's `after_step`. Every `eval_every` steps the method extracts the student exactly as it
+//! will ship and it is scored on the dev set; the best parameters are kept. Checkpoints every
+//! `checkpoint_every` steps hold everything a resumed run needs to continue bit for bit (CPU,
+//! same thread count), the method's own state included.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,14 +23,16 @@ use rand_chacha::ChaCha8Rng;
 use super::batch::{make_batch, Batch, Prompt, TrainExample};
 use super::checkpoint::{self, Best, TrainState, STATE_VERSION};
 use super::loss::{forward, qat_loss, LossParts};
+use super::method::{CompressionMethod, Extracted};
 use super::optim::{clip_global_norm, AdamW, AdamWConfig, ParamGroup};
 use super::recipe::{HiddenTap, Recipe};
 use super::schedule::lr_factor;
+use super::uniform::UniformLsq;
 use crate::data::Utterance;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalTotals};
 use crate::models::whisper::{DecodeOptions, Transcriber, Whisper, WhisperTokenizer};
-use crate::nn::{FakeQuant, LsqSpec, StepInit, Weight};
+use crate::nn::{LsqSpec, StepInit, Weight};
 use whittle_text::normalize::EnglishNormalizer;
 
 /// Metrics log in the work folder (one JSON object per line).
@@ -36,38 +41,29 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 /// Trainable variables by name, with their learning-rate group.
 pub type NamedVars = Vec<(String, Var, ParamGroup)>;
 
-/// Replace every linear weight of a copy of `teacher` by an LSQ fake-quantized one. Returns the
-/// student and its trainable variables: `NAME.weight` (latent) and `NAME.weight_steps`.
+/// Replace every linear weight of a copy of `teacher` by an LSQ fake-quantized one (the
+/// uniform method's [`CompressionMethod::wrap`]). Returns the student and its trainable
+/// variables: `NAME.weight` (latent) and `NAME.weight_steps`.
 pub fn make_student(
     teacher: &Whisper,
     spec: LsqSpec,
     init: StepInit,
 ) -> Result<(Whisper, NamedVars)> {
     let mut student = teacher.clone();
-    let mut params = Vec::new();
-    for (name, linear) in student.linears_mut() {
-        let w = linear.weight.to_dense()?.to_dtype(DType::F32)?;
-        let fq = FakeQuant::init_with(&w, spec, init)
-            .map_err(|e| Error::config(&name, e.to_string()))?;
-        params.push((
-            format!("{name}.weight"),
-            fq.latent.clone(),
-            ParamGroup::Weights,
-        ));
-        params.push((
-            format!("{name}.weight_steps"),
-            fq.steps.clone(),
-            ParamGroup::Scales,
-        ));
-        linear.weight = Weight::FakeQuant(fq);
-    }
-    Ok((student, params))
+    let params = UniformLsq::uniform(spec, init).wrap(&mut student)?;
+    Ok((
+        student,
+        params
+            .into_iter()
+            .map(|p| (p.name, p.var, p.group))
+            .collect(),
+    ))
 }
 
 /// A copy of `student` with every fake-quantized weight packed (what the output file holds).
 pub fn packed_copy(student: &Whisper) -> Result<Whisper> {
     let mut model = student.clone();
-    for (_, linear) in model.linears_mut() {
+    for (_, linear) in model.quantizable_mut() {
         if let Weight::FakeQuant(fq) = &linear.weight {
             let packed = fq.to_packed()?;
             linear.set_packed(packed);
@@ -100,6 +96,29 @@ pub fn micro_batch_grads(
     vars: &[&Var],
     scale: f64,
 ) -> Result<(LossParts, Vec<Option<Tensor>>, PhaseSeconds)> {
+    let (parts, grads, times, _) =
+        micro_batch_grads_with(teacher, student, batch, recipe, taps, vars, scale, None)?;
+    Ok((parts, grads, times))
+}
+
+/// [`micro_batch_grads`] with the loss terms of `method` added to the total; also returns each
+/// term's reported value.
+#[allow(clippy::too_many_arguments)]
+pub fn micro_batch_grads_with(
+    teacher: &Whisper,
+    student: &Whisper,
+    batch: &Batch,
+    recipe: &Recipe,
+    taps: &[HiddenTap],
+    vars: &[&Var],
+    scale: f64,
+    method: Option<&dyn CompressionMethod>,
+) -> Result<(
+    LossParts,
+    Vec<Option<Tensor>>,
+    PhaseSeconds,
+    Vec<(String, f64)>,
+)> {
     let mut clock = Instant::now();
     let mut lap = || {
         let s = clock.elapsed().as_secs_f64();
@@ -110,7 +129,14 @@ pub fn micro_batch_grads(
     let teacher_s = lap();
     let student_out = forward(student, batch, taps)?;
     let student_s = lap();
-    let parts = qat_loss(&recipe.loss, &student_out, &teacher_out, batch)?;
+    let mut parts = qat_loss(&recipe.loss, &student_out, &teacher_out, batch)?;
+    let mut terms = Vec::new();
+    if let Some(method) = method {
+        for term in method.loss_terms(student)? {
+            parts.total = (&parts.total + &term.loss)?;
+            terms.push((term.name, term.value));
+        }
+    }
     let loss_s = lap();
     let grads = (&parts.total * scale)?.backward()?;
     let out = vars
@@ -123,7 +149,7 @@ pub fn micro_batch_grads(
         loss: loss_s,
         backward: lap(),
     };
-    Ok((parts, out, times))
+    Ok((parts, out, times, terms))
 }
 
 /// What one optimizer step did.
@@ -141,6 +167,12 @@ pub struct StepReport {
     pub ce: f64,
     /// Hidden-state terms.
     pub hidden: Vec<f64>,
+    /// The method's loss terms (their reported values, mean over micro-batches).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub terms: BTreeMap<String, f64>,
+    /// The method's figures after the step (expected size, temperature ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub method: BTreeMap<String, f64>,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
     /// Learning rate of the weights.
@@ -198,8 +230,10 @@ pub struct Trainer {
     pub recipe: Recipe,
     /// Full-precision teacher.
     pub teacher: Whisper,
-    /// Fake-quantized student (shares its variables with the optimizer).
+    /// Compressed student (shares its variables with the optimizer).
     pub student: Whisper,
+    /// The compression method.
+    pub method: Box<dyn CompressionMethod>,
     /// Optimizer and parameters.
     pub optimizer: AdamW,
     /// Training examples.
@@ -216,9 +250,30 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run: the student starts from the teacher's weights with LSQ's initial steps.
+    /// A fresh run of the recipe's method (its bit map, if any, read from
+    /// `recipe.quant.bit_map`): the student starts from the teacher's weights.
     pub fn new(
         recipe: Recipe,
+        teacher: Whisper,
+        examples: Vec<TrainExample>,
+        prompt: Prompt,
+        dev: Option<DevSet>,
+    ) -> Result<Self> {
+        recipe.validate("recipe")?;
+        let bit_map = recipe
+            .quant
+            .bit_map
+            .as_deref()
+            .map(crate::compress::bitmap::BitMap::from_file)
+            .transpose()?;
+        let method = super::method::from_recipe(&recipe, bit_map)?;
+        Self::with_method(recipe, method, teacher, examples, prompt, dev)
+    }
+
+    /// A fresh run of `method` (the recipe's `method` field is not consulted).
+    pub fn with_method(
+        recipe: Recipe,
+        mut method: Box<dyn CompressionMethod>,
         teacher: Whisper,
         examples: Vec<TrainExample>,
         prompt: Prompt,
@@ -228,7 +283,12 @@ impl Trainer {
         if examples.is_empty() {
             return Err(Error::config("training data", "no training examples"));
         }
-        let (student, params) = make_student(&teacher, recipe.quant.spec(), recipe.quant.init)?;
+        let mut student = teacher.clone();
+        let params = method
+            .wrap(&mut student)?
+            .into_iter()
+            .map(|p| (p.name, p.var, p.group))
+            .collect();
         let optimizer = AdamW::new(
             params,
             AdamWConfig {
@@ -256,11 +316,13 @@ impl Trainer {
             elapsed_seconds: 0.0,
             recipe: recipe.clone(),
             tensors: String::new(),
+            method: method.state(),
         };
         let mut trainer = Self {
             recipe,
             teacher,
             student,
+            method,
             optimizer,
             examples,
             prompt,
@@ -286,6 +348,7 @@ impl Trainer {
             ));
         }
         checkpoint::restore(dir, &state, &mut self.optimizer)?;
+        self.method.restore(&state.method)?;
         let pos: u128 = state.epoch_rng_word_pos.parse().map_err(|_| {
             Error::malformed(
                 dir.join(checkpoint::STATE_FILE),
@@ -337,7 +400,10 @@ impl Trainer {
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let (mut loss, mut kl, mut ce) = (0.0, 0.0, 0.0);
         let mut hidden = vec![0.0; self.recipe.loss.hidden.len()];
+        let mut terms: BTreeMap<String, f64> = BTreeMap::new();
         let (mut tokens, mut frames) = (0, 0);
+        self.method
+            .before_step(&mut self.student, self.state.step)?;
         for _ in 0..accum {
             let indices = self.next_indices();
             let examples: Vec<&TrainExample> = indices.iter().map(|&i| &self.examples[i]).collect();
@@ -351,7 +417,7 @@ impl Trainer {
             )?;
             tokens += batch.target_count();
             frames += batch.mel.dim(2)?;
-            let (parts, micro, _) = micro_batch_grads(
+            let (parts, micro, _, micro_terms) = micro_batch_grads_with(
                 &self.teacher,
                 &self.student,
                 &batch,
@@ -359,7 +425,11 @@ impl Trainer {
                 &self.taps,
                 &var_refs,
                 1.0 / accum as f64,
+                Some(self.method.as_ref()),
             )?;
+            for (name, value) in micro_terms {
+                *terms.entry(name).or_insert(0.0) += value / accum as f64;
+            }
             loss += super::loss_value(&parts.total)? / accum as f64;
             kl += parts.kl / accum as f64;
             ce += parts.ce / accum as f64;
@@ -383,13 +453,17 @@ impl Trainer {
             None => super::optim::global_norm(&grads)?,
         };
         let factor = lr_factor(&self.recipe.schedule, self.state.step);
-        let (lr_w, lr_s) = (
-            self.recipe.optim.lr_weights * factor,
-            self.recipe.optim.lr_scales * factor,
-        );
-        self.optimizer.step(&grads, lr_w, lr_s)?;
+        let rate = |group: ParamGroup| {
+            let r = self.method.learning_rate(group, &self.recipe);
+            (r.lr * factor, r.weight_decay)
+        };
+        let (lr_w, lr_s) = (rate(ParamGroup::Weights).0, rate(ParamGroup::Scales).0);
+        self.optimizer.step_with(&grads, rate)?;
+        self.method
+            .after_step(&mut self.student, self.state.step, &terms)?;
         self.state.step += 1;
         self.state.optimizer_steps = self.optimizer.steps;
+        let method = self.method.metrics(&self.student)?;
         Ok(StepReport {
             step: self.state.step,
             steps: self.recipe.schedule.steps,
@@ -397,6 +471,8 @@ impl Trainer {
             kl,
             ce,
             hidden,
+            terms,
+            method,
             grad_norm,
             lr_weights: lr_w,
             lr_scales: lr_s,
@@ -407,12 +483,12 @@ impl Trainer {
         })
     }
 
-    /// Score the packed student on the dev set.
+    /// Score the student, extracted as it will ship, on the dev set.
     pub fn evaluate_dev(&self, observer: &mut dyn TrainObserver) -> Result<Option<EvalTotals>> {
         if self.dev.is_none() {
             return Ok(None);
         }
-        self.evaluate_packed(&packed_copy(&self.student)?, observer)
+        self.evaluate_packed(&self.method.extract(&self.student)?.model, observer)
     }
 
     /// Score `model` (e.g. the result of [`Trainer::finish`]) on the dev set.
@@ -479,6 +555,7 @@ impl Trainer {
             }
             self.state.elapsed_seconds += t0.elapsed().as_secs_f64();
             if step.is_multiple_of(train.checkpoint_every) || step == steps {
+                self.state.method = self.method.state();
                 checkpoint::save(dir, &mut self.state, &self.optimizer)?;
             }
         }
@@ -486,12 +563,12 @@ impl Trainer {
     }
 
     /// After training: load the best dev parameters (if any dev result was kept) and return the
-    /// packed student.
-    pub fn finish(&self, dir: &Path) -> Result<Whisper> {
+    /// student as the method extracts it.
+    pub fn finish(&self, dir: &Path) -> Result<Extracted> {
         if self.state.best.is_some() && dir.join(checkpoint::BEST_FILE).is_file() {
             checkpoint::load_best(dir, &self.optimizer)?;
         }
-        packed_copy(&self.student)
+        self.method.extract(&self.student)
     }
 }
 

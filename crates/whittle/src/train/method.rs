@@ -1,0 +1,164 @@
+//! The compression-method seam: what the trainer asks of a training-time compression method.
+//!
+//! The trainer owns the data, the teacher, the distillation losses, AdamW, the schedule, dev
+//! scoring and checkpoints. A method owns what is specific to it:
+//!
+//! 1. [`CompressionMethod::wrap`]: replace the student's weights by the states it trains
+//!    (fake-quantized, mixed, gated ...) and name the trainable parameters with their groups;
+//! 2. [`CompressionMethod::learning_rate`]: the peak learning rate and weight decay of each
+//!    group it uses (the trainer applies the recipe's schedule);
+//! 3. [`CompressionMethod::before_step`] / [`CompressionMethod::after_step`]: act around each
+//!    optimizer step (temperature schedules, noise, projections, multiplier updates);
+//! 4. [`CompressionMethod::loss_terms`]: named terms added to the distillation loss;
+//! 5. [`CompressionMethod::state`] / [`CompressionMethod::restore`]: its own state beyond the
+//!    optimizer's parameters, saved in every checkpoint so a resumed run is bit-exact;
+//! 6. [`CompressionMethod::extract`]: the packed model and the format of every layer.
+//!
+//! A new method is a new module implementing this trait, plus its `method = "..."` name in
+//! [`super::recipe::MethodKind`] and [`from_recipe`].
+
+use std::collections::BTreeMap;
+
+use candle_core::{Tensor, Var};
+
+use super::optim::ParamGroup;
+use super::recipe::{MethodKind, Recipe};
+use crate::compress::bitmap::{BitMap, LayerFormat};
+use crate::error::{Error, Result};
+use crate::models::whisper::Whisper;
+
+/// A trainable parameter a method contributes.
+#[derive(Debug, Clone)]
+pub struct MethodParam {
+    /// Stable name (checkpoint key), e.g. `model.encoder.layers.0.fc1.weight`.
+    pub name: String,
+    /// The variable the student reads.
+    pub var: Var,
+    /// Its learning-rate group.
+    pub group: ParamGroup,
+}
+
+/// Peak learning rate and decoupled weight decay of a parameter group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupRate {
+    /// Peak learning rate (the schedule scales it).
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+}
+
+/// A named term of the training loss.
+#[derive(Debug, Clone)]
+pub struct LossTerm {
+    /// Name in step reports and metrics, e.g. `size`.
+    pub name: String,
+    /// Added to the total loss (carries the gradient).
+    pub loss: Tensor,
+    /// The value reported for it, which the method reads back in
+    /// [`CompressionMethod::after_step`] (for a constraint: the constraint's value, not the
+    /// weighted term).
+    pub value: f64,
+}
+
+/// What a finished method hands to the writer of the output file.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// The model as it ships: packed weights where the method quantized.
+    pub model: Whisper,
+    /// The format of every quantizable layer, in model order.
+    pub layers: Vec<(String, LayerFormat)>,
+    /// Method-specific facts recorded in the output header (achieved size, choices ...).
+    pub report: serde_json::Value,
+}
+
+/// A training-time compression method (see the module docs for the order of the calls).
+pub trait CompressionMethod {
+    /// The recipe name of the method, e.g. `uniform-lsq`.
+    fn name(&self) -> &'static str;
+
+    /// Replace the weights this method trains in `student` (a copy of the teacher) and return
+    /// the trainable parameters in a fixed order.
+    fn wrap(&mut self, student: &mut Whisper) -> Result<Vec<MethodParam>>;
+
+    /// Peak learning rate and weight decay of `group`, given the recipe.
+    fn learning_rate(&self, group: ParamGroup, recipe: &Recipe) -> GroupRate {
+        match group {
+            ParamGroup::Weights => GroupRate {
+                lr: recipe.optim.lr_weights,
+                weight_decay: recipe.optim.weight_decay,
+            },
+            ParamGroup::Scales => GroupRate {
+                lr: recipe.optim.lr_scales,
+                weight_decay: 0.0,
+            },
+            ParamGroup::Arch => GroupRate {
+                lr: recipe.optim.lr_scales,
+                weight_decay: 0.0,
+            },
+        }
+    }
+
+    /// Before optimizer step `step` (0-based): set per-step state of the student.
+    fn before_step(&mut self, _student: &mut Whisper, _step: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Terms added to the loss of each micro-batch.
+    fn loss_terms(&self, _student: &Whisper) -> Result<Vec<LossTerm>> {
+        Ok(Vec::new())
+    }
+
+    /// After optimizer step `step` (0-based), with the mean value of each loss term over the
+    /// step's micro-batches.
+    fn after_step(
+        &mut self,
+        _student: &mut Whisper,
+        _step: usize,
+        _terms: &BTreeMap<String, f64>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Figures to log with each step (expected size, temperature ...).
+    fn metrics(&self, _student: &Whisper) -> Result<BTreeMap<String, f64>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// The method's own state (beyond the optimizer's parameters), saved in checkpoints.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restore what [`CompressionMethod::state`] saved.
+    fn restore(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+
+    /// The model as it ships, from the trained student.
+    fn extract(&self, student: &Whisper) -> Result<Extracted>;
+}
+
+/// The method a recipe asks for. `bit_map` is the recipe's `quant.bit_map`, already read.
+pub fn from_recipe(recipe: &Recipe, bit_map: Option<BitMap>) -> Result<Box<dyn CompressionMethod>> {
+    match recipe.method {
+        MethodKind::UniformLsq => Ok(Box::new(match bit_map {
+            Some(map) => super::uniform::UniformLsq::with_bit_map(map, recipe.quant.init),
+            None => super::uniform::UniformLsq::uniform(recipe.quant.spec(), recipe.quant.init),
+        })),
+        MethodKind::MixedPrecision => {
+            let mp = recipe.mixed_precision.clone().ok_or_else(|| {
+                Error::config(
+                    "recipe",
+                    "method = \"mixed-precision\" needs [mixed_precision]",
+                )
+            })?;
+            Ok(Box::new(super::mixed_precision::MixedPrecision::new(
+                mp,
+                recipe.quant.group,
+                recipe.quant.init,
+                recipe.train.seed,
+                recipe.schedule.steps,
+            )))
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `method = "uniform-lsq"`: quantization-aware training with learned step sizes (LSQ, Esser
+//! et al. 2020) at fixed bit widths, one format for every block linear layer or a bit map per
+//! layer (stage B of the two-stage mixed-precision baseline trains the allocated map this way).
+
+use super::method::{CompressionMethod, Extracted, MethodParam};
+use super::optim::ParamGroup;
+use crate::compress::bitmap::{BitMap, LayerFormat};
+use crate::compress::ptq::resolve_bit_map;
+use crate::error::{Error, Result};
+use crate::models::whisper::Whisper;
+use crate::nn::{FakeQuant, LsqSpec, StepInit, Weight};
+
+/// Which layers train at which precision.
+#[derive(Debug, Clone)]
+enum Layers {
+    /// Every block linear layer at one spec (the token embedding stays float).
+    Uniform(LsqSpec),
+    /// Per layer, as the bit map says (the embedding only when named).
+    Map(BitMap),
+}
+
+/// Uniform LSQ as a [`CompressionMethod`].
+#[derive(Debug, Clone)]
+pub struct UniformLsq {
+    layers: Layers,
+    init: StepInit,
+}
+
+impl UniformLsq {
+    /// Every block linear layer at `spec`.
+    pub fn uniform(spec: LsqSpec, init: StepInit) -> Self {
+        Self {
+            layers: Layers::Uniform(spec),
+            init,
+        }
+    }
+
+    /// Each layer at its bit map format (symmetric uniform or float).
+    pub fn with_bit_map(map: BitMap, init: StepInit) -> Self {
+        Self {
+            layers: Layers::Map(map),
+            init,
+        }
+    }
+
+    /// The LSQ spec of each quantizable layer of `model` (`None`: stays float).
+    fn specs(&self, model: &mut Whisper) -> Result<Vec<(String, Option<LsqSpec>)>> {
+        match &self.layers {
+            Layers::Uniform(spec) => Ok(model
+                .linears_mut()
+                .into_iter()
+                .map(|(name, _)| (name, Some(*spec)))
+                .collect()),
+            Layers::Map(map) => resolve_bit_map(model, map)?
+                .into_iter()
+                .map(|layer| {
+                    let spec = match layer.format {
+                        LayerFormat::Float => None,
+                        LayerFormat::Uniform {
+                            bits,
+                            group,
+                            symmetric: true,
+                        } => Some(LsqSpec { bits, group }),
+                        other => {
+                            return Err(Error::config(
+                                format!("{}: layer {}", map.source, layer.name),
+                                format!(
+                                    "{} cannot be trained by uniform LSQ (symmetric uniform or float only)",
+                                    other.label()
+                                ),
+                            ))
+                        }
+                    };
+                    Ok((layer.name, spec))
+                })
+                .collect(),
+        }
+    }
+}
+
+impl CompressionMethod for UniformLsq {
+    fn name(&self) -> &'static str {
+        "uniform-lsq"
+    }
+
+    fn wrap(&mut self, student: &mut Whisper) -> Result<Vec<MethodParam>> {
+        let specs = self.specs(student)?;
+        let mut params = Vec::new();
+        for (name, linear) in student.quantizable_mut() {
+            let Some((_, Some(spec))) = specs.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            let w = linear
+                .weight
+                .to_dense()?
+                .to_dtype(candle_core::DType::F32)?;
+            let fq = FakeQuant::init_with(&w, *spec, self.init)
+                .map_err(|e| Error::config(&name, e.to_string()))?;
+            params.push(MethodParam {
+                name: format!("{name}.weight"),
+                var: fq.latent.clone(),
+                group: ParamGroup::Weights,
+            });
+            params.push(MethodParam {
+                name: format!("{name}.weight_steps"),
+                var: fq.steps.clone(),
+                group: ParamGroup::Scales,
+            });
+            linear.weight = Weight::FakeQuant(fq);
+        }
+        if params.is_empty() {
+            return Err(Error::config(
+                "uniform-lsq",
+                "the bit map leaves every layer float: nothing to train",
+            ));
+        }
+        Ok(params)
+    }
+
+    fn extract(&self, student: &Whisper) -> Result<Extracted> {
+        let mut model = student.clone();
+        let mut layers = Vec::new();
+        for (name, linear) in model.quantizable_mut() {
+            let format = match &linear.weight {
+                Weight::FakeQuant(fq) => {
+                    let format = LayerFormat::uniform(fq.spec.bits, fq.spec.group);
+                    let packed = fq.to_packed()?;
+                    linear.set_packed(packed);
+                    format
+                }
+                _ => LayerFormat::Float,
+            };
+            layers.push((name, format));
+        }
+        Ok(Extracted {
+            model,
+            layers,
+            report: serde_json::Value::Null,
+        })
+    }
+}
