@@ -14,10 +14,13 @@ use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
 use whittle::train::batch::{pseudo_labels, synthetic_batch, Prompt};
 use whittle::train::checkpoint;
-use whittle::train::optim::{AdamW, AdamWConfig};
+use whittle::train::method::CompressionMethod;
+use whittle::train::mixed_precision::MixedPrecision;
+use whittle::train::recipe::MixedPrecisionRecipe;
 use whittle::train::trainer::{
-    default_work_dir, make_student, micro_batch_grads, DevReport, StepReport,
+    default_work_dir, micro_batch_grads_with, wrap_student, DevReport, StepReport,
 };
+use whittle::train::uniform::UniformLsq;
 use whittle::train::{build_examples, needs_pseudo_labels, DevSet, Recipe, TrainObserver, Trainer};
 
 use crate::commands::{progress_bar, NormalizerArgs};
@@ -119,6 +122,82 @@ struct TrainStepArgs {
     /// Also write the batch (mel, inputs, positions, targets) to this safetensors file.
     #[arg(long)]
     dump_batch: Option<PathBuf>,
+    /// Also time the one-stage mixed-precision supernet step on the same batch, with these
+    /// candidate bit widths (e.g. 2,3,4,5,6,8; group --group), and print its time relative to
+    /// the uniform step.
+    #[arg(long, value_delimiter = ',', value_name = "BITS")]
+    mixed_precision: Option<Vec<u8>>,
+    /// With --mixed-precision: leave the token embedding out of the search (the uniform step
+    /// never trains it).
+    #[arg(long, requires = "mixed_precision")]
+    mp_no_embedding: bool,
+}
+
+/// Median and all step times (ms), per-phase times, first and last KL of timed steps.
+struct StepTimes {
+    median: f64,
+    all: Vec<f64>,
+    phases: Vec<serde_json::Value>,
+    losses: Vec<f64>,
+    params: usize,
+}
+
+/// Time `warmup + steps` optimizer steps of `student` on `batch`: forward, loss (with the
+/// method's terms), backward and AdamW with the method's learning rates.
+fn time_steps(
+    teacher: &Whisper,
+    method: &mut dyn CompressionMethod,
+    batch: &whittle::train::Batch,
+    recipe: &Recipe,
+    warmup: usize,
+    steps: usize,
+) -> Result<StepTimes> {
+    let (mut student, mut optimizer) = wrap_student(teacher, method, recipe)?;
+    let vars: Vec<_> = optimizer.params.iter().map(|p| p.var.clone()).collect();
+    let var_refs: Vec<_> = vars.iter().collect();
+    let (mut all, mut phases, mut losses) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        method.before_step(&mut student, i)?;
+        let (parts, grads, phase, terms) = micro_batch_grads_with(
+            teacher,
+            &student,
+            batch,
+            recipe,
+            &[],
+            &var_refs,
+            1.0,
+            Some(&*method),
+        )?;
+        let t_opt = Instant::now();
+        let grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip(&vars)
+            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<Result<_, _>>()?;
+        optimizer.step_with(&grads, |group| {
+            let r = method.learning_rate(group, recipe);
+            (r.lr, r.weight_decay)
+        })?;
+        method.after_step(&mut student, i, &terms.into_iter().collect())?;
+        losses.push(parts.kl);
+        if i >= warmup {
+            all.push(t.elapsed().as_secs_f64() * 1e3);
+            phases.push(serde_json::json!({
+                "teacher": phase.teacher * 1e3, "student": phase.student * 1e3, "loss": phase.loss * 1e3,
+                "backward": phase.backward * 1e3, "optimizer": t_opt.elapsed().as_secs_f64() * 1e3,
+            }));
+        }
+    }
+    let mut sorted = all.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(StepTimes {
+        median: sorted[sorted.len() / 2],
+        all,
+        phases,
+        losses,
+        params: optimizer.params.iter().map(|p| p.var.elem_count()).sum(),
+    })
 }
 
 fn open_teacher(model: &Path) -> Result<(WhisperCheckpoint, Whisper)> {
@@ -459,47 +538,52 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         .collect();
         whittle::checkpoint::hf::save_safetensors(path, &tensors)?;
     }
-    let (student, params) = make_student(&teacher, recipe.quant.spec(), recipe.quant.init)?;
-    let mut optimizer = AdamW::new(
-        params,
-        AdamWConfig {
-            betas: recipe.optim.betas,
-            eps: recipe.optim.eps,
-            weight_decay: recipe.optim.weight_decay,
-        },
+    let mut uniform = UniformLsq::uniform(recipe.quant.spec(), recipe.quant.init);
+    let times = time_steps(
+        &teacher,
+        &mut uniform,
+        &batch,
+        &recipe,
+        args.warmup,
+        args.steps,
     )?;
-    let vars: Vec<_> = optimizer.params.iter().map(|p| p.var.clone()).collect();
-    let var_refs: Vec<_> = vars.iter().collect();
-    let mut times = Vec::new();
-    let mut losses = Vec::new();
-    let mut phase_ms = Vec::new();
-    for i in 0..args.warmup + args.steps {
-        let t = Instant::now();
-        let (parts, grads, phases) =
-            micro_batch_grads(&teacher, &student, &batch, &recipe, &[], &var_refs, 1.0)?;
-        let t_opt = Instant::now();
-        let grads: Vec<Tensor> = grads
-            .into_iter()
-            .zip(&vars)
-            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
-            .collect::<Result<_, _>>()?;
-        optimizer.step(&grads, recipe.optim.lr_weights, recipe.optim.lr_scales)?;
-        losses.push(parts.kl);
-        if i >= args.warmup {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-            phase_ms.push(serde_json::json!({
-                "teacher": phases.teacher * 1e3, "student": phases.student * 1e3, "loss": phases.loss * 1e3,
-                "backward": phases.backward * 1e3, "optimizer": t_opt.elapsed().as_secs_f64() * 1e3,
-            }));
+    let mixed = match &args.mixed_precision {
+        Some(candidates) => {
+            let mp = MixedPrecisionRecipe {
+                candidates: candidates.clone(),
+                budget_bits: 3.5,
+                embedding: !args.mp_no_embedding,
+                tau_start: 1.0,
+                tau_end: 0.1,
+                hard: false,
+                gumbel: true,
+                lr_arch: 0.01,
+                lr_multiplier: 0.5,
+                penalty: 1.0,
+            };
+            let mut method = MixedPrecision::new(
+                mp,
+                args.group,
+                recipe.quant.init,
+                0,
+                args.warmup + args.steps,
+            );
+            Some(time_steps(
+                &teacher,
+                &mut method,
+                &batch,
+                &recipe,
+                args.warmup,
+                args.steps,
+            )?)
         }
-    }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+        None => None,
+    };
+    let (median, losses) = (times.median, &times.losses);
     let summary = serde_json::json!({
         "ms_per_step": median,
-        "ms_per_step_all": times,
-        "phase_ms": phase_ms,
+        "ms_per_step_all": times.all,
+        "phase_ms": times.phases,
         "loss_first": losses[0],
         "loss_last": losses[losses.len() - 1],
         "batch": args.batch,
@@ -511,7 +595,16 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         "lr_weights": recipe.optim.lr_weights,
         "lr_scales": recipe.optim.lr_scales,
         "weight_decay": recipe.optim.weight_decay,
-        "trainable_params": optimizer.params.iter().map(|p| p.var.elem_count()).sum::<usize>(),
+        "trainable_params": times.params,
+        "mixed_precision": mixed.as_ref().map(|m| serde_json::json!({
+            "candidates": args.mixed_precision,
+            "embedding": !args.mp_no_embedding,
+            "ms_per_step": m.median,
+            "ms_per_step_all": m.all,
+            "phase_ms": m.phases,
+            "trainable_params": m.params,
+            "time_vs_uniform": m.median / median,
+        })),
         "threads": rayon::current_num_threads(),
         "model": args.model.display().to_string(),
     });
@@ -527,10 +620,24 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
             args.bits,
             args.group.map_or("per-channel".to_string(), |g| format!("g{g}")),
             median,
-            times.len(),
+            times.all.len(),
             losses[0],
             losses[losses.len() - 1]
         );
+        if let Some(m) = &mixed {
+            eprintln!(
+                "mixed-precision phases (ms): {}",
+                serde_json::json!(m.phases)
+            );
+            println!(
+                "mixed-precision supernet step ({:?}, embedding {}): {:.1} ms/step median of {}, {:.2}x the uniform step",
+                args.mixed_precision.as_deref().unwrap_or_default(),
+                if args.mp_no_embedding { "float" } else { "searched" },
+                m.median,
+                m.all.len(),
+                m.median / median
+            );
+        }
     }
     Ok(())
 }

@@ -547,3 +547,145 @@ fn eval_refuses_a_manifest_line_without_text() {
     );
     assert!(!out.exists());
 }
+
+/// A tiny model, a training/dev manifest of tones with transcripts, and the shipped recipe
+/// `name` cut down to a few steps on per-channel scales (the tiny model's rows are 16 wide).
+fn compress_fixture(
+    recipe_name: &str,
+    replace: &[(&str, &str)],
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    common_tiny::write_hf(&model, &common_tiny::hf_tensors(21));
+    let mut manifest = String::new();
+    for i in 0..4 {
+        let samples: Vec<u8> = (0..8000 + 1600 * i)
+            .flat_map(|t| {
+                (((t as f32 * (0.03 + 0.01 * i as f32)).sin() * 6000.0) as i16).to_le_bytes()
+            })
+            .collect();
+        std::fs::write(dir.path().join(format!("u{i}.raw")), samples).unwrap();
+        manifest.push_str(&format!("{{\"audio\":\"u{i}.raw\",\"text\":\"w{i}\"}}\n"));
+    }
+    std::fs::write(dir.path().join("set.jsonl"), manifest).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let mut text = std::fs::read_to_string(root.join(recipe_name)).unwrap();
+    for (from, to) in [
+        ("group = 64\n", ""),
+        ("steps = 500\n", "steps = 6\n"),
+        ("warmup_steps = 20\n", "warmup_steps = 1\n"),
+        ("eval_every = 100\n", "eval_every = 3\n"),
+        ("dev_limit = 40\n", "dev_limit = 2\n"),
+        ("checkpoint_every = 25\n", "checkpoint_every = 3\n"),
+        ("batch_size = 4\n", "batch_size = 2\n"),
+    ]
+    .iter()
+    .chain(replace)
+    {
+        // The two-stage recipe takes its group from the bit map.
+        if *from == "group = 64\n" && !text.contains(from) {
+            continue;
+        }
+        assert!(text.contains(from), "{recipe_name} has no `{from}`");
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(dir.path().join("recipe.toml"), text).unwrap();
+    (dir, model)
+}
+
+fn compress_run(dir: &Path, model: &Path, extra: &[&str]) -> Output {
+    let (set, recipe, out) = (
+        dir.join("set.jsonl"),
+        dir.join("recipe.toml"),
+        dir.join("out.whittle"),
+    );
+    let mut args = vec![
+        "compress",
+        p(model),
+        "--recipe",
+        p(&recipe),
+        "--train",
+        p(&set),
+        "--dev",
+        p(&set),
+        "-o",
+        p(&out),
+        "--no-spellings",
+    ];
+    args.extend_from_slice(extra);
+    whittle(&args)
+}
+
+/// Packed formats listed by `whittle inspect` (`symN` per tensor line).
+fn inspected_formats(file: &Path) -> std::collections::BTreeMap<String, String> {
+    let o = whittle(&["inspect", p(file)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let name = l.split_whitespace().next()?;
+            let format = l.split_whitespace().find(|w| w.starts_with("sym"))?;
+            Some((name.to_string(), format.to_string()))
+        })
+        .collect()
+}
+
+/// The shipped one-stage mixed-precision recipe writes a file with more than one bit width, and
+/// records the achieved size and the recipe in its header.
+#[test]
+fn compress_mixed_precision_writes_several_bit_widths() {
+    // The 16-wide rows pad to 32-weight blocks: the candidates store 5 to 17 bits per weight.
+    let (dir, model) = compress_fixture(
+        "mp-onestage.toml",
+        &[("budget_bits = 3.5\n", "budget_bits = 9.0\n")],
+    );
+    let o = compress_run(dir.path(), &model, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let formats = inspected_formats(&dir.path().join("out.whittle"));
+    let widths: std::collections::BTreeSet<_> = formats.values().collect();
+    assert!(widths.len() > 1, "one width only: {formats:?}");
+    assert!(
+        formats.contains_key("model.decoder.embed_tokens.weight"),
+        "{formats:?}"
+    );
+    let file = whittle::packed_file::PackedFile::open(&dir.path().join("out.whittle")).unwrap();
+    let text = file.header().to_string();
+    assert!(text.contains("\"method\":\"mixed-precision\""), "{text}");
+    assert!(text.contains("achieved_bits"), "{text}");
+}
+
+/// Stage B of the two-stage baseline: `--bit-map` trains that map with uniform LSQ, the token
+/// embedding included when the map names it.
+#[test]
+fn compress_trains_a_bit_map_given_on_the_command_line() {
+    let (dir, model) = compress_fixture("mp-twostage.toml", &[]);
+    let map = dir.path().join("map.toml");
+    std::fs::write(
+        &map,
+        "default = { bits = 3 }\n[layers]\n\"model.decoder.embed_tokens\" = { bits = 8 }\n\"decoder.layers.*.fc1\" = { bits = 6 }\n",
+    )
+    .unwrap();
+    let o = compress_run(dir.path(), &model, &["--bit-map", p(&map)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let formats = inspected_formats(&dir.path().join("out.whittle"));
+    assert_eq!(
+        formats["model.decoder.embed_tokens.weight"], "sym8",
+        "{formats:?}"
+    );
+    assert_eq!(
+        formats["model.decoder.layers.1.fc1.weight"], "sym6",
+        "{formats:?}"
+    );
+    assert_eq!(
+        formats["model.encoder.layers.0.fc2.weight"], "sym3",
+        "{formats:?}"
+    );
+    // Without --bit-map the recipe's own `bit_map = "bitmap.toml"` is missing: a clear error.
+    let o = compress_run(
+        dir.path(),
+        &model,
+        &["--work-dir", p(&dir.path().join("w2"))],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bitmap.toml"), "{}", stderr(&o));
+}

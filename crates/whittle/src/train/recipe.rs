@@ -486,6 +486,14 @@ mod tests {
                 "w2",
                 include_str!("../../../../recipes/uniform-qat-w2.toml"),
             ),
+            (
+                "mp-onestage",
+                include_str!("../../../../recipes/mp-onestage.toml"),
+            ),
+            (
+                "mp-twostage",
+                include_str!("../../../../recipes/mp-twostage.toml"),
+            ),
         ] {
             let r = Recipe::parse(text, name).unwrap();
             assert_eq!(Recipe::parse(&r.to_toml().unwrap(), name).unwrap(), r);
@@ -514,10 +522,52 @@ mod tests {
             // Unknown fields: toml names the key.
             ("bits = 4", "bits = 4\nbitz = 3", "bitz"),
             ("[optim]", "[optim]\nlearning_rate = 1.0", "learning_rate"),
+            ("method = \"uniform-lsq\"", "method = \"mixed\"", "method"),
+            (
+                "method = \"uniform-lsq\"",
+                "method = \"mixed-precision\"",
+                "mixed_precision",
+            ),
         ];
         for (from, to, field) in cases {
             assert!(W4.contains(from), "test case `{from}` not in the recipe");
             let err = Recipe::parse(&W4.replacen(from, to, 1), "r.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(field),
+                "error for `{to}` does not name `{field}`: {err}"
+            );
+        }
+    }
+
+    /// Mixed-precision settings are checked field by field, and bits are refused beside them.
+    #[test]
+    fn mixed_precision_validation_names_the_field() {
+        let mp = include_str!("../../../../recipes/mp-onestage.toml");
+        let cases = [
+            (
+                "candidates = [2, 3, 4, 5, 6, 8]",
+                "candidates = [2, 9]",
+                "mixed_precision.candidates",
+            ),
+            (
+                "candidates = [2, 3, 4, 5, 6, 8]",
+                "candidates = [4, 4]",
+                "repeats",
+            ),
+            (
+                "budget_bits = 3.5",
+                "budget_bits = 0.0",
+                "mixed_precision.budget_bits",
+            ),
+            ("tau_end = 0.1", "tau_end = -1.0", "mixed_precision.tau_end"),
+            ("group = 64", "group = 64\nbits = 4", "omit quant.bits"),
+            ("penalty = 1.0", "penalty = 1.0\nbeta = 2", "beta"),
+        ];
+        for (from, to, field) in cases {
+            assert!(mp.contains(from), "test case `{from}` not in the recipe");
+            let err = Recipe::parse(&mp.replacen(from, to, 1), "mp.toml")
                 .unwrap_err()
                 .to_string();
             assert!(

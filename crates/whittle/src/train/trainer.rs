@@ -60,6 +60,30 @@ pub fn make_student(
     ))
 }
 
+/// A copy of `teacher` with `method`'s weight states, and AdamW (the recipe's settings) over
+/// the parameters the method returned.
+pub fn wrap_student(
+    teacher: &Whisper,
+    method: &mut dyn CompressionMethod,
+    recipe: &Recipe,
+) -> Result<(Whisper, AdamW)> {
+    let mut student = teacher.clone();
+    let params = method
+        .wrap(&mut student)?
+        .into_iter()
+        .map(|p| (p.name, p.var, p.group))
+        .collect();
+    let optimizer = AdamW::new(
+        params,
+        AdamWConfig {
+            betas: recipe.optim.betas,
+            eps: recipe.optim.eps,
+            weight_decay: recipe.optim.weight_decay,
+        },
+    )?;
+    Ok((student, optimizer))
+}
+
 /// A copy of `student` with every fake-quantized weight packed (what the output file holds).
 pub fn packed_copy(student: &Whisper) -> Result<Whisper> {
     let mut model = student.clone();
@@ -283,20 +307,7 @@ impl Trainer {
         if examples.is_empty() {
             return Err(Error::config("training data", "no training examples"));
         }
-        let mut student = teacher.clone();
-        let params = method
-            .wrap(&mut student)?
-            .into_iter()
-            .map(|p| (p.name, p.var, p.group))
-            .collect();
-        let optimizer = AdamW::new(
-            params,
-            AdamWConfig {
-                betas: recipe.optim.betas,
-                eps: recipe.optim.eps,
-                weight_decay: recipe.optim.weight_decay,
-            },
-        )?;
+        let (student, optimizer) = wrap_student(&teacher, method.as_mut(), &recipe)?;
         let taps = recipe
             .loss
             .hidden
