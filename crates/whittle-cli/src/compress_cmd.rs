@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use whittle::candle::{DType, Device, Tensor};
+use whittle::compress::bitmap::LayerFormat;
 use whittle::eval::EvalTotals;
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
@@ -52,6 +53,10 @@ pub struct CompressArgs {
     /// Use only the first N training utterances.
     #[arg(long)]
     train_limit: Option<usize>,
+    /// The teacher's pseudo-label cache (JSONL, created if absent; default WORK_DIR/
+    /// pseudo-labels.jsonl), so runs of several recipes on the same data and teacher label it once.
+    #[arg(long, value_name = "FILE")]
+    pseudo_labels: Option<PathBuf>,
     /// Train this bit map (per-layer formats, see docs/bitmap.md) with the recipe's uniform
     /// method, instead of the recipe's `quant.bits` / `quant.bit_map`.
     #[arg(long, value_name = "FILE")]
@@ -341,7 +346,10 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         pseudo = pseudo_labels(
             &teacher_transcriber,
             &train,
-            &work_dir.join("pseudo-labels.jsonl"),
+            &args
+                .pseudo_labels
+                .clone()
+                .unwrap_or_else(|| work_dir.join("pseudo-labels.jsonl")),
             |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
@@ -394,7 +402,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         .map(|(name, format)| {
             let mut v = serde_json::to_value(format).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
-                if *format != whittle::compress::bitmap::LayerFormat::Float {
+                if *format != LayerFormat::Float {
                     o.insert("method".into(), method_name.into());
                 }
             }
@@ -408,8 +416,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         }
     }
     let embedding_quantized = extracted.layers.iter().any(|(name, format)| {
-        name == whittle::models::whisper::TOKEN_EMBEDDING
-            && *format != whittle::compress::bitmap::LayerFormat::Float
+        name == whittle::models::whisper::TOKEN_EMBEDDING && *format != LayerFormat::Float
     });
     let float = if embedding_quantized {
         "positions, layer norms, conv stem: stored as in the source file"
@@ -459,6 +466,11 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             serde_json::json!({ "dev": final_dev, "dev_dataset": args.dev.display().to_string() }),
         ),
     ];
+    let map_path = args.output.with_extension("bitmap.toml");
+    whittle::fsutil::write_atomic(
+        &map_path,
+        bit_map_toml(&extracted.layers, &args.output).as_bytes(),
+    )?;
     let bytes = whittle::compress::export::write_whisper(
         &checkpoint.store,
         &mut packed,
@@ -484,6 +496,35 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
     );
     Ok(())
+}
+
+/// The formats of `layers` as a bit map file (`whittle quantize --bit-map`, `compress --bit-map`).
+fn bit_map_toml(layers: &[(String, LayerFormat)], output: &Path) -> String {
+    let mut text = format!(
+        "# The formats of {}, written by whittle compress; usable as --bit-map.\n[layers]\n",
+        output.display()
+    );
+    for (name, format) in layers {
+        let value = match *format {
+            LayerFormat::Uniform {
+                bits,
+                group,
+                symmetric,
+            } => format!(
+                "{{ bits = {bits}, group = {}{} }}",
+                group.map_or("\"channel\"".to_string(), |g| g.to_string()),
+                if symmetric { "" } else { ", symmetric = false" }
+            ),
+            LayerFormat::Float => "\"float\"".to_string(),
+            LayerFormat::Ternary { group, trits5 } => format!(
+                "{{ format = \"ternary\", group = {}, layout = \"{}\" }}",
+                group.map_or("\"channel\"".to_string(), |g| g.to_string()),
+                if trits5 { "1.6bit" } else { "2bit" }
+            ),
+        };
+        text.push_str(&format!("\"{name}\" = {value}\n"));
+    }
+    text
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {

@@ -648,6 +648,12 @@ fn compress_mixed_precision_writes_several_bit_widths() {
         formats.contains_key("model.decoder.embed_tokens.weight"),
         "{formats:?}"
     );
+    // The formats written beside the file are a bit map that reproduces them.
+    let again = dir.path().join("again.whittle");
+    let map = dir.path().join("out.bitmap.toml");
+    let o = whittle(&["quantize", p(&model), "--bit-map", p(&map), "-o", p(&again)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(inspected_formats(&again), formats);
     let file = whittle::packed_file::PackedFile::open(&dir.path().join("out.whittle")).unwrap();
     let text = file.header().to_string();
     assert!(text.contains("\"method\":\"mixed-precision\""), "{text}");

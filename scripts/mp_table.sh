@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# The mixed-precision protocol of issue 11 (docs/mixed-precision.md): one-stage learned mixed
+# precision against uniform QAT and two-stage mixed precision (stage A: KL sensitivity + exact
+# allocation; stage B: QAT of the allocated bit map), plus GPTQ of the same bit maps as the
+# no-training floor, on the same training data, steps and evaluation. Every row is compressed to a
+# .whittle file (wall time recorded), evaluated from the file on the whole test sets, and compared
+# with the float model by `whittle eval --compare` (scripts/eval_table.py).
+#
+# Resumable: finished files, timings and evaluations under out/mp-table/<model>/ are reused, and a
+# compression whose work folder holds a checkpoint continues with --resume. Selection (the best
+# dev checkpoint) uses synth-dev only; the test sets are never used to choose anything.
+#
+# Usage: scripts/mp_table.sh [--no-build] [--no-table] [tiny.en|base]
+# Environment:
+#   BUDGETS ("3.0 3.5 4.0 5.0")   average stored bits per quantized weight (codes + scales)
+#   UNIFORM_BITS ("8 6 5 4 3")    uniform QAT rows (group 64)
+#   ROWS                          rows to run, in order (default: every uniform, one-stage,
+#                                 two-stage and GPTQ row); names: uniform-wB, onestage-bX,
+#                                 twostage-bX, gptq-bX (GPTQ of the two-stage map), pass2-bX (the
+#                                 one-stage map fine-tuned with the two-stage recipe; only if asked)
+#   STEPS                         override schedule.steps of every recipe (smoke runs; the
+#                                 warm-up is capped at STEPS/10 and dev scoring at the end)
+#   SENS_UTTERANCES (16)          training utterances for the KL sensitivity of stage A
+#   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
+#   WHITTLE_BIN                   the whittle binary (default target/release/whittle)
+# Needs scripts/setup.sh and scripts/make_splits.sh.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BUILD=1
+TABLE=1
+MODEL=tiny.en
+for arg in "$@"; do
+    case $arg in
+        --no-build) BUILD=0 ;;
+        --no-table) TABLE=0 ;;
+        tiny.en|base) MODEL=$arg ;;
+        *) echo "usage: $0 [--no-build] [--no-table] [tiny.en|base]" >&2; exit 2 ;;
+    esac
+done
+ASSETS=${WHITTLE_ASSETS:-$ROOT/.assets}
+THREADS=${THREADS:-2}
+BATCH=${BATCH:-8}
+MARGIN=${MARGIN:-10}
+BUDGETS=${BUDGETS:-"3.0 3.5 4.0 5.0"}
+UNIFORM_BITS=${UNIFORM_BITS:-"8 6 5 4 3"}
+SENS_UTTERANCES=${SENS_UTTERANCES:-16}
+read -r -a SETS <<<"${SETS:-real synth-test-clean synth-test-other}"
+WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
+OUT=${MP_TABLE_OUT:-$ROOT/out/mp-table}/$MODEL
+die() { echo "mp_table.sh: $*" >&2; exit 1; }
+((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]] && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
+SRC=$ASSETS/models/whisper-$MODEL
+TRAIN=$ASSETS/data/synth-train/manifest.jsonl
+DEV=$ASSETS/data/synth-dev/manifest.jsonl
+[[ -f $SRC/model.bin ]] || die "no model at $SRC: run scripts/setup.sh"
+[[ -f $TRAIN && -f $DEV ]] || die "no synth-train/synth-dev: run scripts/make_splits.sh"
+manifest() {
+    case $1 in
+        real) echo "$ASSETS/data/real.jsonl" ;;
+        *) echo "$ASSETS/data/$1/manifest.jsonl" ;;
+    esac
+}
+for set in "${SETS[@]}"; do
+    [[ -f $(manifest "$set") ]] || die "no manifest for set $set: run scripts/make_splits.sh"
+done
+mkdir -p "$OUT"
+if [[ -z ${ROWS:-} ]]; then
+    ROWS=""
+    for b in $UNIFORM_BITS; do ROWS+="uniform-w$b "; done
+    for x in $BUDGETS; do ROWS+="onestage-b$x twostage-b$x gptq-b$x "; done
+fi
+
+# A recipe with the step override applied.
+recipe() { # source-recipe output
+    if [[ -n ${STEPS:-} ]]; then
+        local warm=$((STEPS / 10))
+        sed -e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $warm/" \
+            -e "s/^eval_every = .*/eval_every = 0/" "$1" >"$2"
+    else
+        cp "$1" "$2"
+    fi
+}
+
+# Time a command into FILE.seconds (only when it succeeds).
+timed() { # name command...
+    local name=$1 start
+    shift
+    start=$(date +%s.%N)
+    "$@"
+    python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)" \
+        >"$OUT/$name.seconds"
+}
+
+compress() { # name recipe [extra args]
+    local name=$1 recipe=$2 resume=()
+    shift 2
+    [[ -f $OUT/$name.whittle ]] && return
+    [[ -f $OUT/$name.work/state.json ]] && resume=(--resume)
+    echo "== $MODEL: $name (compress)" >&2
+    timed "$name" "$WHITTLE" --threads "$THREADS" compress "$SRC" --recipe "$recipe" --train "$TRAIN" \
+        --dev "$DEV" --pseudo-labels "$OUT/pseudo-labels.jsonl" -o "$OUT/$name.whittle" \
+        "${resume[@]}" "$@" >"$OUT/$name.compress.txt"
+}
+
+# Stage A of the two-stage baseline, once per model (its time is added to every two-stage row).
+sensitivity() {
+    [[ -f $OUT/sens.json ]] && return
+    echo "== $MODEL: stage A sensitivity (KL, $SENS_UTTERANCES utterances)" >&2
+    timed sens "$WHITTLE" --threads "$THREADS" sensitivity "$SRC" --data "$TRAIN" --metric kl \
+        --limit "$SENS_UTTERANCES" -o "$OUT/sens.json" >"$OUT/sens.txt"
+}
+
+allocate() { # budget
+    local map=$OUT/twostage-b$1.allocated.toml
+    [[ -f $map ]] && return
+    sensitivity
+    timed "allocate-b$1" "$WHITTLE" allocate "$OUT/sens.json" --budget-bits "$1" -o "$map" >"$OUT/allocate-b$1.txt"
+}
+
+evaluate() { # name model-path
+    for set in "${SETS[@]}"; do
+        local dir=$OUT/$1/$set
+        if [[ ! -f $dir/summary.json ]]; then
+            echo "   eval $1 on $set" >&2
+            "$WHITTLE" --threads "$THREADS" eval "$2" "$(manifest "$set")" --batch-size "$BATCH" --out "$dir" >/dev/null \
+                || die "eval $1 on $set failed"
+        fi
+    done
+}
+
+# The float baseline: reuse the PTQ table's evaluation when it exists.
+if [[ ! -e $OUT/float && -d $ROOT/out/ptq-table/$MODEL/float ]]; then
+    ln -s "$ROOT/out/ptq-table/$MODEL/float" "$OUT/float"
+fi
+evaluate float "$SRC"
+
+for row in $ROWS; do
+    kind=${row%-*} arg=${row##*-}
+    case $kind in
+        uniform)
+            bits=${arg#w}
+            sed -e "s/^bits = .*/bits = $bits/" -e "s/^name = .*/name = \"uniform-qat-w$bits\"/" \
+                recipes/uniform-qat-w4.toml >"$OUT/$row.source.toml"
+            recipe "$OUT/$row.source.toml" "$OUT/$row.recipe.toml"
+            compress "$row" "$OUT/$row.recipe.toml"
+            ;;
+        onestage)
+            budget=${arg#b}
+            sed -e "s/^budget_bits = .*/budget_bits = $budget/" recipes/mp-onestage.toml >"$OUT/$row.source.toml"
+            recipe "$OUT/$row.source.toml" "$OUT/$row.recipe.toml"
+            compress "$row" "$OUT/$row.recipe.toml"
+            ;;
+        twostage)
+            budget=${arg#b}
+            allocate "$budget"
+            recipe recipes/mp-twostage.toml "$OUT/$row.recipe.toml"
+            compress "$row" "$OUT/$row.recipe.toml" --bit-map "$OUT/twostage-b$budget.allocated.toml"
+            ;;
+        gptq)
+            budget=${arg#b}
+            allocate "$budget"
+            if [[ ! -f $OUT/$row.whittle ]]; then
+                echo "== $MODEL: $row (GPTQ of the two-stage map)" >&2
+                timed "$row" "$WHITTLE" --threads "$THREADS" quantize "$SRC" \
+                    --bit-map "$OUT/twostage-b$budget.allocated.toml" --method gptq --calib "$TRAIN" \
+                    --calib-limit 32 -o "$OUT/$row.whittle" >"$OUT/$row.quantize.txt"
+            fi
+            ;;
+        pass2)
+            budget=${arg#b}
+            [[ -f $OUT/onestage-b$budget.whittle ]] || die "$row needs onestage-b$budget first"
+            # Every compression writes its formats beside the file as a bit map.
+            map=$OUT/onestage-b$budget.bitmap.toml
+            recipe recipes/mp-twostage.toml "$OUT/$row.recipe.toml"
+            compress "$row" "$OUT/$row.recipe.toml" --bit-map "$map"
+            ;;
+        *) die "unknown row $row" ;;
+    esac
+    evaluate "$row" "$OUT/$row.whittle"
+done
+
+((TABLE)) || exit 0
+python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$OUT" --sets "${SETS[@]}" \
+    --rows $ROWS | tee "$OUT/table.md"
+echo
+echo "Compression wall time (s; two-stage rows add stage A's sensitivity time once per row):"
+for row in $ROWS; do
+    t=$(cat "$OUT/$row.seconds" 2>/dev/null || echo "?")
+    case $row in twostage-*|gptq-*) t="$t + sens $(cat "$OUT/sens.seconds" 2>/dev/null || echo "?")" ;; esac
+    bits=$(grep -o 'quantized layers [0-9.]* bits' "$OUT/$row.compress.txt" 2>/dev/null | awk '{print $3}' || true)
+    echo "  $row: $t${bits:+, $bits bits per quantized weight}"
+done | tee -a "$OUT/table.md"
