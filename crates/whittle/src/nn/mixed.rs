@@ -52,6 +52,10 @@ pub struct MixedWeight {
     pub noise: Tensor,
     /// Temperature and hardness of the current step.
     pub relaxation: Relaxation,
+    /// `W~` of the current step, computed once by [`MixedWeight::prepare_step`] so a matrix
+    /// used twice in one forward (the tied embedding: lookup and logits) is mixed once; cleared
+    /// by [`MixedWeight::end_step`] when the variables change.
+    pub step_weight: Option<Tensor>,
 }
 
 impl MixedWeight {
@@ -106,7 +110,23 @@ impl MixedWeight {
                 tau: 1.0,
                 hard: false,
             },
+            step_weight: None,
         })
+    }
+
+    /// Set this step's noise and relaxation, and compute its `W~` once (gradients still reach
+    /// the variables through it from every micro-batch of the step).
+    pub fn prepare_step(&mut self, noise: Tensor, relaxation: Relaxation) -> Result<()> {
+        self.noise = noise;
+        self.relaxation = relaxation;
+        self.step_weight = None;
+        self.step_weight = Some(self.mixed_weight()?);
+        Ok(())
+    }
+
+    /// Forget this step's `W~` (call after the optimizer changed the variables).
+    pub fn end_step(&mut self) {
+        self.step_weight = None;
     }
 
     /// `(rows, cols)`.
@@ -151,6 +171,9 @@ impl MixedWeight {
 
     /// The mixed weight `W~ [rows, cols]`, differentiable in latent, steps and logits.
     pub fn mixed_weight(&self) -> candle_core::Result<Tensor> {
+        if let Some(w) = &self.step_weight {
+            return Ok(w.clone());
+        }
         let pi = self.mixture()?;
         mixed_fake_quant(
             self.latent.as_tensor(),

@@ -231,8 +231,8 @@ impl CompressionMethod for MixedPrecision {
                         }
                     })
                     .collect();
-                m.noise = Tensor::from_vec(noise, k, m.logits.device())?;
-                m.relaxation = relaxation;
+                let noise = Tensor::from_vec(noise, k, m.logits.device())?;
+                m.prepare_step(noise, relaxation)?;
             }
         }
         Ok(())
@@ -271,10 +271,15 @@ impl CompressionMethod for MixedPrecision {
 
     fn after_step(
         &mut self,
-        _student: &mut Whisper,
+        student: &mut Whisper,
         _step: usize,
         terms: &BTreeMap<String, f64>,
     ) -> Result<()> {
+        for (_, linear) in student.quantizable_mut() {
+            if let Weight::Mixed(m) = &mut linear.weight {
+                m.end_step();
+            }
+        }
         if let Some(ratio) = terms.get(SIZE_TERM) {
             self.multiplier += self.recipe.lr_multiplier * (ratio - 1.0);
         }
