@@ -134,3 +134,44 @@ fn non_whisper_spec_is_refused_by_name() {
         .to_string();
     assert!(err.contains("WhisperSpuc"), "{err}");
 }
+
+/// Issue 17: a CTranslate2 variable the configuration is read from, stored without dimensions
+/// (rank 0), is refused by name instead of panicking on `[0]`.
+#[test]
+fn rank_zero_shape_variables_are_refused_by_name() {
+    for (hf, ct2) in [
+        (
+            "model.decoder.embed_tokens.weight",
+            "decoder/embeddings/weight",
+        ),
+        (
+            "model.encoder.layers.0.fc1.weight",
+            "encoder/layer_0/ffn/linear_0/weight",
+        ),
+        (
+            "model.decoder.layers.0.fc1.weight",
+            "decoder/layer_0/ffn/linear_0/weight",
+        ),
+        (
+            "model.decoder.embed_positions.weight",
+            "decoder/position_encodings/encodings",
+        ),
+        (
+            "model.encoder.embed_positions.weight",
+            "encoder/position_encodings/encodings",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tensors = hf_tensors(1);
+        tensors.insert(
+            hf.into(),
+            candle_core::Tensor::new(1f32, &Device::Cpu).unwrap(),
+        );
+        write_ct2(dir.path(), &tensors, true);
+        let err = WhisperCheckpoint::open(dir.path(), &Device::Cpu)
+            .err()
+            .unwrap_or_else(|| panic!("{ct2} of rank 0 was accepted"))
+            .to_string();
+        assert!(err.contains(ct2) && err.contains("[]"), "{ct2}: {err}");
+    }
+}

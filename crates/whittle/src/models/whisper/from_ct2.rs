@@ -167,17 +167,24 @@ pub fn convert(
             reason: format!("spec `{}` is not WhisperSpec", file.spec),
         });
     }
-    let shape = |name: &str| file.variable(name).map(|v| v.shape.clone());
-    let conv1 = shape("encoder/conv1/weight")?;
-    if conv1.len() != 3 {
-        return Err(Error::malformed(
-            file.path(),
-            format!("encoder/conv1/weight has shape {conv1:?}, expected [d, n_mels, 3]"),
-        ));
-    }
-    let emb = shape("decoder/embeddings/weight")?;
-    let fc1 = shape("encoder/layer_0/ffn/linear_0/weight")?;
-    let dec_fc1 = shape("decoder/layer_0/ffn/linear_0/weight")?;
+    // Shapes the configuration is read from; a wrong rank is refused before any indexing.
+    let shape = |name: &str, expected: &str| -> Result<Vec<usize>> {
+        let shape = file.variable(name)?.shape.clone();
+        let rank = expected.matches(',').count() + 1;
+        if shape.len() != rank {
+            return Err(Error::malformed(
+                file.path(),
+                format!("{name} has shape {shape:?}, expected {expected}"),
+            ));
+        }
+        Ok(shape)
+    };
+    let conv1 = shape("encoder/conv1/weight", "[d, n_mels, 3]")?;
+    let emb = shape("decoder/embeddings/weight", "[vocab, d]")?;
+    let fc1 = shape("encoder/layer_0/ffn/linear_0/weight", "[ffn, d]")?;
+    let dec_fc1 = shape("decoder/layer_0/ffn/linear_0/weight", "[ffn, d]")?;
+    let encoder_positions = shape("encoder/position_encodings/encodings", "[positions, d]")?;
+    let decoder_positions = shape("decoder/position_encodings/encodings", "[positions, d]")?;
     let heads = |name: &str| -> Result<usize> {
         let h = file.scalar_int(name)?;
         usize::try_from(h)
@@ -195,8 +202,8 @@ pub fn convert(
         d_model: conv1[0],
         encoder_ffn_dim: fc1[0],
         decoder_ffn_dim: dec_fc1[0],
-        max_source_positions: shape("encoder/position_encodings/encodings")?[0],
-        max_target_positions: shape("decoder/position_encodings/encodings")?[0],
+        max_source_positions: encoder_positions[0],
+        max_target_positions: decoder_positions[0],
         suppress_tokens: decoding.suppress_ids.clone(),
         begin_suppress_tokens: decoding.suppress_ids_begin.clone(),
         activation_function: "gelu".into(),
