@@ -225,11 +225,17 @@ impl Layout {
         }
     }
 
-    /// Bytes taken by a group of `len` weights.
+    /// Bytes taken by a group of `len` weights (for lengths already validated by
+    /// [`Layout::checked_group_bytes`]).
     pub fn group_bytes(self, len: usize) -> usize {
+        self.checked_group_bytes(len).unwrap_or(usize::MAX)
+    }
+
+    /// Bytes taken by a group of `len` weights, `None` on overflow (crafted sizes).
+    pub fn checked_group_bytes(self, len: usize) -> Option<usize> {
         match self.block_bytes() {
-            Some(bytes) => len.div_ceil(BLOCK) * bytes,
-            None => len.div_ceil(TRITS_PER_BYTE),
+            Some(bytes) => len.div_ceil(BLOCK).checked_mul(bytes),
+            None => Some(len.div_ceil(TRITS_PER_BYTE)),
         }
     }
 }
@@ -280,8 +286,8 @@ impl PackedFormat {
         let full_groups = cols / group;
         let tail = cols % group;
         full_groups
-            .checked_mul(self.layout.group_bytes(group))?
-            .checked_add(self.layout.group_bytes(tail))
+            .checked_mul(self.layout.checked_group_bytes(group)?)?
+            .checked_add(self.layout.checked_group_bytes(tail)?)
     }
 
     /// Byte offset of `group` inside a row (all groups before it are full).

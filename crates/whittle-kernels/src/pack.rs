@@ -11,7 +11,7 @@ use half::f16;
 
 use crate::error::{expect_len, KernelError, Result};
 use crate::format::{Layout, PackedFormat, BLOCK, TRITS_PER_BYTE};
-use crate::quant::{dequantize_code, QuantizedMatrix};
+use crate::quant::{check_codes, dequantize_code, QuantizedMatrix};
 
 /// Owned packed matrix.
 #[derive(Clone, Debug, PartialEq)]
@@ -173,10 +173,35 @@ impl PackedMatrix {
 }
 
 impl<'a> PackedMatrixRef<'a> {
-    /// Checks every length against rows, cols and format. Never panics; the `.whittle` reader
-    /// calls it on untrusted data. Codes need no range check: every bit pattern of a bit layout
-    /// is a valid code, and [`Layout::Trits5`] bytes above 242 decode to in-range trits.
+    /// Checks every length against rows, cols and format, and every code and zero point against
+    /// the scheme's range. Never panics; the `.whittle` reader calls it on untrusted data. Codes
+    /// are scanned only when the layout holds values the scheme does not (a 4-bit scheme in the
+    /// 8-bit layout, 7 bits in 8): otherwise every bit pattern is a valid code, and
+    /// [`Layout::Trits5`] bytes above 242 decode to in-range trits.
     pub fn validate(&self) -> Result<()> {
+        self.validate_lengths()?;
+        let max = self.format.quant.scheme.max_code();
+        if let Some(zeros) = self.zero_points {
+            check_codes("zero_points", zeros, max)?;
+        }
+        if self.format.layout.max_code() > max {
+            let mut row_codes = vec![0u8; self.cols];
+            for row in 0..self.rows {
+                self.decode_row_codes(row, &mut row_codes);
+                if let Some(col) = row_codes.iter().position(|&c| c > max) {
+                    return Err(KernelError::CodeOutOfRange {
+                        what: "codes",
+                        index: row * self.cols + col,
+                        value: row_codes[col],
+                        max,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_lengths(&self) -> Result<()> {
         let (rows, cols) = (self.rows, self.cols);
         self.format.validate()?;
         crate::quant::checked_weights(rows, cols)?;

@@ -176,7 +176,7 @@ pub(crate) fn checked_weights(rows: usize, cols: usize) -> Result<usize> {
     })
 }
 
-fn check_codes(what: &'static str, values: &[u8], max: u8) -> Result<()> {
+pub(crate) fn check_codes(what: &'static str, values: &[u8], max: u8) -> Result<()> {
     match values.iter().position(|&v| v > max) {
         Some(index) => Err(KernelError::CodeOutOfRange {
             what,

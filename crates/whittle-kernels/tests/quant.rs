@@ -488,3 +488,71 @@ fn row_lookup_equals_full_dequantization() {
         assert!(err.contains("past the last row"), "{name}: {err}");
     }
 }
+
+/// Issue 17: a per-row 8-bit view with `cols = usize::MAX` overflowed `group_bytes` (a debug
+/// panic in `open`, a release panic on the first dequantize); it is now a size error.
+#[test]
+fn overflowing_row_sizes_are_rejected() {
+    let format = PackedFormat::new(
+        QuantFormat {
+            scheme: Scheme::Symmetric { bits: 8 },
+            granularity: Granularity::PerRow,
+        },
+        Layout::Bits8,
+    )
+    .unwrap();
+    let scales = [f16::ONE];
+    let view = PackedMatrixRef {
+        rows: 1,
+        cols: usize::MAX,
+        format,
+        // Release builds wrapped the size to 0 bytes, so an empty code section passed.
+        codes: &[],
+        scales: &scales,
+        zero_points: None,
+    };
+    assert!(view.validate().is_err());
+    assert_eq!(Layout::Bits8.checked_group_bytes(usize::MAX), None);
+}
+
+/// Issue 17: 4-bit codes stored in the 8-bit layout may hold values above 15; validation used
+/// to check lengths only, so unpacking such a file hit an `expect`. Codes and zero points are
+/// now range-checked, naming the first bad one.
+#[test]
+fn codes_out_of_the_scheme_range_are_rejected() {
+    let format = PackedFormat::new(
+        QuantFormat {
+            scheme: Scheme::Symmetric { bits: 4 },
+            granularity: Granularity::Group(32),
+        },
+        Layout::Bits8,
+    )
+    .unwrap();
+    let codes = vec![8u8; 2 * 32];
+    let scales = [f16::ONE; 2];
+    let good = PackedMatrixRef {
+        rows: 2,
+        cols: 32,
+        format,
+        codes: &codes,
+        scales: &scales,
+        zero_points: None,
+    };
+    good.validate().unwrap();
+    let mut crafted = codes.clone();
+    crafted[37] = 255;
+    let bad = PackedMatrixRef {
+        codes: &crafted,
+        ..good
+    };
+    match bad.validate() {
+        Err(KernelError::CodeOutOfRange {
+            what: "codes",
+            index: 37,
+            value: 255,
+            max: 15,
+        }) => {}
+        other => panic!("expected codes[37] = 255 out of range, got {other:?}"),
+    }
+    assert!(bad.unpack().is_err());
+}
