@@ -529,7 +529,9 @@ impl Figure for BitChart {
         {
             items.push(("ternary drawn at log2(3) = 1.58".into(), INK, false));
         }
-        let legend_style = TextStyle::from((FONT, 13).into_font()).color(&INK);
+        let legend_style = TextStyle::from((FONT, 13).into_font())
+            .color(&INK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
         let (mut x, y) = chart.backend_coord(&(0.0, 18.0));
         x += 10;
         for (text, color, filled) in items {
@@ -539,12 +541,8 @@ impl Figure for BitChart {
                 Circle::new((x + 6, y), 6, color.stroke_width(1))
             };
             root.draw(&marker).map_err(msg)?;
-            root.draw(&Text::new(
-                text.clone(),
-                (x + 17, y - 8),
-                legend_style.clone(),
-            ))
-            .map_err(msg)?;
+            root.draw(&Text::new(text.clone(), (x + 17, y), legend_style.clone()))
+                .map_err(msg)?;
             x += 17 + text_width(root, &text, &legend_style)? + 22;
         }
         Ok(())

@@ -26,7 +26,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 
 use crate::bits::file_stem;
-use crate::draw::{msg, text_width, write_figure, DrawResult, Figure, FONT, INK, PALETTE, RULE};
+use crate::draw::{
+    hex, msg, text_width, write_figure, DrawResult, Figure, FONT, INK, PALETTE, RULE,
+};
 use crate::error::{Error, Result};
 
 /// The rows file.
@@ -92,6 +94,16 @@ impl SetResult {
             Some("equivalent" | "better" | "baseline")
         )
     }
+}
+
+/// Colour of the `k`-th test set's series.
+pub fn set_color(k: usize) -> RGBColor {
+    PALETTE[k % PALETTE.len()]
+}
+
+/// [`set_color`] as the SVG files write it (`#RRGGBB`), for tests and tools that read them.
+pub fn set_color_hex(k: usize) -> String {
+    hex(set_color(k))
 }
 
 /// Indices of the Pareto-optimal points of `(size, error)`: those no other point matches or beats
@@ -271,7 +283,7 @@ impl Figure for ParetoPlot<'_> {
         let baseline = t.rows.iter().position(|r| r.name == t.baseline);
         let mut labels = Vec::new();
         for (k, set) in t.sets.iter().enumerate() {
-            let color = PALETTE[k % PALETTE.len()];
+            let color = set_color(k);
             let points: Vec<(f64, f64)> = self
                 .points(set)
                 .into_iter()
@@ -340,7 +352,7 @@ impl Figure for ParetoPlot<'_> {
             .sets
             .iter()
             .enumerate()
-            .map(|(k, s)| (Some(PALETTE[k % PALETTE.len()]), s.clone()))
+            .map(|(k, s)| (Some(set_color(k)), s.clone()))
             .collect();
         lines.push((None, String::new()));
         lines.push((None, "solid line: the set's Pareto front".into()));
