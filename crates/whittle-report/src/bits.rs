@@ -515,35 +515,42 @@ impl Figure for BitChart {
         let mut roles: Vec<Role> = self.layers.iter().map(|l| Role::of(&l.name)).collect();
         roles.sort();
         roles.dedup();
-        let mut items: Vec<(String, RGBColor, bool)> = roles
+        // (text, marker: colour and whether filled; none for a plain note)
+        let mut items: Vec<(String, Option<(RGBColor, bool)>)> = roles
             .iter()
-            .map(|r| (r.label().to_string(), r.color(), true))
+            .map(|r| (r.label().to_string(), Some((r.color(), true))))
             .collect();
         if self.layers.iter().any(|l| l.format == LayerFormat::Float) {
-            items.push(("outlined: kept in float (drawn at 16)".into(), INK, false));
+            items.push((
+                "outlined: kept in float (drawn at 16)".into(),
+                Some((INK, false)),
+            ));
         }
         if self
             .layers
             .iter()
             .any(|l| matches!(l.format, LayerFormat::Ternary { .. }))
         {
-            items.push(("ternary drawn at log2(3) = 1.58".into(), INK, false));
+            items.push(("ternary drawn at log2(3) = 1.58".into(), None));
         }
         let legend_style = TextStyle::from((FONT, 13).into_font())
             .color(&INK)
             .pos(Pos::new(HPos::Left, VPos::Center));
         let (mut x, y) = chart.backend_coord(&(0.0, 18.0));
         x += 10;
-        for (text, color, filled) in items {
-            let marker = if filled {
-                Circle::new((x + 6, y), 6, color.filled())
-            } else {
-                Circle::new((x + 6, y), 6, color.stroke_width(1))
-            };
-            root.draw(&marker).map_err(msg)?;
-            root.draw(&Text::new(text.clone(), (x + 17, y), legend_style.clone()))
+        for (text, marker) in items {
+            if let Some((color, filled)) = marker {
+                let style = if filled {
+                    color.filled()
+                } else {
+                    color.stroke_width(1)
+                };
+                root.draw(&Circle::new((x + 6, y), 6, style)).map_err(msg)?;
+                x += 17;
+            }
+            root.draw(&Text::new(text.clone(), (x, y), legend_style.clone()))
                 .map_err(msg)?;
-            x += 17 + text_width(root, &text, &legend_style)? + 22;
+            x += text_width(root, &text, &legend_style)? + 22;
         }
         Ok(())
     }
