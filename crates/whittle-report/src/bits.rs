@@ -425,7 +425,7 @@ impl Figure for BitChart {
         root.fill(&WHITE).map_err(msg)?;
         let n = self.layers.len();
         let mut chart = ChartBuilder::on(root)
-            .caption(self.title(), (FONT, 19).into_font().color(&INK))
+            .caption(self.title(), (FONT, 20).into_font().color(&INK))
             .margin(14)
             .x_label_area_size(64)
             .y_label_area_size(56)
@@ -438,7 +438,7 @@ impl Figure for BitChart {
             .y_labels(10)
             .y_label_formatter(&|y| format!("{y:.0}"))
             .y_desc("bits per weight")
-            .label_style((FONT, 13).into_font().color(&INK))
+            .label_style((FONT, 14).into_font().color(&INK))
             .axis_desc_style((FONT, 14).into_font().color(&INK))
             .light_line_style(WHITE)
             .bold_line_style(RULE.mix(0.5))
@@ -473,7 +473,7 @@ impl Figure for BitChart {
             .map_err(msg)?;
 
         // The value above the first bar of each run of equal widths.
-        let value_style = TextStyle::from((FONT, 11).into_font())
+        let value_style = TextStyle::from((FONT, 12).into_font())
             .color(&INK)
             .pos(Pos::new(HPos::Center, VPos::Bottom));
         for (i, l) in self.layers.iter().enumerate() {
@@ -496,7 +496,7 @@ impl Figure for BitChart {
         }
 
         // Layer names under the axis, rotated.
-        let label_style = TextStyle::from((FONT, 11).into_font())
+        let label_style = TextStyle::from((FONT, 12).into_font())
             .color(&INK)
             .transform(FontTransform::Rotate90)
             .pos(Pos::new(HPos::Left, VPos::Center));
@@ -533,7 +533,7 @@ impl Figure for BitChart {
         {
             items.push(("ternary drawn at log2(3) = 1.58".into(), None));
         }
-        let legend_style = TextStyle::from((FONT, 13).into_font())
+        let legend_style = TextStyle::from((FONT, 14).into_font())
             .color(&INK)
             .pos(Pos::new(HPos::Left, VPos::Center));
         let (mut x, y) = chart.backend_coord(&(0.0, 18.0));

@@ -9,6 +9,8 @@ use plotters::prelude::*;
 use crate::error::{Error, Result};
 
 /// Font family the figures ask for; [`register_fonts`] maps it to the embedded DejaVu Sans.
+/// Sizes are even: plotters 0.3.7's ab_glyph renderer truncates half a size plus each glyph's
+/// top toward zero, which at odd sizes sets digits a pixel lower than the decimal point.
 pub(crate) const FONT: &str = "sans-serif";
 
 /// Text colour for labels (dark grey reads better than pure black next to coloured marks).

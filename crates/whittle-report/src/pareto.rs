@@ -273,7 +273,7 @@ impl Figure for ParetoPlot<'_> {
                     format!("{y:.1}")
                 }
             })
-            .label_style((FONT, 13).into_font().color(&INK))
+            .label_style((FONT, 14).into_font().color(&INK))
             .axis_desc_style((FONT, 14).into_font().color(&INK))
             .max_light_lines(0)
             .bold_line_style(RULE.mix(0.6))
@@ -327,7 +327,7 @@ impl Figure for ParetoPlot<'_> {
 
         // Compression ratio vs fp32 above each distinct file size.
         if let Some(fp32) = t.fp32_bytes {
-            let ratio_style = TextStyle::from((FONT, 11).into_font())
+            let ratio_style = TextStyle::from((FONT, 12).into_font())
                 .color(&RGBColor(90, 90, 90))
                 .pos(Pos::new(HPos::Center, VPos::Bottom));
             let top = chart.plotting_area().get_pixel_range().1.start;
@@ -347,7 +347,7 @@ impl Figure for ParetoPlot<'_> {
         }
 
         // Legend in its own column: one swatch (a rectangle) per set, then what the marks mean.
-        let legend_style = TextStyle::from((FONT, 13).into_font()).color(&INK);
+        let legend_style = TextStyle::from((FONT, 14).into_font()).color(&INK);
         let mut lines: Vec<(Option<RGBColor>, String)> = t
             .sets
             .iter()
@@ -406,7 +406,7 @@ fn place_labels<DB: DrawingBackend>(
     labels.sort_by_key(|((x, y), _, _)| (*y, *x));
     let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
     for ((x, y), text, color) in labels {
-        let style = TextStyle::from((FONT, 11).into_font()).color(&color);
+        let style = TextStyle::from((FONT, 12).into_font()).color(&color);
         let w = text_width(root, &text, &style)?;
         let (x0, x1) = (x + 9, x + 9 + w);
         let free = |top: i32| {
