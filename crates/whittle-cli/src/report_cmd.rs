@@ -62,6 +62,7 @@ fn create_dir(dir: &Path) -> Result<()> {
 
 fn bits(args: BitsArgs) -> Result<()> {
     create_dir(&args.output)?;
+    let mut names = std::collections::HashSet::new();
     for input in &args.inputs {
         let is_packed = input.extension().is_some_and(|e| e == "whittle");
         let chart = if is_packed {
@@ -76,6 +77,13 @@ fn bits(args: BitsArgs) -> Result<()> {
             BitChart::from_bit_map_file(input, model)
         }
         .with_context(|| format!("reading {}", input.display()))?;
+        if !names.insert(chart.name.clone()) {
+            bail!(
+                "{}: another input is also named {}; its figures would overwrite these (write them to another folder)",
+                input.display(),
+                chart.name
+            );
+        }
         let [png, svg] = chart.write(&args.output)?;
         println!(
             "{}: {} -> {}, {}",

@@ -29,7 +29,7 @@ use whittle::packed_file::{keys, PackedFile};
 use crate::draw::{
     hex, msg, text_width, write_figure, DrawResult, Figure, FONT, INK, PALETTE, RULE,
 };
-use crate::error::{Error, Result};
+use crate::error::{read_text, Error, Result};
 
 /// Height at which float layers are drawn.
 pub const FLOAT_BITS: f64 = 16.0;
@@ -242,10 +242,7 @@ impl BitChart {
     /// quantized only when named exactly), or a resolved map (`{"layers": {path: format}}`), in
     /// which layers not listed are float.
     pub fn from_bit_map_file(path: &Path, model: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         let source = path.display().to_string();
         let value: Value = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| Error::input(path, e.to_string()))?

@@ -9,12 +9,13 @@ pub enum Error {
     #[error(transparent)]
     Whittle(#[from] whittle::Error),
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The underlying failure.
-        source: std::io::Error,
+        /// The underlying failure (shown in the message, so not also chained as a source,
+        /// which `{:#}` would print twice).
+        reason: std::io::Error,
     },
     /// An input is readable but not what a figure needs.
     #[error("{path}: {reason}")]
@@ -42,6 +43,14 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// The text of `path`, or an error naming it.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|reason| Error::Io {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// Result with [`Error`].

@@ -29,7 +29,7 @@ use crate::bits::file_stem;
 use crate::draw::{
     hex, msg, text_width, write_figure, DrawResult, Figure, FONT, INK, PALETTE, RULE,
 };
-use crate::error::{Error, Result};
+use crate::error::{read_text, Error, Result};
 
 /// The rows file.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,10 +130,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
 impl Table {
     /// Read and check a rows file: at least one row, every row with every set, finite WERs.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_text(path)?;
         let table: Table =
             serde_json::from_str(&text).map_err(|e| Error::input(path, e.to_string()))?;
         if table.rows.is_empty() {
