@@ -19,14 +19,18 @@ pub(crate) const INK: RGBColor = RGBColor(40, 40, 40);
 /// Light grey for separators and grid lines.
 pub(crate) const RULE: RGBColor = RGBColor(200, 200, 200);
 
-/// Colour-blind-safe categorical palette (Tableau 10).
-pub(crate) const PALETTE: [RGBColor; 6] = [
+/// Categorical palette (Tableau 10, in its order).
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(0x4e, 0x79, 0xa7),
     RGBColor(0xf2, 0x8e, 0x2b),
     RGBColor(0x59, 0xa1, 0x4f),
     RGBColor(0xe1, 0x57, 0x59),
     RGBColor(0xb0, 0x7a, 0xa1),
     RGBColor(0x9c, 0x75, 0x5f),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0xed, 0xc9, 0x48),
+    RGBColor(0xff, 0x9d, 0xa7),
+    RGBColor(0xba, 0xb0, 0xac),
 ];
 
 /// `#rrggbb`, as the SVG backend writes colours.

@@ -231,6 +231,9 @@ impl Figure for ParetoPlot<'_> {
             });
         let pad = ((x_max - x_min) * 0.06).max(x_max * 0.02);
         let x_range = (x_min - pad).max(0.0)..x_max + 2.0 * pad;
+        // Enough decimals that neighbouring ticks differ.
+        let x_decimals =
+            (1.0 - (x_range.end - x_range.start).log10().floor()).clamp(0.0, 4.0) as usize;
         // WER on a log axis: sets differ several-fold in WER and a broken model can be ten times
         // worse than the rest; a log axis keeps every row readable. A WER of 0 sits on the floor.
         let positive = all.iter().map(|p| p.1).filter(|&y| y > 0.0);
@@ -262,7 +265,7 @@ impl Figure for ParetoPlot<'_> {
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc("WER (%), log scale")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&|x| format!("{x:.*}", x_decimals))
             .y_label_formatter(&|y| {
                 if (y - y.round()).abs() < 1e-9 {
                     format!("{y:.0}")
