@@ -9,7 +9,12 @@ WER, the relative WER change against float with its 95 % bootstrap CI, the p-val
 longer than 2 x reference + 5 words) and the words per set. A row may be called lossless only when
 its verdict is "equivalent" on every set.
 
+With `--json FILE` it also writes the rows in machine-readable form, for `whittle report pareto FILE`
+(the format is in docs/report.md): per row its name, file, bytes and ratio vs fp32, and per set the
+WER, the relative change with its CI, the p-value and the verdict.
+
 Usage: eval_table.py --whittle BIN --root DIR --sets S1 S2 ... [--margin 10] [--rows R1 R2 ...]
+                     [--json FILE]
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", required=True)
     ap.add_argument("--margin", type=float, default=10.0)
     ap.add_argument("--rows", nargs="*")
+    ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON (for `whittle report pareto`)")
     args = ap.parse_args()
     root, sets = args.root, args.sets
 
@@ -83,20 +89,40 @@ def main() -> None:
         f"{s}: WER (vs float: rel. change [95 % CI], p, verdict)" for s in sets)
         + " | looping utterances (" + " / ".join(sets) + ") | RTF " + sets[0] + " | peak RSS MB |")
     print("|---|---|---|---|" + "---|" * len(sets) + "---|---|---|")
+    json_rows = []
     for r in rows:
         first = summary[r][sets[0]]
         size = first["model"]["weights_bytes"]
         name, method = label(r)
         cells = []
+        per_set = {}
         for s in sets:
             if r == "float":
                 cells.append(f"{100 * summary[r][s]['wer']:.2f} %")
+                per_set[s] = {"wer": summary[r][s]["wer"], "verdict": "baseline"}
             else:
-                cells.append(cell(compare(args.whittle, os.path.join(root, "float", s), os.path.join(root, r, s), args.margin)))
-        looping = " / ".join(str(loops(os.path.join(root, r, s, "utterances.jsonl"))) for s in sets)
+                v = compare(args.whittle, os.path.join(root, "float", s), os.path.join(root, r, s), args.margin)
+                cells.append(cell(v))
+                rel = v["difference"]["relative_percent"]
+                per_set[s] = {"wer": v["wer_b"], "relative_change_percent": rel["estimate"],
+                              "ci_percent": [rel["lower"], rel["upper"]], "p_value": v["p_value"],
+                              "verdict": v["verdict"]}
+            per_set[s]["looping_utterances"] = loops(os.path.join(root, r, s, "utterances.jsonl"))
+        looping = " / ".join(str(per_set[s]["looping_utterances"]) for s in sets)
         rss = first.get("peak_rss_bytes")
         print(f"| {name} | {method} | {size / 1e6:.1f} | {fp32 / size:.2f} | " + " | ".join(cells)
               + f" | {looping} | {first['rtf']:.3f} | {rss / 1e6 if rss else float('nan'):.0f} |")
+        json_rows.append({"name": r, "label": name, "method": method, "file": first["model"].get("path"),
+                          "bytes": size, "ratio_vs_fp32": fp32 / size, "rtf": first["rtf"],
+                          "peak_rss_bytes": rss, "sets": per_set})
+    if args.json:
+        doc = {"baseline": "float", "fp32_bytes": fp32, "margin_percent": args.margin, "sets": sets,
+               "root": root, "rows": json_rows}
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, args.json)
     print()
     words = summary["float"]
     print("Words per set: " + ", ".join(

@@ -4,7 +4,8 @@
 # fp32, WER per set, and per set the verdict of `whittle eval --compare` against the float model
 # (relative WER change with its 95 % bootstrap CI, MAPSSWE p, minimum detectable difference), the
 # number of looping utterances (hypothesis longer than 2 x reference + 5 words), RTF and peak RSS.
-# Prints a Markdown table (saved as out/ptq-table/<model>/table.md; finished files and evaluations
+# Prints a Markdown table (saved as out/ptq-table/<model>/table.md, and its rows as rows.json for
+# `whittle report pareto`; finished files and evaluations
 # there are reused, so an interrupted run resumes).
 #
 # Decoding: greedy, temperature 0, no fallback, without timestamps (eval's deterministic default).
@@ -137,5 +138,5 @@ for model in "${MODELS[@]}"; do
     done
     ((TABLE)) || continue
     python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$OUT/$model" \
-        --sets "${SETS[@]}" | tee "$OUT/$model/table.md"
+        --sets "${SETS[@]}" --json "$OUT/$model/rows.json" | tee "$OUT/$model/table.md"
 done

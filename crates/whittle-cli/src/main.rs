@@ -5,6 +5,7 @@ mod compare_cmd;
 mod compress_cmd;
 mod corpus_cmd;
 mod ptq_cmd;
+mod report_cmd;
 mod subtitles;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Command {
     Bench(compress_cmd::BenchArgs),
     /// Build synthetic speech corpora from public-domain text (TTS engines).
     Corpus(corpus_cmd::CorpusArgs),
+    /// Figures (PNG and SVG): per-layer bit widths of a model, WER vs size of an evaluation table.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() {
@@ -88,6 +91,7 @@ fn main() {
         Command::Corpus(a) => corpus_cmd::run(a),
         Command::Compress(a) => compress_cmd::compress(a),
         Command::Bench(a) => compress_cmd::bench(a),
+        Command::Report(a) => report_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

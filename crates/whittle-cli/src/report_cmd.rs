@@ -1,0 +1,115 @@
+//! `whittle report`: figures from whittle's outputs (per-layer bit widths, WER vs size), drawn by
+//! the `whittle-report` crate as PNG and SVG.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use whittle_report::bits::BitChart;
+use whittle_report::pareto::{self, Table};
+
+/// `whittle report (bits INPUT... | pareto TABLE) -o DIR`
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    figure: Figure,
+}
+
+#[derive(Subcommand)]
+enum Figure {
+    /// Per-layer bit-width chart of each INPUT: NAME.bits.png and NAME.bits.svg.
+    Bits(BitsArgs),
+    /// WER-vs-size Pareto plot of the rows of TABLE (`scripts/eval_table.py --json`):
+    /// NAME.pareto.png and NAME.pareto.svg.
+    Pareto(ParetoArgs),
+}
+
+#[derive(Args)]
+struct BitsArgs {
+    /// `.whittle` files, or bit map files (TOML/JSON, plain or resolved; these need --model).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Model whose layers a bit map file is resolved against (model folder or `.whittle` file).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct ParetoArgs {
+    /// Rows file written by `scripts/eval_table.py --json FILE`.
+    table: PathBuf,
+    /// Figure name (default: the table file's stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Output folder (created if missing).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub fn run(args: ReportArgs) -> Result<()> {
+    match args.figure {
+        Figure::Bits(a) => bits(a),
+        Figure::Pareto(a) => pareto(a),
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+fn bits(args: BitsArgs) -> Result<()> {
+    create_dir(&args.output)?;
+    let mut names = std::collections::HashSet::new();
+    for input in &args.inputs {
+        let is_packed = input.extension().is_some_and(|e| e == "whittle");
+        let chart = if is_packed {
+            BitChart::from_packed_file(input)
+        } else {
+            let Some(model) = &args.model else {
+                bail!(
+                    "{}: a bit map file needs --model MODEL (a model folder or .whittle file) for its layers and their sizes",
+                    input.display()
+                );
+            };
+            BitChart::from_bit_map_file(input, model)
+        }
+        .with_context(|| format!("reading {}", input.display()))?;
+        if !names.insert(chart.name.clone()) {
+            bail!(
+                "{}: another input is also named {}; its figures would overwrite these (write them to another folder)",
+                input.display(),
+                chart.name
+            );
+        }
+        let [png, svg] = chart.write(&args.output)?;
+        println!(
+            "{}: {} -> {}, {}",
+            input.display(),
+            chart.title(),
+            png.display(),
+            svg.display()
+        );
+    }
+    Ok(())
+}
+
+fn pareto(args: ParetoArgs) -> Result<()> {
+    let table = Table::from_file(&args.table)?;
+    create_dir(&args.output)?;
+    let name = args
+        .name
+        .unwrap_or_else(|| pareto::default_name(&args.table));
+    let [png, svg] = table.plot(name).write(&args.output)?;
+    println!(
+        "{}: {} rows x {} sets -> {}, {}",
+        args.table.display(),
+        table.rows.len(),
+        table.sets.len(),
+        png.display(),
+        svg.display()
+    );
+    Ok(())
+}
