@@ -178,7 +178,7 @@ fn report_bits_draws_each_layer_at_its_width_from_a_file_and_from_its_bit_map() 
         .fold((0.0, 0usize), |(s, n), &(b, p, _)| {
             (s + b * p as f64, n + p)
         });
-    let average = format!("{:.2} bits per quantized weight", sum / params as f64);
+    let average = format!("{:.2} code bits per quantized weight", sum / params as f64);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains(&average),

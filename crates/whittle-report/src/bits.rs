@@ -326,7 +326,7 @@ impl BitChart {
     pub fn title(&self) -> String {
         let average = self.average_bits().map_or_else(
             || "no quantized layer".to_string(),
-            |b| format!("{b:.2} bits per quantized weight"),
+            |b| format!("{b:.2} code bits per quantized weight (scales excluded)"),
         );
         format!(
             "{}: {average} (weighted by parameters); {} of {} layers quantized",
