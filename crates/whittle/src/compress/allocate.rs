@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use thiserror::Error as ThisError;
 
+use super::bitmap::BitMap;
 use super::sensitivity::{check_candidates, Metric, SensitivityFile};
 use crate::error::{Error, Result};
 
@@ -405,8 +406,17 @@ impl Allocation {
 
     /// The allocation as a bit map TOML (see [`super::bitmap`]): every layer by its exact path,
     /// no `default` (a model with other layers is refused, not left partly float), and a
-    /// comment header saying where it came from. `source` names the sensitivity file.
-    pub fn bit_map_toml(&self, source: &str, sens: &SensitivityFile) -> String {
+    /// comment header saying where it came from. `source` names the sensitivity file. The text
+    /// is returned with the [`BitMap`] it parses to, so what is written is known to load.
+    pub fn bit_map(&self, source: &str, sens: &SensitivityFile) -> Result<(String, BitMap)> {
+        let text = self.bit_map_text(source, sens);
+        let value: serde_json::Value = toml::from_str(&text)
+            .map_err(|e| Error::config("allocated bit map", e.to_string()))?;
+        let map = BitMap::from_value(&value, source)?;
+        Ok((text, map))
+    }
+
+    fn bit_map_text(&self, source: &str, sens: &SensitivityFile) -> String {
         let clean = |s: &str| s.replace(|c: char| c.is_control(), " ");
         let histogram: Vec<String> = self
             .histogram()
@@ -447,6 +457,21 @@ impl Allocation {
         }
         out
     }
+}
+
+/// The widest single candidate of `candidates` whose uniform use fits `budget_bytes`, with its
+/// summed sensitivity: the uniform-precision point of comparison.
+pub fn best_uniform(sens: &SensitivityFile, candidates: &[u8], budget_bytes: u64) -> Option<(u8, f64)> {
+    candidates.iter().rev().find_map(|&bits| {
+        let mut bytes = 0u64;
+        let mut score = 0.0;
+        for layer in &sens.layers {
+            let c = layer.candidates.iter().find(|c| c.bits == bits)?;
+            bytes = bytes.saturating_add(c.bytes);
+            score += c.score(sens.metric)?;
+        }
+        (bytes <= budget_bytes).then_some((bits, score))
+    })
 }
 
 /// The allocation of least summed sensitivity within the budget (see the module docs). The

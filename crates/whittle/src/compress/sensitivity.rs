@@ -8,12 +8,16 @@
 //! transcript) of each utterance. Only matrix `i` differs from the float model: it is replaced by
 //! the dequantized values of its packed `b`-bit codes (symmetric round-to-nearest on the abs-max
 //! grid, one f16 scale per group), so the measure is of weight rounding alone, not of the int8
-//! activation rounding of the packed kernels. The forward and the divergence are the training
-//! code's ([`crate::train::loss::forward`], [`crate::train::loss::kl_divergence`]).
+//! activation rounding of the packed kernels. Batches, teacher forcing and the float logits are
+//! the training code's ([`crate::train::batch::make_batch`], [`crate::train::loss::forward`]);
+//! the divergence has the definition of [`crate::train::loss::kl_divergence`] at `T = 1` but
+//! is accumulated in f64, because the training op's f32 rounding (about 2e-4 nats per token
+//! over a 51,864-token vocabulary) exceeds what an 8-bit layer changes.
 //!
-//! Cost: the float logits of each batch are computed once and kept (`[tokens, vocab]` f32); for a
-//! decoder matrix or the token embedding the float encoder output is reused, so only the decoder
-//! runs. Layers x candidates x batches forward passes in all.
+//! Cost: the float logits of each batch are computed once and kept (`[tokens, vocab]` f32). A
+//! decoder matrix or the token embedding reuses the float encoder output, so only the decoder
+//! runs; an encoder matrix of block `i` re-runs the encoder from block `i`'s cached input.
+//! Layers x candidates x batches partial forward passes in all.
 //!
 //! Metric `hessian` (Hutchinson trace x quantization perturbation, issue 13) is not implemented
 //! yet; [`Metric::Hessian`] names it so files and commands can say so.
@@ -21,6 +25,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use whittle_kernels::{Granularity, Layout, PackedFormat, PackedMatrix, QuantFormat, Scheme};
 
@@ -28,7 +33,9 @@ use crate::error::{Error, Result};
 use crate::models::whisper::Whisper;
 use crate::nn::Weight;
 use crate::train::batch::{make_batch, Batch, Prompt, TrainExample};
-use crate::train::loss::{forward, kl_divergence};
+use crate::train::loss::forward;
+#[cfg(doc)]
+use crate::train::loss::kl_divergence;
 
 /// The `format` tag of a sensitivity file.
 pub const FORMAT: &str = "whittle-sensitivity-v1";
@@ -282,7 +289,7 @@ pub struct KlSensitivity {
 }
 
 /// Logits at the scored positions of `batch` from a given encoder output: the decoder half of
-/// [`forward`] (which recomputes the encoder), for matrices the encoder does not use.
+/// [`forward`] (which also runs the encoder), for matrices the encoder does not use.
 fn decoder_logits(model: &Whisper, batch: &Batch, encoded: &Tensor) -> Result<Tensor> {
     let hidden = model
         .decoder
@@ -295,10 +302,101 @@ fn decoder_logits(model: &Whisper, batch: &Batch, encoded: &Tensor) -> Result<Te
     Ok(crate::nn::fused::matmul_fixed_t(&rows, &table)?)
 }
 
+/// The float model's next-token logits at a batch's scored positions, with each row's log
+/// partition function.
+struct Reference {
+    logits: Vec<f32>,
+    log_z: Vec<f64>,
+    vocab: usize,
+}
+
+/// `ln sum_j exp(x_j)` in f64.
+fn log_partition(row: &[f32]) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln()
+}
+
+impl Reference {
+    fn new(logits: &Tensor) -> Result<Self> {
+        let (_, vocab) = logits.dims2()?;
+        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let log_z = logits.par_chunks(vocab).map(log_partition).collect();
+        Ok(Self {
+            logits,
+            log_z,
+            vocab,
+        })
+    }
+
+    /// Summed over rows, `KL(softmax(reference) || softmax(student))` in f64:
+    /// `ln Z_s - ln Z_t + sum_j p_j (t_j - s_j)`. Both terms are first order in the logit change
+    /// and the divergence second order, so it is accumulated in f64; identical logits give
+    /// exactly 0. (The training loss's fused f32 op, [`kl_divergence`], is off by about 2e-4
+    /// nats per row over Whisper's 51,864 tokens, more than an 8-bit layer's divergence.)
+    fn kl_sum(&self, student: &Tensor) -> Result<f64> {
+        let s: Vec<f32> = student.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        if s.len() != self.logits.len() {
+            return Err(Error::config(
+                "sensitivity",
+                format!(
+                    "student logits {:?} do not match the reference's {} values",
+                    student.dims(),
+                    self.logits.len()
+                ),
+            ));
+        }
+        Ok(s.par_chunks(self.vocab)
+            .zip(self.logits.par_chunks(self.vocab))
+            .zip(self.log_z.par_iter())
+            .map(|((s, t), &log_zt)| {
+                let cross: f64 = t
+                    .iter()
+                    .zip(s)
+                    .map(|(&t, &s)| (t as f64 - log_zt).exp() * (t as f64 - s as f64))
+                    .sum();
+                log_partition(s) - log_zt + cross
+            })
+            .sum())
+    }
+}
+
+/// What the float model gives on one batch, kept for every layer's evaluation.
+struct Cached {
+    reference: Reference,
+    /// Input of each encoder layer (`[0]` = the embedded mel).
+    encoder_inputs: Vec<Tensor>,
+    /// The encoder output.
+    encoded: Tensor,
+}
+
+/// The encoder block a matrix belongs to, `None` for decoder matrices and the embedding.
+fn encoder_layer(name: &str) -> Option<usize> {
+    name.strip_prefix("model.encoder.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Sets the weight of quantizable matrix `index` and returns the previous one.
 fn swap_weight(model: &mut Whisper, index: usize, weight: Weight) -> Weight {
     let mut layers = model.quantizable_mut();
     std::mem::replace(&mut layers[index].1.weight, weight)
+}
+
+/// The logits of `model` on `batch`, re-running only what a change to quantizable matrix `name`
+/// affects.
+fn logits_after_change(model: &Whisper, batch: &Batch, cached: &Cached, name: &str) -> Result<Tensor> {
+    let encoded = match encoder_layer(name) {
+        Some(i) => {
+            let input = cached.encoder_inputs.get(i).ok_or_else(|| {
+                Error::config(name, "names an encoder layer the model does not have")
+            })?;
+            model.encoder.forward_from(input, i)?
+        }
+        None => cached.encoded.clone(),
+    };
+    decoder_logits(model, batch, &encoded)
 }
 
 /// Per layer and candidate, the mean KL divergence of the model's next-token distributions with
@@ -339,12 +437,20 @@ pub fn kl_sensitivity(
             make_batch(&refs, true, &model.config, prompt, &device, model.dtype)
         })
         .collect::<Result<_>>()?;
-    // The float model's logits and encoder output, once per batch.
+    // The float model's logits (through the training forward) and encoder states, once.
     let mut cached = Vec::with_capacity(batches.len());
+    let encoder_layers = model.encoder.layers.len();
     for batch in &batches {
-        let teacher = forward(model, batch, &[])?.logits;
-        let encoded = model.encoder.forward(&batch.mel)?;
-        cached.push((teacher, encoded));
+        let reference = Reference::new(&forward(model, batch, &[])?.logits)?;
+        let keep: Vec<usize> = (0..encoder_layers.saturating_sub(1)).collect();
+        let (encoded, outputs) = model.encoder.forward_with_layers(&batch.mel, &keep)?;
+        let mut encoder_inputs = vec![model.encoder.embed(&batch.mel)?];
+        encoder_inputs.extend(outputs);
+        cached.push(Cached {
+            reference,
+            encoder_inputs,
+            encoded,
+        });
     }
     let scored_tokens: usize = batches.iter().map(Batch::target_count).sum();
     let total = originals.len() * candidates.len();
@@ -352,7 +458,6 @@ pub fn kl_sensitivity(
     for (index, (name, original, bytes)) in originals.into_iter().enumerate() {
         let (rows, cols) = original.dims2()?;
         let values: Vec<f32> = original.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let encoder_side = name.starts_with("model.encoder.");
         let mut scores = Vec::with_capacity(candidates.len());
         for (&bits, &stored) in candidates.iter().zip(&bytes) {
             let format = packed_format(bits, options.group)?;
@@ -373,16 +478,9 @@ pub fn kl_sensitivity(
             swap_weight(model, index, Weight::Float(dequantized));
             let measured = (|| {
                 let mut sum = 0.0;
-                for (batch, (teacher, encoded)) in batches.iter().zip(&cached) {
-                    let logits = if encoder_side {
-                        forward(model, batch, &[])?.logits
-                    } else {
-                        decoder_logits(model, batch, encoded)?
-                    };
-                    let kl = kl_divergence(&logits, teacher, 1.0)?
-                        .to_dtype(DType::F64)?
-                        .to_scalar::<f64>()?;
-                    sum += kl * batch.target_count() as f64;
+                for (batch, cached) in batches.iter().zip(&cached) {
+                    let logits = logits_after_change(model, batch, cached, &name)?;
+                    sum += cached.reference.kl_sum(&logits)?;
                 }
                 Ok::<_, Error>(sum / scored_tokens.max(1) as f64)
             })();
