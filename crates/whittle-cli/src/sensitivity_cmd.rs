@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use whittle::candle::{DType, Device};
 use whittle::compress::allocate::{allocate as allocate_bits, best_uniform, AllocationRequest};
 use whittle::compress::sensitivity::{
-    kl_sensitivity, KlOptions, Metric, SensitivityFile, FORMAT,
+    check_model, kl_sensitivity, KlOptions, Metric, SensitivityFile, FORMAT,
 };
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
@@ -118,6 +118,7 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
         );
     }
     let mut model = Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
+    check_model(&mut model, &candidates, args.group)?;
     let mut utterances = whittle::data::load_dataset(&args.data)
         .with_context(|| format!("reading {}", args.data.display()))?;
     if let Some(n) = args.limit {
@@ -286,10 +287,10 @@ pub fn allocate(args: AllocateArgs) -> Result<()> {
             100.0 * params as f64 / allocation.params as f64
         );
     }
-    let uniform = best_uniform(&sens, &allocation.candidates, allocation.budget_bytes).map_or(
-        "no uniform width fits".to_string(),
-        |(bits, score)| format!("uniform W{bits} in the same budget: {score:.4e}"),
-    );
+    let uniform = best_uniform(&sens, &allocation.candidates, allocation.budget_bytes)
+        .map_or("no uniform width fits".to_string(), |(bits, score)| {
+            format!("uniform W{bits} in the same budget: {score:.4e}")
+        });
     println!(
         "{}: budget {} bits/weight ({} bytes), achieved {:.4} bits/weight ({} bytes, {:.2}x smaller than 16-bit); total {metric} {:.4e} ({uniform}); {} nodes, {:.2} s",
         args.output.display(),

@@ -83,7 +83,9 @@ pub fn write_clips(dir: &Path, n: usize) -> PathBuf {
             .collect();
         let name = format!("clip{u}.raw");
         std::fs::write(dir.join(&name), bytes).unwrap();
-        let words: Vec<String> = (0..3 + u).map(|w| format!("w{}", (7 * u + 3 * w) % 40 + 1)).collect();
+        let words: Vec<String> = (0..3 + u)
+            .map(|w| format!("w{}", (7 * u + 3 * w) % 40 + 1))
+            .collect();
         manifest.push_str(
             &serde_json::json!({"id": format!("clip{u}"), "audio": name, "text": words.join(" ")})
                 .to_string(),

@@ -151,7 +151,9 @@ fn kl_matches_the_training_forward_and_loss() {
                     "{name} W{}",
                     c.bits
                 );
-                let deq = Tensor::from_vec(packed.dequantize(), (rows, cols), &candle_core::Device::Cpu).unwrap();
+                let deq =
+                    Tensor::from_vec(packed.dequantize(), (rows, cols), &candle_core::Device::Cpu)
+                        .unwrap();
                 linear.weight = Weight::Float(deq);
             }
             let student = forward(&model, &batch, &[]).unwrap().logits;
@@ -240,7 +242,10 @@ fn allocated_bit_map_packs_to_the_counted_bytes() {
         allocation.histogram()
     );
     let (text, _) = allocation.bit_map("sens.json", &sens).unwrap();
-    assert!(text.starts_with('#') && text.contains("total sensitivity"), "{text}");
+    assert!(
+        text.starts_with('#') && text.contains("total sensitivity"),
+        "{text}"
+    );
     let map_path = dir.path().join("bits.toml");
     std::fs::write(&map_path, &text).unwrap();
     let bit_map = BitMap::from_file(&map_path).unwrap();
@@ -262,7 +267,10 @@ fn allocated_bit_map_packs_to_the_counted_bytes() {
 
     // 2-bit codes at g64 take 2.25 bits per weight with their scales: 2.2 cannot fit.
     let err = allocate(&sens, &request(2.2)).unwrap_err().to_string();
-    assert!(err.contains("minimum achievable budget is 2.25 bits"), "{err}");
+    assert!(
+        err.contains("minimum achievable budget is 2.25 bits"),
+        "{err}"
+    );
     // --min-bits 3 leaves 2 bits out, so 3.25 is the floor.
     let err = allocate(
         &sens,

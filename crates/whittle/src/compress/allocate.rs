@@ -56,7 +56,9 @@ pub struct Solution {
 #[derive(Debug, Clone, PartialEq, ThisError)]
 pub enum Unsolvable {
     /// Even the smallest item of every class exceeds the budget.
-    #[error("the budget of {budget} bytes is below the smallest possible total, {min_bytes} bytes")]
+    #[error(
+        "the budget of {budget} bytes is below the smallest possible total, {min_bytes} bytes"
+    )]
     Infeasible {
         /// The budget asked for.
         budget: u64,
@@ -410,8 +412,8 @@ impl Allocation {
     /// is returned with the [`BitMap`] it parses to, so what is written is known to load.
     pub fn bit_map(&self, source: &str, sens: &SensitivityFile) -> Result<(String, BitMap)> {
         let text = self.bit_map_text(source, sens);
-        let value: serde_json::Value = toml::from_str(&text)
-            .map_err(|e| Error::config("allocated bit map", e.to_string()))?;
+        let value: serde_json::Value =
+            toml::from_str(&text).map_err(|e| Error::config("allocated bit map", e.to_string()))?;
         let map = BitMap::from_value(&value, source)?;
         Ok((text, map))
     }
@@ -461,7 +463,11 @@ impl Allocation {
 
 /// The widest single candidate of `candidates` whose uniform use fits `budget_bytes`, with its
 /// summed sensitivity: the uniform-precision point of comparison.
-pub fn best_uniform(sens: &SensitivityFile, candidates: &[u8], budget_bytes: u64) -> Option<(u8, f64)> {
+pub fn best_uniform(
+    sens: &SensitivityFile,
+    candidates: &[u8],
+    budget_bytes: u64,
+) -> Option<(u8, f64)> {
     candidates.iter().rev().find_map(|&bits| {
         let mut bytes = 0u64;
         let mut score = 0.0;
@@ -520,7 +526,11 @@ pub fn allocate(sens: &SensitivityFile, request: &AllocationRequest) -> Result<A
     for layer in &sens.layers {
         let mut items = Vec::new();
         let mut scores = Vec::new();
-        for c in layer.candidates.iter().filter(|c| allowed.contains(&c.bits)) {
+        for c in layer
+            .candidates
+            .iter()
+            .filter(|c| allowed.contains(&c.bits))
+        {
             let score = c.score(sens.metric).ok_or_else(|| {
                 Error::config(
                     &layer.name,
@@ -656,7 +666,12 @@ mod tests {
                     solved += 1;
                     assert!(s.bytes <= budget, "seed {seed}: over budget");
                     let cost: f64 = s.choice.iter().zip(&classes).map(|(&k, c)| c[k].cost).sum();
-                    let bytes: u64 = s.choice.iter().zip(&classes).map(|(&k, c)| c[k].bytes).sum();
+                    let bytes: u64 = s
+                        .choice
+                        .iter()
+                        .zip(&classes)
+                        .map(|(&k, c)| c[k].bytes)
+                        .sum();
                     assert_eq!(bytes, s.bytes, "seed {seed}");
                     assert!((cost - s.cost).abs() < 1e-12, "seed {seed}");
                     assert!(
@@ -687,7 +702,9 @@ mod tests {
                         .iter()
                         .map(|&b| Item {
                             bytes: unit * (4 * b + 1),
-                            cost: unit as f64 * (2f64).powi(-(b as i32)) * rng.random_range(0.8..1.2),
+                            cost: unit as f64
+                                * (2f64).powi(-(b as i32))
+                                * rng.random_range(0.8..1.2),
                         })
                         .collect()
                 })
@@ -725,8 +742,20 @@ mod tests {
     #[test]
     fn infeasible_budget_names_the_minimum() {
         let classes = vec![
-            vec![Item { bytes: 10, cost: 1.0 }, Item { bytes: 20, cost: 0.5 }],
-            vec![Item { bytes: 7, cost: 2.0 }],
+            vec![
+                Item {
+                    bytes: 10,
+                    cost: 1.0,
+                },
+                Item {
+                    bytes: 20,
+                    cost: 0.5,
+                },
+            ],
+            vec![Item {
+                bytes: 7,
+                cost: 2.0,
+            }],
         ];
         assert_eq!(
             solve(&classes, 16),
@@ -737,14 +766,21 @@ mod tests {
         );
         let s = solve(&classes, 17).unwrap();
         assert_eq!((s.choice, s.bytes), (vec![0, 0], 17));
-        assert!(matches!(solve(&[vec![]], 5), Err(Unsolvable::EmptyClass(0))));
+        assert!(matches!(
+            solve(&[vec![]], 5),
+            Err(Unsolvable::EmptyClass(0))
+        ));
         let nan = vec![vec![Item {
             bytes: 1,
             cost: f64::NAN,
         }]];
         assert!(matches!(
             solve(&nan, 5),
-            Err(Unsolvable::NonFinite { class: 0, item: 0, .. })
+            Err(Unsolvable::NonFinite {
+                class: 0,
+                item: 0,
+                ..
+            })
         ));
     }
 
@@ -753,10 +789,22 @@ mod tests {
     #[test]
     fn dominated_and_non_convex_items() {
         let classes = vec![vec![
-            Item { bytes: 10, cost: 5.0 },
-            Item { bytes: 30, cost: 5.0 },
-            Item { bytes: 20, cost: 4.9 },
-            Item { bytes: 40, cost: 0.0 },
+            Item {
+                bytes: 10,
+                cost: 5.0,
+            },
+            Item {
+                bytes: 30,
+                cost: 5.0,
+            },
+            Item {
+                bytes: 20,
+                cost: 4.9,
+            },
+            Item {
+                bytes: 40,
+                cost: 0.0,
+            },
         ]];
         assert_eq!(solve(&classes, 35).unwrap().choice, vec![2]);
         assert_eq!(solve(&classes, 40).unwrap().choice, vec![3]);

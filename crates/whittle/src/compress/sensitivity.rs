@@ -181,7 +181,8 @@ impl SensitivityFile {
                 )));
             }
             for c in &layer.candidates {
-                let expected = candidate_bytes(&layer.name, layer.rows, layer.cols, c.bits, self.group)?;
+                let expected =
+                    candidate_bytes(&layer.name, layer.rows, layer.cols, c.bits, self.group)?;
                 if c.bytes != expected {
                     return Err(bad(format!(
                         "{} bits: {} bytes, but {}x{} at group {} packs to {expected}",
@@ -190,7 +191,9 @@ impl SensitivityFile {
                 }
                 match c.score(self.metric) {
                     Some(v) if v.is_finite() => {}
-                    Some(v) => return Err(bad(format!("{} bits: score {v} is not finite", c.bits))),
+                    Some(v) => {
+                        return Err(bad(format!("{} bits: score {v} is not finite", c.bits)))
+                    }
                     None => {
                         return Err(bad(format!(
                             "{} bits: no `{}` score",
@@ -237,7 +240,13 @@ fn packed_format(bits: u8, group: usize) -> Result<PackedFormat> {
 /// Stored bytes (codes + scales) of a `rows x cols` matrix at `bits` with groups of `group`.
 /// `group` must divide `cols` (a partial group would make the layer's rate differ from its
 /// neighbours' and from what the mixed-precision supernet assumes); `layer` names it in errors.
-pub fn candidate_bytes(layer: &str, rows: usize, cols: usize, bits: u8, group: usize) -> Result<u64> {
+pub fn candidate_bytes(
+    layer: &str,
+    rows: usize,
+    cols: usize,
+    bits: u8,
+    group: usize,
+) -> Result<u64> {
     Granularity::Group(group)
         .validate()
         .map_err(|e| Error::config("--group", e.to_string()))?;
@@ -313,7 +322,11 @@ struct Reference {
 /// `ln sum_j exp(x_j)` in f64.
 fn log_partition(row: &[f32]) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln()
+    max + row
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
 }
 
 impl Reference {
@@ -386,7 +399,12 @@ fn swap_weight(model: &mut Whisper, index: usize, weight: Weight) -> Weight {
 
 /// The logits of `model` on `batch`, re-running only what a change to quantizable matrix `name`
 /// affects.
-fn logits_after_change(model: &Whisper, batch: &Batch, cached: &Cached, name: &str) -> Result<Tensor> {
+fn logits_after_change(
+    model: &Whisper,
+    batch: &Batch,
+    cached: &Cached,
+    name: &str,
+) -> Result<Tensor> {
     let encoded = match encoder_layer(name) {
         Some(i) => {
             let input = cached.encoder_inputs.get(i).ok_or_else(|| {
@@ -397,6 +415,36 @@ fn logits_after_change(model: &Whisper, batch: &Batch, cached: &Cached, name: &s
         None => cached.encoded.clone(),
     };
     decoder_logits(model, batch, &encoded)
+}
+
+/// Each quantizable matrix of `model` with its float weight and its bytes at each candidate.
+fn float_layers(
+    model: &mut Whisper,
+    candidates: &[u8],
+    group: usize,
+) -> Result<Vec<(String, Tensor, Vec<u64>)>> {
+    let mut layers = Vec::new();
+    for (name, linear) in model.quantizable_mut() {
+        let Weight::Float(w) = &linear.weight else {
+            return Err(Error::config(
+                &name,
+                "is not a float weight; measure sensitivities on the original float model",
+            ));
+        };
+        let (rows, cols) = w.dims2()?;
+        let bytes = candidates
+            .iter()
+            .map(|&b| candidate_bytes(&name, rows, cols, b, group))
+            .collect::<Result<Vec<_>>>()?;
+        layers.push((name, w.clone(), bytes));
+    }
+    Ok(layers)
+}
+
+/// Checks, before any costly step, that every quantizable matrix of `model` is float and that
+/// `group` divides its input width, and the candidates.
+pub fn check_model(model: &mut Whisper, candidates: &[u8], group: usize) -> Result<()> {
+    float_layers(model, &check_candidates(candidates)?, group).map(|_| ())
 }
 
 /// Per layer and candidate, the mean KL divergence of the model's next-token distributions with
@@ -413,22 +461,7 @@ pub fn kl_sensitivity(
     if examples.is_empty() {
         return Err(Error::config("sensitivity", "no utterances to measure on"));
     }
-    let mut originals = Vec::new();
-    for (name, linear) in model.quantizable_mut() {
-        let Weight::Float(w) = &linear.weight else {
-            return Err(Error::config(
-                &name,
-                "is not a float weight; measure sensitivities on the original float model",
-            ));
-        };
-        let (rows, cols) = w.dims2()?;
-        // Byte counts first: a bad group fails before any forward pass.
-        let bytes = candidates
-            .iter()
-            .map(|&b| candidate_bytes(&name, rows, cols, b, options.group))
-            .collect::<Result<Vec<_>>>()?;
-        originals.push((name, w.clone(), bytes));
-    }
+    let originals = float_layers(model, &candidates, options.group)?;
     let device = model.device().clone();
     let batches: Vec<Batch> = examples
         .chunks(options.batch_size.max(1))
@@ -529,15 +562,30 @@ mod tests {
     fn candidate_bytes_follow_the_packed_layout() {
         // 384 x 384 at g64: 6 groups per row.
         let groups = 384 * 6;
-        let cases = [(2, 16), (3, 24), (4, 32), (5, 40), (6, 48), (7, 64), (8, 64)];
+        let cases = [
+            (2, 16),
+            (3, 24),
+            (4, 32),
+            (5, 40),
+            (6, 48),
+            (7, 64),
+            (8, 64),
+        ];
         for (bits, code_bytes_per_group) in cases {
             let got = candidate_bytes("x", 384, 384, bits, 64).unwrap();
-            assert_eq!(got, (groups * (code_bytes_per_group + 2)) as u64, "{bits} bits");
+            assert_eq!(
+                got,
+                (groups * (code_bytes_per_group + 2)) as u64,
+                "{bits} bits"
+            );
         }
         let err = candidate_bytes("model.encoder.layers.0.fc2", 8, 96, 4, 64)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("model.encoder.layers.0.fc2") && err.contains("96"), "{err}");
+        assert!(
+            err.contains("model.encoder.layers.0.fc2") && err.contains("96"),
+            "{err}"
+        );
         let err = candidate_bytes("x", 8, 96, 4, 48).unwrap_err().to_string();
         assert!(err.contains("--group"), "{err}");
     }
