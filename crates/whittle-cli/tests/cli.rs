@@ -1,10 +1,10 @@
 //! The `whittle` binary on a tiny random model: exit codes and messages of bad input, and the
 //! quantize -> inspect -> eval path through a `.whittle` file.
 
-#[path = "../../whittle/tests/common_tiny.rs"]
-mod common_tiny;
 #[path = "../../whittle/tests/common_wide.rs"]
 mod common_wide;
+
+use common_wide::common_tiny;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use whittle::models::whisper::WhisperConfig;
 
-use crate::common_tiny;
+#[path = "common_tiny.rs"]
+pub mod common_tiny;
 
 pub const WIDE_D: usize = 64;
 pub const WIDE_FFN: usize = 128;

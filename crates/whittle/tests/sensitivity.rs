@@ -2,8 +2,9 @@
 //! agrees with the training forward and loss, falls with the bit width, and the allocated bit
 //! map packs to exactly the bytes the allocation counted.
 
-mod common_tiny;
 mod common_wide;
+
+use common_wide::common_tiny;
 
 use std::collections::HashMap;
 

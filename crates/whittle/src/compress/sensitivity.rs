@@ -250,7 +250,7 @@ pub fn candidate_bytes(
     Granularity::Group(group)
         .validate()
         .map_err(|e| Error::config("--group", e.to_string()))?;
-    if cols % group != 0 {
+    if !cols.is_multiple_of(group) {
         return Err(Error::config(
             layer,
             format!("group {group} does not divide its {cols} input columns"),
