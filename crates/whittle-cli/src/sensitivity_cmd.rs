@@ -292,7 +292,7 @@ pub fn allocate(args: AllocateArgs) -> Result<()> {
             format!("uniform W{bits} in the same budget: {score:.4e}")
         });
     println!(
-        "{}: budget {} bits/weight ({} bytes), achieved {:.4} bits/weight ({} bytes, {:.2}x smaller than 16-bit); total {metric} {:.4e} ({uniform}); {} nodes, {:.2} s",
+        "{}: budget {} bits/weight ({} bytes), achieved {:.4} bits/weight ({} bytes, {:.2}x smaller than 16-bit); total {metric} {:.4e} ({uniform}); exact: {}, {:.2} s",
         args.output.display(),
         allocation.budget_bits,
         allocation.budget_bytes,
@@ -300,7 +300,7 @@ pub fn allocate(args: AllocateArgs) -> Result<()> {
         allocation.bytes,
         sens.float_bytes as f64 / allocation.bytes as f64,
         allocation.score,
-        allocation.nodes,
+        allocation.method,
         t0.elapsed().as_secs_f64()
     );
     Ok(())
