@@ -6,6 +6,7 @@ mod compress_cmd;
 mod corpus_cmd;
 mod ptq_cmd;
 mod report_cmd;
+mod sensitivity_cmd;
 mod subtitles;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,10 @@ enum Command {
     Wer(commands::WerArgs),
     /// Quantization-aware training from a recipe (LSQ + distillation); writes a .whittle file.
     Compress(compress_cmd::CompressArgs),
+    /// Per-layer quantization sensitivity at each candidate bit width (KL of the output distributions).
+    Sensitivity(sensitivity_cmd::SensitivityArgs),
+    /// Exact budgeted bit allocation from a sensitivity file, written as a bit map.
+    Allocate(sensitivity_cmd::AllocateArgs),
     /// Benchmarks (e.g. `bench train-step`: one QAT step on a fixed batch).
     Bench(compress_cmd::BenchArgs),
     /// Build synthetic speech corpora from public-domain text (TTS engines).
@@ -92,6 +97,8 @@ fn main() {
         Command::Compress(a) => compress_cmd::compress(a),
         Command::Bench(a) => compress_cmd::bench(a),
         Command::Report(a) => report_cmd::run(a),
+        Command::Sensitivity(a) => sensitivity_cmd::sensitivity(a),
+        Command::Allocate(a) => sensitivity_cmd::allocate(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,8 +1,10 @@
 //! The `whittle` binary on a tiny random model: exit codes and messages of bad input, and the
 //! quantize -> inspect -> eval path through a `.whittle` file.
 
-#[path = "../../whittle/tests/common_tiny.rs"]
-mod common_tiny;
+#[path = "../../whittle/tests/common_wide.rs"]
+mod common_wide;
+
+use common_wide::common_tiny;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -694,4 +696,98 @@ fn compress_trains_a_bit_map_given_on_the_command_line() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("bitmap.toml"), "{}", stderr(&o));
+}
+
+/// sensitivity -> allocate -> quantize --bit-map on a tiny model: the packed file holds several
+/// bit widths; bad options fail naming what is wrong, without output.
+#[test]
+fn sensitivity_then_allocate_then_quantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    common_wide::write_wide_hf(&model, 31);
+    let data = common_wide::write_clips(&dir.path().join("clips"), 3);
+    let sens = dir.path().join("sens.json");
+    let o = whittle(&[
+        "sensitivity",
+        p(&model),
+        "--data",
+        p(&data),
+        "--metric",
+        "kl",
+        "--candidates",
+        "8,2,4",
+        "-o",
+        p(&sens),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        dir.path().join("sens.labels.jsonl").is_file(),
+        "pseudo-labels kept"
+    );
+    let json = read_json(&sens);
+    assert_eq!(json["metric"], "kl");
+    assert_eq!(json["candidates"], serde_json::json!([2, 4, 8]));
+    assert_eq!(json["utterances"], 3);
+    let layers = json["layers"].as_array().unwrap();
+    // 2 encoder blocks x 6 + 2 decoder blocks x 10 matrices + the embedding.
+    assert_eq!(layers.len(), 33);
+    assert_eq!(layers[32]["name"], "model.decoder.embed_tokens");
+
+    let map = dir.path().join("bits.toml");
+    let o = whittle(&["allocate", p(&sens), "--budget-bits", "3.5", "-o", p(&map)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(stdout.contains("achieved"), "{stdout}");
+    let out = dir.path().join("mp.whittle");
+    let o = whittle(&["quantize", p(&model), "--bit-map", p(&map), "-o", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = whittle(&["inspect", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+    let widths: std::collections::BTreeSet<&str> = ["sym2", "sym4", "sym8"]
+        .into_iter()
+        .filter(|w| listing.contains(w))
+        .collect();
+    assert!(widths.len() > 1, "one width only: {widths:?}\n{listing}");
+    assert!(listing
+        .lines()
+        .any(|l| l.starts_with("model.decoder.embed_tokens") && l.contains("sym")));
+
+    let bad = dir.path().join("bad.json");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--metric", "hessian"], "not implemented yet"),
+        (&["--metric", "kl", "--candidates", "2,9"], "2..=8"),
+        (
+            &["--metric", "kl", "--group", "128"],
+            "model.encoder.layers.0.self_attn.q_proj",
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["sensitivity", p(&model), "--data", p(&data), "-o", p(&bad)];
+        args.extend_from_slice(extra);
+        let o = whittle(&args);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        assert!(stderr(&o).contains(message), "{extra:?}: {}", stderr(&o));
+        assert!(!bad.exists(), "{extra:?} left an output file");
+        assert!(
+            !dir.path().join("bad.labels.jsonl").exists(),
+            "{extra:?} decoded first"
+        );
+    }
+    let bad_map = dir.path().join("bad.toml");
+    let o = whittle(&[
+        "allocate",
+        p(&sens),
+        "--budget-bits",
+        "2",
+        "-o",
+        p(&bad_map),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("minimum achievable budget is 2.25 bits"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!bad_map.exists());
 }

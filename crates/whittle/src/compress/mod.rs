@@ -1,6 +1,8 @@
 //! Compression passes over a model's named parameters.
 
+pub mod allocate;
 pub mod bitmap;
 pub mod calibrate;
 pub mod export;
 pub mod ptq;
+pub mod sensitivity;

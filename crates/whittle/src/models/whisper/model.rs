@@ -286,6 +286,13 @@ impl Block {
         })
     }
 
+    /// An encoder block: self-attention, then the MLP, each with its residual.
+    fn encoder_forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(x)?;
+        let x = (x + self.self_attn.forward_uncached(&h, &h, false)?)?;
+        self.mlp(&x)
+    }
+
     fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.final_layer_norm.forward(x)?;
         let h = self.fc2.forward(&gelu(self.fc1.forward(&h)?)?)?;
@@ -323,22 +330,9 @@ impl Encoder {
         keep: &[usize],
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let mut kept = vec![None; keep.len()];
-        let x = gelu(self.conv1.forward(mel)?)?;
-        let x = gelu(self.conv2.forward(&x)?)?;
-        let x = x.transpose(1, 2)?;
-        let frames = x.dim(1)?;
-        let max = self.embed_positions.dim(0)?;
-        if frames > max {
-            return Err(Error::config(
-                "encoder input",
-                format!("{frames} positions exceed the model's {max}"),
-            ));
-        }
-        let mut x = x.broadcast_add(&self.embed_positions.narrow(0, 0, frames)?)?;
+        let mut x = self.embed(mel)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.self_attn_layer_norm.forward(&x)?;
-            x = (&x + layer.self_attn.forward_uncached(&h, &h, false)?)?;
-            x = layer.mlp(&x)?;
+            x = layer.encoder_forward(&x)?;
             for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, &k)| k == i) {
                 *slot = Some(x.clone());
             }
@@ -356,6 +350,33 @@ impl Encoder {
             })
             .collect::<Result<_>>()?;
         Ok((self.layer_norm.forward(&x)?, kept))
+    }
+
+    /// The conv stem plus positions, `[b, frames/2, d]`: the input of layer 0.
+    pub fn embed(&self, mel: &Tensor) -> Result<Tensor> {
+        let x = gelu(self.conv1.forward(mel)?)?;
+        let x = gelu(self.conv2.forward(&x)?)?;
+        let x = x.transpose(1, 2)?;
+        let frames = x.dim(1)?;
+        let max = self.embed_positions.dim(0)?;
+        if frames > max {
+            return Err(Error::config(
+                "encoder input",
+                format!("{frames} positions exceed the model's {max}"),
+            ));
+        }
+        Ok(x.broadcast_add(&self.embed_positions.narrow(0, 0, frames)?)?)
+    }
+
+    /// Layers `first..` and the final norm on `x`, the input of layer `first` ([`Self::embed`]
+    /// or a kept output of layer `first - 1`): re-running the end of the encoder after a
+    /// change to layer `first` only.
+    pub fn forward_from(&self, x: &Tensor, first: usize) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in self.layers.iter().skip(first) {
+            x = layer.encoder_forward(&x)?;
+        }
+        Ok(self.layer_norm.forward(&x)?)
     }
 }
 

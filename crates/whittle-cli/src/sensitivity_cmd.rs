@@ -1,0 +1,307 @@
+//! `whittle sensitivity` (per-layer quantization sensitivity) and `whittle allocate` (exact
+//! budgeted bit allocation into a bit map): stage A of two-stage mixed precision
+//! (docs/sensitivity.md).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use whittle::candle::{DType, Device};
+use whittle::compress::allocate::{allocate as allocate_bits, best_uniform, AllocationRequest};
+use whittle::compress::sensitivity::{
+    check_model, kl_sensitivity, KlOptions, Metric, SensitivityFile, FORMAT,
+};
+use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
+use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
+use whittle::train::batch::{pseudo_labels, Prompt};
+use whittle::train::{build_examples, needs_pseudo_labels, Targets};
+
+use crate::commands::progress_bar;
+
+/// `--metric`.
+#[derive(Clone, Copy, ValueEnum)]
+enum MetricArg {
+    /// KL divergence of the next-token distributions with only the layer quantized.
+    Kl,
+    /// Hessian trace x quantization perturbation (issue 13; not implemented yet).
+    Hessian,
+}
+
+/// `--targets`: the tokens the decoder is teacher-forced on.
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetsArg {
+    /// The float model's greedy transcript.
+    PseudoLabel,
+    /// The dataset's transcript (every utterance needs one).
+    Transcript,
+    /// The transcript where there is one, else the pseudo-label.
+    TranscriptOrPseudoLabel,
+}
+
+impl TargetsArg {
+    fn targets(self) -> Targets {
+        match self {
+            TargetsArg::PseudoLabel => Targets::PseudoLabel,
+            TargetsArg::Transcript => Targets::Transcript,
+            TargetsArg::TranscriptOrPseudoLabel => Targets::TranscriptOrPseudoLabel,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            TargetsArg::PseudoLabel => "pseudo-label",
+            TargetsArg::Transcript => "transcript",
+            TargetsArg::TranscriptOrPseudoLabel => "transcript-or-pseudo-label",
+        }
+    }
+}
+
+/// `whittle sensitivity MODEL --data D --metric kl -o sens.json`
+#[derive(Args)]
+pub struct SensitivityArgs {
+    /// Float model folder (CTranslate2 or Hugging Face).
+    model: PathBuf,
+    /// Calibration audio: JSONL manifest or LibriSpeech-layout folder (training data, never a
+    /// test set).
+    #[arg(long)]
+    data: PathBuf,
+    /// What to measure.
+    #[arg(long, value_enum)]
+    metric: MetricArg,
+    /// Candidate bit widths (symmetric, 2..=8).
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5,6,8")]
+    candidates: Vec<u8>,
+    /// Inputs per f16 scale (a multiple of 32 that divides every layer's input width).
+    #[arg(long, default_value_t = 64)]
+    group: usize,
+    /// Use only the first N utterances.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Utterances per forward batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Tokens the decoder is teacher-forced on.
+    #[arg(long, value_enum, default_value = "pseudo-label")]
+    targets: TargetsArg,
+    /// Pseudo-label cache (JSONL): reused when given and present, else written to OUTPUT with
+    /// extension `labels.jsonl`, afresh.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Output sensitivity file (`.json`).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
+    let t0 = Instant::now();
+    if let MetricArg::Hessian = args.metric {
+        bail!(
+            "--metric hessian is not implemented yet (issue 13: Hutchinson trace x quantization \
+             perturbation); use --metric kl"
+        );
+    }
+    if args.output.extension().is_none_or(|e| e != "json") {
+        bail!("output {} must end in .json", args.output.display());
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let candidates = whittle::compress::sensitivity::check_candidates(&args.candidates)?;
+    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if checkpoint.location.format == ModelFormat::Whittle {
+        bail!(
+            "{} is already packed; measure the original float model folder",
+            args.model.display()
+        );
+    }
+    let mut model = Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
+    check_model(&mut model, &candidates, args.group)?;
+    let mut utterances = whittle::data::load_dataset(&args.data)
+        .with_context(|| format!("reading {}", args.data.display()))?;
+    if let Some(n) = args.limit {
+        utterances.truncate(n);
+    }
+    if utterances.is_empty() {
+        bail!("{} has no utterances", args.data.display());
+    }
+    let targets = args.targets.targets();
+    let mut pseudo = HashMap::new();
+    if needs_pseudo_labels(targets, &utterances) {
+        let cache = match &args.labels {
+            Some(path) => path.clone(),
+            None => {
+                let path = args.output.with_extension("labels.jsonl");
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing the old {}", path.display()))?;
+                }
+                path
+            }
+        };
+        let teacher = Transcriber {
+            model: model.clone(),
+            tokenizer: checkpoint.tokenizer.clone(),
+            options: DecodeOptions::default(),
+        };
+        let bar = progress_bar(utterances.len());
+        bar.set_message("float model's transcripts");
+        pseudo = pseudo_labels(&teacher, &utterances, &cache, |done, _| {
+            bar.set_position(done as u64)
+        })?;
+        bar.finish_and_clear();
+    }
+    let examples = build_examples(&utterances, targets, &checkpoint.tokenizer, &pseudo)?;
+    let prompt = Prompt {
+        tokens: checkpoint
+            .tokenizer
+            .prompt(checkpoint.config.is_multilingual()),
+        eot: checkpoint.tokenizer.eot,
+    };
+    let options = KlOptions {
+        candidates: candidates.clone(),
+        group: args.group,
+        batch_size: args.batch_size,
+    };
+    let bar = progress_bar(0);
+    bar.set_message("float logits");
+    let measured = kl_sensitivity(&mut model, &examples, &prompt, &options, |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!("{} W{}: KL {:.3e}", p.layer, p.bits, p.kl));
+    })?;
+    bar.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    let file = SensitivityFile {
+        format: FORMAT.to_string(),
+        model: args.model.display().to_string(),
+        data: args.data.display().to_string(),
+        metric: Metric::Kl,
+        candidates: candidates.clone(),
+        group: args.group,
+        utterances: examples.len(),
+        targets: args.targets.name().to_string(),
+        scored_tokens: measured.scored_tokens,
+        params: measured.layers.iter().map(|l| l.params).sum(),
+        float_bytes: measured.layers.iter().map(|l| l.float_bytes).sum(),
+        seconds,
+        threads: rayon::current_num_threads(),
+        whittle_version: env!("CARGO_PKG_VERSION").to_string(),
+        layers: measured.layers,
+    };
+    let json = serde_json::to_string_pretty(&file)?;
+    whittle::fsutil::write_atomic(&args.output, json.as_bytes())?;
+    print_sensitivities(&file);
+    println!(
+        "{}: {} layers x {} candidates on {} utterances ({} scored tokens) in {:.1} s ({} threads)",
+        args.output.display(),
+        file.layers.len(),
+        candidates.len(),
+        file.utterances,
+        file.scored_tokens,
+        seconds,
+        file.threads
+    );
+    Ok(())
+}
+
+/// One line per layer: its KL at each candidate.
+fn print_sensitivities(file: &SensitivityFile) {
+    let width = file.layers.iter().map(|l| l.name.len()).max().unwrap_or(5);
+    let header: String = file
+        .candidates
+        .iter()
+        .map(|b| format!("{:>10}", format!("W{b}")))
+        .collect();
+    println!("{:width$} {:>10}{header}", "layer", "params");
+    for l in &file.layers {
+        let scores: String = l
+            .candidates
+            .iter()
+            .map(|c| format!("{:>10.3e}", c.score(file.metric).unwrap_or(f64::NAN)))
+            .collect();
+        println!("{:width$} {:>10}{scores}", l.name, l.params);
+    }
+}
+
+/// `whittle allocate sens.json --budget-bits B -o bitmap.toml`
+#[derive(Args)]
+pub struct AllocateArgs {
+    /// Sensitivity file written by `whittle sensitivity`.
+    sensitivity: PathBuf,
+    /// Budget: average stored bits per quantized weight, codes and f16 scales counted (4-bit
+    /// codes at group 64 are 4.25).
+    #[arg(long)]
+    budget_bits: f64,
+    /// Widths to choose from (default: every candidate in the file).
+    #[arg(long, value_delimiter = ',')]
+    candidates: Option<Vec<u8>>,
+    /// Narrowest width allowed.
+    #[arg(long, default_value_t = 2)]
+    min_bits: u8,
+    /// Output bit map (`.toml`), for `whittle quantize --bit-map`.
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub fn allocate(args: AllocateArgs) -> Result<()> {
+    let t0 = Instant::now();
+    if args.output.extension().is_none_or(|e| e != "toml") {
+        bail!("output {} must end in .toml", args.output.display());
+    }
+    let sens = SensitivityFile::read(&args.sensitivity)?;
+    let allocation = allocate_bits(
+        &sens,
+        &AllocationRequest {
+            budget_bits: args.budget_bits,
+            candidates: args.candidates.clone(),
+            min_bits: args.min_bits,
+        },
+    )?;
+    let source = args.sensitivity.display().to_string();
+    let (toml, _) = allocation.bit_map(&source, &sens)?;
+    whittle::fsutil::write_atomic(&args.output, toml.as_bytes())?;
+    let metric = allocation.metric.name();
+    let width = allocation
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(5);
+    println!(
+        "{:width$} {:>10} {:>4} {:>10} {:>12}",
+        "layer", "params", "bits", "bytes", metric
+    );
+    for l in &allocation.layers {
+        println!(
+            "{:width$} {:>10} {:>4} {:>10} {:>12.4e}",
+            l.name, l.params, l.bits, l.bytes, l.score
+        );
+    }
+    println!("bit width: layers (share of weights)");
+    for (bits, (layers, params)) in allocation.histogram() {
+        println!(
+            "  W{bits}: {layers} layers ({:.1}%)",
+            100.0 * params as f64 / allocation.params as f64
+        );
+    }
+    let uniform = best_uniform(&sens, &allocation.candidates, allocation.budget_bytes)
+        .map_or("no uniform width fits".to_string(), |(bits, score)| {
+            format!("uniform W{bits} in the same budget: {score:.4e}")
+        });
+    println!(
+        "{}: budget {} bits/weight ({} bytes), achieved {:.4} bits/weight ({} bytes, {:.2}x smaller than 16-bit); total {metric} {:.4e} ({uniform}); exact: {}, {:.2} s",
+        args.output.display(),
+        allocation.budget_bits,
+        allocation.budget_bytes,
+        allocation.average_bits(),
+        allocation.bytes,
+        sens.float_bytes as f64 / allocation.bytes as f64,
+        allocation.score,
+        allocation.method,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
