@@ -20,6 +20,7 @@
 #                                 one-stage map fine-tuned with the two-stage recipe; only if asked)
 #   STEPS                         override schedule.steps of every recipe (smoke runs; the
 #                                 warm-up is capped at STEPS/10 and dev scoring at the end)
+#   TRAIN_LIMIT                   use only the first N training utterances (smoke runs)
 #   SENS_UTTERANCES (16)          training utterances for the KL sensitivity of stage A
 #   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
 #   WHITTLE_BIN                   the whittle binary (default target/release/whittle)
@@ -93,14 +94,15 @@ timed() { # name command...
 }
 
 compress() { # name recipe [extra args]
-    local name=$1 recipe=$2 resume=()
+    local name=$1 recipe=$2 resume=() limit=()
     shift 2
+    [[ -n ${TRAIN_LIMIT:-} ]] && limit=(--train-limit "$TRAIN_LIMIT")
     [[ -f $OUT/$name.whittle ]] && return
     [[ -f $OUT/$name.work/state.json ]] && resume=(--resume)
     echo "== $MODEL: $name (compress)" >&2
     timed "$name" "$WHITTLE" --threads "$THREADS" compress "$SRC" --recipe "$recipe" --train "$TRAIN" \
         --dev "$DEV" --pseudo-labels "$OUT/pseudo-labels.jsonl" -o "$OUT/$name.whittle" \
-        "${resume[@]}" "$@" >"$OUT/$name.compress.txt"
+        "${resume[@]}" "${limit[@]}" "$@" >"$OUT/$name.compress.txt"
 }
 
 # Stage A of the two-stage baseline, once per model (its time is added to every two-stage row).
@@ -181,8 +183,14 @@ for row in $ROWS; do
 done
 
 ((TABLE)) || exit 0
+# shellcheck disable=SC2086
 python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$OUT" --sets "${SETS[@]}" \
-    --rows $ROWS | tee "$OUT/table.md"
+    --rows $ROWS --json "$OUT/rows.json" | tee "$OUT/table.md"
+# The figures: each learned or allocated bit map, and WER against size for every row.
+files=()
+for row in $ROWS; do [[ -f $OUT/$row.whittle ]] && files+=("$OUT/$row.whittle"); done
+"$WHITTLE" report bits "${files[@]}" -o "$OUT/figures"
+"$WHITTLE" report pareto "$OUT/rows.json" --name "$MODEL-mixed-precision" -o "$OUT/figures"
 echo
 echo "Compression wall time (s; two-stage rows add stage A's sensitivity time once per row):"
 for row in $ROWS; do

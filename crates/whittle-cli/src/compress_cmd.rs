@@ -15,6 +15,7 @@ use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
 use whittle::train::batch::{pseudo_labels, synthetic_batch, Prompt};
 use whittle::train::checkpoint;
+use whittle::train::identity::{dataset_digest, model_digest, RunIdentity};
 use whittle::train::method::CompressionMethod;
 use whittle::train::mixed_precision::MixedPrecision;
 use whittle::train::recipe::MixedPrecisionRecipe;
@@ -57,6 +58,10 @@ pub struct CompressArgs {
     /// pseudo-labels.jsonl), so runs of several recipes on the same data and teacher label it once.
     #[arg(long, value_name = "FILE")]
     pseudo_labels: Option<PathBuf>,
+    /// Continue although the model, training data or dev data differ from what the run (or the
+    /// pseudo-label cache) was started with.
+    #[arg(long)]
+    force: bool,
     /// Train this bit map (per-layer formats, see docs/bitmap.md) with the recipe's uniform
     /// method, instead of the recipe's `quant.bits` / `quant.bit_map`.
     #[arg(long, value_name = "FILE")]
@@ -322,6 +327,35 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             u.id
         );
     }
+    // Refuse a recipe the model cannot take (a group that does not divide a layer, a bit map
+    // naming no layer) now, not after the pseudo-labelling pass.
+    let bit_map = recipe
+        .quant
+        .bit_map
+        .as_deref()
+        .map(whittle::compress::bitmap::BitMap::from_file)
+        .transpose()?;
+    whittle::train::method::from_recipe(&recipe, bit_map)?
+        .wrap(&mut teacher.clone())
+        .with_context(|| {
+            format!(
+                "{} does not fit {}",
+                args.recipe.display(),
+                args.model.display()
+            )
+        })?;
+    let identity = RunIdentity {
+        model: model_digest(&args.model)?,
+        train: dataset_digest(&train),
+        dev: dataset_digest(&dev),
+    };
+    check_identity(
+        &work_dir.join(IDENTITY_FILE),
+        &identity,
+        args.resume,
+        args.force,
+        "run",
+    )?;
     // What the run actually uses: the recipe with --bit-map applied and paths resolved.
     let effective_recipe = recipe.to_toml()?;
     let saved = format!(
@@ -341,20 +375,29 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             tokenizer: checkpoint.tokenizer.clone(),
             options: DecodeOptions::default(),
         };
+        let cache = args
+            .pseudo_labels
+            .clone()
+            .unwrap_or_else(|| work_dir.join("pseudo-labels.jsonl"));
+        // The labels are the teacher's: a cache made by another model is refused.
+        let labels_identity = RunIdentity {
+            train: String::new(),
+            dev: String::new(),
+            ..identity.clone()
+        };
+        check_identity(
+            &cache.with_extension("identity.json"),
+            &labels_identity,
+            cache.is_file(),
+            args.force,
+            "pseudo-label cache",
+        )?;
         let bar = progress_bar(0);
         bar.set_message("teacher pseudo-labels");
-        pseudo = pseudo_labels(
-            &teacher_transcriber,
-            &train,
-            &args
-                .pseudo_labels
-                .clone()
-                .unwrap_or_else(|| work_dir.join("pseudo-labels.jsonl")),
-            |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
-        )?;
+        pseudo = pseudo_labels(&teacher_transcriber, &train, &cache, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
         bar.finish_and_clear();
     }
     let examples = build_examples(&train, recipe.loss.targets, &checkpoint.tokenizer, &pseudo)?;
@@ -495,6 +538,51 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         trainer.state.elapsed_seconds,
         t0.elapsed().as_secs_f64(),
     );
+    Ok(())
+}
+
+/// The identity a run's work folder records.
+const IDENTITY_FILE: &str = "identity.json";
+
+/// Record `identity` at `path` for a new run; for a continued one (`existing`), compare with the
+/// recorded one and refuse a difference unless `force`.
+fn check_identity(
+    path: &Path,
+    identity: &RunIdentity,
+    existing: bool,
+    force: bool,
+    what: &str,
+) -> Result<()> {
+    if existing && path.is_file() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let recorded: RunIdentity = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a run identity", path.display()))?;
+        let differences = identity.differences(&recorded);
+        if !differences.is_empty() {
+            let list = differences.join(", ");
+            if !force {
+                bail!(
+                    "the {what} recorded in {} was made with another {list}; use a new work folder \
+                     (or --pseudo-labels file), or pass --force to continue anyway",
+                    path.display()
+                );
+            }
+            eprintln!(
+                "warning: --force: continuing the {what} of {} with another {list}",
+                path.display()
+            );
+        } else {
+            return Ok(());
+        }
+    } else if existing {
+        eprintln!(
+            "warning: the {what} has no {}; recording this run's identity",
+            path.display()
+        );
+    }
+    let json = serde_json::to_string_pretty(identity)?;
+    whittle::fsutil::write_atomic(path, json.as_bytes())?;
     Ok(())
 }
 

@@ -791,3 +791,95 @@ fn sensitivity_then_allocate_then_quantize() {
     );
     assert!(!bad_map.exists());
 }
+
+/// Issue 17: `--resume` refuses a run started on other training data, and a pseudo-label cache
+/// made by another model is refused; `--force` overrides. The recipe is checked against the
+/// model before any labelling.
+#[test]
+fn compress_refuses_to_mix_up_runs() {
+    let (dir, model) = compress_fixture("mp-twostage.toml", &[]);
+    let map = dir.path().join("map.toml");
+    std::fs::write(&map, "default = { bits = 4 }\n").unwrap();
+    let o = compress_run(dir.path(), &model, &["--bit-map", p(&map)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Other training data: one transcript changed.
+    let set = std::fs::read_to_string(dir.path().join("set.jsonl")).unwrap();
+    let other = dir.path().join("other.jsonl");
+    std::fs::write(&other, set.replacen("w0", "changed", 1)).unwrap();
+    let resume = |extra: &[&str]| {
+        let (recipe, out) = (
+            dir.path().join("recipe.toml"),
+            dir.path().join("out.whittle"),
+        );
+        let dev = dir.path().join("set.jsonl");
+        let mut args = vec![
+            "compress",
+            p(&model),
+            "--recipe",
+            p(&recipe),
+            "--train",
+            p(&other),
+            "--dev",
+            p(&dev),
+            "-o",
+            p(&out),
+            "--no-spellings",
+            "--bit-map",
+            p(&map),
+            "--resume",
+        ];
+        args.extend_from_slice(extra);
+        whittle(&args)
+    };
+    let o = resume(&[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("another training data"),
+        "{}",
+        stderr(&o)
+    );
+    let o = resume(&["--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The pseudo-label cache of this run, offered to a run of another model.
+    let other_model = dir.path().join("model2");
+    common_tiny::write_hf(&other_model, &common_tiny::hf_tensors(22));
+    let cache = dir.path().join("out.work/pseudo-labels.jsonl");
+    assert!(cache.is_file());
+    let o = whittle(&[
+        "compress",
+        p(&other_model),
+        "--recipe",
+        p(&dir.path().join("recipe.toml")),
+        "--train",
+        p(&dir.path().join("set.jsonl")),
+        "--dev",
+        p(&dir.path().join("set.jsonl")),
+        "-o",
+        p(&dir.path().join("b.whittle")),
+        "--no-spellings",
+        "--bit-map",
+        p(&map),
+        "--pseudo-labels",
+        p(&cache),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("another model"), "{}", stderr(&o));
+
+    // A bit map the model cannot take is refused before labelling (no cache is written).
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "default = { bits = 4 }\n[layers]\n\"encoder.layers.9.fc1\" = { bits = 3 }\n",
+    )
+    .unwrap();
+    let fresh = dir.path().join("fresh.work");
+    let o = compress_run(
+        dir.path(),
+        &model,
+        &["--bit-map", p(&bad), "--work-dir", p(&fresh)],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not fit"), "{}", stderr(&o));
+    assert!(!fresh.join("pseudo-labels.jsonl").exists());
+}

@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod identity;
 pub mod loss;
 pub mod method;
 pub mod mixed_precision;
