@@ -20,7 +20,7 @@ use whittle::train::method::CompressionMethod;
 use whittle::train::mixed_precision::MixedPrecision;
 use whittle::train::recipe::MixedPrecisionRecipe;
 use whittle::train::trainer::{
-    default_work_dir, micro_batch_grads_with, wrap_student, DevReport, StepReport,
+    default_work_dir, micro_batch_grads_with, wrap_student, DevReport, MicroBatchGrads, StepReport,
 };
 use whittle::train::uniform::UniformLsq;
 use whittle::train::{build_examples, needs_pseudo_labels, DevSet, Recipe, TrainObserver, Trainer};
@@ -169,7 +169,12 @@ fn time_steps(
     for i in 0..warmup + steps {
         let t = Instant::now();
         method.before_step(&mut student, i)?;
-        let (parts, grads, phase, terms) = micro_batch_grads_with(
+        let MicroBatchGrads {
+            parts,
+            grads,
+            times: phase,
+            terms,
+        } = micro_batch_grads_with(
             teacher,
             &student,
             batch,

@@ -18,7 +18,7 @@ use whittle::models::whisper::{Whisper, WhisperTokenizer, TOKEN_EMBEDDING};
 use whittle::nn::{LsqSpec, StepInit, Weight};
 use whittle::train::batch::{synthetic_batch, Prompt, TrainExample};
 use whittle::train::method::{CompressionMethod, Extracted, LossTerm, MethodParam};
-use whittle::train::trainer::{micro_batch_grads_with, Silent, Trainer};
+use whittle::train::trainer::{micro_batch_grads_with, MicroBatchGrads, Silent, Trainer};
 use whittle::train::uniform::UniformLsq;
 use whittle::train::Recipe;
 
@@ -346,7 +346,7 @@ fn supernet_gradients_reach_weights_steps_and_logits() {
     let batch =
         synthetic_batch(2, 60, 5, &trainer.teacher.config, &prompt(), &Device::Cpu).unwrap();
     let vars: Vec<_> = trainer.optimizer.params.iter().map(|p| &p.var).collect();
-    let (_, grads, _, terms) = micro_batch_grads_with(
+    let MicroBatchGrads { grads, terms, .. } = micro_batch_grads_with(
         &trainer.teacher,
         &trainer.student,
         &batch,

@@ -120,9 +120,20 @@ pub fn micro_batch_grads(
     vars: &[&Var],
     scale: f64,
 ) -> Result<(LossParts, Vec<Option<Tensor>>, PhaseSeconds)> {
-    let (parts, grads, times, _) =
-        micro_batch_grads_with(teacher, student, batch, recipe, taps, vars, scale, None)?;
-    Ok((parts, grads, times))
+    let micro = micro_batch_grads_with(teacher, student, batch, recipe, taps, vars, scale, None)?;
+    Ok((micro.parts, micro.grads, micro.times))
+}
+
+/// What [`micro_batch_grads_with`] computes.
+pub struct MicroBatchGrads {
+    /// Loss terms of the recipe (the total includes the method's terms).
+    pub parts: LossParts,
+    /// Gradient of each variable, `None` where none reached it.
+    pub grads: Vec<Option<Tensor>>,
+    /// Seconds per phase.
+    pub times: PhaseSeconds,
+    /// The method's terms by name, with their reported values.
+    pub terms: Vec<(String, f64)>,
 }
 
 /// [`micro_batch_grads`] with the loss terms of `method` added to the total; also returns each
@@ -137,12 +148,7 @@ pub fn micro_batch_grads_with(
     vars: &[&Var],
     scale: f64,
     method: Option<&dyn CompressionMethod>,
-) -> Result<(
-    LossParts,
-    Vec<Option<Tensor>>,
-    PhaseSeconds,
-    Vec<(String, f64)>,
-)> {
+) -> Result<MicroBatchGrads> {
     let mut clock = Instant::now();
     let mut lap = || {
         let s = clock.elapsed().as_secs_f64();
@@ -173,7 +179,12 @@ pub fn micro_batch_grads_with(
         loss: loss_s,
         backward: lap(),
     };
-    Ok((parts, out, times, terms))
+    Ok(MicroBatchGrads {
+        parts,
+        grads: out,
+        times,
+        terms,
+    })
 }
 
 /// What one optimizer step did.
@@ -428,7 +439,12 @@ impl Trainer {
             )?;
             tokens += batch.target_count();
             frames += batch.mel.dim(2)?;
-            let (parts, micro, _, micro_terms) = micro_batch_grads_with(
+            let MicroBatchGrads {
+                parts,
+                grads: micro,
+                terms: micro_terms,
+                ..
+            } = micro_batch_grads_with(
                 &self.teacher,
                 &self.student,
                 &batch,
