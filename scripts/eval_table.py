@@ -37,9 +37,23 @@ def loops(path: str) -> int:
     return n
 
 
+# Rows of scripts/mp_table.sh: KIND-bBUDGET / uniform-wBITS -> (format, method).
+MP_ROWS = {
+    "onestage": "one-stage mixed precision",
+    "twostage": "two-stage mixed precision (KL + allocation, then QAT)",
+    "gptq": "GPTQ of the two-stage bit map",
+    "pass2": "one-stage map, then QAT (pass 2)",
+}
+
+
 def label(row: str) -> tuple[str, str]:
     if row in LABELS:
         return LABELS[row], "-"
+    kind, _, arg = row.partition("-")
+    if kind in MP_ROWS and arg.startswith("b"):
+        return f"budget {arg[1:]} stored bits", MP_ROWS[kind]
+    if kind == "uniform" and arg.startswith("w"):
+        return f"W{arg[1:]} g64", "uniform LSQ QAT"
     fmt, _, method = row.rpartition("-")
     pretty = (fmt.upper().replace("G", " g").replace("TERNARY", "ternary g64 (1.6 bit)")
               .replace("E8", " + embedding W8 g64"))
