@@ -478,3 +478,70 @@ fn mixed_precision_resumes_exactly() {
         "parameters differ after resume"
     );
 }
+
+/// The dev path of a run: the extracted student is scored every `eval_every` steps and at the
+/// end, the best result is kept (state and `best.safetensors`), and `finish` restores exactly
+/// those parameters before extracting.
+#[test]
+fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
+    use whittle::data::Utterance;
+    use whittle::train::DevSet;
+    let dir = tempfile::tempdir().unwrap();
+    let ex = examples(dir.path(), 4);
+    let dev = DevSet {
+        utterances: ex
+            .iter()
+            .map(|e| Utterance {
+                id: e.id.clone(),
+                audio: e.audio.clone(),
+                text: Some("w1 w2".into()),
+            })
+            .collect(),
+        normalizer: whittle::text::normalize::EnglishNormalizer::without_spellings(),
+        tokenizer: WhisperTokenizer::from_json(&tokenizer_json(), "tiny").unwrap(),
+    };
+    let recipe = Recipe::parse(
+        &format!(
+            "name = \"dev\"\n[quant]\nbits = 3\n{}",
+            TRAIN.replace("seed = 7\n", "seed = 7\neval_every = 2\n")
+        ),
+        "test",
+    )
+    .unwrap();
+    let work = dir.path().join("work");
+    let mut trainer = Trainer::new(recipe, teacher(), ex, prompt(), Some(dev)).unwrap();
+    trainer.run(&work, None, &mut Silent).unwrap();
+    let devs: Vec<(u64, f64)> = std::fs::read_to_string(work.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "dev")
+        .map(|v| {
+            (
+                v["report"]["step"].as_u64().unwrap(),
+                v["report"]["totals"]["wer"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        devs.iter().map(|d| d.0).collect::<Vec<_>>(),
+        vec![2, 4, 6, 7]
+    );
+    let best = trainer.state.best.expect("a best dev result");
+    let first_min = devs
+        .iter()
+        .fold(devs[0], |b, &d| if d.1 < b.1 { d } else { b });
+    assert_eq!((best.step as u64, best.wer), first_min);
+    let saved =
+        candle_core::safetensors::load(work.join("best.safetensors"), &Device::Cpu).unwrap();
+    trainer.finish(&work).unwrap();
+    for p in &trainer.optimizer.params {
+        let want = &saved[&format!("param.{}", p.name)];
+        assert_eq!(
+            flat(p.var.as_tensor()),
+            flat(want),
+            "{} not restored",
+            p.name
+        );
+    }
+}
