@@ -593,31 +593,11 @@ fn check_identity(
 
 /// The formats of `layers` as a bit map file (`whittle quantize --bit-map`, `compress --bit-map`).
 fn bit_map_toml(layers: &[(String, LayerFormat)], output: &Path) -> String {
-    let mut text = format!(
-        "# The formats of {}, written by whittle compress; usable as --bit-map.\n[layers]\n",
-        output.display()
-    );
-    for (name, format) in layers {
-        let value = match *format {
-            LayerFormat::Uniform {
-                bits,
-                group,
-                symmetric,
-            } => format!(
-                "{{ bits = {bits}, group = {}{} }}",
-                group.map_or("\"channel\"".to_string(), |g| g.to_string()),
-                if symmetric { "" } else { ", symmetric = false" }
-            ),
-            LayerFormat::Float => "\"float\"".to_string(),
-            LayerFormat::Ternary { group, trits5 } => format!(
-                "{{ format = \"ternary\", group = {}, layout = \"{}\" }}",
-                group.map_or("\"channel\"".to_string(), |g| g.to_string()),
-                if trits5 { "1.6bit" } else { "2bit" }
-            ),
-        };
-        text.push_str(&format!("\"{name}\" = {value}\n"));
-    }
-    text
+    format!(
+        "# The formats of {}, written by whittle compress; usable as --bit-map.\n[layers]\n{}",
+        output.display(),
+        whittle::compress::bitmap::layers_toml(layers.iter().map(|(n, f)| (n.as_str(), *f)))
+    )
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {

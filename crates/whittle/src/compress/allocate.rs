@@ -710,13 +710,12 @@ impl Allocation {
             self.group,
             self.method,
         );
-        for l in &self.layers {
-            let name = serde_json::to_string(&l.name).expect("a string serializes");
-            out.push_str(&format!(
-                "{name} = {{ bits = {}, group = {} }}\n",
-                l.bits, self.group
-            ));
-        }
+        out.push_str(&super::bitmap::layers_toml(self.layers.iter().map(|l| {
+            (
+                l.name.as_str(),
+                super::bitmap::LayerFormat::uniform(l.bits, Some(self.group)),
+            )
+        })));
         out
     }
 }

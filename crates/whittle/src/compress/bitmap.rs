@@ -106,6 +106,35 @@ impl LayerFormat {
     }
 }
 
+/// `"PATH" = FORMAT` lines of a bit map's `[layers]` table, one per layer, in the syntax
+/// [`BitMap::from_value`] reads back (the writers of `compress` and `allocate` share it).
+pub fn layers_toml<'a>(layers: impl IntoIterator<Item = (&'a str, LayerFormat)>) -> String {
+    let group = |g: Option<usize>| g.map_or("\"channel\"".to_string(), |g| g.to_string());
+    let mut out = String::new();
+    for (name, format) in layers {
+        let value = match format {
+            LayerFormat::Float => "\"float\"".to_string(),
+            LayerFormat::Uniform {
+                bits,
+                group: g,
+                symmetric,
+            } => format!(
+                "{{ bits = {bits}, group = {}{} }}",
+                group(g),
+                if symmetric { "" } else { ", symmetric = false" }
+            ),
+            LayerFormat::Ternary { group: g, trits5 } => format!(
+                "{{ format = \"ternary\", group = {}, layout = \"{}\" }}",
+                group(g),
+                if trits5 { "1.6bit" } else { "2bit" }
+            ),
+        };
+        let key = serde_json::to_string(name).expect("a string serializes");
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    out
+}
+
 /// One `pattern = format` line of a bit map.
 #[derive(Debug, Clone)]
 pub struct BitMapRule {
