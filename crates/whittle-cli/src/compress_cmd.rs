@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use whittle::candle::{DType, Device, Tensor};
+use whittle::candle::{DType, Device};
 use whittle::compress::bitmap::LayerFormat;
 use whittle::eval::EvalTotals;
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
@@ -20,7 +20,8 @@ use whittle::train::method::CompressionMethod;
 use whittle::train::mixed_precision::MixedPrecision;
 use whittle::train::recipe::MixedPrecisionRecipe;
 use whittle::train::trainer::{
-    default_work_dir, micro_batch_grads_with, wrap_student, DevReport, MicroBatchGrads, StepReport,
+    default_work_dir, micro_batch_grads_with, wrap_student, zero_filled, DevReport,
+    MicroBatchGrads, StepReport,
 };
 use whittle::train::uniform::UniformLsq;
 use whittle::train::{build_examples, needs_pseudo_labels, DevSet, Recipe, TrainObserver, Trainer};
@@ -185,11 +186,7 @@ fn time_steps(
             Some(&*method),
         )?;
         let t_opt = Instant::now();
-        let grads: Vec<Tensor> = grads
-            .into_iter()
-            .zip(&vars)
-            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
-            .collect::<Result<_, _>>()?;
+        let grads = zero_filled(grads, &vars)?;
         optimizer.step_with(&grads, |group| {
             let r = method.learning_rate(group, recipe);
             (r.lr, r.weight_decay)

@@ -67,7 +67,7 @@ impl MixedWeight {
         init: StepInit,
         initial_logits: &[f32],
     ) -> Result<Self> {
-        let (rows, cols) = w.dims2()?;
+        w.dims2()?;
         let Some(first) = candidates.first() else {
             return Err(Error::config("mixed precision", "no candidates"));
         };
@@ -99,7 +99,6 @@ impl MixedWeight {
         let steps = Tensor::stack(&steps, 0)?;
         let k = candidates.len();
         let logits = Tensor::from_vec(initial_logits.to_vec(), k, w.device())?;
-        let _ = (rows, cols);
         Ok(Self {
             latent: Var::from_tensor(&w.detach())?,
             steps: Var::from_tensor(&steps)?,
@@ -203,7 +202,12 @@ fn softmax_1d(z: &Tensor) -> candle_core::Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
-fn one_hot(index: usize, k: usize, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+/// The one-hot vector `[k]` with a 1 at `index`.
+pub(crate) fn one_hot(
+    index: usize,
+    k: usize,
+    device: &candle_core::Device,
+) -> candle_core::Result<Tensor> {
     let v: Vec<f32> = (0..k).map(|i| if i == index { 1.0 } else { 0.0 }).collect();
     Tensor::from_vec(v, k, device)
 }

@@ -71,6 +71,21 @@ pub struct Extracted {
     pub report: serde_json::Value,
 }
 
+/// The recipe's rates: `optim.lr_weights` with its weight decay for weights, `optim.lr_scales`
+/// without decay for steps and (unless a method says otherwise) architecture parameters.
+pub fn recipe_rate(group: ParamGroup, recipe: &Recipe) -> GroupRate {
+    match group {
+        ParamGroup::Weights => GroupRate {
+            lr: recipe.optim.lr_weights,
+            weight_decay: recipe.optim.weight_decay,
+        },
+        ParamGroup::Scales | ParamGroup::Arch => GroupRate {
+            lr: recipe.optim.lr_scales,
+            weight_decay: 0.0,
+        },
+    }
+}
+
 /// A training-time compression method (see the module docs for the order of the calls).
 pub trait CompressionMethod {
     /// The recipe name of the method, e.g. `uniform-lsq`.
@@ -82,20 +97,7 @@ pub trait CompressionMethod {
 
     /// Peak learning rate and weight decay of `group`, given the recipe.
     fn learning_rate(&self, group: ParamGroup, recipe: &Recipe) -> GroupRate {
-        match group {
-            ParamGroup::Weights => GroupRate {
-                lr: recipe.optim.lr_weights,
-                weight_decay: recipe.optim.weight_decay,
-            },
-            ParamGroup::Scales => GroupRate {
-                lr: recipe.optim.lr_scales,
-                weight_decay: 0.0,
-            },
-            ParamGroup::Arch => GroupRate {
-                lr: recipe.optim.lr_scales,
-                weight_decay: 0.0,
-            },
-        }
+        recipe_rate(group, recipe)
     }
 
     /// Before optimizer step `step` (0-based): set per-step state of the student.

@@ -29,12 +29,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use whittle_kernels::{PackedFormat, QuantFormat, Scheme};
 
-use super::method::{CompressionMethod, Extracted, GroupRate, LossTerm, MethodParam};
+use super::method::{recipe_rate, CompressionMethod, Extracted, GroupRate, LossTerm, MethodParam};
 use super::optim::ParamGroup;
 use super::recipe::{MixedPrecisionRecipe, Recipe};
 use crate::compress::bitmap::LayerFormat;
 use crate::error::{Error, Result};
 use crate::models::whisper::{Whisper, TOKEN_EMBEDDING};
+use crate::nn::mixed::one_hot;
 use crate::nn::{LsqSpec, MixedWeight, Relaxation, StepInit, Weight};
 
 /// Name of the size term in step reports.
@@ -116,7 +117,8 @@ impl MixedPrecision {
 
     /// The supernet weights of the searched layers, in the order of `self.layers`.
     fn searched<'a>(&self, model: &'a Whisper) -> Vec<&'a MixedWeight> {
-        quantizable(model)
+        model
+            .quantizable()
             .into_iter()
             .filter_map(|linear| match &linear.weight {
                 Weight::Mixed(m) => Some(m),
@@ -133,21 +135,6 @@ impl MixedPrecision {
         }
         Ok(total)
     }
-}
-
-/// Every quantizable layer, read-only, in the order of [`Whisper::quantizable_mut`].
-fn quantizable(model: &Whisper) -> Vec<&crate::nn::Linear> {
-    let mut out = Vec::new();
-    for layer in model.encoder.layers.iter().chain(&model.decoder.layers) {
-        for attn in
-            std::iter::once(&layer.self_attn).chain(layer.encoder_attn.as_ref().map(|(a, _)| a))
-        {
-            out.extend([&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj]);
-        }
-        out.extend([&layer.fc1, &layer.fc2]);
-    }
-    out.push(&model.decoder.embed_tokens);
-    out
 }
 
 impl CompressionMethod for MixedPrecision {
@@ -194,18 +181,11 @@ impl CompressionMethod for MixedPrecision {
 
     fn learning_rate(&self, group: ParamGroup, recipe: &Recipe) -> GroupRate {
         match group {
-            ParamGroup::Weights => GroupRate {
-                lr: recipe.optim.lr_weights,
-                weight_decay: recipe.optim.weight_decay,
-            },
-            ParamGroup::Scales => GroupRate {
-                lr: recipe.optim.lr_scales,
-                weight_decay: 0.0,
-            },
             ParamGroup::Arch => GroupRate {
                 lr: self.recipe.lr_arch,
                 weight_decay: 0.0,
             },
+            _ => recipe_rate(group, recipe),
         }
     }
 
@@ -424,16 +404,6 @@ fn snap_to_budget(
         moves += 1;
     }
     moves
-}
-
-fn one_hot(index: usize, k: usize, device: &candle_core::Device) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> = (0..k).map(|i| if i == index { 1.0 } else { 0.0 }).collect();
-    Tensor::from_vec(v, k, device)
-}
-
-/// Average stored bits per searched weight of an extraction report.
-pub fn achieved_bits(report: &serde_json::Value) -> Option<f64> {
-    report["achieved_bits"].as_f64()
 }
 
 #[cfg(test)]

@@ -96,6 +96,15 @@ pub fn packed_copy(student: &Whisper) -> Result<Whisper> {
     Ok(model)
 }
 
+/// Gradients in variable order, zeros where none reached a variable (what AdamW takes).
+pub fn zero_filled(grads: Vec<Option<Tensor>>, vars: &[Var]) -> Result<Vec<Tensor>> {
+    Ok(grads
+        .into_iter()
+        .zip(vars)
+        .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+        .collect::<candle_core::Result<_>>()?)
+}
+
 /// Seconds spent in each phase of a micro-batch (for benchmarks and profiles).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PhaseSeconds {
@@ -470,11 +479,7 @@ impl Trainer {
                 };
             }
         }
-        let mut grads: Vec<Tensor> = grads
-            .into_iter()
-            .zip(&vars)
-            .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
-            .collect::<candle_core::Result<_>>()?;
+        let mut grads = zero_filled(grads, &vars)?;
         let grad_norm = match self.recipe.optim.clip_norm {
             Some(max) => clip_global_norm(&mut grads, max)?,
             None => super::optim::global_norm(&grads)?,

@@ -663,6 +663,21 @@ impl Whisper {
         out
     }
 
+    /// [`Self::quantizable_mut`] read-only (the layers alone, same order).
+    pub fn quantizable(&self) -> Vec<&Linear> {
+        let mut out = Vec::new();
+        for layer in self.encoder.layers.iter().chain(&self.decoder.layers) {
+            let attns = std::iter::once(&layer.self_attn)
+                .chain(layer.encoder_attn.as_ref().map(|(a, _)| a));
+            for attn in attns {
+                out.extend([&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj]);
+            }
+            out.extend([&layer.fc1, &layer.fc2]);
+        }
+        out.push(&self.decoder.embed_tokens);
+        out
+    }
+
     /// Device of the weights.
     pub fn device(&self) -> &Device {
         self.decoder.embed_positions.device()
