@@ -1,15 +1,11 @@
 //! The training engine on a tiny random Whisper: gradients reach every parameter through the
 //! full training forward, the loss goes down, and a killed run resumes bit for bit.
 
-mod common_tiny;
-
-use std::path::Path;
+mod common_train;
 
 use candle_core::{DType, Device, Tensor};
-use common_tiny::*;
-use whittle::checkpoint::TensorStore;
-use whittle::models::whisper::{Whisper, WhisperTokenizer};
-use whittle::train::batch::{synthetic_batch, Prompt, TrainExample};
+use common_train::{examples, prompt, teacher};
+use whittle::train::batch::{synthetic_batch, TrainExample};
 use whittle::train::trainer::{make_student, micro_batch_grads, Silent, Trainer};
 use whittle::train::Recipe;
 
@@ -51,45 +47,8 @@ seed = 7
 checkpoint_every = 2
 "#;
 
-fn teacher() -> Whisper {
-    let store = TensorStore::new("tiny", hf_tensors(3), Device::Cpu);
-    Whisper::load(&store, &config(), DType::F32).unwrap()
-}
-
-fn prompt() -> Prompt {
-    let tok = WhisperTokenizer::from_json(&tokenizer_json(), "tiny").unwrap();
-    Prompt {
-        tokens: tok.prompt(false),
-        eot: tok.eot,
-    }
-}
-
 fn recipe(text: &str) -> Recipe {
     Recipe::parse(text, "test recipe").unwrap()
-}
-
-/// Headerless 16 kHz PCM files of different lengths with word-token targets.
-fn examples(dir: &Path, n: usize) -> Vec<TrainExample> {
-    (0..n)
-        .map(|i| {
-            let samples = 4000 + 1600 * i;
-            let bytes: Vec<u8> = (0..samples)
-                .flat_map(|t| {
-                    let x = ((t as f32 * (0.05 + 0.01 * i as f32)).sin() * 8000.0) as i16;
-                    x.to_le_bytes()
-                })
-                .collect();
-            let audio = dir.join(format!("u{i}.raw"));
-            std::fs::write(&audio, bytes).unwrap();
-            TrainExample {
-                id: format!("u{i}"),
-                audio,
-                tokens: (0..3 + i % 4)
-                    .map(|k| ((7 * i + 3 * k) % WORDS) as u32)
-                    .collect(),
-            }
-        })
-        .collect()
 }
 
 /// Every trainable variable (latent weights and steps of all linear layers) receives a

@@ -3,20 +3,19 @@
 //! one-stage mixed precision reaches its budget, its gradients reach weights, steps and logits,
 //! and extraction packs exactly the candidate the supernet chose.
 
-mod common_tiny;
+mod common_train;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::rc::Rc;
 
-use candle_core::{DType, Device, Tensor};
-use common_tiny::*;
-use whittle::checkpoint::TensorStore;
+use candle_core::{Device, Tensor};
+use common_train::common_tiny::*;
+use common_train::{examples, prompt, teacher};
 use whittle::compress::bitmap::LayerFormat;
 use whittle::models::whisper::{Whisper, WhisperTokenizer, TOKEN_EMBEDDING};
 use whittle::nn::{LsqSpec, StepInit, Weight};
-use whittle::train::batch::{synthetic_batch, Prompt, TrainExample};
+use whittle::train::batch::{synthetic_batch, TrainExample};
 use whittle::train::method::{CompressionMethod, Extracted, LossTerm, MethodParam};
 use whittle::train::trainer::{micro_batch_grads_with, MicroBatchGrads, Silent, Trainer};
 use whittle::train::uniform::UniformLsq;
@@ -43,42 +42,6 @@ grad_accum = 2
 seed = 7
 checkpoint_every = 2
 "#;
-
-fn teacher() -> Whisper {
-    let store = TensorStore::new("tiny", hf_tensors(3), Device::Cpu);
-    Whisper::load(&store, &config(), DType::F32).unwrap()
-}
-
-fn prompt() -> Prompt {
-    let tok = WhisperTokenizer::from_json(&tokenizer_json(), "tiny").unwrap();
-    Prompt {
-        tokens: tok.prompt(false),
-        eot: tok.eot,
-    }
-}
-
-fn examples(dir: &Path, n: usize) -> Vec<TrainExample> {
-    (0..n)
-        .map(|i| {
-            let samples = 4000 + 1600 * i;
-            let bytes: Vec<u8> = (0..samples)
-                .flat_map(|t| {
-                    let x = ((t as f32 * (0.05 + 0.01 * i as f32)).sin() * 8000.0) as i16;
-                    x.to_le_bytes()
-                })
-                .collect();
-            let audio = dir.join(format!("u{i}.raw"));
-            std::fs::write(&audio, bytes).unwrap();
-            TrainExample {
-                id: format!("u{i}"),
-                audio,
-                tokens: (0..3 + i % 4)
-                    .map(|k| ((7 * i + 3 * k) % WORDS) as u32)
-                    .collect(),
-            }
-        })
-        .collect()
-}
 
 fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()

@@ -1,0 +1,53 @@
+//! Training fixtures on the tiny random Whisper of `common_tiny`: the teacher, the decoder
+//! prompt and short tone clips with word-token targets.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use whittle::checkpoint::TensorStore;
+use whittle::models::whisper::{Whisper, WhisperTokenizer};
+use whittle::train::batch::{Prompt, TrainExample};
+
+#[path = "common_tiny.rs"]
+pub mod common_tiny;
+
+use common_tiny::{config, hf_tensors, tokenizer_json, WORDS};
+
+pub fn teacher() -> Whisper {
+    let store = TensorStore::new("tiny", hf_tensors(3), Device::Cpu);
+    Whisper::load(&store, &config(), DType::F32).unwrap()
+}
+
+pub fn prompt() -> Prompt {
+    let tok = WhisperTokenizer::from_json(&tokenizer_json(), "tiny").unwrap();
+    Prompt {
+        tokens: tok.prompt(false),
+        eot: tok.eot,
+    }
+}
+
+/// Headerless 16 kHz PCM files of different lengths with word-token targets.
+pub fn examples(dir: &Path, n: usize) -> Vec<TrainExample> {
+    (0..n)
+        .map(|i| {
+            let samples = 4000 + 1600 * i;
+            let bytes: Vec<u8> = (0..samples)
+                .flat_map(|t| {
+                    let x = ((t as f32 * (0.05 + 0.01 * i as f32)).sin() * 8000.0) as i16;
+                    x.to_le_bytes()
+                })
+                .collect();
+            let audio = dir.join(format!("u{i}.raw"));
+            std::fs::write(&audio, bytes).unwrap();
+            TrainExample {
+                id: format!("u{i}"),
+                audio,
+                tokens: (0..3 + i % 4)
+                    .map(|k| ((7 * i + 3 * k) % WORDS) as u32)
+                    .collect(),
+            }
+        })
+        .collect()
+}
