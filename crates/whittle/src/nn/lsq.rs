@@ -405,7 +405,7 @@ impl CustomOp3 for LsqBackward {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
@@ -416,7 +416,8 @@ mod tests {
     /// Relative tolerance of analytic gradients against central finite differences (f64).
     const FD_REL_TOL: f64 = 1e-6;
 
-    fn weights(rows: usize, cols: usize, seed: u64, dtype: DType) -> Tensor {
+    /// Deterministic weights in [-0.1, 0.1) (a 64-bit LCG).
+    pub(crate) fn weights(rows: usize, cols: usize, seed: u64, dtype: DType) -> Tensor {
         let mut state = seed;
         let v: Vec<f64> = (0..rows * cols)
             .map(|_| {

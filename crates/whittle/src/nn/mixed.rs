@@ -452,23 +452,8 @@ impl CustomOp3 for MixedBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::lsq::tests::weights;
     use candle_core::Device;
-
-    fn weights(rows: usize, cols: usize, seed: u64, dtype: DType) -> Tensor {
-        let mut state = seed;
-        let v: Vec<f64> = (0..rows * cols)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.2
-            })
-            .collect();
-        Tensor::from_vec(v, (rows, cols), &Device::Cpu)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap()
-    }
 
     fn candidates() -> Vec<LsqSpec> {
         [2, 3, 4, 8]
