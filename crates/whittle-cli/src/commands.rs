@@ -8,10 +8,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use whittle::candle::{DType, Device};
 use whittle::eval::{self, UtteranceResult};
-use whittle::model_dir::WhisperCheckpoint;
 use whittle::models::whisper::{
     DecodeOptions, FallbackOptions, FrontEndPadding, LongFormOptions, Transcriber,
 };
+use whittle::models::{registry, SpeechModel};
 use whittle::text::normalize::EnglishNormalizer;
 use whittle::text::wer::ErrorCounts;
 
@@ -228,46 +228,89 @@ fn dtype(name: &str) -> DType {
     }
 }
 
-fn load_transcriber(model: &Path, decode: &DecodeArgs) -> Result<(Transcriber, serde_json::Value)> {
+impl DecodeArgs {
+    /// The options that only Whisper's decoder reads, when set away from their defaults.
+    fn whisper_only_options(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.beam_size != 1 {
+            set.push("--beam-size");
+        }
+        if self.padding != "openai-whisper" {
+            set.push("--padding");
+        }
+        if self.trim {
+            set.push("--trim");
+        }
+        if self.fallback {
+            set.push("--fallback");
+        }
+        set
+    }
+}
+
+/// Load any model family through the registry, with `decode`'s options applied to Whisper's
+/// decoder and its post-training quantization done in memory. Returns the model and a JSON
+/// record of what was loaded.
+fn load_model(
+    model: &Path,
+    decode: &DecodeArgs,
+    long_form: Option<LongFormOptions>,
+) -> Result<(Box<dyn SpeechModel>, serde_json::Value)> {
     let t0 = Instant::now();
-    let checkpoint = WhisperCheckpoint::open(model, &Device::Cpu)
+    if decode.beam_size == 0 {
+        bail!("--beam-size must be at least 1");
+    }
+    let mut loaded = registry::open(model, &Device::Cpu, dtype(&decode.dtype))
         .with_context(|| format!("loading model {}", model.display()))?;
-    let location = checkpoint.location.clone();
-    let config = checkpoint.config.clone();
-    let (model_built, tokenizer, report) = checkpoint.build(dtype(&decode.dtype))?;
     let padding = if decode.padding == "faster-whisper" {
         FrontEndPadding::FasterWhisper
     } else {
         FrontEndPadding::OpenaiWhisper
     };
-    let mut transcriber = Transcriber {
-        model: model_built,
-        tokenizer,
-        options: DecodeOptions {
-            beam_size: decode.beam_size,
-            padding,
-            trim: decode.trim,
-            ..Default::default()
-        },
-    };
-    if decode.beam_size == 0 {
-        bail!("--beam-size must be at least 1");
+    match loaded.model.as_any_mut().downcast_mut::<Transcriber>() {
+        Some(transcriber) => {
+            transcriber.options = DecodeOptions {
+                beam_size: decode.beam_size,
+                padding,
+                trim: decode.trim,
+                ..Default::default()
+            };
+        }
+        None => {
+            let set = decode.whisper_only_options();
+            if !set.is_empty() {
+                bail!(
+                    "{} applies to Whisper models only; {} is a {} model",
+                    set.join(", "),
+                    model.display(),
+                    loaded.model.architecture()
+                );
+            }
+        }
     }
-    let quantization = decode.ptq.apply(&mut transcriber)?;
+    let quantization = decode.ptq.apply(&mut *loaded.model)?;
     // After quantization: GPTQ calibration reads plain 30 s windows of tokens.
-    transcriber.options.long_form = decode.long_form(false);
+    if let Some(transcriber) = loaded.model.as_any_mut().downcast_mut::<Transcriber>() {
+        transcriber.options.long_form = long_form;
+    }
+    let config = loaded
+        .family_header
+        .iter()
+        .find(|(key, _)| key == whittle::packed_file::keys::CONFIG)
+        .map(|(_, value)| value.clone());
     let info = serde_json::json!({
         "path": model.display().to_string(),
-        "format": location.format,
-        "weights_bytes": location.weights_bytes(),
-        "parameters": config.parameter_count(),
+        "format": loaded.location.format,
+        "architecture": loaded.model.architecture(),
+        "weights_bytes": loaded.location.weights_bytes(),
+        "parameters": loaded.model.parameter_count(),
         "config": config,
-        "load_report": report,
+        "load_report": loaded.report,
         "load_seconds": t0.elapsed().as_secs_f64(),
         "dtype": decode.dtype,
         "quantization": quantization,
     });
-    Ok((transcriber, info))
+    Ok((loaded.model, info))
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), `None` where unavailable.
@@ -290,11 +333,14 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let (transcriber, _) = load_transcriber(&args.model, &args.decode)?;
     let options = args
         .decode
         .long_form(true)
         .context("transcribe decodes timestamps")?;
+    let (model, _) = load_model(&args.model, &args.decode, None)?;
+    let Some(transcriber) = model.as_any().downcast_ref::<Transcriber>() else {
+        return transcribe_plain(&*model, &args.audio, format, outputs.as_deref());
+    };
     let mut failed = 0;
     for (i, path) in args.audio.iter().enumerate() {
         let result = whittle::audio::load_audio(path)
@@ -320,6 +366,49 @@ pub fn transcribe(args: TranscribeArgs) -> Result<()> {
         bail!(
             "{failed} of {} audio files could not be transcribed",
             args.audio.len()
+        );
+    }
+    Ok(())
+}
+
+/// `transcribe` for families without timestamps: one line of text per file.
+fn transcribe_plain(
+    model: &dyn SpeechModel,
+    audio: &[PathBuf],
+    format: Format,
+    outputs: Option<&[PathBuf]>,
+) -> Result<()> {
+    if format != Format::Txt {
+        bail!(
+            "--format {} needs timestamps, which {} models do not give; use --format txt",
+            format.extension(),
+            model.architecture()
+        );
+    }
+    let mut failed = 0;
+    for (i, path) in audio.iter().enumerate() {
+        let result = whittle::audio::load_audio(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|samples| Ok(model.transcribe_batch(&[&samples])?.join(" ")));
+        match (result, outputs) {
+            (Ok(text), Some(outputs)) => {
+                whittle::fsutil::write_atomic(&outputs[i], format!("{text}\n").as_bytes())?;
+                eprintln!("{} -> {}", path.display(), outputs[i].display());
+            }
+            (Ok(text), None) => println!("{text}"),
+            (Err(e), _) => {
+                eprintln!("error: {}: {e:#}", path.display());
+                if outputs.is_none() {
+                    println!();
+                }
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} audio files could not be transcribed",
+            audio.len()
         );
     }
     Ok(())
@@ -396,13 +485,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         max_duration_seconds: args.max_duration,
         strict: args.strict,
     };
-    let (transcriber, model_info) = load_transcriber(model, &args.decode)?;
-    let transcriber_long_form = transcriber.options.long_form.clone();
+    let long_form = args.decode.long_form(false);
+    let (model, model_info) = load_model(model, &args.decode, long_form.clone())?;
     let bar = progress_bar(utterances.len());
     let wall = Instant::now();
     let mut running = (0usize, 0usize);
     let evaluation = eval::evaluate_with(
-        &transcriber,
+        &*model,
         &utterances,
         &normalizer,
         &options,
@@ -434,7 +523,6 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         &Default::default(),
     )
     .ok();
-    let long_form = &transcriber_long_form;
     let summary = serde_json::json!({
         "model": model_info,
         "dataset": dataset.display().to_string(),
@@ -509,28 +597,16 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
+    let loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
         .with_context(|| format!("loading model {}", args.model.display()))?;
-    let c = &checkpoint.config;
+    let checkpoint = &loaded;
     println!("model       {}", args.model.display());
     println!(
         "format      {:?} ({} bytes)",
-        checkpoint.location.format,
-        checkpoint.location.weights_bytes()
+        loaded.location.format,
+        loaded.location.weights_bytes()
     );
-    println!(
-        "architecture Whisper ({})",
-        if c.is_multilingual() {
-            "multilingual"
-        } else {
-            "English-only"
-        }
-    );
-    println!(
-        "  d_model {}  mels {}  encoder {} layers x {} heads (ffn {})  decoder {} layers x {} heads (ffn {})  vocab {}  positions {}/{}",
-        c.d_model, c.num_mel_bins, c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim, c.decoder_layers,
-        c.decoder_attention_heads, c.decoder_ffn_dim, c.vocab_size, c.max_source_positions, c.max_target_positions
-    );
+    println!("architecture {}", loaded.model.summary());
     println!(
         "{:<60} {:>16} {:>6} {:>10} {:>12}",
         "tensor", "shape", "dtype", "params", "bytes"
@@ -558,10 +634,10 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         bytes as f64 / 1e6,
         params as f64 * 4.0 / 1e6
     );
-    if !checkpoint.unconverted.is_empty() {
+    if !checkpoint.report.unused.is_empty() {
         println!(
-            "file variables not used by the model: {}",
-            checkpoint.unconverted.join(", ")
+            "not used by the model: {}",
+            checkpoint.report.unused.join(", ")
         );
     }
     Ok(())

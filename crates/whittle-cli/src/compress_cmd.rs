@@ -436,8 +436,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     trainer.run(&work_dir, None, &mut observer)?;
     observer.bar.finish_and_clear();
 
-    let extracted = trainer.finish(&work_dir)?;
-    let mut packed = extracted.model;
+    let (mut packed, extracted) = trainer.finish(&work_dir)?;
     let final_dev: Option<EvalTotals> = trainer.evaluate_packed(&packed, &mut observer)?;
     let method_name = trainer.method.name();
     let mut quantized = (0usize, 0usize);

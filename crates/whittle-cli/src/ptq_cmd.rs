@@ -10,8 +10,8 @@ use whittle::candle::{DType, Device};
 use whittle::compress::bitmap::{BitMap, LayerFormat};
 use whittle::compress::calibrate::{calibrate, Calibration};
 use whittle::compress::ptq::{quantize_linears, resolve_bit_map, LayerReport, PtqMethod};
-use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
-use whittle::models::whisper::{DecodeOptions, Transcriber, TOKEN_EMBEDDING};
+use whittle::model_dir::ModelFormat;
+use whittle::models::{registry, LayerRole, SpeechModel};
 
 use crate::commands::progress_bar;
 
@@ -104,10 +104,9 @@ impl PtqArgs {
         }
     }
 
-    /// Quantize `transcriber.model` in place (calibrating first for GPTQ). Returns a JSON record
-    /// of what was done (resolved bit map, per-layer reports, timings), or `Null` when nothing
-    /// was asked for.
-    pub fn apply(&self, transcriber: &mut Transcriber) -> Result<serde_json::Value> {
+    /// Quantize `model` in place (calibrating first for GPTQ). Returns a JSON record of what was
+    /// done (resolved bit map, per-layer reports, timings), or `Null` when nothing was asked for.
+    pub fn apply(&self, model: &mut dyn SpeechModel) -> Result<serde_json::Value> {
         let Some(bit_map) = self.bit_map()? else {
             return Ok(serde_json::Value::Null);
         };
@@ -115,17 +114,12 @@ impl PtqArgs {
         let t0 = Instant::now();
         let calibration = match (method, &self.calib) {
             (PtqMethod::Gptq, None) => bail!("--method gptq needs --calib DATASET"),
-            (PtqMethod::Gptq, Some(path)) => Some(self.calibrate(transcriber, &bit_map, path)?),
+            (PtqMethod::Gptq, Some(path)) => Some(self.calibrate(model, &bit_map, path)?),
             (_, Some(_)) => bail!("--calib is only used by --method gptq"),
             (_, None) => None,
         };
         let calibration_seconds = t0.elapsed().as_secs_f64();
-        let layers = quantize_linears(
-            &mut transcriber.model,
-            &bit_map,
-            method,
-            calibration.as_ref(),
-        )?;
+        let layers = quantize_linears(model, &bit_map, method, calibration.as_ref())?;
         let seconds = t0.elapsed().as_secs_f64();
         let packed: usize = layers.iter().map(|l| l.packed_bytes).sum();
         tracing::info!(
@@ -138,7 +132,7 @@ impl PtqArgs {
             "kind": "post-training",
             "method": method.name(),
             "bit_map_source": bit_map.source,
-            "bit_map": resolved_bit_map(&layers),
+            "bit_map": resolved_bit_map(model, &layers),
             "calibration": calibration.as_ref().map(|c| serde_json::json!({
                 "dataset": self.calib.as_ref().map(|p| p.display().to_string()),
                 "utterances": c.utterances,
@@ -153,7 +147,7 @@ impl PtqArgs {
 
     fn calibrate(
         &self,
-        transcriber: &mut Transcriber,
+        model: &mut dyn SpeechModel,
         bit_map: &BitMap,
         path: &std::path::Path,
     ) -> Result<Calibration> {
@@ -163,24 +157,27 @@ impl PtqArgs {
         if utterances.is_empty() {
             bail!("calibration set {} has no utterances", path.display());
         }
-        let wanted: Vec<String> = resolve_bit_map(&mut transcriber.model, bit_map)?
+        let wanted: Vec<String> = resolve_bit_map(model, bit_map)?
             .into_iter()
             .filter(|l| matches!(l.format, LayerFormat::Uniform { .. }))
             .map(|l| l.name)
             .collect();
         let bar = progress_bar(utterances.len());
         bar.set_message("calibrating (X^T X per layer)");
-        let calibration = calibrate(transcriber, &wanted, &utterances, |_| bar.inc(1))?;
+        let calibration = calibrate(model, &wanted, &utterances, |_| bar.inc(1))?;
         bar.finish_and_clear();
         Ok(calibration)
     }
 }
 
 /// `{layer: {format, bits, group, method, rule, relative_rmse}}` plus what stays float.
-fn resolved_bit_map(layers: &[LayerReport]) -> serde_json::Value {
-    let embedding_packed = layers
-        .iter()
-        .any(|l| l.name == TOKEN_EMBEDDING && l.format != LayerFormat::Float);
+fn resolved_bit_map(model: &dyn SpeechModel, layers: &[LayerReport]) -> serde_json::Value {
+    let embedding_packed = model.layers().iter().any(|l| {
+        l.role == LayerRole::TokenEmbedding
+            && layers
+                .iter()
+                .any(|r| r.name == l.name && r.format != LayerFormat::Float)
+    });
     let layers: serde_json::Map<String, serde_json::Value> = layers
         .iter()
         .map(|l| {
@@ -225,24 +222,17 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
         bail!("give --bits B (every linear layer) or --bit-map FILE");
     }
     let t0 = Instant::now();
-    let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
+    let location = whittle::model_dir::ModelLocation::detect(&args.model)
         .with_context(|| format!("loading model {}", args.model.display()))?;
-    if checkpoint.location.format == ModelFormat::Whittle {
+    if location.format == ModelFormat::Whittle {
         bail!(
             "{} is already packed; quantize the original model folder",
             args.model.display()
         );
     }
-    let tokenizer_json = std::fs::read_to_string(args.model.join("tokenizer.json"))
-        .with_context(|| format!("reading {}", args.model.join("tokenizer.json").display()))?;
-    let model =
-        whittle::models::whisper::Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
-    let mut transcriber = Transcriber {
-        model,
-        tokenizer: checkpoint.tokenizer.clone(),
-        options: DecodeOptions::default(),
-    };
-    let record = args.ptq.apply(&mut transcriber)?;
+    let mut loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let record = args.ptq.apply(&mut *loaded.model)?;
     // Matrices actually packed (float layers of a bit map, and the embedding unless named, are not).
     let layers = record["layers"].as_array().map_or(0, |layers| {
         layers
@@ -265,23 +255,24 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
             "provenance",
             serde_json::json!({
                 "source": args.model.display().to_string(),
-                "source_format": checkpoint.location.format,
-                "source_bytes": checkpoint.location.weights_bytes(),
+                "source_format": loaded.location.format,
+                "source_bytes": loaded.location.weights_bytes(),
                 "whittle_version": env!("CARGO_PKG_VERSION"),
                 "seconds": t0.elapsed().as_secs_f64(),
             }),
         ),
         ("results", serde_json::Value::Null),
     ];
-    let bytes = whittle::compress::export::write_whisper(
-        &checkpoint.store,
-        &mut transcriber.model,
-        &tokenizer_json,
+    let bytes = whittle::compress::export::write_packed(
+        &loaded.store,
+        &*loaded.model,
+        loaded.model.architecture(),
+        &loaded.family_header,
         &header,
         &args.output,
     )?;
-    let fp32 = checkpoint.config.parameter_count() as f64 * 4.0;
-    let shipped = checkpoint.location.weights_bytes() as f64;
+    let fp32 = loaded.model.parameter_count() as f64 * 4.0;
+    let shipped = loaded.location.weights_bytes() as f64;
     println!(
         "{}: {layers} matrices packed ({} method), {bytes} bytes ({:.1} MB): {:.2}x smaller than fp32 ({:.1} MB), {:.2}x smaller than the shipped file ({:.1} MB)",
         args.output.display(),

@@ -22,8 +22,7 @@ use serde_json::Value;
 use whittle::candle::{DType, Device};
 use whittle::compress::bitmap::{BitMap, LayerFormat};
 use whittle::compress::ptq::resolve_bit_map;
-use whittle::model_dir::WhisperCheckpoint;
-use whittle::models::whisper::{Whisper, TOKEN_EMBEDDING};
+use whittle::models::whisper::TOKEN_EMBEDDING;
 use whittle::packed_file::{keys, PackedFile};
 
 use crate::draw::{
@@ -249,18 +248,18 @@ impl BitChart {
         } else {
             toml::from_str(&text).map_err(|e| Error::input(path, e.to_string()))?
         };
-        let checkpoint = WhisperCheckpoint::open(model, &Device::Cpu)?;
-        let mut whisper = Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
-        let shapes: Vec<(String, u64)> = whisper
-            .quantizable_mut()
+        let loaded = whittle::models::registry::open(model, &Device::Cpu, DType::F32)?;
+        let shapes: Vec<(String, u64)> = loaded
+            .model
+            .layers()
             .into_iter()
-            .map(|(name, linear)| {
-                let (rows, cols) = linear.weight.dims();
-                (name, (rows * cols) as u64)
+            .map(|layer| {
+                let (rows, cols) = layer.linear.weight.dims();
+                (layer.name, (rows * cols) as u64)
             })
             .collect();
         let formats: BTreeMap<String, LayerFormat> = match BitMap::from_value(&value, &source) {
-            Ok(map) => resolve_bit_map(&mut whisper, &map)?
+            Ok(map) => resolve_bit_map(&*loaded.model, &map)?
                 .into_iter()
                 .map(|l| (l.name, l.format))
                 .collect(),

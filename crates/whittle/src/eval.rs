@@ -1,8 +1,8 @@
 //! Evaluation: transcribe a dataset, score WER and CER after Whisper's English text
 //! normalisation, and time it.
 //!
-//! [`evaluate_with`] decodes `batch_size` utterances at a time through
-//! [`Transcriber::transcribe_batch`] (greedy, one 30 s window per clip; see
+//! [`evaluate_with`] decodes `batch_size` utterances at a time through the model's
+//! [`SpeechModel::transcribe_batch`] (for Whisper: greedy, one 30 s window per clip; see
 //! [`crate::models::whisper::batch`]) and records clips that cannot be read (corrupt, empty, or
 //! longer than the duration cap) as [`Failure`]s instead of stopping, unless `strict`.
 
@@ -13,7 +13,7 @@ use whittle_text::wer::{char_errors, word_errors, ErrorCounts};
 
 use crate::data::Utterance;
 use crate::error::{Error, Result};
-use crate::models::whisper::Transcriber;
+use crate::models::SpeechModel;
 
 /// The result for one utterance.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -161,8 +161,8 @@ pub fn totals(results: &[UtteranceResult], audio_load_seconds: f64) -> EvalTotal
 
 /// Transcribe and score every utterance one at a time, stopping at the first clip that cannot
 /// be read. `progress` is called after each one.
-pub fn evaluate(
-    transcriber: &Transcriber,
+pub fn evaluate<M: SpeechModel + ?Sized>(
+    model: &M,
     utterances: &[Utterance],
     normalizer: &EnglishNormalizer,
     progress: impl FnMut(usize, &UtteranceResult),
@@ -171,7 +171,7 @@ pub fn evaluate(
         strict: true,
         ..Default::default()
     };
-    let evaluation = evaluate_with(transcriber, utterances, normalizer, &options, progress)?;
+    let evaluation = evaluate_with(model, utterances, normalizer, &options, progress)?;
     Ok((evaluation.results, evaluation.totals))
 }
 
@@ -181,8 +181,8 @@ pub fn evaluate(
 /// A clip that cannot be read, is empty or exceeds `options.max_duration_seconds` becomes a
 /// [`Failure`] and the run goes on; with `options.strict` it is an error naming the utterance.
 /// Each utterance of a batch is given an equal share of the batch's transcription time.
-pub fn evaluate_with(
-    transcriber: &Transcriber,
+pub fn evaluate_with<M: SpeechModel + ?Sized>(
+    model: &M,
     utterances: &[Utterance],
     normalizer: &EnglishNormalizer,
     options: &EvalOptions,
@@ -217,21 +217,17 @@ pub fn evaluate_with(
             continue;
         }
         let t1 = Instant::now();
-        let transcripts = if batch_size == 1 {
-            vec![transcriber.transcribe(&loaded[0].2)?]
-        } else {
-            let clips: Vec<&[f32]> = loaded.iter().map(|(_, _, s)| s.as_slice()).collect();
-            transcriber.transcribe_batch(&clips)?
-        };
+        let clips: Vec<&[f32]> = loaded.iter().map(|(_, _, s)| s.as_slice()).collect();
+        let transcripts = model.transcribe_batch(&clips)?;
         let transcribe_seconds = t1.elapsed().as_secs_f64() / loaded.len() as f64;
         for ((index, utt, samples), transcript) in loaded.into_iter().zip(transcripts) {
             let reference = utt.text.clone().unwrap_or_default();
-            let (rn, hn, w, c) = score(normalizer, &reference, &transcript.text);
+            let (rn, hn, w, c) = score(normalizer, &reference, &transcript);
             let result = UtteranceResult {
                 id: utt.id.clone(),
                 audio: utt.audio.display().to_string(),
                 reference,
-                hypothesis: transcript.text,
+                hypothesis: transcript,
                 reference_normalized: rn,
                 hypothesis_normalized: hn,
                 words: w,

@@ -64,13 +64,11 @@ impl ModelLocation {
                         .into(),
             });
         };
-        for needed in ["config.json", "tokenizer.json"] {
-            if !has(needed) {
-                return Err(Error::UnknownModel {
-                    path: path.into(),
-                    reason: format!("{needed} is missing"),
-                });
-            }
+        if !has("config.json") {
+            return Err(Error::UnknownModel {
+                path: path.into(),
+                reason: "config.json is missing".into(),
+            });
         }
         Ok(Self {
             dir: path.to_path_buf(),
@@ -99,6 +97,8 @@ pub struct WhisperCheckpoint {
     pub config: WhisperConfig,
     /// Tokenizer.
     pub tokenizer: WhisperTokenizer,
+    /// The tokenizer's `tokenizer.json` text, as read (embedded again on export).
+    pub tokenizer_json: String,
     /// Names in the original file that no model tensor came from.
     pub unconverted: Vec<String>,
 }
@@ -118,7 +118,17 @@ impl WhisperCheckpoint {
         if location.format == ModelFormat::Whittle {
             return Self::open_packed(location, device);
         }
-        let tokenizer = WhisperTokenizer::from_file(&path.join("tokenizer.json"))?;
+        let tokenizer_path = path.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(Error::UnknownModel {
+                path: path.into(),
+                reason: "tokenizer.json is missing".into(),
+            });
+        }
+        let tokenizer_json =
+            std::fs::read_to_string(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
+        let tokenizer =
+            WhisperTokenizer::from_json(&tokenizer_json, &tokenizer_path.display().to_string())?;
         let (store, config, unconverted) = match location.format {
             ModelFormat::CTranslate2 => {
                 let file = Ct2File::open(&path.join("model.bin"))?;
@@ -155,12 +165,13 @@ impl WhisperCheckpoint {
             store,
             config,
             tokenizer,
+            tokenizer_json,
             unconverted,
         })
     }
 
     fn open_packed(location: ModelLocation, device: &Device) -> Result<Self> {
-        use crate::packed_file::{keys, FloatDtype, PackedFile, TensorData};
+        use crate::packed_file::{keys, PackedFile};
         let path = location.dir.clone();
         let file = PackedFile::open(&path)?;
         if file.architecture() != "whisper" {
@@ -176,46 +187,22 @@ impl WhisperCheckpoint {
                     source: e,
                 })?;
         config.validate(&path.display().to_string())?;
-        let tokenizer = match file.header_field(keys::TOKENIZER) {
-            Some(serde_json::Value::String(text)) => WhisperTokenizer::from_json(
-                text,
-                &format!("{}: header `tokenizer`", path.display()),
-            )?,
-            Some(object @ serde_json::Value::Object(_)) => WhisperTokenizer::from_json(
-                &object.to_string(),
-                &format!("{}: header `tokenizer`", path.display()),
-            )?,
+        let tokenizer_json = match file.header_field(keys::TOKENIZER) {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(object @ serde_json::Value::Object(_)) => object.to_string(),
             _ => return Err(Error::malformed(&path, "header has no `tokenizer`")),
         };
-        let mut store = TensorStore::new(
-            path.display().to_string(),
-            Default::default(),
-            device.clone(),
-        );
-        for entry in file.tensors() {
-            match &entry.data {
-                TensorData::Float { .. } => {
-                    let t = file.float(&entry.name)?;
-                    let dtype = match t.dtype {
-                        FloatDtype::F16 => DType::F16,
-                        FloatDtype::F32 => DType::F32,
-                    };
-                    store.insert(
-                        entry.name.clone(),
-                        candle_core::Tensor::from_raw_buffer(t.bytes, dtype, t.shape, device)?,
-                    );
-                }
-                TensorData::Packed { .. } => {
-                    // One owned copy of the codes (file-sized, never f32).
-                    store.insert_packed(entry.name.clone(), file.packed(&entry.name)?.to_owned()?);
-                }
-            }
-        }
+        let tokenizer = WhisperTokenizer::from_json(
+            &tokenizer_json,
+            &format!("{}: header `tokenizer`", path.display()),
+        )?;
+        let store = packed_store(&file, &path, device)?;
         Ok(Self {
             location,
             store,
             config,
             tokenizer,
+            tokenizer_json,
             unconverted: Vec::new(),
         })
     }
@@ -230,6 +217,13 @@ impl WhisperCheckpoint {
         LoadReport,
     )> {
         let model = crate::models::whisper::Whisper::load(&self.store, &self.config, dtype)?;
+        let report = self.load_report();
+        Ok((model, self.tokenizer, report))
+    }
+
+    /// What building the model used of the store (call after building), logged as warnings for
+    /// each unused tensor.
+    pub fn load_report(&self) -> LoadReport {
         let mut report = self.store.report();
         report
             .unused
@@ -238,6 +232,57 @@ impl WhisperCheckpoint {
             tracing::warn!(source = %report.source, tensor = %name, "unused tensor");
         }
         tracing::info!(source = %report.source, used = report.used, unused = report.unused.len(), missing = 0, "loaded model");
-        Ok((model, self.tokenizer, report))
+        report
     }
+
+    /// The `.whittle` header fields this checkpoint's reader needs: the configuration and the
+    /// tokenizer's JSON text.
+    pub fn family_header(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let config = serde_json::to_value(&self.config).map_err(|e| Error::Json {
+            context: format!("{}: config", self.location.dir.display()),
+            source: e,
+        })?;
+        Ok(vec![
+            (crate::packed_file::keys::CONFIG.to_string(), config),
+            (
+                crate::packed_file::keys::TOKENIZER.to_string(),
+                serde_json::Value::String(self.tokenizer_json.clone()),
+            ),
+        ])
+    }
+}
+
+/// Every tensor of a `.whittle` file in a [`TensorStore`]: float tensors in their stored dtype,
+/// packed ones as one owned copy of their codes (file-sized, never f32).
+pub fn packed_store(
+    file: &crate::packed_file::PackedFile,
+    path: &Path,
+    device: &Device,
+) -> Result<TensorStore> {
+    use crate::packed_file::{FloatDtype, TensorData};
+    let mut store = TensorStore::new(
+        path.display().to_string(),
+        Default::default(),
+        device.clone(),
+    );
+    for entry in file.tensors() {
+        match &entry.data {
+            TensorData::Float { .. } => {
+                let t = file.float(&entry.name)?;
+                let dtype = match t.dtype {
+                    FloatDtype::F16 => DType::F16,
+                    FloatDtype::F32 => DType::F32,
+                };
+                store.insert(
+                    entry.name.clone(),
+                    candle_core::Tensor::from_raw_buffer(t.bytes, dtype, t.shape, device)?,
+                );
+            }
+            TensorData::Packed { .. } => {
+                // One owned copy of the codes (file-sized, never f32).
+                store.insert_packed(entry.name.clone(), file.packed(&entry.name)?.to_owned()?);
+            }
+        }
+    }
+    Ok(store)
 }

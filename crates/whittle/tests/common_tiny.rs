@@ -155,11 +155,10 @@ pub fn tokenizer_json() -> String {
 /// Write the Hugging Face folder: config.json, model.safetensors, tokenizer.json.
 pub fn write_hf(dir: &Path, tensors: &BTreeMap<String, Tensor>) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string(&config()).unwrap(),
-    )
-    .unwrap();
+    // As Hugging Face writes it: `model_type` names the family.
+    let mut config = serde_json::to_value(config()).unwrap();
+    config["model_type"] = "whisper".into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
     whittle::checkpoint::hf::save_safetensors(&dir.join("model.safetensors"), tensors).unwrap();
 }

@@ -56,11 +56,9 @@ pub fn wide_tensors(seed: u64) -> BTreeMap<String, Tensor> {
 /// Write the widened model as a Hugging Face folder.
 pub fn write_wide_hf(dir: &Path, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string(&wide_config()).unwrap(),
-    )
-    .unwrap();
+    let mut config = serde_json::to_value(wide_config()).unwrap();
+    config["model_type"] = "whisper".into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     std::fs::write(dir.join("tokenizer.json"), common_tiny::tokenizer_json()).unwrap();
     whittle::checkpoint::hf::save_safetensors(&dir.join("model.safetensors"), &wide_tensors(seed))
         .unwrap();

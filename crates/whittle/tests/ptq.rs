@@ -66,7 +66,7 @@ fn gptq_calibrates_every_quantized_layer_and_beats_rtn_on_its_inputs() {
     let utterances = calibration_audio(dir.path());
 
     let mut float = transcriber(dir.path());
-    let names = quantizable_layers(&mut float.model);
+    let names = quantizable_layers(&float.model);
     let samples = whittle::audio::load_audio(&utterances[0].audio).unwrap();
     let frames = samples.len() / 160 / 2 * 2;
     let mel = whittle::audio::mel::log_mel_spectrogram(&samples, MELS).window(0, frames);

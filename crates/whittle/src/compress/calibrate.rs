@@ -3,10 +3,8 @@
 //! model transcribes calibration audio.
 //!
 //! Every layer sees the inputs of the float model (one pass; GPTQ's sequential variant, which
-//! re-feeds quantized outputs layer by layer, is not used). Each utterance is first transcribed
-//! greedily; then, with the observers on, the encoder runs on the speech frames only (the mel
-//! trimmed to the audio, without the 30 s padding that would otherwise be most of every
-//! Hessian) and the decoder is teacher-forced on the prompt and the decoded tokens.
+//! re-feeds quantized outputs layer by layer, is not used). Which forward pass counts is the
+//! model family's choice ([`SpeechModel::observe_calibration`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +15,7 @@ use whittle_kernels::HessianAccumulator;
 
 use crate::data::Utterance;
 use crate::error::{Error, Result};
-use crate::models::whisper::Transcriber;
+use crate::models::SpeechModel;
 use crate::nn::InputObserver;
 
 /// `X^T X` per layer path.
@@ -49,44 +47,18 @@ fn observe(acc: &Shared, x: &Tensor) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Teacher-forced pass over each 30 s window of `samples`, trimmed to its speech frames.
-fn observe_speech_frames(
-    transcriber: &Transcriber,
-    samples: &[f32],
-    window_tokens: &[Vec<u32>],
-) -> Result<()> {
-    use whittle_audio::mel::{log_mel_spectrogram, HOP_LENGTH, N_FRAMES_30S};
-    let model = &transcriber.model;
-    let n_mels = model.config.num_mel_bins;
-    let mel = log_mel_spectrogram(samples, n_mels);
-    let content_frames = (samples.len() / HOP_LENGTH).max(2);
-    let prompt = transcriber.tokenizer.prompt(model.config.is_multilingual());
-    for (w, tokens) in window_tokens.iter().enumerate() {
-        let seek = w * N_FRAMES_30S;
-        // Even frame count: the stride-2 conv stem halves it.
-        let frames = (content_frames.saturating_sub(seek).min(N_FRAMES_30S) + 1) & !1;
-        let window = mel.window(seek, frames);
-        let window = Tensor::from_vec(window.data, (1, n_mels, frames), model.device())?
-            .to_dtype(model.dtype)?;
-        let mut input = prompt.clone();
-        input.extend_from_slice(tokens);
-        let input = Tensor::new(input.as_slice(), model.device())?.unsqueeze(0)?;
-        transcriber.token_log_probs(&window, &input)?;
-    }
-    Ok(())
-}
-
-/// Transcribe `utterances` with the float model and collect `X^T X` for the layers in `layers`.
-/// `progress` is called after each utterance.
-pub fn calibrate(
-    transcriber: &mut Transcriber,
+/// Run the float model's calibration pass over `utterances` and collect `X^T X` for the layers
+/// in `layers`. `progress` is called after each utterance.
+pub fn calibrate<M: SpeechModel + ?Sized>(
+    model: &mut M,
     layers: &[String],
     utterances: &[Utterance],
     mut progress: impl FnMut(usize),
 ) -> Result<Calibration> {
     let enabled = Arc::new(AtomicBool::new(false));
     let mut shared: BTreeMap<String, Shared> = BTreeMap::new();
-    for (name, linear) in transcriber.model.quantizable_mut() {
+    for layer in model.layers_mut() {
+        let (name, linear) = (layer.name, layer.linear);
         if !layers.contains(&name) {
             continue;
         }
@@ -111,17 +83,13 @@ pub fn calibrate(
                 reason: format!("calibration utterance `{}`: {e}", utt.id),
             })?;
             audio_seconds += samples.len() as f64 / 16_000.0;
-            let transcript = transcriber.transcribe(&samples)?;
-            enabled.store(true, Ordering::Relaxed);
-            let observed = observe_speech_frames(transcriber, &samples, &transcript.window_tokens);
-            enabled.store(false, Ordering::Relaxed);
-            observed?;
+            model.observe_calibration(&samples, &enabled)?;
             progress(i);
         }
         Ok::<_, Error>(audio_seconds)
     })();
-    for (_, linear) in transcriber.model.quantizable_mut() {
-        linear.observer = None;
+    for layer in model.layers_mut() {
+        layer.linear.observer = None;
     }
     let audio_seconds = run?;
     let mut hessians = BTreeMap::new();

@@ -1,4 +1,4 @@
-//! Writing a compressed Whisper to the packed `.whittle` file (see docs/format.md).
+//! Writing a compressed model to the packed `.whittle` file (see docs/format.md).
 
 use std::path::Path;
 
@@ -8,12 +8,12 @@ use whittle_kernels::PackedMatrix;
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
 use crate::models::whisper::Whisper;
+use crate::models::Layers;
 use crate::nn::Weight;
 use crate::packed_file::{keys, FloatDtype, PackedFileWriter};
 
-/// Write `model` to `path`: packed linear weights as they are in the model, every other tensor
-/// from `store` in its stored float dtype (f16 stays f16). `header` fields (recipe, bit map,
-/// provenance, results) are added to the file's JSON header. Returns the file size.
+/// Write a Whisper `model` to `path` ([`write_packed`] with Whisper's configuration and
+/// tokenizer in the header).
 pub fn write_whisper(
     store: &TensorStore,
     model: &mut Whisper,
@@ -21,25 +21,43 @@ pub fn write_whisper(
     header: &[(&str, serde_json::Value)],
     path: &Path,
 ) -> Result<u64> {
-    let mut writer = PackedFileWriter::new("whisper");
-    writer.set_header_field(
-        keys::CONFIG,
-        serde_json::to_value(&model.config).map_err(|e| Error::Json {
-            context: "config".into(),
-            source: e,
-        })?,
-    )?;
-    writer.set_header_field(
-        keys::TOKENIZER,
-        serde_json::Value::String(tokenizer_json.to_string()),
-    )?;
+    let config = serde_json::to_value(&model.config).map_err(|e| Error::Json {
+        context: "config".into(),
+        source: e,
+    })?;
+    let family = [
+        (keys::CONFIG.to_string(), config),
+        (
+            keys::TOKENIZER.to_string(),
+            serde_json::Value::String(tokenizer_json.to_string()),
+        ),
+    ];
+    write_packed(store, model, "whisper", &family, header, path)
+}
+
+/// Write `model` to `path`: packed weights as they are in the model, every other tensor from
+/// `store` in its stored float dtype (f16 stays f16). `family_header` holds what the family's
+/// reader needs (configuration, tokenizer); `header` fields (recipe, bit map, provenance,
+/// results) are added after it. Returns the file size.
+pub fn write_packed<M: Layers + ?Sized>(
+    store: &TensorStore,
+    model: &M,
+    architecture: &str,
+    family_header: &[(String, serde_json::Value)],
+    header: &[(&str, serde_json::Value)],
+    path: &Path,
+) -> Result<u64> {
+    let mut writer = PackedFileWriter::new(architecture);
+    for (key, value) in family_header {
+        writer.set_header_field(key, value.clone())?;
+    }
     for (key, value) in header {
         writer.set_header_field(key, value.clone())?;
     }
     let mut packed: Vec<(String, std::sync::Arc<PackedMatrix>)> = Vec::new();
-    for (name, linear) in model.quantizable_mut() {
-        if let Weight::Packed(p) = &linear.weight {
-            packed.push((format!("{name}.weight"), p.clone()));
+    for layer in model.layers() {
+        if let Weight::Packed(p) = &layer.linear.weight {
+            packed.push((format!("{}.weight", layer.name), p.clone()));
         }
     }
     for name in store.names() {

@@ -10,7 +10,7 @@ use whittle_kernels::{Gptq, PackedMatrix, ScaleSearch, TernaryQuantizer, Uniform
 use super::bitmap::{BitMap, LayerFormat, ResolvedLayer};
 use super::calibrate::Calibration;
 use crate::error::{Error, Result};
-use crate::models::whisper::{Whisper, TOKEN_EMBEDDING};
+use crate::models::Layers;
 
 /// How to round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,27 +55,34 @@ pub struct LayerReport {
     pub relative_rmse: f64,
 }
 
-/// Paths of the layers a bit map applies to: every linear layer of the model, then the tied
-/// token embedding.
-pub fn quantizable_layers(model: &mut Whisper) -> Vec<String> {
-    model
-        .quantizable_mut()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect()
+/// Paths of the layers a bit map applies to, in the model's order (for Whisper: every linear
+/// layer, then the tied token embedding).
+pub fn quantizable_layers<M: Layers + ?Sized>(model: &M) -> Vec<String> {
+    model.layers().into_iter().map(|l| l.name).collect()
 }
 
-/// The bit map's choice for each quantizable layer of `model`. The token embedding (the largest
-/// matrix of a small Whisper, and the output projection) is quantized only when a rule names
-/// it exactly ([`TOKEN_EMBEDDING`], with or without `model.`).
-pub fn resolve_bit_map(model: &mut Whisper, bit_map: &BitMap) -> Result<Vec<ResolvedLayer>> {
-    bit_map.resolve(&quantizable_layers(model), &[TOKEN_EMBEDDING])
+/// The bit map's choice for each quantizable layer of `model`. Layers whose role is not
+/// [quantized by default](crate::models::LayerRole::quantized_by_default) (the token embedding,
+/// the largest matrix of a small Whisper and its output projection) are quantized only when a
+/// rule names them exactly.
+pub fn resolve_bit_map<M: Layers + ?Sized>(
+    model: &M,
+    bit_map: &BitMap,
+) -> Result<Vec<ResolvedLayer>> {
+    let layers = model.layers();
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let explicit: Vec<&str> = layers
+        .iter()
+        .filter(|l| !l.role.quantized_by_default())
+        .map(|l| l.name.as_str())
+        .collect();
+    bit_map.resolve(&names, &explicit)
 }
 
 /// Quantize the linear layers of `model` in place as `bit_map` says. `calibration` is needed
 /// (and only used) for [`PtqMethod::Gptq`].
-pub fn quantize_linears(
-    model: &mut Whisper,
+pub fn quantize_linears<M: Layers + ?Sized>(
+    model: &mut M,
     bit_map: &BitMap,
     method: PtqMethod,
     calibration: Option<&Calibration>,
@@ -88,7 +95,8 @@ pub fn quantize_linears(
         ));
     }
     let mut reports = Vec::new();
-    for ((name, linear), layer) in model.quantizable_mut().into_iter().zip(resolved) {
+    for (model_layer, layer) in model.layers_mut().into_iter().zip(resolved) {
+        let (name, linear) = (model_layer.name, model_layer.linear);
         debug_assert_eq!(name, layer.name);
         let (rows, cols) = linear.weight.dims();
         let kernel_err = |e: whittle_kernels::KernelError| Error::config(&name, e.to_string());

@@ -1,3 +1,107 @@
-//! Model families. Each architecture is written once and loaded by tensor name.
+//! Model families behind one interface. Each architecture is written once, loaded by tensor name
+//! with shape checks, and exposes its layers, recognition and calibration pass through
+//! [`SpeechModel`]; compression passes, evaluation and export work through that trait only.
+//!
+//! [`registry`] picks the family of a checkpoint folder or `.whittle` file.
 
+pub mod registry;
 pub mod whisper;
+
+use std::sync::atomic::AtomicBool;
+
+use crate::error::Result;
+use crate::nn::Linear;
+
+/// What a layer does in its model. Passes use roles for their defaults: which layers a bit map
+/// covers unless a rule names them, and (for pruning) which units a gate removes together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerRole {
+    /// Attention query projection.
+    AttentionQuery,
+    /// Attention key projection.
+    AttentionKey,
+    /// Attention value projection.
+    AttentionValue,
+    /// Attention output projection.
+    AttentionOutput,
+    /// First feed-forward matrix (to the hidden width).
+    FeedForwardIn,
+    /// Second feed-forward matrix (back to the model width).
+    FeedForwardOut,
+    /// Token embedding; in Whisper also the tied output projection. The largest matrix of a
+    /// small model and the most sensitive one, so passes touch it only when a rule names it.
+    TokenEmbedding,
+    /// Projection of convolutional features into the model width.
+    FeatureProjection,
+    /// Output classifier over the vocabulary (a CTC head).
+    OutputHead,
+    /// A 1x1 convolution written as a matrix (a Conformer conv module's pointwise layers).
+    Pointwise,
+}
+
+impl LayerRole {
+    /// Whether a bit map's wildcard rules reach this layer (otherwise only a rule naming it
+    /// exactly does).
+    pub fn quantized_by_default(self) -> bool {
+        self != LayerRole::TokenEmbedding
+    }
+}
+
+/// A matrix of a model, by tensor path without `.weight` (as in the checkpoint).
+#[derive(Debug)]
+pub struct LayerRef<'a> {
+    /// Tensor path.
+    pub name: String,
+    /// What it does.
+    pub role: LayerRole,
+    /// The layer.
+    pub linear: &'a Linear,
+}
+
+/// [`LayerRef`] with the layer borrowed mutably (to quantize, observe or wrap it).
+#[derive(Debug)]
+pub struct LayerMut<'a> {
+    /// Tensor path.
+    pub name: String,
+    /// What it does.
+    pub role: LayerRole,
+    /// The layer.
+    pub linear: &'a mut Linear,
+}
+
+/// The matrices of a network that compression passes may change, in a fixed order.
+pub trait Layers {
+    /// Every such matrix, read-only.
+    fn layers(&self) -> Vec<LayerRef<'_>>;
+    /// Every such matrix, mutably, in the order of [`Layers::layers`].
+    fn layers_mut(&mut self) -> Vec<LayerMut<'_>>;
+}
+
+/// A loaded speech-recognition model of any family: a network with what it needs to turn audio
+/// into text.
+pub trait SpeechModel: Layers + Send + Sync {
+    /// Family name as written in `.whittle` headers (`whisper`, `wav2vec2`, ...).
+    fn architecture(&self) -> &'static str;
+
+    /// One line describing the architecture (sizes), for `inspect` and logs.
+    fn summary(&self) -> String;
+
+    /// Parameters of the architecture (tied matrices counted once).
+    fn parameter_count(&self) -> usize;
+
+    /// Transcribe mono 16 kHz clips, in order, with the model's configured decoding.
+    fn transcribe_batch(&self, clips: &[&[f32]]) -> Result<Vec<String>>;
+
+    /// The forward pass whose layer inputs calibrate error-compensating quantization (GPTQ) on
+    /// one clip. Input observers installed on the layers count only while the model holds
+    /// `observing` true, so a family can leave out passes that would skew the statistics
+    /// (Whisper decodes first with it off, then teacher-forces the speech frames with it on).
+    fn observe_calibration(&self, samples: &[f32], observing: &AtomicBool) -> Result<()>;
+
+    /// The model as [`std::any::Any`], for the family-specific commands (timestamps, training).
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// [`SpeechModel::as_any`], mutably.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}

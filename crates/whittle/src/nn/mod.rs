@@ -1,6 +1,5 @@
 //! Layers shared by every architecture. A linear or conv layer owns a [`Weight`], a value
-//! that is float today and may become fake-quantized, gated or packed without a second copy
-//! of any model code.
+//! that may be float, fake-quantized, gated or packed without a second copy of any model code.
 
 pub mod attention;
 pub mod dense;
@@ -85,12 +84,19 @@ impl Module for LayerNorm {
 }
 
 /// 1-D convolution over `[batch, channels, time]` with padding and stride.
+///
+/// The kernel is a [`Weight`] of shape `[out, in * kernel]` (the matrix of the convolution as a
+/// product over unfolded input windows), so it can be fake-quantized, gated or packed like a
+/// linear layer's. Non-float kernels are made dense for the convolution (no packed conv kernel
+/// exists yet).
 #[derive(Debug, Clone)]
 pub struct Conv1d {
-    /// Kernel `[out, in, k]`.
-    pub weight: Tensor,
+    /// Kernel `[out, in * kernel]`.
+    pub weight: Weight,
     /// Bias `[out]`.
     pub bias: Option<Tensor>,
+    /// Kernel width.
+    pub kernel: usize,
     /// Zero padding on each side.
     pub padding: usize,
     /// Stride.
@@ -110,22 +116,37 @@ impl Conv1d {
         stride: usize,
         dtype: DType,
     ) -> Result<Self> {
+        let weight = store.get(
+            &format!("{prefix}.weight"),
+            &[out_channels, in_channels, kernel],
+            dtype,
+        )?;
         Ok(Self {
-            weight: store.get(
-                &format!("{prefix}.weight"),
-                &[out_channels, in_channels, kernel],
-                dtype,
-            )?,
+            weight: Weight::Float(weight.reshape((out_channels, in_channels * kernel))?),
             bias: Some(store.get(&format!("{prefix}.bias"), &[out_channels], dtype)?),
+            kernel,
             padding,
             stride,
         })
+    }
+
+    /// The kernel as a dense `[out, in, k]` tensor (differentiable when the weight trains).
+    pub fn kernel_tensor(&self) -> candle_core::Result<Tensor> {
+        let dense = match &self.weight {
+            Weight::Float(w) => w.clone(),
+            other => match other.trainable_dense()? {
+                Some(w) => w,
+                None => other.to_dense()?,
+            },
+        };
+        let (out, flat) = dense.dims2()?;
+        dense.reshape((out, flat / self.kernel, self.kernel))
     }
 }
 
 impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv1d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = x.conv1d(&self.kernel_tensor()?, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1))?),
             None => Ok(y),
@@ -223,6 +244,50 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(g > 0.0, "layer-norm weight received no gradient");
+    }
+
+    /// The conv kernel as a `[out, in * k]` weight: float gives candle's conv exactly, and a
+    /// packed kernel convolves with its dequantized values.
+    #[test]
+    fn conv_weight_states_convolve_the_same_kernel() {
+        use whittle_kernels::{Granularity, PackedMatrix, UniformQuantizer};
+        let (out, inp, k) = (6, 4, 3);
+        let kernel = test_var(&[out, inp, k], 1).as_tensor().clone();
+        let x = test_var(&[2, inp, 10], 2).as_tensor().clone();
+        let bias = Tensor::new(&[0.1f32, -0.2, 0.3, 0.0, 0.5, -0.5], &Device::Cpu).unwrap();
+        let conv = |weight: Weight| Conv1d {
+            weight,
+            bias: Some(bias.clone()),
+            kernel: k,
+            padding: 1,
+            stride: 2,
+        };
+        let float = conv(Weight::Float(kernel.reshape((out, inp * k)).unwrap()));
+        let expected = x
+            .conv1d(&kernel, 1, 2, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, out, 1)).unwrap())
+            .unwrap();
+        let y = float.forward(&x).unwrap();
+        assert_eq!(y.dims(), &[2, out, 5]);
+        assert!(max_abs_diff(&y, &expected).unwrap() < 1e-6);
+
+        let values: Vec<f32> = kernel.flatten_all().unwrap().to_vec1().unwrap();
+        let q = UniformQuantizer::symmetric(8, Granularity::PerRow)
+            .unwrap()
+            .quantize(&values, out, inp * k)
+            .unwrap();
+        let packed = PackedMatrix::pack(&q);
+        let dequantized =
+            Tensor::from_vec(packed.dequantize(), (out, inp, k), &Device::Cpu).unwrap();
+        let packed_conv = conv(Weight::Packed(std::sync::Arc::new(packed)));
+        let expected = x
+            .conv1d(&dequantized, 1, 2, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, out, 1)).unwrap())
+            .unwrap();
+        let err = max_abs_diff(&packed_conv.forward(&x).unwrap(), &expected).unwrap();
+        assert!(err < 1e-5, "packed kernel max_err {err}");
     }
 
     #[test]

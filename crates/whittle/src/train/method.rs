@@ -14,6 +14,9 @@
 //!    optimizer's parameters, saved in every checkpoint so a resumed run is bit-exact;
 //! 6. [`CompressionMethod::extract`]: the packed model and the format of every layer.
 //!
+//! Methods see the student only through [`Layers`] (its matrices with names and roles), so one
+//! method serves every model family.
+//!
 //! A new method is a new module implementing this trait, plus its `method = "..."` name in
 //! [`super::recipe::MethodKind`] and [`from_recipe`].
 
@@ -25,7 +28,7 @@ use super::optim::ParamGroup;
 use super::recipe::{MethodKind, Recipe};
 use crate::compress::bitmap::{BitMap, LayerFormat};
 use crate::error::{Error, Result};
-use crate::models::whisper::Whisper;
+use crate::models::Layers;
 
 /// A trainable parameter a method contributes.
 #[derive(Debug, Clone)]
@@ -60,11 +63,10 @@ pub struct LossTerm {
     pub value: f64,
 }
 
-/// What a finished method hands to the writer of the output file.
+/// What a finished method hands to the writer of the output file, besides the model it packed
+/// in place.
 #[derive(Debug, Clone)]
 pub struct Extracted {
-    /// The model as it ships: packed weights where the method quantized.
-    pub model: Whisper,
     /// The format of every quantizable layer, in model order.
     pub layers: Vec<(String, LayerFormat)>,
     /// Method-specific facts recorded in the output header (achieved size, choices ...).
@@ -93,7 +95,7 @@ pub trait CompressionMethod {
 
     /// Replace the weights this method trains in `student` (a copy of the teacher) and return
     /// the trainable parameters in a fixed order.
-    fn wrap(&mut self, student: &mut Whisper) -> Result<Vec<MethodParam>>;
+    fn wrap(&mut self, student: &mut dyn Layers) -> Result<Vec<MethodParam>>;
 
     /// Peak learning rate and weight decay of `group`, given the recipe.
     fn learning_rate(&self, group: ParamGroup, recipe: &Recipe) -> GroupRate {
@@ -101,12 +103,12 @@ pub trait CompressionMethod {
     }
 
     /// Before optimizer step `step` (0-based): set per-step state of the student.
-    fn before_step(&mut self, _student: &mut Whisper, _step: usize) -> Result<()> {
+    fn before_step(&mut self, _student: &mut dyn Layers, _step: usize) -> Result<()> {
         Ok(())
     }
 
     /// Terms added to the loss of each micro-batch.
-    fn loss_terms(&self, _student: &Whisper) -> Result<Vec<LossTerm>> {
+    fn loss_terms(&self, _student: &dyn Layers) -> Result<Vec<LossTerm>> {
         Ok(Vec::new())
     }
 
@@ -114,7 +116,7 @@ pub trait CompressionMethod {
     /// step's micro-batches.
     fn after_step(
         &mut self,
-        _student: &mut Whisper,
+        _student: &mut dyn Layers,
         _step: usize,
         _terms: &BTreeMap<String, f64>,
     ) -> Result<()> {
@@ -122,7 +124,7 @@ pub trait CompressionMethod {
     }
 
     /// Figures to log with each step (expected size, temperature ...).
-    fn metrics(&self, _student: &Whisper) -> Result<BTreeMap<String, f64>> {
+    fn metrics(&self, _student: &dyn Layers) -> Result<BTreeMap<String, f64>> {
         Ok(BTreeMap::new())
     }
 
@@ -136,8 +138,9 @@ pub trait CompressionMethod {
         Ok(())
     }
 
-    /// The model as it ships, from the trained student.
-    fn extract(&self, student: &Whisper) -> Result<Extracted>;
+    /// Turn `shipped` (a copy of the trained student) into the model as it ships, in place:
+    /// packed weights where the method quantized.
+    fn extract(&self, shipped: &mut dyn Layers) -> Result<Extracted>;
 }
 
 /// The method a recipe asks for. `bit_map` is the recipe's `quant.bit_map`, already read.

@@ -34,7 +34,7 @@ use super::optim::ParamGroup;
 use super::recipe::{MixedPrecisionRecipe, Recipe};
 use crate::compress::bitmap::LayerFormat;
 use crate::error::{Error, Result};
-use crate::models::whisper::{Whisper, TOKEN_EMBEDDING};
+use crate::models::Layers;
 use crate::nn::mixed::one_hot;
 use crate::nn::{LsqSpec, MixedWeight, Relaxation, StepInit, Weight};
 
@@ -116,11 +116,11 @@ impl MixedPrecision {
     }
 
     /// The supernet weights of the searched layers, in the order of `self.layers`.
-    fn searched<'a>(&self, model: &'a Whisper) -> Vec<&'a MixedWeight> {
+    fn searched<'a>(&self, model: &'a dyn Layers) -> Vec<&'a MixedWeight> {
         model
-            .quantizable()
+            .layers()
             .into_iter()
-            .filter_map(|linear| match &linear.weight {
+            .filter_map(|layer| match &layer.linear.weight {
                 Weight::Mixed(m) => Some(m),
                 _ => None,
             })
@@ -128,7 +128,7 @@ impl MixedPrecision {
     }
 
     /// Bytes of the current argmax choice of every searched layer.
-    fn chosen_bytes(&self, model: &Whisper) -> Result<f64> {
+    fn chosen_bytes(&self, model: &dyn Layers) -> Result<f64> {
         let mut total = 0.0;
         for (m, layer) in self.searched(model).into_iter().zip(&self.layers) {
             total += layer.bytes[m.chosen()?];
@@ -142,14 +142,15 @@ impl CompressionMethod for MixedPrecision {
         "mixed-precision"
     }
 
-    fn wrap(&mut self, student: &mut Whisper) -> Result<Vec<MethodParam>> {
+    fn wrap(&mut self, student: &mut dyn Layers) -> Result<Vec<MethodParam>> {
         let zeros = vec![0f32; self.candidates.len()];
         let mut params = Vec::new();
         self.layers.clear();
-        for (name, linear) in student.quantizable_mut() {
-            if name == TOKEN_EMBEDDING && !self.recipe.embedding {
+        for layer in student.layers_mut() {
+            if !layer.role.quantized_by_default() && !self.recipe.embedding {
                 continue;
             }
+            let (name, linear) = (layer.name, layer.linear);
             let w = linear.weight.to_dense()?.to_dtype(DType::F32)?;
             let (rows, cols) = w.dims2()?;
             let mixed = MixedWeight::init(&w, &self.candidates, self.init, &zeros)
@@ -189,7 +190,7 @@ impl CompressionMethod for MixedPrecision {
         }
     }
 
-    fn before_step(&mut self, student: &mut Whisper, step: usize) -> Result<()> {
+    fn before_step(&mut self, student: &mut dyn Layers, step: usize) -> Result<()> {
         let relaxation = Relaxation {
             tau: self.temperature(step),
             hard: self.recipe.hard,
@@ -199,7 +200,8 @@ impl CompressionMethod for MixedPrecision {
             self.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
         let k = self.candidates.len();
-        for (_, linear) in student.quantizable_mut() {
+        for layer in student.layers_mut() {
+            let linear = layer.linear;
             if let Weight::Mixed(m) = &mut linear.weight {
                 let noise: Vec<f32> = (0..k)
                     .map(|_| {
@@ -218,7 +220,7 @@ impl CompressionMethod for MixedPrecision {
         Ok(())
     }
 
-    fn loss_terms(&self, student: &Whisper) -> Result<Vec<LossTerm>> {
+    fn loss_terms(&self, student: &dyn Layers) -> Result<Vec<LossTerm>> {
         let budget = self.budget_bytes();
         let mut expected: Option<Tensor> = None;
         for (m, layer) in self.searched(student).into_iter().zip(&self.layers) {
@@ -251,11 +253,12 @@ impl CompressionMethod for MixedPrecision {
 
     fn after_step(
         &mut self,
-        student: &mut Whisper,
+        student: &mut dyn Layers,
         _step: usize,
         terms: &BTreeMap<String, f64>,
     ) -> Result<()> {
-        for (_, linear) in student.quantizable_mut() {
+        for layer in student.layers_mut() {
+            let linear = layer.linear;
             if let Weight::Mixed(m) = &mut linear.weight {
                 m.end_step();
             }
@@ -266,7 +269,7 @@ impl CompressionMethod for MixedPrecision {
         Ok(())
     }
 
-    fn metrics(&self, student: &Whisper) -> Result<BTreeMap<String, f64>> {
+    fn metrics(&self, student: &dyn Layers) -> Result<BTreeMap<String, f64>> {
         let weights: usize = self.layers.iter().map(|l| l.weights).sum();
         let mut out = BTreeMap::new();
         out.insert("multiplier".into(), self.multiplier);
@@ -291,9 +294,9 @@ impl CompressionMethod for MixedPrecision {
         Ok(())
     }
 
-    fn extract(&self, student: &Whisper) -> Result<Extracted> {
+    fn extract(&self, shipped: &mut dyn Layers) -> Result<Extracted> {
         let budget = self.budget_bytes();
-        let searched = self.searched(student);
+        let searched = self.searched(shipped);
         let mut logits = Vec::with_capacity(searched.len());
         let mut choice = Vec::with_capacity(searched.len());
         for m in &searched {
@@ -306,12 +309,12 @@ impl CompressionMethod for MixedPrecision {
             choice.push(m.chosen()?);
         }
         let snapped = snap_to_budget(&self.layers, &logits, &mut choice, budget);
-        let mut model = student.clone();
         let mut layers = Vec::new();
         let mut choices = Vec::new();
         let (mut bytes, mut weights) = (0usize, 0usize);
         let mut searched_index = 0;
-        for (name, linear) in model.quantizable_mut() {
+        for layer in shipped.layers_mut() {
+            let (name, linear) = (layer.name, layer.linear);
             let Weight::Mixed(m) = &linear.weight else {
                 layers.push((name, LayerFormat::Float));
                 continue;
@@ -335,7 +338,6 @@ impl CompressionMethod for MixedPrecision {
         }
         let achieved_bits = bytes as f64 * 8.0 / weights.max(1) as f64;
         Ok(Extracted {
-            model,
             layers,
             report: serde_json::json!({
                 "budget_bits": self.recipe.budget_bits,

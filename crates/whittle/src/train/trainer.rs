@@ -520,7 +520,14 @@ impl Trainer {
         if self.dev.is_none() {
             return Ok(None);
         }
-        self.evaluate_packed(&self.method.extract(&self.student)?.model, observer)
+        self.evaluate_packed(&self.extract()?.0, observer)
+    }
+
+    /// The student as the method ships it: a packed copy, and the format of every layer.
+    pub fn extract(&self) -> Result<(Whisper, Extracted)> {
+        let mut shipped = self.student.clone();
+        let extracted = self.method.extract(&mut shipped)?;
+        Ok((shipped, extracted))
     }
 
     /// Score `model` (e.g. the result of [`Trainer::finish`]) on the dev set.
@@ -595,12 +602,12 @@ impl Trainer {
     }
 
     /// After training: load the best dev parameters (if any dev result was kept) and return the
-    /// student as the method extracts it.
-    pub fn finish(&self, dir: &Path) -> Result<Extracted> {
+    /// student as the method extracts it ([`Trainer::extract`]).
+    pub fn finish(&self, dir: &Path) -> Result<(Whisper, Extracted)> {
         if self.state.best.is_some() && dir.join(checkpoint::BEST_FILE).is_file() {
             checkpoint::load_best(dir, &self.optimizer)?;
         }
-        self.method.extract(&self.student)
+        self.extract()
     }
 }
 

@@ -7,13 +7,13 @@ use super::optim::ParamGroup;
 use crate::compress::bitmap::{BitMap, LayerFormat};
 use crate::compress::ptq::resolve_bit_map;
 use crate::error::{Error, Result};
-use crate::models::whisper::Whisper;
+use crate::models;
 use crate::nn::{FakeQuant, LsqSpec, StepInit, Weight};
 
 /// Which layers train at which precision.
 #[derive(Debug, Clone)]
-enum Layers {
-    /// Every block linear layer at one spec (the token embedding stays float).
+enum Selection {
+    /// Every layer quantized by default at one spec (the token embedding stays float).
     Uniform(LsqSpec),
     /// Per layer, as the bit map says (the embedding only when named).
     Map(BitMap),
@@ -22,7 +22,7 @@ enum Layers {
 /// Uniform LSQ as a [`CompressionMethod`].
 #[derive(Debug, Clone)]
 pub struct UniformLsq {
-    layers: Layers,
+    layers: Selection,
     init: StepInit,
 }
 
@@ -30,7 +30,7 @@ impl UniformLsq {
     /// Every block linear layer at `spec`.
     pub fn uniform(spec: LsqSpec, init: StepInit) -> Self {
         Self {
-            layers: Layers::Uniform(spec),
+            layers: Selection::Uniform(spec),
             init,
         }
     }
@@ -38,20 +38,21 @@ impl UniformLsq {
     /// Each layer at its bit map format (symmetric uniform or float).
     pub fn with_bit_map(map: BitMap, init: StepInit) -> Self {
         Self {
-            layers: Layers::Map(map),
+            layers: Selection::Map(map),
             init,
         }
     }
 
     /// The LSQ spec of each quantizable layer of `model` (`None`: stays float).
-    fn specs(&self, model: &mut Whisper) -> Result<Vec<(String, Option<LsqSpec>)>> {
+    fn specs(&self, model: &dyn models::Layers) -> Result<Vec<(String, Option<LsqSpec>)>> {
         match &self.layers {
-            Layers::Uniform(spec) => Ok(model
-                .linears_mut()
+            Selection::Uniform(spec) => Ok(model
+                .layers()
                 .into_iter()
-                .map(|(name, _)| (name, Some(*spec)))
+                .filter(|l| l.role.quantized_by_default())
+                .map(|l| (l.name, Some(*spec)))
                 .collect()),
-            Layers::Map(map) => resolve_bit_map(model, map)?
+            Selection::Map(map) => resolve_bit_map(model, map)?
                 .into_iter()
                 .map(|layer| {
                     let spec = match layer.format {
@@ -83,10 +84,11 @@ impl CompressionMethod for UniformLsq {
         "uniform-lsq"
     }
 
-    fn wrap(&mut self, student: &mut Whisper) -> Result<Vec<MethodParam>> {
+    fn wrap(&mut self, student: &mut dyn models::Layers) -> Result<Vec<MethodParam>> {
         let specs = self.specs(student)?;
         let mut params = Vec::new();
-        for (name, linear) in student.quantizable_mut() {
+        for layer in student.layers_mut() {
+            let (name, linear) = (layer.name, layer.linear);
             let Some((_, Some(spec))) = specs.iter().find(|(n, _)| *n == name) else {
                 continue;
             };
@@ -117,10 +119,10 @@ impl CompressionMethod for UniformLsq {
         Ok(params)
     }
 
-    fn extract(&self, student: &Whisper) -> Result<Extracted> {
-        let mut model = student.clone();
+    fn extract(&self, shipped: &mut dyn models::Layers) -> Result<Extracted> {
         let mut layers = Vec::new();
-        for (name, linear) in model.quantizable_mut() {
+        for layer in shipped.layers_mut() {
+            let (name, linear) = (layer.name, layer.linear);
             let format = match &linear.weight {
                 Weight::FakeQuant(fq) => {
                     let format = LayerFormat::uniform(fq.spec.bits, fq.spec.group);
@@ -133,7 +135,6 @@ impl CompressionMethod for UniformLsq {
             layers.push((name, format));
         }
         Ok(Extracted {
-            model,
             layers,
             report: serde_json::Value::Null,
         })

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod config;
 pub mod decode;
 pub mod fallback;
+mod family;
 pub mod from_ct2;
 pub mod longform;
 pub mod model;

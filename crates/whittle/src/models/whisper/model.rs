@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Tensor};
 use super::config::WhisperConfig;
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
+use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
 use crate::nn::{Conv1d, LayerNorm, Linear};
 
 /// Query-key pairs per head from which inference attention runs one head at a time.
@@ -53,6 +54,26 @@ impl Attention {
             out_proj: Linear::load(store, &format!("{prefix}.out_proj"), d, d, true, dtype)?,
             heads,
         })
+    }
+
+    /// The four projections by tensor name, with their roles.
+    fn projections(&self) -> [(&'static str, LayerRole, &Linear); 4] {
+        [
+            ("q_proj", LayerRole::AttentionQuery, &self.q_proj),
+            ("k_proj", LayerRole::AttentionKey, &self.k_proj),
+            ("v_proj", LayerRole::AttentionValue, &self.v_proj),
+            ("out_proj", LayerRole::AttentionOutput, &self.out_proj),
+        ]
+    }
+
+    /// [`Self::projections`], mutably.
+    fn projections_mut(&mut self) -> [(&'static str, LayerRole, &mut Linear); 4] {
+        [
+            ("q_proj", LayerRole::AttentionQuery, &mut self.q_proj),
+            ("k_proj", LayerRole::AttentionKey, &mut self.k_proj),
+            ("v_proj", LayerRole::AttentionValue, &mut self.v_proj),
+            ("out_proj", LayerRole::AttentionOutput, &mut self.out_proj),
+        ]
     }
 
     /// `[b, t, d]` to `[b, heads, t, d/heads]`.
@@ -653,29 +674,23 @@ impl Whisper {
     /// Compression passes walk this list.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         block_linears(&mut self.encoder.layers, &mut self.decoder.layers)
+            .into_iter()
+            .map(|l| (l.name, l.linear))
+            .collect()
     }
 
     /// [`Self::linears_mut`] followed by the token embedding (tied output projection, path
     /// [`TOKEN_EMBEDDING`]): every matrix post-training quantization may pack.
     pub fn quantizable_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = block_linears(&mut self.encoder.layers, &mut self.decoder.layers);
-        out.push((TOKEN_EMBEDDING.to_string(), &mut self.decoder.embed_tokens));
-        out
+        self.layers_mut()
+            .into_iter()
+            .map(|l| (l.name, l.linear))
+            .collect()
     }
 
     /// [`Self::quantizable_mut`] read-only (the layers alone, same order).
     pub fn quantizable(&self) -> Vec<&Linear> {
-        let mut out = Vec::new();
-        for layer in self.encoder.layers.iter().chain(&self.decoder.layers) {
-            let attns = std::iter::once(&layer.self_attn)
-                .chain(layer.encoder_attn.as_ref().map(|(a, _)| a));
-            for attn in attns {
-                out.extend([&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj]);
-            }
-            out.extend([&layer.fc1, &layer.fc2]);
-        }
-        out.push(&self.decoder.embed_tokens);
-        out
+        self.layers().into_iter().map(|l| l.linear).collect()
     }
 
     /// Device of the weights.
@@ -684,11 +699,63 @@ impl Whisper {
     }
 }
 
+impl Layers for Whisper {
+    fn layers(&self) -> Vec<LayerRef<'_>> {
+        let mut out = Vec::new();
+        for (part, layers) in [
+            ("model.encoder", &self.encoder.layers),
+            ("model.decoder", &self.decoder.layers),
+        ] {
+            for (i, layer) in layers.iter().enumerate() {
+                let p = format!("{part}.layers.{i}");
+                let attns = std::iter::once(("self_attn", &layer.self_attn)).chain(
+                    layer
+                        .encoder_attn
+                        .as_ref()
+                        .map(|(a, _)| ("encoder_attn", a)),
+                );
+                for (name, attn) in attns {
+                    for (proj, role, linear) in attn.projections() {
+                        out.push(LayerRef {
+                            name: format!("{p}.{name}.{proj}"),
+                            role,
+                            linear,
+                        });
+                    }
+                }
+                out.push(LayerRef {
+                    name: format!("{p}.fc1"),
+                    role: LayerRole::FeedForwardIn,
+                    linear: &layer.fc1,
+                });
+                out.push(LayerRef {
+                    name: format!("{p}.fc2"),
+                    role: LayerRole::FeedForwardOut,
+                    linear: &layer.fc2,
+                });
+            }
+        }
+        out.push(LayerRef {
+            name: TOKEN_EMBEDDING.to_string(),
+            role: LayerRole::TokenEmbedding,
+            linear: &self.decoder.embed_tokens,
+        });
+        out
+    }
+
+    fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
+        let mut out = block_linears(&mut self.encoder.layers, &mut self.decoder.layers);
+        out.push(LayerMut {
+            name: TOKEN_EMBEDDING.to_string(),
+            role: LayerRole::TokenEmbedding,
+            linear: &mut self.decoder.embed_tokens,
+        });
+        out
+    }
+}
+
 /// The linear layers of encoder and decoder blocks by tensor path, encoder first.
-fn block_linears<'a>(
-    encoder: &'a mut [Block],
-    decoder: &'a mut [Block],
-) -> Vec<(String, &'a mut Linear)> {
+fn block_linears<'a>(encoder: &'a mut [Block], decoder: &'a mut [Block]) -> Vec<LayerMut<'a>> {
     let mut out = Vec::new();
     for (part, layers) in [("model.encoder", encoder), ("model.decoder", decoder)] {
         for (i, layer) in layers.iter_mut().enumerate() {
@@ -703,13 +770,24 @@ fn block_linears<'a>(
             for (name, attn) in std::iter::once(("self_attn", self_attn))
                 .chain(encoder_attn.as_mut().map(|(a, _)| ("encoder_attn", a)))
             {
-                out.push((format!("{p}.{name}.q_proj"), &mut attn.q_proj));
-                out.push((format!("{p}.{name}.k_proj"), &mut attn.k_proj));
-                out.push((format!("{p}.{name}.v_proj"), &mut attn.v_proj));
-                out.push((format!("{p}.{name}.out_proj"), &mut attn.out_proj));
+                for (proj, role, linear) in attn.projections_mut() {
+                    out.push(LayerMut {
+                        name: format!("{p}.{name}.{proj}"),
+                        role,
+                        linear,
+                    });
+                }
             }
-            out.push((format!("{p}.fc1"), fc1));
-            out.push((format!("{p}.fc2"), fc2));
+            out.push(LayerMut {
+                name: format!("{p}.fc1"),
+                role: LayerRole::FeedForwardIn,
+                linear: fc1,
+            });
+            out.push(LayerMut {
+                name: format!("{p}.fc2"),
+                role: LayerRole::FeedForwardOut,
+                linear: fc2,
+            });
         }
     }
     out
