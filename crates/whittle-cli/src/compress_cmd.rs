@@ -638,7 +638,7 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
     };
     if let Some(path) = &args.dump_batch {
         let tensors = [
-            ("mel", &batch.mel),
+            ("mel", &batch.features),
             ("inputs", &batch.inputs),
             ("positions", &batch.positions),
             ("targets", &batch.targets),
@@ -697,7 +697,7 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         "loss_first": losses[0],
         "loss_last": losses[losses.len() - 1],
         "batch": args.batch,
-        "frames": batch.mel.dim(2)?,
+        "frames": batch.features.dim(2)?,
         "target_tokens": batch.target_count(),
         "bits": args.bits,
         "group": args.group,
@@ -725,7 +725,7 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         println!(
             "train step (B={} frames={} targets={} W{} {}): {:.1} ms/step median of {}, loss {:.5} -> {:.5}",
             args.batch,
-            batch.mel.dim(2)?,
+            batch.features.dim(2)?,
             batch.target_count(),
             args.bits,
             args.group.map_or("per-channel".to_string(), |g| format!("g{g}")),

@@ -476,8 +476,8 @@ pub fn kl_sensitivity(
     for batch in &batches {
         let reference = Reference::new(&forward(model, batch, &[])?.logits)?;
         let keep: Vec<usize> = (0..encoder_layers.saturating_sub(1)).collect();
-        let (encoded, outputs) = model.encoder.forward_with_layers(&batch.mel, &keep)?;
-        let mut encoder_inputs = vec![model.encoder.embed(&batch.mel)?];
+        let (encoded, outputs) = model.encoder.forward_with_layers(&batch.features, &keep)?;
+        let mut encoder_inputs = vec![model.encoder.embed(&batch.features)?];
         encoder_inputs.extend(outputs);
         cached.push(Cached {
             reference,

@@ -37,8 +37,9 @@ pub struct TrainExample {
 pub struct Batch {
     /// Utterance ids, in batch order.
     pub ids: Vec<String>,
-    /// Log-mel input `[b, n_mels, frames]`.
-    pub mel: Tensor,
+    /// Model input: log-mel `[b, n_mels, frames]` for Whisper (a waveform family batches
+    /// `[b, samples]`).
+    pub features: Tensor,
     /// Decoder inputs `[b, len]`.
     pub inputs: Tensor,
     /// Flat indices into `b * len` of positions with a target, `[n]`.
@@ -117,7 +118,7 @@ pub fn make_batch(
     let (inputs, positions, targets) = token_batch(&sequences, config, prompt, device)?;
     Ok(Batch {
         ids: examples.iter().map(|e| e.id.clone()).collect(),
-        mel,
+        features: mel,
         inputs,
         positions,
         targets,
@@ -192,7 +193,7 @@ pub fn synthetic_batch(
     let (inputs, positions, targets) = token_batch(&refs, config, prompt, device)?;
     Ok(Batch {
         ids: (0..batch).map(|b| format!("synthetic-{b}")).collect(),
-        mel: Tensor::from_vec(data, (batch, n_mels, frames), device)?,
+        features: Tensor::from_vec(data, (batch, n_mels, frames), device)?,
         inputs,
         positions,
         targets,
@@ -261,7 +262,7 @@ pub fn batch_from_file(path: &Path, config: &WhisperConfig, device: &Device) -> 
     let n = targets.len();
     Ok(Batch {
         ids: (0..b).map(|i| format!("{context}#{i}")).collect(),
-        mel,
+        features: mel,
         inputs: Tensor::from_vec(
             token_values.iter().map(|&t| t as u32).collect::<Vec<_>>(),
             (b, len),

@@ -40,7 +40,9 @@ pub fn forward(model: &Whisper, batch: &Batch, taps: &[HiddenTap]) -> Result<Out
             _ => None,
         })
         .collect();
-    let (encoded, layers) = model.encoder.forward_with_layers(&batch.mel, &layer_taps)?;
+    let (encoded, layers) = model
+        .encoder
+        .forward_with_layers(&batch.features, &layer_taps)?;
     let hidden = model
         .decoder
         .forward_teacher_forced(&batch.inputs, &encoded)?;

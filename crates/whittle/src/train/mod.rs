@@ -5,6 +5,7 @@
 //!
 //! - [`recipe`]: the TOML recipe and its validation;
 //! - [`method`]: the seam between the trainer and a compression method;
+//! - [`model`]: the seam between the trainer and a model family;
 //! - [`batch`]: trimmed log-mel batches, teacher forcing, pseudo-labels;
 //! - [`loss`]: the training forward and the KL / cross-entropy / hidden-state losses;
 //! - [`optim`], [`schedule`]: AdamW with a learning rate per parameter group, warm-up + cosine;
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod loss;
 pub mod method;
 pub mod mixed_precision;
+pub mod model;
 pub mod optim;
 pub mod recipe;
 pub mod schedule;
@@ -33,6 +35,7 @@ use candle_core::{DType, Tensor};
 
 pub use batch::{Batch, Prompt, TrainExample};
 pub use method::{CompressionMethod, Extracted};
+pub use model::TrainModel;
 pub use recipe::{MethodKind, Recipe, Targets};
 pub use trainer::{DevSet, TrainObserver, Trainer};
 

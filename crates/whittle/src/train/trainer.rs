@@ -15,23 +15,24 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::batch::{make_batch, Batch, Prompt, TrainExample};
+use super::batch::{Batch, TrainExample};
 use super::checkpoint::{self, Best, TrainState, STATE_VERSION};
-use super::loss::{forward, qat_loss, LossParts};
+use super::loss::{qat_loss, LossParts};
 use super::method::{CompressionMethod, Extracted};
+use super::model::TrainModel;
 use super::optim::{clip_global_norm, AdamW, AdamWConfig, ParamGroup};
 use super::recipe::{HiddenTap, Recipe};
 use super::schedule::lr_factor;
 use super::uniform::UniformLsq;
 use crate::data::Utterance;
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, EvalTotals};
-use crate::models::whisper::{DecodeOptions, Transcriber, Whisper, WhisperTokenizer};
+use crate::eval::EvalTotals;
+use crate::models::whisper::{Whisper, WhisperTokenizer};
 use crate::nn::{LsqSpec, StepInit, Weight};
 use whittle_text::normalize::EnglishNormalizer;
 
@@ -62,11 +63,11 @@ pub fn make_student(
 
 /// A copy of `teacher` with `method`'s weight states, and AdamW (the recipe's settings) over
 /// the parameters the method returned.
-pub fn wrap_student(
-    teacher: &Whisper,
+pub fn wrap_student<M: TrainModel>(
+    teacher: &M,
     method: &mut dyn CompressionMethod,
     recipe: &Recipe,
-) -> Result<(Whisper, AdamW)> {
+) -> Result<(M, AdamW)> {
     let mut student = teacher.clone();
     let params = method
         .wrap(&mut student)?
@@ -120,9 +121,9 @@ pub struct PhaseSeconds {
 
 /// Gradients of one micro-batch: teacher forward (untracked), student forward, loss, backward.
 /// `scale` multiplies the loss (1 / grad_accum). Parameters without a gradient get `None`.
-pub fn micro_batch_grads(
-    teacher: &Whisper,
-    student: &Whisper,
+pub fn micro_batch_grads<M: TrainModel>(
+    teacher: &M,
+    student: &M,
     batch: &Batch,
     recipe: &Recipe,
     taps: &[HiddenTap],
@@ -148,9 +149,9 @@ pub struct MicroBatchGrads {
 /// [`micro_batch_grads`] with the loss terms of `method` added to the total; also returns each
 /// term's reported value.
 #[allow(clippy::too_many_arguments)]
-pub fn micro_batch_grads_with(
-    teacher: &Whisper,
-    student: &Whisper,
+pub fn micro_batch_grads_with<M: TrainModel>(
+    teacher: &M,
+    student: &M,
     batch: &Batch,
     recipe: &Recipe,
     taps: &[HiddenTap],
@@ -164,9 +165,9 @@ pub fn micro_batch_grads_with(
         clock = Instant::now();
         s
     };
-    let teacher_out = forward(teacher, batch, taps)?;
+    let teacher_out = teacher.forward_train(batch, taps)?;
     let teacher_s = lap();
-    let student_out = forward(student, batch, taps)?;
+    let student_out = student.forward_train(batch, taps)?;
     let student_s = lap();
     let mut parts = qat_loss(&recipe.loss, &student_out, &teacher_out, batch)?;
     let mut terms = Vec::new();
@@ -258,34 +259,34 @@ pub trait TrainObserver {
 pub struct Silent;
 impl TrainObserver for Silent {}
 
-/// The dev set and what scoring it needs.
-pub struct DevSet {
+/// The dev set and what scoring it needs (`T`: the family's [`TrainModel::Decoding`]).
+pub struct DevSet<T = WhisperTokenizer> {
     /// Utterances (already limited).
     pub utterances: Vec<Utterance>,
     /// Text normaliser for WER.
     pub normalizer: EnglishNormalizer,
-    /// Tokenizer for decoding.
-    pub tokenizer: WhisperTokenizer,
+    /// What decoding needs (Whisper: the tokenizer).
+    pub tokenizer: T,
 }
 
-/// A training run.
-pub struct Trainer {
+/// A training run of a model family `M`.
+pub struct Trainer<M: TrainModel = Whisper> {
     /// The recipe.
     pub recipe: Recipe,
     /// Full-precision teacher.
-    pub teacher: Whisper,
+    pub teacher: M,
     /// Compressed student (shares its variables with the optimizer).
-    pub student: Whisper,
+    pub student: M,
     /// The compression method.
     pub method: Box<dyn CompressionMethod>,
     /// Optimizer and parameters.
     pub optimizer: AdamW,
     /// Training examples.
     pub examples: Vec<TrainExample>,
-    /// Decoder prompt and end-of-text.
-    pub prompt: Prompt,
+    /// What batching needs (Whisper: decoder prompt and end-of-text).
+    pub prompt: M::BatchContext,
     /// Dev set, if any.
-    pub dev: Option<DevSet>,
+    pub dev: Option<DevSet<M::Decoding>>,
     /// Progress and data-order state.
     pub state: TrainState,
     taps: Vec<HiddenTap>,
@@ -293,15 +294,15 @@ pub struct Trainer {
     rng: ChaCha8Rng,
 }
 
-impl Trainer {
+impl<M: TrainModel> Trainer<M> {
     /// A fresh run of the recipe's method (its bit map, if any, read from
     /// `recipe.quant.bit_map`): the student starts from the teacher's weights.
     pub fn new(
         recipe: Recipe,
-        teacher: Whisper,
+        teacher: M,
         examples: Vec<TrainExample>,
-        prompt: Prompt,
-        dev: Option<DevSet>,
+        prompt: M::BatchContext,
+        dev: Option<DevSet<M::Decoding>>,
     ) -> Result<Self> {
         recipe.validate("recipe")?;
         let bit_map = recipe
@@ -318,10 +319,10 @@ impl Trainer {
     pub fn with_method(
         recipe: Recipe,
         mut method: Box<dyn CompressionMethod>,
-        teacher: Whisper,
+        teacher: M,
         examples: Vec<TrainExample>,
-        prompt: Prompt,
-        dev: Option<DevSet>,
+        prompt: M::BatchContext,
+        dev: Option<DevSet<M::Decoding>>,
     ) -> Result<Self> {
         recipe.validate("recipe")?;
         if examples.is_empty() {
@@ -438,16 +439,11 @@ impl Trainer {
         for _ in 0..accum {
             let indices = self.next_indices();
             let examples: Vec<&TrainExample> = indices.iter().map(|&i| &self.examples[i]).collect();
-            let batch = make_batch(
-                &examples,
-                self.recipe.train.trim,
-                &self.teacher.config,
-                &self.prompt,
-                self.teacher.device(),
-                DType::F32,
-            )?;
+            let batch = self
+                .teacher
+                .make_batch(&examples, self.recipe.train.trim, &self.prompt)?;
             tokens += batch.target_count();
-            frames += batch.mel.dim(2)?;
+            frames += batch.features.dim(candle_core::D::Minus1)?;
             let MicroBatchGrads {
                 parts,
                 grads: micro,
@@ -524,7 +520,7 @@ impl Trainer {
     }
 
     /// The student as the method ships it: a packed copy, and the format of every layer.
-    pub fn extract(&self) -> Result<(Whisper, Extracted)> {
+    pub fn extract(&self) -> Result<(M, Extracted)> {
         let mut shipped = self.student.clone();
         let extracted = self.method.extract(&mut shipped)?;
         Ok((shipped, extracted))
@@ -533,19 +529,14 @@ impl Trainer {
     /// Score `model` (e.g. the result of [`Trainer::finish`]) on the dev set.
     pub fn evaluate_packed(
         &self,
-        model: &Whisper,
+        model: &M,
         observer: &mut dyn TrainObserver,
     ) -> Result<Option<EvalTotals>> {
         let Some(dev) = &self.dev else {
             return Ok(None);
         };
-        let transcriber = Transcriber {
-            model: model.clone(),
-            tokenizer: dev.tokenizer.clone(),
-            options: DecodeOptions::default(),
-        };
         let total = dev.utterances.len();
-        let (_, totals) = evaluate(&transcriber, &dev.utterances, &dev.normalizer, |i, _| {
+        let totals = model.score(&dev.tokenizer, &dev.utterances, &dev.normalizer, &mut |i| {
             observer.on_dev_progress(i + 1, total)
         })?;
         Ok(Some(totals))
@@ -603,7 +594,7 @@ impl Trainer {
 
     /// After training: load the best dev parameters (if any dev result was kept) and return the
     /// student as the method extracts it ([`Trainer::extract`]).
-    pub fn finish(&self, dir: &Path) -> Result<(Whisper, Extracted)> {
+    pub fn finish(&self, dir: &Path) -> Result<(M, Extracted)> {
         if self.state.best.is_some() && dir.join(checkpoint::BEST_FILE).is_file() {
             checkpoint::load_best(dir, &self.optimizer)?;
         }
