@@ -1,0 +1,251 @@
+//! wav2vec2, HuBERT and Wav2Vec2-Conformer CTC models against transformers' own outputs on tiny
+//! random checkpoints (tests/fixtures/ctc, written by scripts/reference/make_ctc_fixtures.py), and
+//! crafted `config.json` files that must be refused.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use whittle::checkpoint::hf::load_safetensors;
+use whittle::error::Error;
+use whittle::models::wav2vec2::{
+    normalize_waveform, CtcModel, CtcVocab, FeatureExtractorConfig, Wav2Vec2Config,
+};
+
+/// Largest |whittle - transformers| over the largest |transformers| logit.
+const RELATIVE_TOLERANCE: f32 = 1e-4;
+
+fn fixture(variant: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ctc")
+        .join(variant)
+}
+
+struct Loaded {
+    model: CtcModel,
+    vocab: CtcVocab,
+    extractor: FeatureExtractorConfig,
+    unused: Vec<String>,
+}
+
+fn load(variant: &str) -> Loaded {
+    let dir = fixture(variant);
+    let config = Wav2Vec2Config::from_file(&dir.join("config.json")).unwrap();
+    let store = load_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let model = CtcModel::load(&store, &config, DType::F32).unwrap();
+    // Every linear layer is named by its checkpoint tensor.
+    for (name, _) in model.linears() {
+        assert!(
+            store.contains(&format!("{name}.weight")),
+            "{variant}: linear `{name}` has no tensor `{name}.weight`"
+        );
+    }
+    Loaded {
+        model,
+        vocab: CtcVocab::from_file(&dir.join("vocab.json")).unwrap(),
+        extractor: FeatureExtractorConfig::from_model_dir(&dir).unwrap(),
+        unused: store.report().unused,
+    }
+}
+
+/// The model's logits and greedy text for each fixture clip match transformers'.
+fn check_variant(variant: &str, do_normalize: bool) {
+    let Loaded {
+        model,
+        vocab,
+        extractor,
+        unused,
+    } = load(variant);
+    assert_eq!(
+        extractor.do_normalize, do_normalize,
+        "{variant}: do_normalize"
+    );
+    // Only what transformers itself never runs in a CTC forward may be left over.
+    for name in &unused {
+        let expected = name.ends_with("masked_spec_embed")
+            || name.ends_with("num_batches_tracked")
+            || (variant.starts_with("conformer") && name.contains("encoder.pos_conv_embed."));
+        assert!(expected, "{variant}: tensor `{name}` was not used");
+    }
+
+    let dir = fixture(variant);
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let clips = json["clips"].as_array().unwrap();
+    assert!(!clips.is_empty());
+    for (i, clip) in clips.iter().enumerate() {
+        let pcm = reference[&format!("audio.{i}")]
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut samples: Vec<f32> = pcm.iter().map(|&s| s / 32768.0).collect();
+        if extractor.do_normalize {
+            samples = normalize_waveform(&samples);
+        }
+        let n = samples.len();
+        let waveform = Tensor::from_vec(samples, (1, n), &Device::Cpu).unwrap();
+        let (logits, hidden) = model.forward_with_hidden(&waveform).unwrap();
+        let expected = &reference[&format!("logits.{i}")];
+        assert_eq!(logits.dims(), expected.dims(), "{variant} clip {i}: shape");
+        assert_eq!(model.output_frames(n), expected.dim(1).unwrap());
+        assert_eq!(hidden.len(), model.config().num_hidden_layers + 1);
+
+        let err = whittle::nn::max_abs_diff(&logits, expected).unwrap();
+        let scale: f32 = expected
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let relative = err / scale;
+        println!("{variant} clip {i}: {n} samples, max_err {err:.3e}, relative {relative:.3e}");
+        assert!(
+            relative <= RELATIVE_TOLERANCE,
+            "{variant} clip {i}: max_err {err} / max {scale} = {relative} exceeds {RELATIVE_TOLERANCE}"
+        );
+
+        let text = clip["text"].as_str().unwrap();
+        let ids: Vec<u32> = clip["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            vocab.decode_ids(&ids),
+            text,
+            "{variant} clip {i}: decoding transformers' argmax ids"
+        );
+        assert_eq!(
+            vocab.decode_greedy(&logits.i(0).unwrap()).unwrap(),
+            text,
+            "{variant} clip {i}: greedy text of whittle's logits"
+        );
+    }
+}
+
+#[test]
+fn wav2vec2_base_matches_transformers() {
+    check_variant("wav2vec2-base", false);
+}
+
+#[test]
+fn wav2vec2_large_matches_transformers() {
+    check_variant("wav2vec2-large", true);
+}
+
+#[test]
+fn hubert_base_matches_transformers() {
+    check_variant("hubert-base", false);
+}
+
+#[test]
+fn hubert_large_matches_transformers() {
+    check_variant("hubert-large", true);
+}
+
+#[test]
+fn conformer_relpos_matches_transformers() {
+    check_variant("conformer-relpos", true);
+}
+
+#[test]
+fn conformer_rotary_matches_transformers() {
+    check_variant("conformer-rotary", false);
+}
+
+/// Rows of a batch are independent: a batch of two clips gives each clip's own logits.
+#[test]
+fn batch_rows_match_single_clips() {
+    let Loaded { model, .. } = load("conformer-relpos");
+    let clip = |seed: u64| -> Vec<f32> {
+        (0..3200)
+            .map(|i| (i as f32 * 0.013 * (seed + 1) as f32).sin() * 0.4)
+            .collect()
+    };
+    let (a, b) = (clip(1), clip(2));
+    let batch = Tensor::from_vec([a.clone(), b.clone()].concat(), (2, 3200), &Device::Cpu).unwrap();
+    let both = model.forward(&batch).unwrap();
+    for (row, samples) in [a, b].into_iter().enumerate() {
+        let single = model
+            .forward(&Tensor::from_vec(samples, (1, 3200), &Device::Cpu).unwrap())
+            .unwrap();
+        let err = whittle::nn::max_abs_diff(&both.i(row..row + 1).unwrap(), &single).unwrap();
+        assert!(err < 1e-4, "row {row}: max_err {err}");
+    }
+}
+
+/// A clip too short for one output frame is an error, not a panic.
+#[test]
+fn too_short_input_is_refused() {
+    let Loaded { model, .. } = load("wav2vec2-base");
+    let short = Tensor::zeros((1, 10), DType::F32, &Device::Cpu).unwrap();
+    let err = model.forward(&short).unwrap_err().to_string();
+    assert!(err.contains("10 samples"), "{err}");
+}
+
+fn crafted_config(edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, PathBuf) {
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("wav2vec2-base").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    edit(&mut config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn unknown_model_type_is_refused() {
+    let (_dir, path) = crafted_config(|c| c["model_type"] = "speech_to_text".into());
+    match Wav2Vec2Config::from_file(&path) {
+        Err(e @ Error::UnknownModel { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("speech_to_text") && msg.contains("config.json"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected Error::UnknownModel, got {other:?}"),
+    }
+}
+
+#[test]
+fn inconsistent_dims_are_refused() {
+    let (_dir, path) = crafted_config(|c| {
+        c["hidden_size"] = 30.into();
+        c["num_attention_heads"] = 4.into();
+    });
+    match Wav2Vec2Config::from_file(&path) {
+        Err(e @ Error::Config { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("hidden_size 30") && msg.contains("config.json"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected Error::Config, got {other:?}"),
+    }
+}
+
+/// A config whose vocabulary disagrees with the checkpoint's `lm_head` fails the load and names
+/// the tensor.
+#[test]
+fn vocab_size_differing_from_lm_head_is_refused() {
+    let (_dir, path) = crafted_config(|c| c["vocab_size"] = 13.into());
+    let config = Wav2Vec2Config::from_file(&path).unwrap();
+    let store = load_safetensors(
+        &fixture("wav2vec2-base").join("model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    match CtcModel::load(&store, &config, DType::F32) {
+        Err(Error::ShapeMismatch { tensor, .. }) => assert_eq!(tensor, "lm_head.weight"),
+        other => panic!("expected Error::ShapeMismatch, got {:?}", other.err()),
+    }
+}
