@@ -17,7 +17,10 @@ untested, and gives near-uniform logits whose greedy text is one repeated charac
     reference.safetensors            `audio.<i>` I16 [samples]: the clips as 16-bit PCM (the float clip the
                                      model sees is `audio / 32768`, exact in float32);
                                      `logits.<i>` F32 [1, frames, vocab]: the model's logits for clip i
-                                     after the processor (eval mode, eager attention, float32, CPU)
+                                     after the processor (eval mode, eager attention, float32, CPU);
+                                     `hidden.<k>` F32 [1, 16, hidden]: the first 16 frames of
+                                     transformers' `hidden_states[k]` (`output_hidden_states=True`) for
+                                     the last clip: the encoder input, then each layer's output
     reference.json                   per clip: samples, frames, the argmax ids and the greedy text
                                      `processor.batch_decode(argmax)` gives (its defaults)
 
@@ -52,6 +55,7 @@ from transformers import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_RATE = 16000
+HIDDEN_FRAMES = 16
 # CTC vocabulary: blank (= pad), specials, the word delimiter, then characters.
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H"]
 
@@ -188,12 +192,16 @@ def make_variant(name, out_dir, audio):
         x = pcm.astype(np.float32) / 32768
         inputs = processor(x, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         with torch.no_grad():
-            logits = model(inputs.input_values).logits
+            outputs = model(inputs.input_values, output_hidden_states=True)
+        logits = outputs.logits
         ids = logits.argmax(-1)
         text = processor.batch_decode(ids)[0]
         tensors[f"audio.{i}"] = torch.from_numpy(pcm)
         tensors[f"logits.{i}"] = logits.contiguous()
         clips_json.append({"samples": len(x), "frames": logits.shape[1], "ids": ids[0].tolist(), "text": text})
+    # Hidden states are large; a window of the last clip's is enough to pin down what each tap is.
+    for k, state in enumerate(outputs.hidden_states):
+        tensors[f"hidden.{k}"] = state[:, :HIDDEN_FRAMES].contiguous()
     save_file(tensors, out / "reference.safetensors")
     with open(out / "reference.json", "w") as f:
         json.dump({"variant": name, "model_class": model_cls.__name__, "transformers": transformers.__version__,

@@ -108,6 +108,10 @@ fn check_variant(variant: &str, do_normalize: bool) {
             "{variant} clip {i}: max_err {err} / max {scale} = {relative} exceeds {RELATIVE_TOLERANCE}"
         );
 
+        if i + 1 == clips.len() {
+            check_hidden_states(variant, &hidden, &reference);
+        }
+
         let text = clip["text"].as_str().unwrap();
         let ids: Vec<u32> = clip["ids"]
             .as_array()
@@ -124,6 +128,34 @@ fn check_variant(variant: &str, do_normalize: bool) {
             vocab.decode_greedy(&logits.i(0).unwrap()).unwrap(),
             text,
             "{variant} clip {i}: greedy text of whittle's logits"
+        );
+    }
+}
+
+/// whittle's hidden-state taps are transformers' `hidden_states` (a window of the last clip's).
+fn check_hidden_states(
+    variant: &str,
+    hidden: &[Tensor],
+    reference: &std::collections::HashMap<String, Tensor>,
+) {
+    assert!(
+        reference.contains_key("hidden.0"),
+        "{variant}: no hidden states in the fixture"
+    );
+    for (k, state) in hidden.iter().enumerate() {
+        let expected = &reference[&format!("hidden.{k}")];
+        let window = state.narrow(1, 0, expected.dim(1).unwrap()).unwrap();
+        let err = whittle::nn::max_abs_diff(&window, expected).unwrap();
+        let scale: f32 = expected
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            err / scale <= RELATIVE_TOLERANCE,
+            "{variant} hidden state {k}: max_err {err} / max {scale} exceeds {RELATIVE_TOLERANCE}"
         );
     }
 }
@@ -176,6 +208,104 @@ fn batch_rows_match_single_clips() {
             .unwrap();
         let err = whittle::nn::max_abs_diff(&both.i(row..row + 1).unwrap(), &single).unwrap();
         assert!(err < 1e-4, "row {row}: max_err {err}");
+    }
+}
+
+/// The positional conv's weight norm under the older `weight_g` / `weight_v` names, or already
+/// folded into `weight`, loads the same model as transformers 5's parametrization names.
+#[test]
+fn every_weight_norm_layout_loads_the_same_model() {
+    let dir = fixture("wav2vec2-base");
+    let config = Wav2Vec2Config::from_file(&dir.join("config.json")).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let conv = "wav2vec2.encoder.pos_conv_embed.conv";
+    let g_name = format!("{conv}.parametrizations.weight.original0");
+    let v_name = format!("{conv}.parametrizations.weight.original1");
+    let (g, v) = (tensors[&g_name].clone(), tensors[&v_name].clone());
+    let without_parametrization = || {
+        let mut t = tensors.clone();
+        t.remove(&g_name);
+        t.remove(&v_name);
+        t
+    };
+    let mut legacy = without_parametrization();
+    legacy.insert(format!("{conv}.weight_g"), g.clone());
+    legacy.insert(format!("{conv}.weight_v"), v.clone());
+    let mut folded = without_parametrization();
+    folded.insert(
+        format!("{conv}.weight"),
+        whittle::models::wav2vec2::model::fold_weight_norm(&g, &v).unwrap(),
+    );
+
+    let waveform = Tensor::from_vec(
+        (0..4000)
+            .map(|i| (i as f32 * 0.021).sin() * 0.3)
+            .collect::<Vec<_>>(),
+        (1, 4000),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = |tensors: std::collections::HashMap<String, Tensor>| {
+        let store = whittle::checkpoint::TensorStore::new(
+            "crafted",
+            tensors.into_iter().collect(),
+            Device::Cpu,
+        );
+        let model = CtcModel::load(&store, &config, DType::F32).unwrap();
+        let unused = store.report().unused;
+        assert!(
+            unused.iter().all(|n| !n.contains("pos_conv_embed")),
+            "positional conv tensors left unused: {unused:?}"
+        );
+        model.forward(&waveform).unwrap()
+    };
+    let reference = logits(tensors.clone());
+    for (layout, tensors) in [("weight_g/weight_v", legacy), ("folded weight", folded)] {
+        let err = whittle::nn::max_abs_diff(&logits(tensors), &reference).unwrap();
+        assert!(err < 1e-6, "{layout}: max_err {err}");
+    }
+}
+
+/// Gradients reach every linear layer through the whole forward (feature encoder, positional conv
+/// or relative positions, attention, conv module, CTC head), as training and distillation need.
+#[test]
+fn every_linear_layer_receives_a_gradient() {
+    for variant in ["wav2vec2-large", "conformer-relpos", "conformer-rotary"] {
+        let Loaded { mut model, .. } = load(variant);
+        let vars: Vec<(String, candle_core::Var)> = model
+            .linears_mut()
+            .into_iter()
+            .map(|(name, linear)| {
+                let var =
+                    candle_core::Var::from_tensor(&linear.weight.to_dense().unwrap()).unwrap();
+                linear.weight = whittle::nn::Weight::Float(var.as_tensor().clone());
+                (name, var)
+            })
+            .collect();
+        let waveform = Tensor::from_vec(
+            (0..2400)
+                .map(|i| (i as f32 * 0.017).sin() * 0.5)
+                .collect::<Vec<_>>(),
+            (1, 2400),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let loss = model
+            .forward(&waveform)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, var) in &vars {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{variant}: no gradient for `{name}`"));
+            let size: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(size > 0.0, "{variant}: zero gradient for `{name}`");
+        }
     }
 }
 
