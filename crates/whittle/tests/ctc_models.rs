@@ -20,6 +20,24 @@ fn fixture(variant: &str) -> PathBuf {
         .join(variant)
 }
 
+/// Asserts max |actual - expected| / max |expected| <= [`RELATIVE_TOLERANCE`]; returns that ratio.
+fn assert_close(actual: &Tensor, expected: &Tensor, context: &str) -> f32 {
+    let err = whittle::nn::max_abs_diff(actual, expected).unwrap();
+    let scale: f32 = expected
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let relative = err / scale;
+    assert!(
+        relative <= RELATIVE_TOLERANCE,
+        "{context}: max_err {err} / max {scale} = {relative} exceeds {RELATIVE_TOLERANCE}"
+    );
+    relative
+}
+
 struct Loaded {
     model: CtcModel,
     vocab: CtcVocab,
@@ -93,20 +111,8 @@ fn check_variant(variant: &str, do_normalize: bool) {
         assert_eq!(model.output_frames(n), expected.dim(1).unwrap());
         assert_eq!(hidden.len(), model.config().num_hidden_layers + 1);
 
-        let err = whittle::nn::max_abs_diff(&logits, expected).unwrap();
-        let scale: f32 = expected
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        let relative = err / scale;
-        println!("{variant} clip {i}: {n} samples, max_err {err:.3e}, relative {relative:.3e}");
-        assert!(
-            relative <= RELATIVE_TOLERANCE,
-            "{variant} clip {i}: max_err {err} / max {scale} = {relative} exceeds {RELATIVE_TOLERANCE}"
-        );
+        let relative = assert_close(&logits, expected, &format!("{variant} clip {i}"));
+        println!("{variant} clip {i}: {n} samples, relative max error {relative:.3e}");
 
         if i + 1 == clips.len() {
             check_hidden_states(variant, &hidden, &reference);
@@ -145,18 +151,7 @@ fn check_hidden_states(
     for (k, state) in hidden.iter().enumerate() {
         let expected = &reference[&format!("hidden.{k}")];
         let window = state.narrow(1, 0, expected.dim(1).unwrap()).unwrap();
-        let err = whittle::nn::max_abs_diff(&window, expected).unwrap();
-        let scale: f32 = expected
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(
-            err / scale <= RELATIVE_TOLERANCE,
-            "{variant} hidden state {k}: max_err {err} / max {scale} exceeds {RELATIVE_TOLERANCE}"
-        );
+        assert_close(&window, expected, &format!("{variant} hidden state {k}"));
     }
 }
 
