@@ -28,7 +28,13 @@ The clips are synthesised with numpy from a fixed seed (a few harmonics with a m
 envelope and noise, 16 kHz) and run one at a time, since their lengths differ (no padding, no attention mask).
 
 Usage: .venv-torch/bin/python scripts/reference/make_ctc_fixtures.py [--out DIR] [--variant NAME ...]
-(the venv from scripts/setup_torch.sh). Default OUT: crates/whittle/tests/fixtures/ctc.
+[--full-size] (the venv from scripts/setup_torch.sh). Default OUT: crates/whittle/tests/fixtures/ctc.
+
+--full-size writes the same files for random models of the released sizes instead (the `-base` variants
+as wav2vec2-base / hubert-base, 95M parameters; the `-large` and Conformer variants as the large models:
+315M for wav2vec2 and HuBERT, 620M for the Conformer), for memory and speed measurements and for checking whittle at real sizes
+(`WHITTLE_CTC_FIXTURE=DIR/<variant> cargo test --release -p whittle --test ctc_models -- --ignored`).
+Never commit them: 0.4-2.4 GB each.
 """
 
 import argparse
@@ -71,6 +77,20 @@ COMMON = dict(
     conv_bias=True,
     num_conv_pos_embedding_groups=2,
     layer_norm_eps=1e-5,
+)
+
+# The released models' dimensions (transformers' defaults are wav2vec2-base's), for --full-size.
+FULL_SIZE = {
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+}
+FULL_SIZE_FEATURES = dict(
+    conv_dim=(512,) * 7,
+    conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+    conv_stride=(5, 2, 2, 2, 2, 2, 2),
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+    conv_depthwise_kernel_size=31,
 )
 
 # name: (config class, model class, config overrides, do_normalize)
@@ -162,10 +182,13 @@ def redraw(model, seed):
                 p.copy_(0.2 * torch.randn(shape, generator=g))
 
 
-def make_variant(name, out_dir, audio):
+def make_variant(name, out_dir, audio, full_size=False):
     config_cls, model_cls, overrides, do_normalize = VARIANTS[name]
     torch.manual_seed(0)
-    config = config_cls(**{**COMMON, **overrides})
+    fields = {**COMMON, **overrides}
+    if full_size:
+        fields.update(FULL_SIZE["base" if name.endswith("-base") else "large"], **FULL_SIZE_FEATURES)
+    config = config_cls(**fields)
     config._attn_implementation = "eager"
     model = model_cls(config).eval()
     redraw(model, seed=sum(map(ord, name)))
@@ -216,11 +239,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "crates/whittle/tests/fixtures/ctc")
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    parser.add_argument("--full-size", action="store_true", help="released model sizes (see above)")
     args = parser.parse_args()
+    if args.full_size and args.out == parser.get_default("out"):
+        parser.error("--full-size needs --out outside the repository's fixtures")
     torch.set_num_threads(1)
     audio = clips()
     for name in args.variant or VARIANTS:
-        make_variant(name, args.out, audio)
+        make_variant(name, args.out, audio, args.full_size)
 
 
 if __name__ == "__main__":

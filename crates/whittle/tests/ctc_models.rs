@@ -8,7 +8,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use whittle::checkpoint::hf::load_safetensors;
 use whittle::error::Error;
 use whittle::models::wav2vec2::{
-    normalize_waveform, CtcModel, CtcVocab, FeatureExtractorConfig, Wav2Vec2Config,
+    normalize_waveform, CtcModel, CtcVocab, Family, FeatureExtractorConfig, Wav2Vec2Config,
 };
 
 /// Largest |whittle - transformers| over the largest |transformers| logit.
@@ -46,7 +46,10 @@ struct Loaded {
 }
 
 fn load(variant: &str) -> Loaded {
-    let dir = fixture(variant);
+    load_dir(&fixture(variant), variant)
+}
+
+fn load_dir(dir: &Path, variant: &str) -> Loaded {
     let config = Wav2Vec2Config::from_file(&dir.join("config.json")).unwrap();
     let store = load_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let model = CtcModel::load(&store, &config, DType::F32).unwrap();
@@ -60,32 +63,35 @@ fn load(variant: &str) -> Loaded {
     Loaded {
         model,
         vocab: CtcVocab::from_file(&dir.join("vocab.json")).unwrap(),
-        extractor: FeatureExtractorConfig::from_model_dir(&dir).unwrap(),
+        extractor: FeatureExtractorConfig::from_model_dir(dir).unwrap(),
         unused: store.report().unused,
     }
 }
 
 /// The model's logits and greedy text for each fixture clip match transformers'.
 fn check_variant(variant: &str, do_normalize: bool) {
+    check_dir(&fixture(variant), variant, Some(do_normalize));
+}
+
+fn check_dir(dir: &Path, variant: &str, do_normalize: Option<bool>) {
     let Loaded {
         model,
         vocab,
         extractor,
         unused,
-    } = load(variant);
-    assert_eq!(
-        extractor.do_normalize, do_normalize,
-        "{variant}: do_normalize"
-    );
+    } = load_dir(dir, variant);
+    if let Some(expected) = do_normalize {
+        assert_eq!(extractor.do_normalize, expected, "{variant}: do_normalize");
+    }
     // Only what transformers itself never runs in a CTC forward may be left over.
     for name in &unused {
         let expected = name.ends_with("masked_spec_embed")
             || name.ends_with("num_batches_tracked")
-            || (variant.starts_with("conformer") && name.contains("encoder.pos_conv_embed."));
+            || (model.config().family == Family::Conformer
+                && name.contains("encoder.pos_conv_embed."));
         assert!(expected, "{variant}: tensor `{name}` was not used");
     }
 
-    let dir = fixture(variant);
     let reference =
         candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
     let json: serde_json::Value =
@@ -183,6 +189,20 @@ fn conformer_relpos_matches_transformers() {
 #[test]
 fn conformer_rotary_matches_transformers() {
     check_variant("conformer-rotary", false);
+}
+
+/// A fixture folder written elsewhere, e.g. a released-size random model from
+/// `make_ctc_fixtures.py --full-size --out DIR` (too large to commit):
+/// `WHITTLE_CTC_FIXTURE=DIR/wav2vec2-base cargo test --release -p whittle --test ctc_models -- --ignored`.
+#[test]
+#[ignore = "needs WHITTLE_CTC_FIXTURE, a folder written by make_ctc_fixtures.py"]
+fn external_fixture_matches_transformers() {
+    let dir = PathBuf::from(
+        std::env::var_os("WHITTLE_CTC_FIXTURE")
+            .expect("set WHITTLE_CTC_FIXTURE to a fixture folder"),
+    );
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    check_dir(&dir, &name, None);
 }
 
 /// Rows of a batch are independent: a batch of two clips gives each clip's own logits.
