@@ -40,6 +40,7 @@ pub struct CtcVocab {
 
 /// The fields of `tokenizer_config.json` decoding uses, with `Wav2Vec2CTCTokenizer`'s defaults.
 #[derive(Debug, Deserialize)]
+#[serde(default)]
 struct TokenizerConfig {
     #[serde(default = "pad")]
     pad_token: TokenText,
@@ -53,6 +54,24 @@ struct TokenizerConfig {
     do_lower_case: bool,
     #[serde(default)]
     clean_up_tokenization_spaces: bool,
+    /// Tokens added after `vocab.json` (`{"id": {"content": ...}}`), which transformers looks
+    /// up before the vocabulary.
+    #[serde(default)]
+    added_tokens_decoder: BTreeMap<u32, TokenText>,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self {
+            pad_token: pad(),
+            word_delimiter_token: delimiter(),
+            replace_word_delimiter_char: space(),
+            unk_token: unk(),
+            do_lower_case: false,
+            clean_up_tokenization_spaces: false,
+            added_tokens_decoder: BTreeMap::new(),
+        }
+    }
 }
 
 /// A special token as a plain string or an `AddedToken` object (`{"content": ...}`).
@@ -85,21 +104,32 @@ fn unk() -> TokenText {
 }
 
 impl CtcVocab {
-    /// Read `vocab.json` (`{symbol: id}`) and, when it exists, the `tokenizer_config.json` beside it.
+    /// Read `vocab.json` (`{symbol: id}`) and, when they exist, the `added_tokens.json` and
+    /// `tokenizer_config.json` beside it.
     pub fn from_file(path: &Path) -> Result<Self> {
         let symbols: BTreeMap<String, u32> = read_json(path)?;
-        let config_path = path.with_file_name("tokenizer_config.json");
-        let config: TokenizerConfig = if config_path.exists() {
-            read_json(&config_path)?
-        } else {
-            serde_json::from_str("{}").expect("defaults parse")
+        let beside = |name: &str| Some(path.with_file_name(name)).filter(|p| p.exists());
+        let mut config: TokenizerConfig = match beside("tokenizer_config.json") {
+            Some(p) => read_json(&p)?,
+            None => TokenizerConfig::default(),
         };
+        if let Some(p) = beside("added_tokens.json") {
+            let added: BTreeMap<String, u32> = read_json(&p)?;
+            for (symbol, id) in added {
+                // tokenizer_config.json's entries win (they are what transformers 5 reads).
+                config
+                    .added_tokens_decoder
+                    .entry(id)
+                    .or_insert(TokenText::Plain(symbol));
+            }
+        }
         Self::new(symbols, config, path)
     }
 
     fn new(symbols: BTreeMap<String, u32>, config: TokenizerConfig, path: &Path) -> Result<Self> {
         let size = symbols
             .values()
+            .chain(config.added_tokens_decoder.keys())
             .map(|&id| id as usize + 1)
             .max()
             .unwrap_or(0);
@@ -118,6 +148,9 @@ impl CtcVocab {
                 });
             }
         }
+        for (id, token) in config.added_tokens_decoder {
+            tokens[id as usize] = Some(token.text());
+        }
         Ok(Self {
             tokens,
             pad_token: config.pad_token.text(),
@@ -129,7 +162,7 @@ impl CtcVocab {
         })
     }
 
-    /// One past the largest id in `vocab.json`.
+    /// One past the largest id in `vocab.json` and the added tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
@@ -242,12 +275,7 @@ mod tests {
             .enumerate()
             .map(|(i, s)| (s.to_string(), i as u32))
             .collect();
-        CtcVocab::new(
-            symbols,
-            serde_json::from_str("{}").unwrap(),
-            Path::new("vocab.json"),
-        )
-        .unwrap()
+        CtcVocab::new(symbols, TokenizerConfig::default(), Path::new("vocab.json")).unwrap()
     }
 
     #[test]
@@ -261,6 +289,23 @@ mod tests {
         // Two delimiters separated by a blank are two spaces; leading/trailing ones are trimmed.
         assert_eq!(v.decode_ids(&[4, 5, 4, 0, 4, 6, 4]), "A  B");
         assert_eq!(v.decode_ids(&[0, 0]), "");
+    }
+
+    /// Tokens added beside vocab.json decode as their text, tokenizer_config.json's first.
+    #[test]
+    fn added_tokens_extend_the_vocabulary() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("vocab.json", r#"{"<pad>": 0, "|": 1, "A": 2}"#);
+        write("added_tokens.json", r#"{"<s>": 3, "<old>": 4}"#);
+        write(
+            "tokenizer_config.json",
+            r#"{"added_tokens_decoder": {"4": {"content": "</s>", "special": true}}, "do_lower_case": true}"#,
+        );
+        let v = CtcVocab::from_file(&dir.path().join("vocab.json")).unwrap();
+        assert_eq!(v.len(), 5);
+        assert_eq!(v.decode_ids(&[2, 1, 3, 0, 4, 5]), "a <s></s><unk>");
+        assert_eq!(v.blank_id(), Some(0));
     }
 
     #[test]
