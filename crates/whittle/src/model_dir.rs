@@ -103,7 +103,8 @@ pub struct WhisperCheckpoint {
     pub unconverted: Vec<String>,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+/// Parse a JSON file, naming it in errors.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Json {
         context: path.display().to_string(),

@@ -5,6 +5,7 @@
 //! [`registry`] picks the family of a checkpoint folder or `.whittle` file.
 
 pub mod registry;
+pub mod wav2vec2;
 pub mod whisper;
 
 use std::sync::atomic::AtomicBool;
