@@ -189,6 +189,25 @@ impl TensorStore {
         self.tensors.values().map(|t| t.elem_count()).sum()
     }
 
+    /// Elements of the tensors a model read so far (float ones and packed matrices): the
+    /// parameters of the architecture, without tensors the checkpoint carries but no layer uses.
+    pub fn used_parameter_count(&self) -> usize {
+        let used = self.used.lock().expect("usage set poisoned");
+        let float: usize = self
+            .tensors
+            .iter()
+            .filter(|(name, _)| used.contains(*name))
+            .map(|(_, t)| t.elem_count())
+            .sum();
+        let packed: usize = self
+            .packed
+            .iter()
+            .filter(|(name, _)| used.contains(*name))
+            .map(|(_, p)| p.rows() * p.cols())
+            .sum();
+        float + packed
+    }
+
     /// Insert or replace a tensor (used by format converters and tests).
     pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
         let name = name.into();

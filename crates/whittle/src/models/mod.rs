@@ -26,6 +26,8 @@ pub enum LayerRole {
     AttentionValue,
     /// Attention output projection.
     AttentionOutput,
+    /// Projection of relative position embeddings in attention (a Conformer's `linear_pos`).
+    AttentionPosition,
     /// First feed-forward matrix (to the hidden width).
     FeedForwardIn,
     /// Second feed-forward matrix (back to the model width).

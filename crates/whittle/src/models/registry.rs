@@ -20,10 +20,17 @@ use crate::models::whisper::{DecodeOptions, Transcriber};
 pub enum Family {
     /// OpenAI Whisper (encoder-decoder, BPE tokens).
     Whisper,
+    /// wav2vec 2.0, HuBERT or Wav2Vec2-Conformer with a CTC head (character vocabulary).
+    Ctc,
 }
 
 /// `(model_type in config.json or architecture in a .whittle header, family)`.
-const FAMILIES: &[(&str, Family)] = &[("whisper", Family::Whisper)];
+const FAMILIES: &[(&str, Family)] = &[
+    ("whisper", Family::Whisper),
+    ("wav2vec2", Family::Ctc),
+    ("hubert", Family::Ctc),
+    ("wav2vec2-conformer", Family::Ctc),
+];
 
 impl Family {
     /// The family named `name` (a `model_type` or `.whittle` architecture).
@@ -125,6 +132,21 @@ pub fn open(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
                     options: DecodeOptions::default(),
                 }),
                 family_header,
+                report,
+            })
+        }
+        Family::Ctc => {
+            let opened = crate::models::wav2vec2::family::open(&location, device, dtype)?;
+            let report = opened.store.report();
+            for name in &report.unused {
+                tracing::warn!(source = %report.source, tensor = %name, "unused tensor");
+            }
+            Ok(LoadedModel {
+                location,
+                family,
+                store: opened.store,
+                model: Box::new(opened.recognizer),
+                family_header: opened.family_header,
                 report,
             })
         }

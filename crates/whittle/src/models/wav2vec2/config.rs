@@ -42,6 +42,15 @@ impl Family {
         }
     }
 
+    /// The `model_type` of this family (also its `.whittle` architecture).
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Wav2Vec2 => "wav2vec2",
+            Self::Hubert => "hubert",
+            Self::Conformer => "wav2vec2-conformer",
+        }
+    }
+
     /// Prefix of the base model's tensors in the CTC checkpoint.
     pub fn tensor_prefix(self) -> &'static str {
         match self {

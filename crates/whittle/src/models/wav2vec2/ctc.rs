@@ -17,7 +17,37 @@ use candle_core::{Tensor, D};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::model_dir::read_json;
+
+/// The texts of the files a CTC vocabulary is read from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CtcVocabFiles {
+    /// `vocab.json`.
+    pub vocab: String,
+    /// `tokenizer_config.json`, when present.
+    pub tokenizer_config: Option<String>,
+    /// `added_tokens.json`, when present.
+    pub added_tokens: Option<String>,
+}
+
+impl CtcVocabFiles {
+    /// Read `vocab.json` at `path` and the optional files beside it.
+    pub fn read(path: &Path) -> Result<Self> {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
+        let beside = |name: &str| -> Result<Option<String>> {
+            let p = path.with_file_name(name);
+            if p.exists() {
+                read(&p).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Self {
+            vocab: read(path)?,
+            tokenizer_config: beside("tokenizer_config.json")?,
+            added_tokens: beside("added_tokens.json")?,
+        })
+    }
+}
 
 /// The symbols of a CTC head and the tokenizer settings decoding needs.
 #[derive(Debug, Clone)]
@@ -107,14 +137,30 @@ impl CtcVocab {
     /// Read `vocab.json` (`{symbol: id}`) and, when they exist, the `added_tokens.json` and
     /// `tokenizer_config.json` beside it.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let symbols: BTreeMap<String, u32> = read_json(path)?;
-        let beside = |name: &str| Some(path.with_file_name(name)).filter(|p| p.exists());
-        let mut config: TokenizerConfig = match beside("tokenizer_config.json") {
-            Some(p) => read_json(&p)?,
+        let files = CtcVocabFiles::read(path)?;
+        Self::from_files(&files, path)
+    }
+
+    /// The vocabulary from the texts of its files (as embedded in a `.whittle` header);
+    /// `context` names them in errors.
+    pub fn from_files(files: &CtcVocabFiles, context: &Path) -> Result<Self> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            text: &str,
+            context: &Path,
+            name: &str,
+        ) -> Result<T> {
+            serde_json::from_str(text).map_err(|source| Error::Json {
+                context: format!("{}: {name}", context.display()),
+                source,
+            })
+        }
+        let symbols: BTreeMap<String, u32> = parse(&files.vocab, context, "vocab.json")?;
+        let mut config: TokenizerConfig = match &files.tokenizer_config {
+            Some(text) => parse(text, context, "tokenizer_config.json")?,
             None => TokenizerConfig::default(),
         };
-        if let Some(p) = beside("added_tokens.json") {
-            let added: BTreeMap<String, u32> = read_json(&p)?;
+        if let Some(text) = &files.added_tokens {
+            let added: BTreeMap<String, u32> = parse(text, context, "added_tokens.json")?;
             for (symbol, id) in added {
                 // tokenizer_config.json's entries win (they are what transformers 5 reads).
                 config
@@ -123,7 +169,7 @@ impl CtcVocab {
                     .or_insert(TokenText::Plain(symbol));
             }
         }
-        Self::new(symbols, config, path)
+        Self::new(symbols, config, context)
     }
 
     fn new(symbols: BTreeMap<String, u32>, config: TokenizerConfig, path: &Path) -> Result<Self> {

@@ -13,8 +13,10 @@
 pub mod config;
 pub mod conformer;
 pub mod ctc;
+pub mod family;
 pub mod model;
 
 pub use config::{Family, FeatureExtractorConfig, Wav2Vec2Config};
 pub use ctc::{normalize_waveform, CtcVocab};
+pub use family::CtcRecognizer;
 pub use model::CtcModel;

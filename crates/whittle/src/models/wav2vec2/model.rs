@@ -26,7 +26,8 @@ use super::config::{Activation, Family, FeatExtractNorm, Wav2Vec2Config};
 use super::conformer::{ConformerLayer, ConformerPositions};
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
-use crate::nn::{Conv1d, LayerNorm, Linear};
+use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
+use crate::nn::{Conv1d, LayerNorm, Linear, Weight};
 
 /// PyTorch's default `eps` of `nn.LayerNorm`, `nn.GroupNorm` and `nn.BatchNorm1d`, used where
 /// transformers builds those layers without the config's `layer_norm_eps`.
@@ -261,12 +262,14 @@ impl FeatureEncoder {
             .map(|i| {
                 let p = format!("{prefix}.feature_extractor.conv_layers.{i}");
                 let (cin, cout) = (if i == 0 { 1 } else { c.conv_dim[i - 1] }, c.conv_dim[i]);
+                let kernel = c.conv_kernel[i];
                 let conv = Conv1d {
-                    weight: store.get(
-                        &format!("{p}.conv.weight"),
-                        &[cout, cin, c.conv_kernel[i]],
-                        dtype,
-                    )?,
+                    weight: Weight::Float(
+                        store
+                            .get(&format!("{p}.conv.weight"), &[cout, cin, kernel], dtype)?
+                            .reshape((cout, cin * kernel))?,
+                    ),
+                    kernel,
                     bias: if c.conv_bias {
                         Some(store.get(&format!("{p}.conv.bias"), &[cout], dtype)?)
                     } else {
@@ -452,12 +455,21 @@ macro_rules! named_linears {
                 } = $ffn;
                 out.push((
                     format!("{}.{}.intermediate_dense", $l, $name),
+                    LayerRole::FeedForwardIn,
                     intermediate_dense,
                 ));
-                out.push((format!("{}.{}.output_dense", $l, $name), output_dense));
+                out.push((
+                    format!("{}.{}.output_dense", $l, $name),
+                    LayerRole::FeedForwardOut,
+                    output_dense,
+                ));
             }};
         }
-        out.push((format!("{p}.feature_projection.projection"), projection));
+        out.push((
+            format!("{p}.feature_projection.projection"),
+            LayerRole::FeatureProjection,
+            projection,
+        ));
         match encoder {
             Encoder::Transformer { layers, .. } => {
                 for (i, layer) in layers.into_iter().enumerate() {
@@ -471,10 +483,22 @@ macro_rules! named_linears {
                         q, k, v, out: o, ..
                     } = attention;
                     out.extend([
-                        (format!("{l}.attention.q_proj"), q),
-                        (format!("{l}.attention.k_proj"), k),
-                        (format!("{l}.attention.v_proj"), v),
-                        (format!("{l}.attention.out_proj"), o),
+                        (
+                            format!("{l}.attention.q_proj"),
+                            LayerRole::AttentionQuery,
+                            q,
+                        ),
+                        (format!("{l}.attention.k_proj"), LayerRole::AttentionKey, k),
+                        (
+                            format!("{l}.attention.v_proj"),
+                            LayerRole::AttentionValue,
+                            v,
+                        ),
+                        (
+                            format!("{l}.attention.out_proj"),
+                            LayerRole::AttentionOutput,
+                            o,
+                        ),
                     ]);
                     ffn!(l, "feed_forward", feed_forward);
                 }
@@ -499,26 +523,54 @@ macro_rules! named_linears {
                         q, k, v, out: o, ..
                     } = projections;
                     out.extend([
-                        (format!("{l}.self_attn.linear_q"), q),
-                        (format!("{l}.self_attn.linear_k"), k),
-                        (format!("{l}.self_attn.linear_v"), v),
-                        (format!("{l}.self_attn.linear_out"), o),
+                        (
+                            format!("{l}.self_attn.linear_q"),
+                            LayerRole::AttentionQuery,
+                            q,
+                        ),
+                        (
+                            format!("{l}.self_attn.linear_k"),
+                            LayerRole::AttentionKey,
+                            k,
+                        ),
+                        (
+                            format!("{l}.self_attn.linear_v"),
+                            LayerRole::AttentionValue,
+                            v,
+                        ),
+                        (
+                            format!("{l}.self_attn.linear_out"),
+                            LayerRole::AttentionOutput,
+                            o,
+                        ),
                     ]);
                     if let Some(pos) = linear_pos {
-                        out.push((format!("{l}.self_attn.linear_pos"), pos));
+                        out.push((
+                            format!("{l}.self_attn.linear_pos"),
+                            LayerRole::AttentionPosition,
+                            pos,
+                        ));
                     }
                     let super::conformer::ConvModule {
                         pointwise_conv1,
                         pointwise_conv2,
                         ..
                     } = conv_module;
-                    out.push((format!("{l}.conv_module.pointwise_conv1"), pointwise_conv1));
-                    out.push((format!("{l}.conv_module.pointwise_conv2"), pointwise_conv2));
+                    out.push((
+                        format!("{l}.conv_module.pointwise_conv1"),
+                        LayerRole::Pointwise,
+                        pointwise_conv1,
+                    ));
+                    out.push((
+                        format!("{l}.conv_module.pointwise_conv2"),
+                        LayerRole::Pointwise,
+                        pointwise_conv2,
+                    ));
                     ffn!(l, "ffn2", ffn2);
                 }
             }
         }
-        out.push(("lm_head".to_string(), lm_head));
+        out.push(("lm_head".to_string(), LayerRole::OutputHead, lm_head));
         out
     }};
 }
@@ -682,12 +734,32 @@ impl CtcModel {
     /// (e.g. `wav2vec2.encoder.layers.0.attention.q_proj`), input to output, `lm_head` last.
     /// The Conformer's pointwise convs (kernel 1) are linear layers here, named as their convs.
     pub fn linears(&self) -> Vec<(String, &Linear)> {
-        named_linears!(self)
+        let layers: Vec<(String, LayerRole, &Linear)> = named_linears!(self);
+        layers.into_iter().map(|(n, _, l)| (n, l)).collect()
     }
 
     /// [`Self::linears`] for compression passes that replace weights.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        named_linears!(self)
+        let layers: Vec<(String, LayerRole, &mut Linear)> = named_linears!(self);
+        layers.into_iter().map(|(n, _, l)| (n, l)).collect()
+    }
+}
+
+impl Layers for CtcModel {
+    fn layers(&self) -> Vec<LayerRef<'_>> {
+        let layers: Vec<(String, LayerRole, &Linear)> = named_linears!(self);
+        layers
+            .into_iter()
+            .map(|(name, role, linear)| LayerRef { name, role, linear })
+            .collect()
+    }
+
+    fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
+        let layers: Vec<(String, LayerRole, &mut Linear)> = named_linears!(self);
+        layers
+            .into_iter()
+            .map(|(name, role, linear)| LayerMut { name, role, linear })
+            .collect()
     }
 }
 

@@ -1,0 +1,153 @@
+//! A CTC checkpoint (tiny random HuBERT, tests/fixtures/ctc) through the same commands as Whisper:
+//! inspect, transcribe, quantize (RTN and GPTQ), eval and eval --compare.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn whittle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run whittle")
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../whittle/tests/fixtures/ctc/hubert-base")
+}
+
+/// The fixture's clips as 16 kHz s16le `.raw` files and a manifest with transformers' texts.
+fn dataset(dir: &Path) -> (PathBuf, Vec<String>) {
+    let reference = candle_core::safetensors::load(
+        fixture().join("reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
+            .unwrap();
+    let mut lines = String::new();
+    let mut texts = Vec::new();
+    for (i, clip) in json["clips"].as_array().unwrap().iter().enumerate() {
+        let pcm: Vec<f32> = reference[&format!("audio.{i}")]
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let bytes: Vec<u8> = pcm.iter().flat_map(|&s| (s as i16).to_le_bytes()).collect();
+        let audio = dir.join(format!("clip{i}.raw"));
+        std::fs::write(&audio, bytes).unwrap();
+        let text = clip["text"].as_str().unwrap().to_string();
+        lines.push_str(&format!(
+            "{}\n",
+            serde_json::json!({ "id": format!("clip{i}"), "audio": audio, "text": text })
+        ));
+        texts.push(text);
+    }
+    let manifest = dir.join("set.jsonl");
+    std::fs::write(&manifest, lines).unwrap();
+    (manifest, texts)
+}
+
+#[test]
+fn a_ctc_checkpoint_goes_through_the_same_commands_as_whisper() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, texts) = dataset(dir.path());
+    let model = fixture();
+    let m = model.to_str().unwrap();
+
+    let inspected = ok(&whittle(&["inspect", m]), "inspect");
+    assert!(inspected.contains("Hubert CTC"), "{inspected}");
+
+    let clip0 = dir.path().join("clip0.raw");
+    let text = ok(
+        &whittle(&["transcribe", m, clip0.to_str().unwrap()]),
+        "transcribe",
+    );
+    assert_eq!(text.trim_end_matches('\n'), texts[0]);
+    let refused = whittle(&["transcribe", m, clip0.to_str().unwrap(), "--format", "srt"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("timestamps"));
+
+    let float_eval = dir.path().join("float");
+    ok(
+        &whittle(&[
+            "eval",
+            m,
+            manifest.to_str().unwrap(),
+            "--out",
+            float_eval.to_str().unwrap(),
+            "--no-spellings",
+        ]),
+        "eval float",
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(float_eval.join("summary.json")).unwrap())
+            .unwrap();
+    // The references are transformers' own output: whittle's float model matches them.
+    assert_eq!(summary["wer"], 0.0, "{summary}");
+    assert_eq!(summary["model"]["architecture"], "hubert");
+
+    for (method, extra) in [
+        ("rtn", vec![]),
+        ("gptq", vec!["--calib", manifest.to_str().unwrap()]),
+    ] {
+        let packed = dir.path().join(format!("{method}.whittle"));
+        let mut args = vec![
+            "quantize",
+            m,
+            "--bits",
+            "8",
+            "--method",
+            method,
+            "-o",
+            packed.to_str().unwrap(),
+        ];
+        args.extend(extra.iter().copied());
+        ok(&whittle(&args), "quantize");
+        let eval_dir = dir.path().join(format!("eval-{method}"));
+        ok(
+            &whittle(&[
+                "eval",
+                packed.to_str().unwrap(),
+                manifest.to_str().unwrap(),
+                "--out",
+                eval_dir.to_str().unwrap(),
+                "--no-spellings",
+            ]),
+            "eval packed",
+        );
+        let compared = ok(
+            &whittle(&[
+                "eval",
+                "--compare",
+                float_eval.to_str().unwrap(),
+                eval_dir.to_str().unwrap(),
+            ]),
+            "compare",
+        );
+        assert!(compared.contains("verdict"), "{compared}");
+    }
+
+    let whisper_only = whittle(&[
+        "eval",
+        m,
+        manifest.to_str().unwrap(),
+        "--out",
+        dir.path().join("beam").to_str().unwrap(),
+        "--beam-size",
+        "5",
+        "--no-spellings",
+    ]);
+    assert!(!whisper_only.status.success());
+    assert!(String::from_utf8_lossy(&whisper_only.stderr).contains("Whisper models only"));
+}
