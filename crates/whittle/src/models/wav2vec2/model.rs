@@ -351,21 +351,22 @@ impl PositionalConv {
         let v_shape = [h, h / groups, k];
         // Weight norm as torch.nn.utils.parametrizations.weight_norm saves it (transformers 5),
         // as the older torch.nn.utils.weight_norm did, or already folded.
-        let parametrized = format!("{p}.parametrizations.weight.original0");
-        let weight = if store.contains(&parametrized) {
-            let g = store.get(&parametrized, &[1, 1, k], DType::F32)?;
-            let v = store.get(
-                &format!("{p}.parametrizations.weight.original1"),
-                &v_shape,
-                DType::F32,
-            )?;
-            fold_weight_norm(&g, &v)?.to_dtype(dtype)?
-        } else if store.contains(&format!("{p}.weight_g")) {
-            let g = store.get(&format!("{p}.weight_g"), &[1, 1, k], DType::F32)?;
-            let v = store.get(&format!("{p}.weight_v"), &v_shape, DType::F32)?;
-            fold_weight_norm(&g, &v)?.to_dtype(dtype)?
-        } else {
-            store.get(&format!("{p}.weight"), &v_shape, dtype)?
+        let norm_names = [
+            (
+                "parametrizations.weight.original0",
+                "parametrizations.weight.original1",
+            ),
+            ("weight_g", "weight_v"),
+        ]
+        .into_iter()
+        .find(|(g, _)| store.contains(&format!("{p}.{g}")));
+        let weight = match norm_names {
+            Some((g, v)) => {
+                let g = store.get(&format!("{p}.{g}"), &[1, 1, k], DType::F32)?;
+                let v = store.get(&format!("{p}.{v}"), &v_shape, DType::F32)?;
+                fold_weight_norm(&g, &v)?.to_dtype(dtype)?
+            }
+            None => store.get(&format!("{p}.weight"), &v_shape, dtype)?,
         };
         Ok(Self {
             weight,
