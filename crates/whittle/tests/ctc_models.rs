@@ -11,6 +11,24 @@ use whittle::models::wav2vec2::{
     normalize_waveform, CtcModel, CtcVocab, Family, FeatureExtractorConfig, Wav2Vec2Config,
 };
 
+/// `[1, samples]` of `amplitude * sin(step * i)`.
+fn sine_wave(samples: usize, step: f32, amplitude: f32) -> Tensor {
+    let values: Vec<f32> = (0..samples)
+        .map(|i| (i as f32 * step).sin() * amplitude)
+        .collect();
+    Tensor::from_vec(values, (1, samples), &Device::Cpu).unwrap()
+}
+
+/// The fixture folders.
+const VARIANTS: [&str; 6] = [
+    "wav2vec2-base",
+    "wav2vec2-large",
+    "hubert-base",
+    "hubert-large",
+    "conformer-relpos",
+    "conformer-rotary",
+];
+
 /// Largest |whittle - transformers| over the largest |transformers| logit.
 const RELATIVE_TOLERANCE: f32 = 1e-4;
 
@@ -253,14 +271,7 @@ fn every_weight_norm_layout_loads_the_same_model() {
         whittle::models::wav2vec2::model::fold_weight_norm(&g, &v).unwrap(),
     );
 
-    let waveform = Tensor::from_vec(
-        (0..4000)
-            .map(|i| (i as f32 * 0.021).sin() * 0.3)
-            .collect::<Vec<_>>(),
-        (1, 4000),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let waveform = sine_wave(4000, 0.021, 0.3);
     let logits = |tensors: std::collections::HashMap<String, Tensor>| {
         let store = whittle::checkpoint::TensorStore::new(
             "crafted",
@@ -282,6 +293,30 @@ fn every_weight_norm_layout_loads_the_same_model() {
     }
 }
 
+/// What the model exports loads back into the same model, with nothing left over (the
+/// weight norm and batch norm arrive folded).
+#[test]
+fn exported_tensors_load_back_into_the_same_model() {
+    let waveform = sine_wave(3000, 0.029, 0.4);
+    for variant in VARIANTS {
+        let Loaded { model, .. } = load(variant);
+        let tensors = model.tensors().unwrap();
+        let store = whittle::checkpoint::TensorStore::new("exported", tensors, Device::Cpu);
+        let reloaded = CtcModel::load(&store, model.config(), DType::F32).unwrap();
+        let unused = store.report().unused;
+        assert!(
+            unused.is_empty(),
+            "{variant}: exported but unused: {unused:?}"
+        );
+        let err = whittle::nn::max_abs_diff(
+            &reloaded.forward(&waveform).unwrap(),
+            &model.forward(&waveform).unwrap(),
+        )
+        .unwrap();
+        assert!(err < 1e-5, "{variant}: max_err {err}");
+    }
+}
+
 /// Gradients reach every linear layer through the whole forward (feature encoder, positional conv
 /// or relative positions, attention, conv module, CTC head), as training and distillation need.
 #[test]
@@ -298,14 +333,7 @@ fn every_linear_layer_receives_a_gradient() {
                 (name, var)
             })
             .collect();
-        let waveform = Tensor::from_vec(
-            (0..2400)
-                .map(|i| (i as f32 * 0.017).sin() * 0.5)
-                .collect::<Vec<_>>(),
-            (1, 2400),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let waveform = sine_wave(2400, 0.017, 0.5);
         let loss = model
             .forward(&waveform)
             .unwrap()
