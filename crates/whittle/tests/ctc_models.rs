@@ -38,8 +38,8 @@ fn fixture(variant: &str) -> PathBuf {
         .join(variant)
 }
 
-/// Asserts max |actual - expected| / max |expected| <= [`RELATIVE_TOLERANCE`]; returns that ratio.
-fn assert_close(actual: &Tensor, expected: &Tensor, context: &str) -> f32 {
+/// max |actual - expected| / max |expected|.
+fn relative_error(actual: &Tensor, expected: &Tensor) -> f32 {
     let err = whittle::nn::max_abs_diff(actual, expected).unwrap();
     let scale: f32 = expected
         .abs()
@@ -48,10 +48,15 @@ fn assert_close(actual: &Tensor, expected: &Tensor, context: &str) -> f32 {
         .unwrap()
         .to_scalar()
         .unwrap();
-    let relative = err / scale;
+    err / scale
+}
+
+/// Asserts [`relative_error`] <= [`RELATIVE_TOLERANCE`]; returns it.
+fn assert_close(actual: &Tensor, expected: &Tensor, context: &str) -> f32 {
+    let relative = relative_error(actual, expected);
     assert!(
         relative <= RELATIVE_TOLERANCE,
-        "{context}: max_err {err} / max {scale} = {relative} exceeds {RELATIVE_TOLERANCE}"
+        "{context}: relative max error {relative} exceeds {RELATIVE_TOLERANCE}"
     );
     relative
 }
@@ -314,6 +319,56 @@ fn exported_tensors_load_back_into_the_same_model() {
         )
         .unwrap();
         assert!(err < 1e-5, "{variant}: max_err {err}");
+    }
+}
+
+/// Every linear layer packed to 8 bits (per-row scales) runs through the packed kernels, stays
+/// close to the float model, and loads back from a store holding the packed matrices (the
+/// Conformer's pointwise convs included) into the same function.
+#[test]
+fn packed_linear_layers_run_and_load_back() {
+    use whittle::kernels::{Granularity, PackedMatrix, UniformQuantizer};
+    let waveform = sine_wave(3000, 0.023, 0.4);
+    for variant in VARIANTS {
+        let Loaded { mut model, .. } = load(variant);
+        let float_logits = model.forward(&waveform).unwrap();
+        let float_tensors = model.tensors().unwrap();
+        let quantizer = UniformQuantizer::symmetric(8, Granularity::PerRow).unwrap();
+        let mut packed = Vec::new();
+        for (name, linear) in model.linears_mut() {
+            let (rows, cols) = linear.weight.dims();
+            let values = linear.float_weight_values().unwrap();
+            let matrix = PackedMatrix::pack(&quantizer.quantize(&values, rows, cols).unwrap());
+            linear.set_packed(matrix.clone());
+            packed.push((format!("{name}.weight"), matrix));
+        }
+        let logits = model.forward(&waveform).unwrap();
+        let relative = relative_error(&logits, &float_logits);
+        assert!(
+            relative < 0.05,
+            "{variant}: W8 logits' relative max error {relative}"
+        );
+
+        let mut tensors = float_tensors;
+        for (name, _) in &packed {
+            tensors.remove(name);
+        }
+        let mut store = whittle::checkpoint::TensorStore::new("packed", tensors, Device::Cpu);
+        for (name, matrix) in packed {
+            store.insert_packed(name, matrix);
+        }
+        let reloaded = CtcModel::load(&store, model.config(), DType::F32).unwrap();
+        assert!(
+            store.report().unused.is_empty(),
+            "{variant}: {:?}",
+            store.report().unused
+        );
+        let err =
+            whittle::nn::max_abs_diff(&reloaded.forward(&waveform).unwrap(), &logits).unwrap();
+        assert!(
+            err < 1e-5,
+            "{variant}: reloaded packed model differs by {err}"
+        );
     }
 }
 
