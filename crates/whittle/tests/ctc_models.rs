@@ -11,6 +11,24 @@ use whittle::models::wav2vec2::{
     normalize_waveform, CtcModel, CtcVocab, Family, FeatureExtractorConfig, Wav2Vec2Config,
 };
 
+/// `[1, samples]` of `amplitude * sin(step * i)`.
+fn sine_wave(samples: usize, step: f32, amplitude: f32) -> Tensor {
+    let values: Vec<f32> = (0..samples)
+        .map(|i| (i as f32 * step).sin() * amplitude)
+        .collect();
+    Tensor::from_vec(values, (1, samples), &Device::Cpu).unwrap()
+}
+
+/// The fixture folders.
+const VARIANTS: [&str; 6] = [
+    "wav2vec2-base",
+    "wav2vec2-large",
+    "hubert-base",
+    "hubert-large",
+    "conformer-relpos",
+    "conformer-rotary",
+];
+
 /// Largest |whittle - transformers| over the largest |transformers| logit.
 const RELATIVE_TOLERANCE: f32 = 1e-4;
 
@@ -20,8 +38,8 @@ fn fixture(variant: &str) -> PathBuf {
         .join(variant)
 }
 
-/// Asserts max |actual - expected| / max |expected| <= [`RELATIVE_TOLERANCE`]; returns that ratio.
-fn assert_close(actual: &Tensor, expected: &Tensor, context: &str) -> f32 {
+/// max |actual - expected| / max |expected|.
+fn relative_error(actual: &Tensor, expected: &Tensor) -> f32 {
     let err = whittle::nn::max_abs_diff(actual, expected).unwrap();
     let scale: f32 = expected
         .abs()
@@ -30,10 +48,15 @@ fn assert_close(actual: &Tensor, expected: &Tensor, context: &str) -> f32 {
         .unwrap()
         .to_scalar()
         .unwrap();
-    let relative = err / scale;
+    err / scale
+}
+
+/// Asserts [`relative_error`] <= [`RELATIVE_TOLERANCE`]; returns it.
+fn assert_close(actual: &Tensor, expected: &Tensor, context: &str) -> f32 {
+    let relative = relative_error(actual, expected);
     assert!(
         relative <= RELATIVE_TOLERANCE,
-        "{context}: max_err {err} / max {scale} = {relative} exceeds {RELATIVE_TOLERANCE}"
+        "{context}: relative max error {relative} exceeds {RELATIVE_TOLERANCE}"
     );
     relative
 }
@@ -253,14 +276,7 @@ fn every_weight_norm_layout_loads_the_same_model() {
         whittle::models::wav2vec2::model::fold_weight_norm(&g, &v).unwrap(),
     );
 
-    let waveform = Tensor::from_vec(
-        (0..4000)
-            .map(|i| (i as f32 * 0.021).sin() * 0.3)
-            .collect::<Vec<_>>(),
-        (1, 4000),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let waveform = sine_wave(4000, 0.021, 0.3);
     let logits = |tensors: std::collections::HashMap<String, Tensor>| {
         let store = whittle::checkpoint::TensorStore::new(
             "crafted",
@@ -282,6 +298,80 @@ fn every_weight_norm_layout_loads_the_same_model() {
     }
 }
 
+/// What the model exports loads back into the same model, with nothing left over (the
+/// weight norm and batch norm arrive folded).
+#[test]
+fn exported_tensors_load_back_into_the_same_model() {
+    let waveform = sine_wave(3000, 0.029, 0.4);
+    for variant in VARIANTS {
+        let Loaded { model, .. } = load(variant);
+        let tensors = model.tensors().unwrap();
+        let store = whittle::checkpoint::TensorStore::new("exported", tensors, Device::Cpu);
+        let reloaded = CtcModel::load(&store, model.config(), DType::F32).unwrap();
+        let unused = store.report().unused;
+        assert!(
+            unused.is_empty(),
+            "{variant}: exported but unused: {unused:?}"
+        );
+        let err = whittle::nn::max_abs_diff(
+            &reloaded.forward(&waveform).unwrap(),
+            &model.forward(&waveform).unwrap(),
+        )
+        .unwrap();
+        assert!(err < 1e-5, "{variant}: max_err {err}");
+    }
+}
+
+/// Every linear layer packed to 8 bits (per-row scales) runs through the packed kernels, stays
+/// close to the float model, and loads back from a store holding the packed matrices (the
+/// Conformer's pointwise convs included) into the same function.
+#[test]
+fn packed_linear_layers_run_and_load_back() {
+    use whittle::kernels::{Granularity, PackedMatrix, UniformQuantizer};
+    let waveform = sine_wave(3000, 0.023, 0.4);
+    for variant in VARIANTS {
+        let Loaded { mut model, .. } = load(variant);
+        let float_logits = model.forward(&waveform).unwrap();
+        let float_tensors = model.tensors().unwrap();
+        let quantizer = UniformQuantizer::symmetric(8, Granularity::PerRow).unwrap();
+        let mut packed = Vec::new();
+        for (name, linear) in model.linears_mut() {
+            let (rows, cols) = linear.weight.dims();
+            let values = linear.float_weight_values().unwrap();
+            let matrix = PackedMatrix::pack(&quantizer.quantize(&values, rows, cols).unwrap());
+            linear.set_packed(matrix.clone());
+            packed.push((format!("{name}.weight"), matrix));
+        }
+        let logits = model.forward(&waveform).unwrap();
+        let relative = relative_error(&logits, &float_logits);
+        assert!(
+            relative < 0.05,
+            "{variant}: W8 logits' relative max error {relative}"
+        );
+
+        let mut tensors = float_tensors;
+        for (name, _) in &packed {
+            tensors.remove(name);
+        }
+        let mut store = whittle::checkpoint::TensorStore::new("packed", tensors, Device::Cpu);
+        for (name, matrix) in packed {
+            store.insert_packed(name, matrix);
+        }
+        let reloaded = CtcModel::load(&store, model.config(), DType::F32).unwrap();
+        assert!(
+            store.report().unused.is_empty(),
+            "{variant}: {:?}",
+            store.report().unused
+        );
+        let err =
+            whittle::nn::max_abs_diff(&reloaded.forward(&waveform).unwrap(), &logits).unwrap();
+        assert!(
+            err < 1e-5,
+            "{variant}: reloaded packed model differs by {err}"
+        );
+    }
+}
+
 /// Gradients reach every linear layer through the whole forward (feature encoder, positional conv
 /// or relative positions, attention, conv module, CTC head), as training and distillation need.
 #[test]
@@ -298,14 +388,7 @@ fn every_linear_layer_receives_a_gradient() {
                 (name, var)
             })
             .collect();
-        let waveform = Tensor::from_vec(
-            (0..2400)
-                .map(|i| (i as f32 * 0.017).sin() * 0.5)
-                .collect::<Vec<_>>(),
-            (1, 2400),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let waveform = sine_wave(2400, 0.017, 0.5);
         let loss = model
             .forward(&waveform)
             .unwrap()

@@ -20,10 +20,12 @@
 //! hidden states `[batch, frames, hidden]`; relative table `[1, 2 frames - 1, hidden]`; rotary
 //! tables `[frames, 1, head_dim]`.
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use super::config::{Activation, PositionEmbeddings, Wav2Vec2Config};
-use super::model::{layer_norm, FeedForward, Projections, TORCH_NORM_EPS};
+use super::model::{insert_norm, layer_norm, FeedForward, Projections, TORCH_NORM_EPS};
 use crate::checkpoint::TensorStore;
 use crate::error::Result;
 use crate::nn::{LayerNorm, Linear, Weight};
@@ -70,6 +72,22 @@ impl ConformerPositions {
             hidden: c.hidden_size,
             inv_freq,
         })
+    }
+
+    /// The rotary frequencies under the checkpoint's buffer name (nothing for other kinds).
+    pub(super) fn export(
+        &self,
+        prefix: &str,
+        out: &mut BTreeMap<String, Tensor>,
+        device: &Device,
+    ) -> candle_core::Result<()> {
+        if self.kind == Some(PositionEmbeddings::Rotary) {
+            out.insert(
+                format!("{prefix}.encoder.embed_positions.inv_freq"),
+                Tensor::new(self.inv_freq.as_slice(), device)?,
+            );
+        }
+        Ok(())
     }
 
     /// Tables for `t` frames (`None` without position embeddings).
@@ -287,23 +305,30 @@ fn pointwise(
 impl ConvModule {
     fn load(store: &TensorStore, prefix: &str, c: &Wav2Vec2Config, dtype: DType) -> Result<Self> {
         let (d, k) = (c.hidden_size, c.conv_depthwise_kernel_size);
-        let bn = |n: &str| store.get(&format!("{prefix}.batch_norm.{n}"), &[d], DType::F32);
-        let (scale, shift) = fold_batch_norm(
-            &bn("weight")?,
-            &bn("bias")?,
-            &bn("running_mean")?,
-            &bn("running_var")?,
-            TORCH_NORM_EPS,
-        )?;
-        let kernel = store.get(
-            &format!("{prefix}.depthwise_conv.weight"),
-            &[d, 1, k],
-            DType::F32,
-        )?;
-        let depthwise = kernel
-            .reshape((d, k))?
-            .broadcast_mul(&scale.reshape((d, 1))?)?
-            .to_dtype(dtype)?;
+        let kernel = store
+            .get(
+                &format!("{prefix}.depthwise_conv.weight"),
+                &[d, 1, k],
+                DType::F32,
+            )?
+            .reshape((d, k))?;
+        // A checkpoint has the batch norm; whittle's own export (`CtcModel::tensors`) has it
+        // folded into the kernel and a depthwise-conv bias.
+        let (depthwise, shift) = if store.contains(&format!("{prefix}.batch_norm.weight")) {
+            let bn = |n: &str| store.get(&format!("{prefix}.batch_norm.{n}"), &[d], DType::F32);
+            let (scale, shift) = fold_batch_norm(
+                &bn("weight")?,
+                &bn("bias")?,
+                &bn("running_mean")?,
+                &bn("running_var")?,
+                TORCH_NORM_EPS,
+            )?;
+            (kernel.broadcast_mul(&scale.reshape((d, 1))?)?, shift)
+        } else {
+            let bias = store.get(&format!("{prefix}.depthwise_conv.bias"), &[d], DType::F32)?;
+            (kernel, bias)
+        };
+        let depthwise = depthwise.to_dtype(dtype)?;
         Ok(Self {
             layer_norm: layer_norm(
                 store,
@@ -324,6 +349,21 @@ impl ConvModule {
             activation: c.hidden_act,
             pointwise_conv2: pointwise(store, &format!("{prefix}.pointwise_conv2"), d, d, dtype)?,
         })
+    }
+
+    /// The tensors besides the pointwise convs (see [`ConformerLayer::export`]).
+    fn export(&self, prefix: &str, out: &mut BTreeMap<String, Tensor>) -> candle_core::Result<()> {
+        insert_norm(out, &format!("{prefix}.layer_norm"), &self.layer_norm);
+        let (d, k) = self.depthwise.dims2()?;
+        out.insert(
+            format!("{prefix}.depthwise_conv.weight"),
+            self.depthwise.reshape((d, 1, k))?,
+        );
+        out.insert(
+            format!("{prefix}.depthwise_conv.bias"),
+            self.depthwise_bias.clone(),
+        );
+        Ok(())
     }
 
     /// `[b, t, d]` to `[b, t, d]`.
@@ -391,6 +431,29 @@ impl ConformerLayer {
             ffn2: FeedForward::load(store, &format!("{prefix}.ffn2"), c, dtype)?,
             final_layer_norm: norm("final_layer_norm")?,
         })
+    }
+
+    /// Every tensor of the block except its linear layers' (which [`super::CtcModel::linears`]
+    /// lists), by checkpoint name, with the batch norm folded into the depthwise conv.
+    pub(super) fn export(
+        &self,
+        prefix: &str,
+        out: &mut BTreeMap<String, Tensor>,
+    ) -> candle_core::Result<()> {
+        for (name, norm) in [
+            ("ffn1_layer_norm", &self.ffn1_layer_norm),
+            ("self_attn_layer_norm", &self.self_attn_layer_norm),
+            ("ffn2_layer_norm", &self.ffn2_layer_norm),
+            ("final_layer_norm", &self.final_layer_norm),
+        ] {
+            insert_norm(out, &format!("{prefix}.{name}"), norm);
+        }
+        if let Some((u, v)) = &self.self_attn.pos_bias {
+            out.insert(format!("{prefix}.self_attn.pos_bias_u"), u.clone());
+            out.insert(format!("{prefix}.self_attn.pos_bias_v"), v.clone());
+        }
+        self.conv_module
+            .export(&format!("{prefix}.conv_module"), out)
     }
 
     pub(super) fn forward(

@@ -20,6 +20,8 @@
 //! waveform `[batch, samples]` to conv features `[batch, conv_dim[-1], frames]`, hidden states
 //! `[batch, frames, hidden_size]`, logits `[batch, frames, vocab_size]`.
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use super::config::{Activation, Family, FeatExtractNorm, Wav2Vec2Config};
@@ -56,6 +58,12 @@ pub(super) fn layer_norm(
     let mut norm = LayerNorm::load(store, name, dim, dtype)?;
     norm.eps = eps;
     Ok(norm)
+}
+
+/// Put a layer norm's `{name}.weight` and `{name}.bias` into `out`.
+pub(super) fn insert_norm(out: &mut BTreeMap<String, Tensor>, name: &str, norm: &LayerNorm) {
+    out.insert(format!("{name}.weight"), norm.weight.clone());
+    out.insert(format!("{name}.bias"), norm.bias.clone());
 }
 
 /// Feed-forward block: `output_dense(act(intermediate_dense(x)))`.
@@ -354,21 +362,22 @@ impl PositionalConv {
         let v_shape = [h, h / groups, k];
         // Weight norm as torch.nn.utils.parametrizations.weight_norm saves it (transformers 5),
         // as the older torch.nn.utils.weight_norm did, or already folded.
-        let parametrized = format!("{p}.parametrizations.weight.original0");
-        let weight = if store.contains(&parametrized) {
-            let g = store.get(&parametrized, &[1, 1, k], DType::F32)?;
-            let v = store.get(
-                &format!("{p}.parametrizations.weight.original1"),
-                &v_shape,
-                DType::F32,
-            )?;
-            fold_weight_norm(&g, &v)?.to_dtype(dtype)?
-        } else if store.contains(&format!("{p}.weight_g")) {
-            let g = store.get(&format!("{p}.weight_g"), &[1, 1, k], DType::F32)?;
-            let v = store.get(&format!("{p}.weight_v"), &v_shape, DType::F32)?;
-            fold_weight_norm(&g, &v)?.to_dtype(dtype)?
-        } else {
-            store.get(&format!("{p}.weight"), &v_shape, dtype)?
+        let norm_names = [
+            (
+                "parametrizations.weight.original0",
+                "parametrizations.weight.original1",
+            ),
+            ("weight_g", "weight_v"),
+        ]
+        .into_iter()
+        .find(|(g, _)| store.contains(&format!("{p}.{g}")));
+        let weight = match norm_names {
+            Some((g, v)) => {
+                let g = store.get(&format!("{p}.{g}"), &[1, 1, k], DType::F32)?;
+                let v = store.get(&format!("{p}.{v}"), &v_shape, DType::F32)?;
+                fold_weight_norm(&g, &v)?.to_dtype(dtype)?
+            }
+            None => store.get(&format!("{p}.weight"), &v_shape, dtype)?,
         };
         Ok(Self {
             weight,
@@ -760,6 +769,81 @@ impl Layers for CtcModel {
             .into_iter()
             .map(|(name, role, linear)| LayerMut { name, role, linear })
             .collect()
+    }
+
+    /// Every tensor the model computes with, by checkpoint name, as dense tensors that
+    /// [`CtcModel::load`] reads back into the same function: linear weights dequantized, the
+    /// positional conv's weight norm folded into `conv.weight`, the Conformer's batch norm folded
+    /// into `depthwise_conv.weight` and a `depthwise_conv.bias`, pointwise convs `[out, in, 1]`.
+    pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        for (name, linear) in self.linears() {
+            let mut weight = linear.weight.to_dense()?.to_device(&self.device)?;
+            if name.contains(".conv_module.pointwise_conv") {
+                weight = weight.unsqueeze(2)?;
+            }
+            out.insert(format!("{name}.weight"), weight);
+            if let Some(bias) = &linear.bias {
+                out.insert(format!("{name}.bias"), bias.clone());
+            }
+        }
+        let p = self.config.family.tensor_prefix();
+        for (i, layer) in self.feature_encoder.layers.iter().enumerate() {
+            let l = format!("{p}.feature_extractor.conv_layers.{i}");
+            out.insert(format!("{l}.conv.weight"), layer.conv.weight.clone());
+            if let Some(bias) = &layer.conv.bias {
+                out.insert(format!("{l}.conv.bias"), bias.clone());
+            }
+            match &layer.norm {
+                ConvNorm::None => {}
+                ConvNorm::Group { weight, bias } => {
+                    out.insert(format!("{l}.layer_norm.weight"), weight.clone());
+                    out.insert(format!("{l}.layer_norm.bias"), bias.clone());
+                }
+                ConvNorm::Layer(norm) => insert_norm(&mut out, &format!("{l}.layer_norm"), norm),
+            }
+        }
+        if let Some(norm) = &self.feature_projection.layer_norm {
+            insert_norm(
+                &mut out,
+                &format!("{p}.feature_projection.layer_norm"),
+                norm,
+            );
+        }
+        match &self.encoder {
+            Encoder::Transformer {
+                pos_conv,
+                layer_norm,
+                layers,
+                ..
+            } => {
+                let conv = format!("{p}.encoder.pos_conv_embed.conv");
+                out.insert(format!("{conv}.weight"), pos_conv.weight.clone());
+                out.insert(format!("{conv}.bias"), pos_conv.bias.clone());
+                insert_norm(&mut out, &format!("{p}.encoder.layer_norm"), layer_norm);
+                for (i, layer) in layers.iter().enumerate() {
+                    let l = format!("{p}.encoder.layers.{i}");
+                    insert_norm(&mut out, &format!("{l}.layer_norm"), &layer.layer_norm);
+                    insert_norm(
+                        &mut out,
+                        &format!("{l}.final_layer_norm"),
+                        &layer.final_layer_norm,
+                    );
+                }
+            }
+            Encoder::Conformer {
+                positions,
+                layers,
+                layer_norm,
+            } => {
+                positions.export(p, &mut out, &self.device)?;
+                insert_norm(&mut out, &format!("{p}.encoder.layer_norm"), layer_norm);
+                for (i, layer) in layers.iter().enumerate() {
+                    layer.export(&format!("{p}.encoder.layers.{i}"), &mut out)?;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
