@@ -51,7 +51,7 @@ pub struct Batch {
 impl Batch {
     /// Positions that carry a loss.
     pub fn target_count(&self) -> usize {
-        self.targets.elem_count()
+        self.positions.elem_count()
     }
 }
 

@@ -263,6 +263,13 @@ pub fn qat_loss(
         total = (total + (t * recipe.kl)?)?;
     }
     if recipe.ce > 0.0 {
+        if batch.targets.elem_count() != student.logits.dim(0)? {
+            return Err(Error::config(
+                "loss.ce",
+                "this model family's batches have no token targets (CTC models train on kl and \
+                 hidden terms only)",
+            ));
+        }
         let t = cross_entropy(&student.logits, &batch.targets)?;
         ce = scalar(&t)?;
         total = (total + (t * recipe.ce)?)?;

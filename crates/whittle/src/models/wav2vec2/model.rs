@@ -752,24 +752,6 @@ impl CtcModel {
         let layers: Vec<(String, LayerRole, &mut Linear)> = named_linears!(self);
         layers.into_iter().map(|(n, _, l)| (n, l)).collect()
     }
-}
-
-impl Layers for CtcModel {
-    fn layers(&self) -> Vec<LayerRef<'_>> {
-        let layers: Vec<(String, LayerRole, &Linear)> = named_linears!(self);
-        layers
-            .into_iter()
-            .map(|(name, role, linear)| LayerRef { name, role, linear })
-            .collect()
-    }
-
-    fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
-        let layers: Vec<(String, LayerRole, &mut Linear)> = named_linears!(self);
-        layers
-            .into_iter()
-            .map(|(name, role, linear)| LayerMut { name, role, linear })
-            .collect()
-    }
 
     /// Every tensor the model computes with, by checkpoint name, as dense tensors that
     /// [`CtcModel::load`] reads back into the same function: linear weights dequantized, the
@@ -790,7 +772,7 @@ impl Layers for CtcModel {
         let p = self.config.family.tensor_prefix();
         for (i, layer) in self.feature_encoder.layers.iter().enumerate() {
             let l = format!("{p}.feature_extractor.conv_layers.{i}");
-            out.insert(format!("{l}.conv.weight"), layer.conv.weight.clone());
+            out.insert(format!("{l}.conv.weight"), layer.conv.kernel_tensor()?);
             if let Some(bias) = &layer.conv.bias {
                 out.insert(format!("{l}.conv.bias"), bias.clone());
             }
@@ -844,6 +826,24 @@ impl Layers for CtcModel {
             }
         }
         Ok(out)
+    }
+}
+
+impl Layers for CtcModel {
+    fn layers(&self) -> Vec<LayerRef<'_>> {
+        let layers: Vec<(String, LayerRole, &Linear)> = named_linears!(self);
+        layers
+            .into_iter()
+            .map(|(name, role, linear)| LayerRef { name, role, linear })
+            .collect()
+    }
+
+    fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
+        let layers: Vec<(String, LayerRole, &mut Linear)> = named_linears!(self);
+        layers
+            .into_iter()
+            .map(|(name, role, linear)| LayerMut { name, role, linear })
+            .collect()
     }
 }
 
