@@ -12,8 +12,11 @@ use whittle::candle::{DType, Device};
 use whittle::compress::bitmap::LayerFormat;
 use whittle::eval::EvalTotals;
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
-use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
-use whittle::train::batch::{pseudo_labels, synthetic_batch, Prompt};
+use whittle::models::registry::{self, LoadedModel};
+use whittle::models::wav2vec2::CtcRecognizer;
+use whittle::models::whisper::{Transcriber, Whisper};
+use whittle::models::{Layers, SpeechModel};
+use whittle::train::batch::{pseudo_labels, synthetic_batch, Prompt, TrainExample};
 use whittle::train::checkpoint;
 use whittle::train::identity::{dataset_digest, model_digest, RunIdentity};
 use whittle::train::method::CompressionMethod;
@@ -24,7 +27,9 @@ use whittle::train::trainer::{
     MicroBatchGrads, StepReport,
 };
 use whittle::train::uniform::UniformLsq;
-use whittle::train::{build_examples, needs_pseudo_labels, DevSet, Recipe, TrainObserver, Trainer};
+use whittle::train::{
+    build_examples, needs_pseudo_labels, DevSet, Recipe, TrainModel, TrainObserver, Trainer,
+};
 
 use crate::commands::{progress_bar, NormalizerArgs};
 
@@ -311,9 +316,16 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let (normalizer, _) = args.normalizer.load()?;
-    let (checkpoint, teacher) = open_teacher(&args.model)?;
-    let tokenizer_json = std::fs::read_to_string(args.model.join("tokenizer.json"))
-        .with_context(|| format!("reading {}", args.model.join("tokenizer.json").display()))?;
+    let location = whittle::model_dir::ModelLocation::detect(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if location.format == ModelFormat::Whittle {
+        bail!(
+            "{} is already packed; train from the original model folder",
+            args.model.display()
+        );
+    }
+    let loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
     let mut train = whittle::data::load_dataset(&args.train)?;
     if let Some(n) = args.train_limit {
         train.truncate(n);
@@ -329,23 +341,6 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             u.id
         );
     }
-    // Refuse a recipe the model cannot take (a group that does not divide a layer, a bit map
-    // naming no layer) now, not after the pseudo-labelling pass.
-    let bit_map = recipe
-        .quant
-        .bit_map
-        .as_deref()
-        .map(whittle::compress::bitmap::BitMap::from_file)
-        .transpose()?;
-    whittle::train::method::from_recipe(&recipe, bit_map)?
-        .wrap(&mut teacher.clone())
-        .with_context(|| {
-            format!(
-                "{} does not fit {}",
-                args.recipe.display(),
-                args.model.display()
-            )
-        })?;
     let identity = RunIdentity {
         model: model_digest(&args.model)?,
         train: dataset_digest(&train),
@@ -369,177 +364,263 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     if let Some(text) = &bit_map_text {
         whittle::fsutil::write_atomic(&work_dir.join("bit-map.toml"), text.as_bytes())?;
     }
-
-    let mut pseudo = HashMap::new();
-    if needs_pseudo_labels(recipe.loss.targets, &train) {
-        let teacher_transcriber = Transcriber {
-            model: teacher.clone(),
-            tokenizer: checkpoint.tokenizer.clone(),
-            options: DecodeOptions::default(),
-        };
-        let cache = args
-            .pseudo_labels
-            .clone()
-            .unwrap_or_else(|| work_dir.join("pseudo-labels.jsonl"));
-        // The labels are the teacher's: a cache made by another model is refused.
-        let labels_identity = RunIdentity {
-            train: String::new(),
-            dev: String::new(),
-            ..identity.clone()
-        };
-        check_identity(
-            &cache.with_extension("identity.json"),
-            &labels_identity,
-            cache.is_file(),
-            args.force,
-            "pseudo-label cache",
-        )?;
-        let bar = progress_bar(0);
-        bar.set_message("teacher pseudo-labels");
-        pseudo = pseudo_labels(&teacher_transcriber, &train, &cache, |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
-        bar.finish_and_clear();
-    }
-    let examples = build_examples(&train, recipe.loss.targets, &checkpoint.tokenizer, &pseudo)?;
-    let dev_set = DevSet {
-        utterances: dev,
-        normalizer,
-        tokenizer: checkpoint.tokenizer.clone(),
+    let run = Run {
+        args: &args,
+        recipe,
+        recipe_text,
+        bit_map_text,
+        work_dir,
+        t0,
     };
-    let mut trainer = Trainer::new(
-        recipe.clone(),
-        teacher,
-        examples,
-        prompt_of(&checkpoint),
-        Some(dev_set),
-    )?;
-    if args.resume {
-        trainer.resume(&work_dir)?;
-        eprintln!(
-            "resuming {} at step {}",
-            work_dir.display(),
-            trainer.state.step
-        );
-    }
-    let bar = ProgressBar::new(recipe.schedule.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len} ETA {eta} {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar.set_position(trainer.state.step as u64);
-    bar.reset_eta();
-    let mut observer = BarObserver { bar };
-    trainer.run(&work_dir, None, &mut observer)?;
-    observer.bar.finish_and_clear();
-
-    let (mut packed, extracted) = trainer.finish(&work_dir)?;
-    let final_dev: Option<EvalTotals> = trainer.evaluate_packed(&packed, &mut observer)?;
-    let method_name = trainer.method.name();
-    let mut quantized = (0usize, 0usize);
-    let layers: serde_json::Map<String, serde_json::Value> = extracted
-        .layers
-        .iter()
-        .map(|(name, format)| {
-            let mut v = serde_json::to_value(format).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                if *format != LayerFormat::Float {
-                    o.insert("method".into(), method_name.into());
-                }
-            }
-            (name.clone(), v)
-        })
-        .collect();
-    for (_, linear) in packed.quantizable_mut() {
-        if let whittle::nn::Weight::Packed(p) = &linear.weight {
-            quantized.0 += linear.weight.storage_bytes();
-            quantized.1 += p.rows() * p.cols();
+    if let Some(transcriber) = loaded.model.as_any().downcast_ref::<Transcriber>() {
+        let tokenizer = transcriber.tokenizer.clone();
+        let teacher = transcriber.model.clone();
+        run.check_fit(&teacher)?;
+        let mut pseudo = HashMap::new();
+        if needs_pseudo_labels(run.recipe.loss.targets, &train) {
+            let cache = args
+                .pseudo_labels
+                .clone()
+                .unwrap_or_else(|| run.work_dir.join("pseudo-labels.jsonl"));
+            // The labels are the teacher's: a cache made by another model is refused.
+            let labels_identity = RunIdentity {
+                train: String::new(),
+                dev: String::new(),
+                ..identity.clone()
+            };
+            check_identity(
+                &cache.with_extension("identity.json"),
+                &labels_identity,
+                cache.is_file(),
+                args.force,
+                "pseudo-label cache",
+            )?;
+            let bar = progress_bar(0);
+            bar.set_message("teacher pseudo-labels");
+            pseudo = pseudo_labels(transcriber, &train, &cache, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
         }
+        let examples = build_examples(&train, run.recipe.loss.targets, &tokenizer, &pseudo)?;
+        let prompt = Prompt {
+            tokens: tokenizer.prompt(teacher.config.is_multilingual()),
+            eot: tokenizer.eot,
+        };
+        let dev_set = DevSet {
+            utterances: dev,
+            normalizer,
+            tokenizer,
+        };
+        return run.train_and_write(&loaded, teacher, examples, prompt, dev_set);
     }
-    let embedding_quantized = extracted.layers.iter().any(|(name, format)| {
-        name == whittle::models::whisper::TOKEN_EMBEDDING && *format != LayerFormat::Float
-    });
-    let float = if embedding_quantized {
-        "positions, layer norms, conv stem: stored as in the source file"
-    } else {
-        "token embedding (tied output projection), positions, layer norms, conv stem: stored as in the source file"
-    };
-    let average_bits = quantized.0 as f64 * 8.0 / quantized.1.max(1) as f64;
-    let header = [
-        (
-            "bit_map",
-            serde_json::json!({
-                "float": float,
-                "layers": layers,
-                "quantized_bytes": quantized.0,
-                "quantized_weights": quantized.1,
-                "average_bits": average_bits,
-            }),
-        ),
-        (
-            "recipe",
-            serde_json::json!({
-                "kind": "training",
-                "method": method_name,
-                "recipe": recipe,
-                "toml": recipe_text,
-                "bit_map_toml": bit_map_text,
-                "method_report": extracted.report,
-            }),
-        ),
-        (
-            "provenance",
-            serde_json::json!({
-                "source": args.model.display().to_string(),
-                "source_format": checkpoint.location.format,
-                "train": args.train.display().to_string(),
-                "train_utterances": trainer.examples.len(),
-                "dev": args.dev.display().to_string(),
-                "whittle_version": env!("CARGO_PKG_VERSION"),
-                "training_seconds": trainer.state.elapsed_seconds,
-                "steps": trainer.state.step,
-                "best": trainer.state.best,
-                "threads": rayon::current_num_threads(),
-            }),
-        ),
-        (
-            "results",
-            serde_json::json!({ "dev": final_dev, "dev_dataset": args.dev.display().to_string() }),
-        ),
-    ];
-    let map_path = args.output.with_extension("bitmap.toml");
-    whittle::fsutil::write_atomic(
-        &map_path,
-        bit_map_toml(&extracted.layers, &args.output).as_bytes(),
-    )?;
-    let bytes = whittle::compress::export::write_whisper(
-        &checkpoint.store,
-        &mut packed,
-        &tokenizer_json,
-        &header,
-        &args.output,
-    )?;
-    let dev_text = final_dev
-        .map(|t| {
-            format!(
-                "dev WER {:.2}% ({} utterances; the selection set, not a test result: evaluate on a test set)",
-                100.0 * t.wer,
-                t.utterances
+    if let Some(recognizer) = loaded.model.as_any().downcast_ref::<CtcRecognizer>() {
+        if run.recipe.loss.ce > 0.0 {
+            bail!(
+                "{}: loss.ce = {} needs token targets; a {} model distils frame posteriors \
+                 (set ce = 0 and use kl and hidden terms)",
+                args.recipe.display(),
+                run.recipe.loss.ce,
+                recognizer.architecture()
+            );
+        }
+        run.check_fit(recognizer)?;
+        // Frame posteriors need no labels: examples carry no tokens.
+        let examples = train
+            .iter()
+            .map(|u| TrainExample {
+                id: u.id.clone(),
+                audio: u.audio.clone(),
+                tokens: Vec::new(),
+            })
+            .collect();
+        let dev_set = DevSet {
+            utterances: dev,
+            normalizer,
+            tokenizer: (),
+        };
+        return run.train_and_write(&loaded, recognizer.clone(), examples, (), dev_set);
+    }
+    bail!(
+        "{}: compress does not train {} models",
+        args.model.display(),
+        loaded.model.architecture()
+    )
+}
+
+/// The settings of a `compress` run that do not depend on the model family.
+struct Run<'a> {
+    args: &'a CompressArgs,
+    recipe: Recipe,
+    recipe_text: String,
+    bit_map_text: Option<String>,
+    work_dir: PathBuf,
+    t0: Instant,
+}
+
+impl Run<'_> {
+    /// Refuse a recipe the model cannot take (a group that does not divide a layer, a bit map
+    /// naming no layer) before any long pass, by wrapping a copy of the model.
+    fn check_fit<M: Layers + Clone>(&self, model: &M) -> Result<()> {
+        let bit_map = self
+            .recipe
+            .quant
+            .bit_map
+            .as_deref()
+            .map(whittle::compress::bitmap::BitMap::from_file)
+            .transpose()?;
+        whittle::train::method::from_recipe(&self.recipe, bit_map)?
+            .wrap(&mut model.clone())
+            .with_context(|| {
+                format!(
+                    "{} does not fit {}",
+                    self.args.recipe.display(),
+                    self.args.model.display()
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Train `teacher`'s student on `examples`, keep the best dev checkpoint, and write the
+    /// packed file with its recipe, bit map, provenance and dev result.
+    fn train_and_write<M: TrainModel>(
+        self,
+        loaded: &LoadedModel,
+        teacher: M,
+        examples: Vec<TrainExample>,
+        context: M::BatchContext,
+        dev_set: DevSet<M::Decoding>,
+    ) -> Result<()> {
+        let Run {
+            args,
+            recipe,
+            recipe_text,
+            bit_map_text,
+            work_dir,
+            t0,
+        } = self;
+        let mut trainer = Trainer::new(recipe.clone(), teacher, examples, context, Some(dev_set))?;
+        if args.resume {
+            trainer.resume(&work_dir)?;
+            eprintln!(
+                "resuming {} at step {}",
+                work_dir.display(),
+                trainer.state.step
+            );
+        }
+        let bar = ProgressBar::new(recipe.schedule.steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len} ETA {eta} {msg}",
             )
-        })
-        .unwrap_or_default();
-    println!(
-        "{}: {bytes} bytes ({:.1} MB; quantized layers {average_bits:.3} bits per weight), {} steps in {:.0} s of training ({:.0} s total), {dev_text}",
-        args.output.display(),
-        bytes as f64 / 1e6,
-        trainer.state.step,
-        trainer.state.elapsed_seconds,
-        t0.elapsed().as_secs_f64(),
-    );
-    Ok(())
+            .expect("valid template"),
+        );
+        bar.set_position(trainer.state.step as u64);
+        bar.reset_eta();
+        let mut observer = BarObserver { bar };
+        trainer.run(&work_dir, None, &mut observer)?;
+        observer.bar.finish_and_clear();
+
+        let (packed, extracted) = trainer.finish(&work_dir)?;
+        let final_dev: Option<EvalTotals> = trainer.evaluate_packed(&packed, &mut observer)?;
+        let method_name = trainer.method.name();
+        let mut quantized = (0usize, 0usize);
+        let layers: serde_json::Map<String, serde_json::Value> = extracted
+            .layers
+            .iter()
+            .map(|(name, format)| {
+                let mut v = serde_json::to_value(format).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    if *format != LayerFormat::Float {
+                        o.insert("method".into(), method_name.into());
+                    }
+                }
+                (name.clone(), v)
+            })
+            .collect();
+        for layer in packed.layers() {
+            if let whittle::nn::Weight::Packed(p) = &layer.linear.weight {
+                quantized.0 += layer.linear.weight.storage_bytes();
+                quantized.1 += p.rows() * p.cols();
+            }
+        }
+        let float = crate::ptq_cmd::float_description(&packed, &extracted.layers);
+        let average_bits = quantized.0 as f64 * 8.0 / quantized.1.max(1) as f64;
+        let header = [
+            (
+                "bit_map",
+                serde_json::json!({
+                    "float": float,
+                    "layers": layers,
+                    "quantized_bytes": quantized.0,
+                    "quantized_weights": quantized.1,
+                    "average_bits": average_bits,
+                }),
+            ),
+            (
+                "recipe",
+                serde_json::json!({
+                    "kind": "training",
+                    "method": method_name,
+                    "recipe": recipe,
+                    "toml": recipe_text,
+                    "bit_map_toml": bit_map_text,
+                    "method_report": extracted.report,
+                }),
+            ),
+            (
+                "provenance",
+                serde_json::json!({
+                    "source": args.model.display().to_string(),
+                    "source_format": loaded.location.format,
+                    "train": args.train.display().to_string(),
+                    "train_utterances": trainer.examples.len(),
+                    "dev": args.dev.display().to_string(),
+                    "whittle_version": env!("CARGO_PKG_VERSION"),
+                    "training_seconds": trainer.state.elapsed_seconds,
+                    "steps": trainer.state.step,
+                    "best": trainer.state.best,
+                    "threads": rayon::current_num_threads(),
+                }),
+            ),
+            (
+                "results",
+                serde_json::json!({ "dev": final_dev, "dev_dataset": args.dev.display().to_string() }),
+            ),
+        ];
+        let map_path = args.output.with_extension("bitmap.toml");
+        whittle::fsutil::write_atomic(
+            &map_path,
+            bit_map_toml(&extracted.layers, &args.output).as_bytes(),
+        )?;
+        let bytes = whittle::compress::export::write_packed(
+            &loaded.store,
+            &packed,
+            loaded.model.architecture(),
+            &loaded.family_header,
+            &header,
+            &args.output,
+        )?;
+        let dev_text = final_dev
+            .map(|t| {
+                format!(
+                    "dev WER {:.2}% ({} utterances; the selection set, not a test result: evaluate on a test set)",
+                    100.0 * t.wer,
+                    t.utterances
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "{}: {bytes} bytes ({:.1} MB; quantized layers {average_bits:.3} bits per weight), {} steps in {:.0} s of training ({:.0} s total), {dev_text}",
+            args.output.display(),
+            bytes as f64 / 1e6,
+            trainer.state.step,
+            trainer.state.elapsed_seconds,
+            t0.elapsed().as_secs_f64(),
+        );
+        Ok(())
+    }
 }
 
 /// The identity a run's work folder records.

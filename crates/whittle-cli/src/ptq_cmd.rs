@@ -11,7 +11,7 @@ use whittle::compress::bitmap::{BitMap, LayerFormat};
 use whittle::compress::calibrate::{calibrate, Calibration};
 use whittle::compress::ptq::{quantize_linears, resolve_bit_map, LayerReport, PtqMethod};
 use whittle::model_dir::ModelFormat;
-use whittle::models::{registry, LayerRole, SpeechModel};
+use whittle::models::{registry, LayerRole, Layers, SpeechModel};
 
 use crate::commands::progress_bar;
 
@@ -172,12 +172,8 @@ impl PtqArgs {
 
 /// `{layer: {format, bits, group, method, rule, relative_rmse}}` plus what stays float.
 fn resolved_bit_map(model: &dyn SpeechModel, layers: &[LayerReport]) -> serde_json::Value {
-    let embedding_packed = model.layers().iter().any(|l| {
-        l.role == LayerRole::TokenEmbedding
-            && layers
-                .iter()
-                .any(|r| r.name == l.name && r.format != LayerFormat::Float)
-    });
+    let formats: Vec<(String, LayerFormat)> =
+        layers.iter().map(|l| (l.name.clone(), l.format)).collect();
     let layers: serde_json::Map<String, serde_json::Value> = layers
         .iter()
         .map(|l| {
@@ -191,15 +187,31 @@ fn resolved_bit_map(model: &dyn SpeechModel, layers: &[LayerReport]) -> serde_js
             (l.name.clone(), v)
         })
         .collect();
-    let float = if embedding_packed {
-        "positions, layer norms, conv stem: stored as in the source file"
-    } else {
-        "token embedding (tied output projection), positions, layer norms, conv stem: stored as in the source file"
-    };
     serde_json::json!({
-        "float": float,
+        "float": float_description(model, &formats),
         "layers": layers,
     })
+}
+
+/// What a packed file stores as float besides the layers listed in its bit map (the header's
+/// `bit_map.float`): the token embedding when it was not quantized, and the family's other
+/// tensors.
+pub fn float_description<M: Layers + ?Sized>(
+    model: &M,
+    formats: &[(String, LayerFormat)],
+) -> String {
+    let float_embedding = model.layers().iter().any(|l| {
+        l.role == LayerRole::TokenEmbedding
+            && formats
+                .iter()
+                .any(|(name, format)| *name == l.name && *format == LayerFormat::Float)
+    });
+    let mut parts = Vec::new();
+    if float_embedding {
+        parts.push("token embedding (tied output projection)");
+    }
+    parts.push("positions, layer norms, convolutions, biases");
+    format!("{}: stored as in the source file", parts.join(", "))
 }
 
 /// `whittle quantize MODEL (--bits B | --bit-map FILE) [--method rtn|mse|gptq] [--calib DATA] -o OUT.whittle`

@@ -151,3 +151,70 @@ fn a_ctc_checkpoint_goes_through_the_same_commands_as_whisper() {
     assert!(!whisper_only.status.success());
     assert!(String::from_utf8_lossy(&whisper_only.stderr).contains("Whisper models only"));
 }
+
+/// `whittle compress` trains a CTC checkpoint with the shipped uniform W4 recipe (KL plus an
+/// encoder-output term: nothing a CTC model lacks), and the file evaluates; token cross-entropy
+/// is refused with the reason.
+#[test]
+fn compress_trains_a_ctc_checkpoint_from_the_shipped_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = dataset(dir.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let mut text = std::fs::read_to_string(root.join("uniform-qat-w4.toml")).unwrap();
+    for (from, to) in [
+        ("group = 64\n", ""),
+        ("steps = 500\n", "steps = 4\n"),
+        ("warmup_steps = 20\n", "warmup_steps = 1\n"),
+        ("eval_every = 100\n", "eval_every = 2\n"),
+        ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
+        ("batch_size = 4\n", "batch_size = 2\n"),
+    ] {
+        assert!(text.contains(from), "uniform-qat-w4.toml has no `{from}`");
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(dir.path().join("ctc.toml"), &text).unwrap();
+    std::fs::write(
+        dir.path().join("ce.toml"),
+        text.replacen("ce = 0.0\n", "ce = 0.5\n", 1),
+    )
+    .unwrap();
+    let model = fixture();
+    let compress = |recipe: &str, out: &str| {
+        whittle(&[
+            "compress",
+            model.to_str().unwrap(),
+            "--recipe",
+            dir.path().join(recipe).to_str().unwrap(),
+            "--train",
+            manifest.to_str().unwrap(),
+            "--dev",
+            manifest.to_str().unwrap(),
+            "-o",
+            dir.path().join(out).to_str().unwrap(),
+            "--no-spellings",
+        ])
+    };
+    let refused = compress("ce.toml", "refused.whittle");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("loss.ce") && err.contains("hubert"), "{err}");
+
+    let printed = ok(&compress("ctc.toml", "w4.whittle"), "compress");
+    assert!(printed.contains("4 steps"), "{printed}");
+    let packed = dir.path().join("w4.whittle");
+    let inspected = ok(&whittle(&["inspect", packed.to_str().unwrap()]), "inspect");
+    assert!(inspected.contains("architecture hubert"), "{inspected}");
+    assert!(inspected.contains("sym4"), "{inspected}");
+    let eval_dir = dir.path().join("eval");
+    ok(
+        &whittle(&[
+            "eval",
+            packed.to_str().unwrap(),
+            manifest.to_str().unwrap(),
+            "--out",
+            eval_dir.to_str().unwrap(),
+            "--no-spellings",
+        ]),
+        "eval",
+    );
+}
