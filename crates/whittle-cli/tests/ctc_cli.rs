@@ -21,6 +21,21 @@ fn ok(o: &Output, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `whittle eval MODEL MANIFEST --out OUT`, which must succeed.
+fn eval(model: &Path, manifest: &Path, out: &Path) {
+    ok(
+        &whittle(&[
+            "eval",
+            model.to_str().unwrap(),
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-spellings",
+        ]),
+        "eval",
+    );
+}
+
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../whittle/tests/fixtures/ctc/hubert-base")
 }
@@ -115,17 +130,7 @@ fn a_ctc_checkpoint_goes_through_the_same_commands_as_whisper() {
         args.extend(extra.iter().copied());
         ok(&whittle(&args), "quantize");
         let eval_dir = dir.path().join(format!("eval-{method}"));
-        ok(
-            &whittle(&[
-                "eval",
-                packed.to_str().unwrap(),
-                manifest.to_str().unwrap(),
-                "--out",
-                eval_dir.to_str().unwrap(),
-                "--no-spellings",
-            ]),
-            "eval packed",
-        );
+        eval(&packed, &manifest, &eval_dir);
         let compared = ok(
             &whittle(&[
                 "eval",
@@ -205,16 +210,5 @@ fn compress_trains_a_ctc_checkpoint_from_the_shipped_recipe() {
     let inspected = ok(&whittle(&["inspect", packed.to_str().unwrap()]), "inspect");
     assert!(inspected.contains("architecture hubert"), "{inspected}");
     assert!(inspected.contains("sym4"), "{inspected}");
-    let eval_dir = dir.path().join("eval");
-    ok(
-        &whittle(&[
-            "eval",
-            packed.to_str().unwrap(),
-            manifest.to_str().unwrap(),
-            "--out",
-            eval_dir.to_str().unwrap(),
-            "--no-spellings",
-        ]),
-        "eval",
-    );
+    eval(&packed, &manifest, &dir.path().join("eval"));
 }
