@@ -88,6 +88,28 @@ enum BenchCommand {
     /// Time one LSQ QAT step (teacher forward, student forward, KL, backward, AdamW) on a fixed
     /// synthetic batch.
     TrainStep(TrainStepArgs),
+    /// Time recognition of one synthetic clip with any model family (float folder or packed
+    /// `.whittle` file): load once, then the median of several runs.
+    Forward(ForwardArgs),
+}
+
+/// `whittle bench forward MODEL`
+#[derive(Args)]
+struct ForwardArgs {
+    /// Model folder or `.whittle` file.
+    model: PathBuf,
+    /// Clip length in seconds (a seeded tone plus noise at 16 kHz).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Timed runs.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `whittle bench train-step MODEL`
@@ -680,7 +702,72 @@ fn bit_map_toml(layers: &[(String, LayerFormat)], output: &Path) -> String {
 pub fn bench(args: BenchArgs) -> Result<()> {
     match args.which {
         BenchCommand::TrainStep(a) => train_step(a),
+        BenchCommand::Forward(a) => forward(a),
     }
+}
+
+/// A seeded clip: a 220 Hz tone with a slow vibrato plus uniform noise, as
+/// `scripts/reference/ctc_forward.py` builds it.
+fn synthetic_clip(seconds: f64) -> Vec<f32> {
+    let n = (seconds * 16_000.0).round() as usize;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            let t = i as f32 / 16_000.0;
+            0.3 * (2.0 * std::f32::consts::PI * 220.0 * t + (3.0 * t).sin()).sin() + 0.05 * noise
+        })
+        .collect()
+}
+
+fn forward(args: ForwardArgs) -> Result<()> {
+    if args.runs == 0 || !(args.seconds > 0.0) {
+        bail!("--runs must be at least 1 and --seconds positive");
+    }
+    let t0 = Instant::now();
+    let loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let clip = synthetic_clip(args.seconds);
+    let mut times = Vec::with_capacity(args.runs);
+    let mut text = String::new();
+    for run in 0..args.warmup + args.runs {
+        let start = Instant::now();
+        text = loaded.model.transcribe_batch(&[&clip])?.join(" ");
+        if run >= args.warmup {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let report = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "architecture": loaded.model.architecture(),
+        "seconds": args.seconds,
+        "median_ms": median,
+        "all_ms": times,
+        "rtf": median / 1e3 / args.seconds,
+        "load_seconds": load_seconds,
+        "threads": rayon::current_num_threads(),
+        "text": text,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{}: {} s clip in {median:.1} ms (median of {}; RTF {:.4}), {} threads",
+            args.model.display(),
+            args.seconds,
+            args.runs,
+            median / 1e3 / args.seconds,
+            rayon::current_num_threads()
+        );
+    }
+    Ok(())
 }
 
 fn train_step(args: TrainStepArgs) -> Result<()> {

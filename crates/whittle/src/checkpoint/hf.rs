@@ -18,7 +18,8 @@ const MAX_HEADER_BYTES: u64 = 100 << 20;
 /// would keep every page it touched resident beside the copies).
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<TensorStore> {
     use std::os::unix::fs::FileExt;
-    let bad = |reason: String| Error::malformed(path, format!("not a valid safetensors file: {reason}"));
+    let bad =
+        |reason: String| Error::malformed(path, format!("not a valid safetensors file: {reason}"));
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut len_bytes = [0u8; 8];
@@ -37,7 +38,8 @@ pub fn load_safetensors(path: &Path, device: &Device) -> Result<TensorStore> {
         serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
     let data_start = 8 + header_len;
     let data_len = file_len - data_start;
-    let mut infos: Vec<(String, safetensors::tensor::TensorInfo)> = Vec::with_capacity(entries.len());
+    let mut infos: Vec<(String, safetensors::tensor::TensorInfo)> =
+        Vec::with_capacity(entries.len());
     for (name, value) in entries {
         if name == "__metadata__" {
             continue;
@@ -50,8 +52,8 @@ pub fn load_safetensors(path: &Path, device: &Device) -> Result<TensorStore> {
     let mut tensors = BTreeMap::new();
     let mut bytes = Vec::new();
     for (name, info) in infos {
-        let dtype = DType::try_from(info.dtype)
-            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        let dtype =
+            DType::try_from(info.dtype).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         let (start, end) = info.data_offsets;
         let elements = info
             .shape
