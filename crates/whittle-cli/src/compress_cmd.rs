@@ -724,7 +724,7 @@ fn synthetic_clip(seconds: f64) -> Vec<f32> {
 }
 
 fn forward(args: ForwardArgs) -> Result<()> {
-    if args.runs == 0 || !(args.seconds > 0.0) {
+    if args.runs == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
         bail!("--runs must be at least 1 and --seconds positive");
     }
     let t0 = Instant::now();
