@@ -150,6 +150,10 @@ impl WhisperCheckpoint {
             }
             ModelFormat::Whittle => unreachable!("handled by open_packed above"),
         };
+        tokenizer.check_vocabulary(
+            config.vocab_size,
+            &path.join("tokenizer.json").display().to_string(),
+        )?;
         Ok(Self {
             location,
             store,
@@ -187,6 +191,10 @@ impl WhisperCheckpoint {
             )?,
             _ => return Err(Error::malformed(&path, "header has no `tokenizer`")),
         };
+        tokenizer.check_vocabulary(
+            config.vocab_size,
+            &format!("{}: header `tokenizer`", path.display()),
+        )?;
         let mut store = TensorStore::new(
             path.display().to_string(),
             Default::default(),
