@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{max_abs_diff, sine, wav_bytes, write_file, WavEncoding};
+use common::{flac_bytes, max_abs_diff, sine, wav_bytes, write_file, WavEncoding, FLAC_BLOCK};
 use proptest::prelude::*;
 use whittle_audio::{
     decode_bytes, decode_file, decode_file_limited, load_audio, load_audio_bytes,
@@ -117,27 +117,6 @@ fn headerless_raw_is_16_khz_s16le() {
     odd.push(0x7f);
     let path = write_file(dir.path(), "odd.raw", &odd);
     assert_eq!(load_audio(&path).unwrap(), expected);
-}
-
-/// Frames per FLAC block in flacenc's default config.
-const FLAC_BLOCK: usize = 4096;
-
-/// Encodes with flacenc. Use a whole number of [`FLAC_BLOCK`]s: for a shorter last block flacenc
-/// writes it as STREAMINFO's minimum block size (the spec excludes the last block), and
-/// symphonia's strict sync then rejects the fixed-blocksize frames.
-fn flac_bytes(interleaved: &[i32], channels: usize, bits: usize, sample_rate: usize) -> Vec<u8> {
-    assert_eq!(interleaved.len() % (channels * FLAC_BLOCK), 0);
-    use flacenc::component::BitRepr;
-    use flacenc::error::Verify;
-    let config = flacenc::config::Encoder::default()
-        .into_verified()
-        .expect("default FLAC config is valid");
-    let source = flacenc::source::MemSource::from_samples(interleaved, channels, bits, sample_rate);
-    let stream = flacenc::encode_with_fixed_block_size(&config, source, config.block_size)
-        .expect("FLAC encode");
-    let mut sink = flacenc::bitsink::ByteSink::new();
-    stream.write(&mut sink).expect("serialise FLAC");
-    sink.as_slice().to_vec()
 }
 
 #[test]

@@ -481,7 +481,7 @@ fn eval_records_unreadable_clips_and_fails_at_the_end() {
     assert!(!strict.exists(), "--strict wrote outputs");
 }
 
-/// A clip over `--max-duration` is a failure with the cap in its reason; under it, it is scored.
+/// A clip over `--max-audio-seconds` (alias `--max-duration`) is a failure with the cap in its reason; under it, it is scored.
 #[test]
 fn eval_duration_cap_fails_long_clips() {
     let (dir, model) = eval_fixture();
@@ -513,14 +513,22 @@ fn eval_duration_cap_fails_long_clips() {
     std::fs::write(&manifest, "{\"audio\":\"long.wav\",\"text\":\"w1\"}\n").unwrap();
     let run = |cap: &str| {
         let out = dir.path().join(format!("cap{cap}"));
-        let o = eval_run(&model, &manifest, &out, &["--max-duration", cap]);
+        let flag = if cap == "1" {
+            "--max-audio-seconds"
+        } else {
+            "--max-duration"
+        };
+        let o = eval_run(&model, &manifest, &out, &[flag, cap]);
         (o, read_json(&out.join("summary.json")))
     };
     let (o, summary) = run("1");
     assert!(!o.status.success());
     assert_eq!(summary["totals"]["utterances"], 0);
     let reason = summary["failures"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("longer than the 1 s limit"), "{reason}");
+    assert!(
+        reason.contains("lasts 1.5 s, over the 1 s limit"),
+        "{reason}"
+    );
     let (o, summary) = run("2");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summary["failed"], 0);
