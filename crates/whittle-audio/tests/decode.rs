@@ -410,3 +410,16 @@ fn decode_bytes_reports_layout() {
         (2, 22_050, 1000)
     );
 }
+
+/// Found by `fuzz/` (audio target): a WAV `fmt ` chunk of 49,531 channels of 16-bit PCM makes
+/// symphonia-format-riff 0.6.1 compute the block align `channels * 2` in u16 (chunks.rs:100),
+/// which panics with overflow checks on (debug builds) and wraps in release. Either way the
+/// file is an error naming it, never a panic out of `load_audio`.
+#[test]
+fn wav_with_a_channel_count_that_overflows_the_block_align_is_an_error() {
+    let mut wav = wav_bytes(&[0.0; 64], 1, 16_000, WavEncoding::I16);
+    wav[22..24].copy_from_slice(&49_531u16.to_le_bytes());
+    let path = Path::new("many-channels.wav");
+    let err = load_audio_bytes(wav, path).unwrap_err();
+    assert_names_path(&err, path);
+}

@@ -6,8 +6,8 @@ mod common;
 
 use common::{flac_bytes, wav_bytes, write_file, WavEncoding, FLAC_BLOCK};
 use whittle_audio::{
-    decode_bytes, decode_file_limited, load_audio, max_audio_seconds,
-    set_max_audio_seconds, AudioError, Measured, DEFAULT_MAX_AUDIO_SECONDS,
+    decode_bytes, decode_file_limited, load_audio, max_audio_seconds, set_max_audio_seconds,
+    AudioError, Measured, DEFAULT_MAX_AUDIO_SECONDS,
 };
 
 /// Sets STREAMINFO's 36-bit total sample count (0 = unknown), bytes 18..26 after `fLaC` and
