@@ -10,10 +10,13 @@
 //! to [-1, 1] (the clamp that the int16 conversion applies there), without the 16-bit rounding.
 //! NaN samples of float files become 0.
 //!
-//! [`load_audio_limited`] and [`decode_file_limited`] stop decoding as soon as the decoded audio
-//! exceeds a duration cap and report [`AudioError::TooLong`]: a small compressed file that
-//! expands to hours of audio (an "audio bomb") is never decoded in full, and the file is read as a
-//! stream rather than into memory first.
+//! Every reader is capped in duration ([`max_audio_seconds`], default
+//! [`DEFAULT_MAX_AUDIO_SECONDS`] = 4 h; [`load_audio_limited`] and [`decode_file_limited`] take
+//! their own cap) and reports [`AudioError::TooLong`]: from the container header where it states
+//! the length (symphonia's `Track::num_frames`), otherwise by a first decoding pass that counts
+//! frames without keeping them. A small compressed file that expands to hours of audio (an
+//! "audio bomb") is never decoded in full, and files are read as a stream rather than into
+//! memory first.
 //!
 //! Bad input never panics: unreadable, unknown or corrupt files give an [`AudioError`] naming the
 //! file. A stream that breaks after some packets decoded keeps what decoded (with a `tracing`
@@ -24,11 +27,14 @@ use std::fs::File;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::audio::GenericAudioBufferRef;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 
@@ -82,14 +88,45 @@ impl DecodedAudio {
     }
 }
 
-/// Loads a file as mono f32 samples at 16 kHz, clamped to [-1, 1].
-pub fn load_audio(path: &Path) -> Result<Vec<f32>, AudioError> {
-    let decoded = decode_file(path)?;
-    to_model_input(&decoded, path)
+/// The default cap on the duration of one audio input: 4 hours.
+///
+/// Our choice, not a reference's: far above any utterance or lecture whittle transcribes, and
+/// 4 h of 16 kHz mono f32 is 0.9 GB, which a machine that runs Whisper has. It stops a small
+/// compressed file that claims or expands to days of audio (an "audio bomb").
+pub const DEFAULT_MAX_AUDIO_SECONDS: f64 = 4.0 * 3600.0;
+
+/// The process-wide cap, as f64 bits (0 = not set: [`DEFAULT_MAX_AUDIO_SECONDS`]).
+static MAX_AUDIO_SECONDS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the cap that [`load_audio`], [`decode_file`], [`load_audio_bytes`] and
+/// [`decode_bytes`] apply (the CLI's `--max-audio-seconds`).
+///
+/// A process-wide setting so that every reader (transcription, evaluation, training batches,
+/// calibration) is capped without threading an option through each API. Non-positive or NaN
+/// values are ignored.
+pub fn set_max_audio_seconds(seconds: f64) {
+    if seconds > 0.0 {
+        MAX_AUDIO_SECONDS.store(seconds.to_bits(), Ordering::Relaxed);
+    }
 }
 
-/// Like [`load_audio`], refusing audio longer than `max_seconds` (at the file's own rate) with
-/// [`AudioError::TooLong`] as soon as decoding passes the cap.
+/// The cap in force: the last [`set_max_audio_seconds`], else [`DEFAULT_MAX_AUDIO_SECONDS`].
+pub fn max_audio_seconds() -> f64 {
+    match MAX_AUDIO_SECONDS.load(Ordering::Relaxed) {
+        0 => DEFAULT_MAX_AUDIO_SECONDS,
+        bits => f64::from_bits(bits),
+    }
+}
+
+/// Loads a file as mono f32 samples at 16 kHz, clamped to [-1, 1], refusing audio longer than
+/// [`max_audio_seconds`].
+pub fn load_audio(path: &Path) -> Result<Vec<f32>, AudioError> {
+    load_audio_limited(path, max_audio_seconds())
+}
+
+/// Like [`load_audio`] with the cap `max_seconds` (at the file's own rate): longer audio is
+/// refused with [`AudioError::TooLong`], from the container header where it states the length,
+/// otherwise as soon as decoding passes the cap.
 pub fn load_audio_limited(path: &Path, max_seconds: f64) -> Result<Vec<f32>, AudioError> {
     let decoded = decode_file_limited(path, max_seconds)?;
     to_model_input(&decoded, path)
@@ -102,24 +139,24 @@ pub fn load_audio_bytes(bytes: Vec<u8>, origin: &Path) -> Result<Vec<f32>, Audio
     to_model_input(&decoded, origin)
 }
 
-/// Decodes a file to interleaved samples at its own sample rate and channel count.
+/// Decodes a file to interleaved samples at its own sample rate and channel count, refusing
+/// audio longer than [`max_audio_seconds`].
 pub fn decode_file(path: &Path) -> Result<DecodedAudio, AudioError> {
-    let bytes = std::fs::read(path).map_err(|source| AudioError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    decode_bytes(bytes, path)
+    decode_file_limited(path, max_audio_seconds())
 }
 
-/// Like [`decode_file`], streaming the file and stopping with [`AudioError::TooLong`] once more
-/// than `max_seconds` of audio has decoded (raw PCM is measured by its size, before reading).
+/// Like [`decode_file`] with the cap `max_seconds`. The file is streamed, never read whole.
+///
+/// Memory before a refusal: constant when the header states the length (WAV, FLAC with
+/// STREAMINFO, MP3 with a Xing/Info frame) or when it states none (a first pass counts the
+/// decoded frames without keeping them); at most `max_seconds` of samples when the header
+/// understates it (decoding stops at the cap). Raw PCM is measured by its size.
 pub fn decode_file_limited(path: &Path, max_seconds: f64) -> Result<DecodedAudio, AudioError> {
     let io_error = |source| AudioError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_error)?;
-    let bytes = file.metadata().map_err(io_error)?.len();
+    let bytes = std::fs::metadata(path).map_err(io_error)?.len();
     if bytes == 0 {
         return Err(AudioError::Empty {
             path: path.to_path_buf(),
@@ -127,40 +164,59 @@ pub fn decode_file_limited(path: &Path, max_seconds: f64) -> Result<DecodedAudio
     }
     if is_raw_pcm(path) {
         let seconds = (bytes / 2) as f64 / f64::from(RAW_PCM_SAMPLE_RATE);
-        check_duration(seconds, max_seconds, path)?;
-        return decode_file(path);
+        check_duration(seconds, max_seconds, path, Measured::Header)?;
+        let bytes = std::fs::read(path).map_err(io_error)?;
+        return decode_raw_nonempty(&bytes, path);
     }
-    decode_source(Box::new(file), path, Some(max_seconds))
+    let open = || -> Result<Box<dyn MediaSource>, AudioError> {
+        Ok(Box::new(File::open(path).map_err(io_error)?))
+    };
+    decode_source(&open, path, max_seconds)
 }
 
-/// Decodes an in-memory file. `origin` names it in errors; its extension selects raw PCM
-/// (`raw`, `pcm`) and otherwise only hints the container, which is detected from the bytes.
+/// Decodes an in-memory file with the cap [`max_audio_seconds`]. `origin` names it in errors;
+/// its extension selects raw PCM (`raw`, `pcm`) and otherwise only hints the container, which
+/// is detected from the bytes.
 pub fn decode_bytes(bytes: Vec<u8>, origin: &Path) -> Result<DecodedAudio, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::Empty {
             path: origin.to_path_buf(),
         });
     }
+    let max_seconds = max_audio_seconds();
     if is_raw_pcm(origin) {
-        let decoded = decode_raw_s16le(&bytes, origin)?;
-        if decoded.samples.is_empty() {
-            return Err(AudioError::Empty {
-                path: origin.to_path_buf(),
-            });
-        }
-        return Ok(decoded);
+        let seconds = (bytes.len() / 2) as f64 / f64::from(RAW_PCM_SAMPLE_RATE);
+        check_duration(seconds, max_seconds, origin, Measured::Header)?;
+        return decode_raw_nonempty(&bytes, origin);
     }
-    decode_source(Box::new(Cursor::new(bytes)), origin, None)
+    let bytes: Arc<[u8]> = bytes.into();
+    let open = || -> Result<Box<dyn MediaSource>, AudioError> {
+        Ok(Box::new(Cursor::new(Arc::clone(&bytes))))
+    };
+    decode_source(&open, origin, max_seconds)
 }
+
+fn decode_raw_nonempty(bytes: &[u8], origin: &Path) -> Result<DecodedAudio, AudioError> {
+    let decoded = decode_raw_s16le(bytes, origin)?;
+    if decoded.samples.is_empty() {
+        return Err(AudioError::Empty {
+            path: origin.to_path_buf(),
+        });
+    }
+    Ok(decoded)
+}
+
+/// Opens the same bytes again from the start (the counting pass reads the stream twice).
+type Opener<'a> = dyn Fn() -> Result<Box<dyn MediaSource>, AudioError> + 'a;
 
 /// Decodes a container with symphonia, catching a decoder panic, and refuses an empty result.
 fn decode_source(
-    source: Box<dyn MediaSource>,
+    open: &Opener<'_>,
     origin: &Path,
-    max_seconds: Option<f64>,
+    max_seconds: f64,
 ) -> Result<DecodedAudio, AudioError> {
     let decoded = catch_unwind(AssertUnwindSafe(|| {
-        decode_with_symphonia(source, origin, max_seconds)
+        decode_with_symphonia(open, origin, max_seconds)
     }))
     .map_err(|payload| AudioError::DecoderPanicked {
         path: origin.to_path_buf(),
@@ -226,12 +282,29 @@ fn decode_raw_s16le(bytes: &[u8], origin: &Path) -> Result<DecodedAudio, AudioEr
     })
 }
 
+/// How a duration over the cap was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    /// Stated by the container header (or the size of a raw PCM file): the exact length.
+    Header,
+    /// Reached while decoding, which stopped there: the audio is at least this long.
+    Decoding,
+}
+
 /// [`AudioError::TooLong`] when `seconds` exceeds `max_seconds`.
-fn check_duration(seconds: f64, max_seconds: f64, origin: &Path) -> Result<(), AudioError> {
+fn check_duration(
+    seconds: f64,
+    max_seconds: f64,
+    origin: &Path,
+    measured: Measured,
+) -> Result<(), AudioError> {
+    // NaN caps refuse nothing; callers validate them.
     if seconds > max_seconds {
         return Err(AudioError::TooLong {
             path: origin.to_path_buf(),
+            seconds,
             max_seconds,
+            measured,
         });
     }
     Ok(())
@@ -269,139 +342,190 @@ fn classify(err: SymphoniaError, origin: &Path) -> AudioError {
     }
 }
 
-fn decode_with_symphonia(
-    source: Box<dyn MediaSource>,
-    origin: &Path,
-    max_seconds: Option<f64>,
-) -> Result<DecodedAudio, AudioError> {
-    let mut hint = Hint::new();
-    if let Some(ext) = origin.extension().and_then(|ext| ext.to_str()) {
-        hint.with_extension(ext);
-    }
-    let source = MediaSourceStream::new(source, Default::default());
-    let mut format = symphonia::default::get_probe()
-        .probe(
-            &hint,
-            source,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
-        .map_err(|err| classify(err, origin))?;
+/// A probed container with the decoder of its default audio track.
+struct TrackReader<'a> {
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn AudioDecoder>,
+    track_id: u32,
+    /// Length stated by the header, in seconds, when it states frames and a rate.
+    header_seconds: Option<f64>,
+    origin: &'a Path,
+}
 
-    let no_track = || AudioError::NoAudioTrack {
-        path: origin.to_path_buf(),
-    };
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(no_track)?;
-    let track_id = track.id;
-    let params = track
-        .codec_params
-        .as_ref()
-        .and_then(|params| params.audio())
-        .ok_or_else(no_track)?
-        .clone();
-    if let Some(rate) = params.sample_rate {
-        check_sample_rate(rate, origin)?;
-    }
-    if params.channels.as_ref().is_some_and(|ch| ch.count() == 0) {
-        return Err(AudioError::BadChannels {
-            path: origin.to_path_buf(),
-            reason: "zero channels declared".to_string(),
-        });
-    }
-    let mut decoder = symphonia::default::get_codecs()
-        .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|err| classify(err, origin))?;
-
-    let mut samples: Vec<f32> = Vec::new();
-    // (rate, channels) of the first decoded buffer; every later buffer must match it.
-    let mut layout: Option<(u32, usize)> = None;
-    let mut skipped_packets = 0usize;
-    let mut last_packet_error: Option<String> = None;
-    loop {
-        let packet = match format.next_packet() {
-            Ok(Some(packet)) => packet,
-            Ok(None) => break,
-            // A chained OGG stream starts a new track list: the first stream is the utterance.
-            Err(SymphoniaError::ResetRequired) => break,
-            Err(err) if samples.is_empty() => return Err(classify(err, origin)),
-            Err(err) => {
-                tracing::warn!(
-                    path = %origin.display(),
-                    error = %err,
-                    decoded_frames = samples.len() / layout.map_or(1, |(_, ch)| ch),
-                    "audio stream breaks off; keeping what decoded before the error"
-                );
-                break;
-            }
-        };
-        if packet.track_id != track_id {
-            continue;
+impl<'a> TrackReader<'a> {
+    fn open(source: Box<dyn MediaSource>, origin: &'a Path) -> Result<Self, AudioError> {
+        let mut hint = Hint::new();
+        if let Some(ext) = origin.extension().and_then(|ext| ext.to_str()) {
+            hint.with_extension(ext);
         }
-        let buffer = match decoder.decode(&packet) {
-            Ok(buffer) => buffer,
-            // Recoverable: a damaged packet is skipped, as players do.
-            Err(err @ (SymphoniaError::DecodeError(_) | SymphoniaError::IoError(_))) => {
-                skipped_packets += 1;
-                last_packet_error = Some(err.to_string());
+        let source = MediaSourceStream::new(source, Default::default());
+        let format = symphonia::default::get_probe()
+            .probe(
+                &hint,
+                source,
+                FormatOptions::default(),
+                MetadataOptions::default(),
+            )
+            .map_err(|err| classify(err, origin))?;
+        let no_track = || AudioError::NoAudioTrack {
+            path: origin.to_path_buf(),
+        };
+        let track = format
+            .default_track(TrackType::Audio)
+            .ok_or_else(no_track)?;
+        let track_id = track.id;
+        let num_frames = track.num_frames;
+        let params = track
+            .codec_params
+            .as_ref()
+            .and_then(|params| params.audio())
+            .ok_or_else(no_track)?
+            .clone();
+        if let Some(rate) = params.sample_rate {
+            check_sample_rate(rate, origin)?;
+        }
+        if params.channels.as_ref().is_some_and(|ch| ch.count() == 0) {
+            return Err(AudioError::BadChannels {
+                path: origin.to_path_buf(),
+                reason: "zero channels declared".to_string(),
+            });
+        }
+        let header_seconds = num_frames
+            .zip(params.sample_rate)
+            .map(|(frames, rate)| frames as f64 / f64::from(rate));
+        let decoder = symphonia::default::get_codecs()
+            .make_audio_decoder(&params, &AudioDecoderOptions::default())
+            .map_err(|err| classify(err, origin))?;
+        Ok(Self {
+            format,
+            decoder,
+            track_id,
+            header_seconds,
+            origin,
+        })
+    }
+
+    /// Decodes the track to the end, handing each buffer to `sink` with its frame count,
+    /// after checking that the decoded length stays within `max_seconds`. Returns the layout
+    /// `(rate, channels)`.
+    fn decode_all(
+        mut self,
+        max_seconds: f64,
+        mut sink: impl FnMut(&GenericAudioBufferRef<'_>),
+    ) -> Result<(u32, usize), AudioError> {
+        let origin = self.origin;
+        // (rate, channels) of the first decoded buffer; every later buffer must match it.
+        let mut layout: Option<(u32, usize)> = None;
+        let mut frames = 0usize;
+        let mut skipped_packets = 0usize;
+        let mut last_packet_error: Option<String> = None;
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                // A chained OGG stream starts a new track list: the first stream is the utterance.
+                Err(SymphoniaError::ResetRequired) => break,
+                Err(err) if layout.is_none() => return Err(classify(err, origin)),
+                Err(err) => {
+                    tracing::warn!(
+                        path = %origin.display(),
+                        error = %err,
+                        decoded_frames = frames,
+                        "audio stream breaks off; keeping what decoded before the error"
+                    );
+                    break;
+                }
+            };
+            if packet.track_id != self.track_id {
                 continue;
             }
-            Err(SymphoniaError::ResetRequired) => break,
-            Err(err) => return Err(classify(err, origin)),
-        };
-        let rate = buffer.spec().rate();
-        let channels = buffer.spec().channels().count();
-        match layout {
-            None => {
-                check_sample_rate(rate, origin)?;
-                if channels == 0 {
+            let buffer = match self.decoder.decode(&packet) {
+                Ok(buffer) => buffer,
+                // Recoverable: a damaged packet is skipped, as players do.
+                Err(err @ (SymphoniaError::DecodeError(_) | SymphoniaError::IoError(_))) => {
+                    skipped_packets += 1;
+                    last_packet_error = Some(err.to_string());
+                    continue;
+                }
+                Err(SymphoniaError::ResetRequired) => break,
+                Err(err) => return Err(classify(err, origin)),
+            };
+            let rate = buffer.spec().rate();
+            let channels = buffer.spec().channels().count();
+            match layout {
+                None => {
+                    check_sample_rate(rate, origin)?;
+                    if channels == 0 {
+                        return Err(AudioError::BadChannels {
+                            path: origin.to_path_buf(),
+                            reason: "decoder produced zero channels".to_string(),
+                        });
+                    }
+                    layout = Some((rate, channels));
+                }
+                Some(first) if first != (rate, channels) => {
                     return Err(AudioError::BadChannels {
                         path: origin.to_path_buf(),
-                        reason: "decoder produced zero channels".to_string(),
+                        reason: format!(
+                            "layout changes mid-stream from {} ch at {} Hz to {channels} ch at {rate} Hz",
+                            first.1, first.0
+                        ),
                     });
                 }
-                layout = Some((rate, channels));
+                Some(_) => {}
             }
-            Some(first) if first != (rate, channels) => {
-                return Err(AudioError::BadChannels {
+            frames += buffer.samples_interleaved() / channels;
+            check_duration(
+                frames as f64 / f64::from(rate),
+                max_seconds,
+                origin,
+                Measured::Decoding,
+            )?;
+            sink(&buffer);
+        }
+        let Some(layout) = layout else {
+            return Err(match last_packet_error {
+                Some(reason) => AudioError::Corrupt {
                     path: origin.to_path_buf(),
-                    reason: format!(
-                        "layout changes mid-stream from {} ch at {} Hz to {channels} ch at {rate} Hz",
-                        first.1, first.0
-                    ),
-                });
-            }
-            Some(_) => {}
+                    reason: format!("no packet decoded ({skipped_packets} failed; last: {reason})"),
+                },
+                None => AudioError::Empty {
+                    path: origin.to_path_buf(),
+                },
+            });
+        };
+        if skipped_packets > 0 {
+            tracing::warn!(
+                path = %origin.display(),
+                skipped_packets,
+                last_error = last_packet_error.as_deref().unwrap_or(""),
+                "skipped undecodable packets"
+            );
         }
+        Ok(layout)
+    }
+}
+
+fn decode_with_symphonia(
+    open: &Opener<'_>,
+    origin: &Path,
+    max_seconds: f64,
+) -> Result<DecodedAudio, AudioError> {
+    let reader = TrackReader::open(open()?, origin)?;
+    match reader.header_seconds {
+        Some(seconds) => check_duration(seconds, max_seconds, origin, Measured::Header)?,
+        // No stated length: count the decoded frames first, keeping none of them, so that a
+        // bomb is refused in constant memory.
+        None => {
+            TrackReader::open(open()?, origin)?.decode_all(max_seconds, |_| {})?;
+        }
+    }
+    let mut samples: Vec<f32> = Vec::new();
+    let (sample_rate, channels) = reader.decode_all(max_seconds, |buffer| {
         let start = samples.len();
-        let frames = (start + buffer.samples_interleaved()) / channels;
-        if let Some(max_seconds) = max_seconds {
-            check_duration(frames as f64 / f64::from(rate), max_seconds, origin)?;
-        }
         samples.resize(start + buffer.samples_interleaved(), 0.0);
         buffer.copy_to_slice_interleaved(&mut samples[start..]);
-    }
-
-    let Some((sample_rate, channels)) = layout else {
-        return Err(match last_packet_error {
-            Some(reason) => AudioError::Corrupt {
-                path: origin.to_path_buf(),
-                reason: format!("no packet decoded ({skipped_packets} failed; last: {reason})"),
-            },
-            None => AudioError::Empty {
-                path: origin.to_path_buf(),
-            },
-        });
-    };
-    if skipped_packets > 0 {
-        tracing::warn!(
-            path = %origin.display(),
-            skipped_packets,
-            last_error = last_packet_error.as_deref().unwrap_or(""),
-            "skipped undecodable packets"
-        );
-    }
+    })?;
     Ok(DecodedAudio {
         channels,
         sample_rate,

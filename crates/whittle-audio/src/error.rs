@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::decode::Measured;
+
 /// Everything that can go wrong while decoding or resampling audio.
 ///
 /// Fields: `path` is the file (or the name given for in-memory bytes), `reason` the decoder's
@@ -42,9 +44,15 @@ pub enum AudioError {
     #[error("audio file {} has an unusable channel layout: {reason}", path.display())]
     BadChannels { path: PathBuf, reason: String },
 
-    /// The audio is longer than the caller's cap; decoding stopped at the cap.
-    #[error("audio file {} is longer than the {max_seconds} s limit", path.display())]
-    TooLong { path: PathBuf, max_seconds: f64 },
+    /// The audio is longer than the cap (`--max-audio-seconds`): `seconds` is the length the
+    /// header states, or how far decoding got before it stopped (see `measured`).
+    #[error("audio file {} lasts {}{seconds:.1} s, over the {max_seconds} s limit (--max-audio-seconds)", path.display(), match measured { Measured::Header => "", Measured::Decoding => "at least " })]
+    TooLong {
+        path: PathBuf,
+        seconds: f64,
+        max_seconds: f64,
+        measured: Measured,
+    },
 
     /// A third-party decoder panicked on this input; the panic was caught and reported instead.
     #[error("the decoder panicked on {}: {message}", path.display())]

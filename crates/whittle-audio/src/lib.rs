@@ -21,7 +21,8 @@ pub mod resample;
 
 pub use decode::{
     decode_bytes, decode_file, decode_file_limited, load_audio, load_audio_bytes,
-    load_audio_limited, DecodedAudio, TARGET_SAMPLE_RATE,
+    load_audio_limited, max_audio_seconds, set_max_audio_seconds, DecodedAudio, Measured,
+    DEFAULT_MAX_AUDIO_SECONDS, TARGET_SAMPLE_RATE,
 };
 pub use error::AudioError;
 pub use mel::{log_mel_spectrogram, LogMel};

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{max_abs_diff, sine, wav_bytes, write_file, WavEncoding};
+use common::{flac_bytes, max_abs_diff, sine, wav_bytes, write_file, WavEncoding, FLAC_BLOCK};
 use proptest::prelude::*;
 use whittle_audio::{
     decode_bytes, decode_file, decode_file_limited, load_audio, load_audio_bytes,
@@ -117,27 +117,6 @@ fn headerless_raw_is_16_khz_s16le() {
     odd.push(0x7f);
     let path = write_file(dir.path(), "odd.raw", &odd);
     assert_eq!(load_audio(&path).unwrap(), expected);
-}
-
-/// Frames per FLAC block in flacenc's default config.
-const FLAC_BLOCK: usize = 4096;
-
-/// Encodes with flacenc. Use a whole number of [`FLAC_BLOCK`]s: for a shorter last block flacenc
-/// writes it as STREAMINFO's minimum block size (the spec excludes the last block), and
-/// symphonia's strict sync then rejects the fixed-blocksize frames.
-fn flac_bytes(interleaved: &[i32], channels: usize, bits: usize, sample_rate: usize) -> Vec<u8> {
-    assert_eq!(interleaved.len() % (channels * FLAC_BLOCK), 0);
-    use flacenc::component::BitRepr;
-    use flacenc::error::Verify;
-    let config = flacenc::config::Encoder::default()
-        .into_verified()
-        .expect("default FLAC config is valid");
-    let source = flacenc::source::MemSource::from_samples(interleaved, channels, bits, sample_rate);
-    let stream = flacenc::encode_with_fixed_block_size(&config, source, config.block_size)
-        .expect("FLAC encode");
-    let mut sink = flacenc::bitsink::ByteSink::new();
-    stream.write(&mut sink).expect("serialise FLAC");
-    sink.as_slice().to_vec()
 }
 
 #[test]
@@ -430,4 +409,17 @@ fn decode_bytes_reports_layout() {
         (decoded.channels, decoded.sample_rate, decoded.frames()),
         (2, 22_050, 1000)
     );
+}
+
+/// Found by `fuzz/` (audio target): a WAV `fmt ` chunk of 49,531 channels of 16-bit PCM makes
+/// symphonia-format-riff 0.6.1 compute the block align `channels * 2` in u16 (chunks.rs:100),
+/// which panics with overflow checks on (debug builds) and wraps in release. Either way the
+/// file is an error naming it, never a panic out of `load_audio`.
+#[test]
+fn wav_with_a_channel_count_that_overflows_the_block_align_is_an_error() {
+    let mut wav = wav_bytes(&[0.0; 64], 1, 16_000, WavEncoding::I16);
+    wav[22..24].copy_from_slice(&49_531u16.to_le_bytes());
+    let path = Path::new("many-channels.wav");
+    let err = load_audio_bytes(wav, path).unwrap_err();
+    assert_names_path(&err, path);
 }

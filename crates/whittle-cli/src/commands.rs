@@ -149,9 +149,6 @@ pub struct EvalArgs {
     /// and --trim are decoded one at a time). Transcripts equal those of --batch-size 1.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
-    /// Clips longer than this many seconds are recorded as failures (decoding stops at the cap).
-    #[arg(long, default_value_t = 7200.0)]
-    max_duration: f64,
     /// Stop at the first clip that cannot be read (nothing is written) instead of recording it
     /// in summary.json and going on.
     #[arg(long)]
@@ -473,16 +470,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         bail!("eval needs MODEL DATASET --out DIR (or --compare A B)");
     };
     let (normalizer, spellings) = args.normalizer.load()?;
-    if args.max_duration.is_nan() || args.max_duration <= 0.0 {
-        bail!("--max-duration must be a positive number of seconds");
-    }
     let mut utterances = whittle::data::load_labelled_dataset(dataset)?;
     if let Some(limit) = args.limit {
         utterances.truncate(limit);
     }
     let options = eval::EvalOptions {
         batch_size: usize::try_from(args.batch_size)?,
-        max_duration_seconds: args.max_duration,
+        // Clips over the global --max-audio-seconds are recorded as failures.
+        max_duration_seconds: whittle::audio::max_audio_seconds(),
         strict: args.strict,
     };
     let long_form = args.decode.long_form(false);

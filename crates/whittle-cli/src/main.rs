@@ -21,6 +21,12 @@ struct Cli {
     /// More logging (-v info, -vv debug); logs go to stderr.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Refuse audio inputs longer than this many seconds, from the container header where it
+    /// states the length, else while decoding (transcribe, eval, quantize --calib, compress,
+    /// sensitivity). `eval` records such clips as failures.
+    #[arg(long, global = true, visible_alias = "max-duration", value_name = "SECONDS",
+          default_value_t = whittle::audio::DEFAULT_MAX_AUDIO_SECONDS, value_parser = positive_seconds)]
+    max_audio_seconds: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +55,14 @@ enum Command {
     Corpus(corpus_cmd::CorpusArgs),
     /// Figures (PNG and SVG): per-layer bit widths of a model, WER vs size of an evaluation table.
     Report(report_cmd::ReportArgs),
+}
+
+/// A positive, finite number of seconds.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
 }
 
 fn main() {
@@ -87,6 +101,7 @@ fn main() {
     {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    whittle::audio::set_max_audio_seconds(cli.max_audio_seconds);
     let result = match cli.command {
         Command::Transcribe(a) => commands::transcribe(a),
         Command::Eval(a) => commands::eval(a),

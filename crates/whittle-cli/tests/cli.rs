@@ -6,6 +6,9 @@ mod common_wide;
 
 use common_wide::common_tiny;
 
+mod common_compress;
+use common_compress::{compress_args, compress_fixture};
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -481,7 +484,7 @@ fn eval_records_unreadable_clips_and_fails_at_the_end() {
     assert!(!strict.exists(), "--strict wrote outputs");
 }
 
-/// A clip over `--max-duration` is a failure with the cap in its reason; under it, it is scored.
+/// A clip over `--max-audio-seconds` (alias `--max-duration`) is a failure with the cap in its reason; under it, it is scored.
 #[test]
 fn eval_duration_cap_fails_long_clips() {
     let (dir, model) = eval_fixture();
@@ -513,14 +516,22 @@ fn eval_duration_cap_fails_long_clips() {
     std::fs::write(&manifest, "{\"audio\":\"long.wav\",\"text\":\"w1\"}\n").unwrap();
     let run = |cap: &str| {
         let out = dir.path().join(format!("cap{cap}"));
-        let o = eval_run(&model, &manifest, &out, &["--max-duration", cap]);
+        let flag = if cap == "1" {
+            "--max-audio-seconds"
+        } else {
+            "--max-duration"
+        };
+        let o = eval_run(&model, &manifest, &out, &[flag, cap]);
         (o, read_json(&out.join("summary.json")))
     };
     let (o, summary) = run("1");
     assert!(!o.status.success());
     assert_eq!(summary["totals"]["utterances"], 0);
     let reason = summary["failures"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("longer than the 1 s limit"), "{reason}");
+    assert!(
+        reason.contains("lasts 1.5 s, over the 1 s limit"),
+        "{reason}"
+    );
     let (o, summary) = run("2");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summary["failed"], 0);
@@ -550,72 +561,9 @@ fn eval_refuses_a_manifest_line_without_text() {
     assert!(!out.exists());
 }
 
-/// A tiny model, a training/dev manifest of tones with transcripts, and the shipped recipe
-/// `name` cut down to a few steps on per-channel scales (the tiny model's rows are 16 wide).
-fn compress_fixture(
-    recipe_name: &str,
-    replace: &[(&str, &str)],
-) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    common_tiny::write_hf(&model, &common_tiny::hf_tensors(21));
-    let mut manifest = String::new();
-    for i in 0..4 {
-        let samples: Vec<u8> = (0..8000 + 1600 * i)
-            .flat_map(|t| {
-                (((t as f32 * (0.03 + 0.01 * i as f32)).sin() * 6000.0) as i16).to_le_bytes()
-            })
-            .collect();
-        std::fs::write(dir.path().join(format!("u{i}.raw")), samples).unwrap();
-        manifest.push_str(&format!("{{\"audio\":\"u{i}.raw\",\"text\":\"w{i}\"}}\n"));
-    }
-    std::fs::write(dir.path().join("set.jsonl"), manifest).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
-    let mut text = std::fs::read_to_string(root.join(recipe_name)).unwrap();
-    for (from, to) in [
-        ("group = 64\n", ""),
-        ("steps = 500\n", "steps = 6\n"),
-        ("warmup_steps = 20\n", "warmup_steps = 1\n"),
-        ("eval_every = 100\n", "eval_every = 3\n"),
-        ("dev_limit = 40\n", "dev_limit = 2\n"),
-        ("checkpoint_every = 25\n", "checkpoint_every = 3\n"),
-        ("batch_size = 4\n", "batch_size = 2\n"),
-    ]
-    .iter()
-    .chain(replace)
-    {
-        // The two-stage recipe takes its group from the bit map.
-        if *from == "group = 64\n" && !text.contains(from) {
-            continue;
-        }
-        assert!(text.contains(from), "{recipe_name} has no `{from}`");
-        text = text.replacen(from, to, 1);
-    }
-    std::fs::write(dir.path().join("recipe.toml"), text).unwrap();
-    (dir, model)
-}
-
 fn compress_run(dir: &Path, model: &Path, extra: &[&str]) -> Output {
-    let (set, recipe, out) = (
-        dir.join("set.jsonl"),
-        dir.join("recipe.toml"),
-        dir.join("out.whittle"),
-    );
-    let mut args = vec![
-        "compress",
-        p(model),
-        "--recipe",
-        p(&recipe),
-        "--train",
-        p(&set),
-        "--dev",
-        p(&set),
-        "-o",
-        p(&out),
-        "--no-spellings",
-    ];
-    args.extend_from_slice(extra);
-    whittle(&args)
+    let args = compress_args(dir, model, extra);
+    whittle(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Packed formats listed by `whittle inspect` (`symN` per tensor line).
@@ -657,7 +605,7 @@ fn compress_mixed_precision_writes_several_bit_widths() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(inspected_formats(&again), formats);
     let file = whittle::packed_file::PackedFile::open(&dir.path().join("out.whittle")).unwrap();
-    let text = file.header().to_string();
+    let text = serde_json::to_string(file.header_fields()).unwrap();
     assert!(text.contains("\"method\":\"mixed-precision\""), "{text}");
     assert!(text.contains("achieved_bits"), "{text}");
 }

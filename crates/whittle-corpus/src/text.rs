@@ -445,7 +445,7 @@ mod tests {
     fn reads_the_installed_janeaustenr_database() {
         let dir = Path::new(JANEAUSTENR_DATA_DIR);
         if !dir.join("Rdata.rdx").exists() {
-            eprintln!("skipping: r-cran-janeaustenr is not installed");
+            crate::skip_missing("r-cran-janeaustenr is not installed");
             return;
         }
         // Line counts as R reports them (`length(janeaustenr::emma)` ...).

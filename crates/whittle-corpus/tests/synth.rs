@@ -23,7 +23,7 @@ fn voices_or_skip(spec: &str) -> Option<Vec<Voice>> {
     match Engines::probe(&paths, &voices) {
         Ok(_) => Some(voices),
         Err(err) => {
-            eprintln!("skipping: {err}");
+            whittle_corpus::skip_missing(&err.to_string());
             None
         }
     }
@@ -332,7 +332,7 @@ fn bad_text_input_is_a_clear_error() {
 fn standard_split_pools_share_no_sentence_and_skip_the_leak_check_chapter() {
     let austen = Path::new(JANEAUSTENR_DATA_DIR);
     if !austen.join("Rdata.rdx").exists() {
-        eprintln!("skipping: r-cran-janeaustenr is not installed");
+        whittle_corpus::skip_missing("r-cran-janeaustenr is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -341,7 +341,7 @@ fn standard_split_pools_share_no_sentence_and_skip_the_leak_check_chapter() {
     let configs = match standard_splits(dir.path(), SplitSizes::default(), 0, austen, &paths) {
         Ok(c) => c,
         Err(err) => {
-            eprintln!("skipping: {err}");
+            whittle_corpus::skip_missing(&err.to_string());
             return;
         }
     };
@@ -404,7 +404,7 @@ fn standard_split_pools_share_no_sentence_and_skip_the_leak_check_chapter() {
 fn tiny_standard_splits_have_disjoint_manifests() {
     let austen = Path::new(JANEAUSTENR_DATA_DIR);
     if !austen.join("Rdata.rdx").exists() {
-        eprintln!("skipping: r-cran-janeaustenr is not installed");
+        whittle_corpus::skip_missing("r-cran-janeaustenr is not installed");
         return;
     }
     let paths = EnginePaths::default();
@@ -427,7 +427,7 @@ fn tiny_standard_splits_have_disjoint_manifests() {
     ) {
         Ok(r) => r,
         Err(err @ (CorpusError::EngineMissing { .. } | CorpusError::VoiceMissing { .. })) => {
-            eprintln!("skipping: {err}");
+            whittle_corpus::skip_missing(&err.to_string());
             return;
         }
         Err(err) => panic!("{err}"),

@@ -17,11 +17,9 @@ const ERF_ABS_TOL: f64 = 3e-7;
 /// GELU error: `0.5 |x| ERF_ABS_TOL` plus a few f32 roundings of the result.
 const GELU_REL_TOL: f64 = 5e-7;
 
+/// The activations have no VNNI version.
 fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2Fma]
-        .into_iter()
-        .filter(|isa| isa.is_available())
-        .collect()
+    common::isas(&[Isa::Scalar, Isa::Avx2Fma])
 }
 
 /// erf by its Maclaurin series in f64 (converges everywhere; 80 terms are exact to ~1e-13 on

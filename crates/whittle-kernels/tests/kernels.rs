@@ -16,10 +16,20 @@ use whittle_kernels::{matmul_f32_with, matmul_q8_with, matmul_with, Isa, BLOCK};
 const F32_REL_TOL: f32 = 1e-4;
 
 fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2Fma, Isa::Avx512Vnni]
+    common::isas(&common::ALL_ISAS)
+}
+
+/// Prints the instruction sets these tests cover on this CPU (`-- --nocapture` shows it; CI
+/// does) and fails under `WHITTLE_REQUIRE_ISA` when one required is missing.
+#[test]
+fn instruction_sets_covered() {
+    let covered = isas();
+    let missing: Vec<Isa> = common::ALL_ISAS
         .into_iter()
-        .filter(|isa| isa.is_available())
-        .collect()
+        .filter(|isa| !covered.contains(isa))
+        .collect();
+    println!("kernel tests cover {covered:?}; not on this CPU: {missing:?}");
+    assert!(covered.contains(&Isa::Scalar));
 }
 
 /// Allowed |kernel - reference| for output (i, j). The matrix-vector path rounds each 32-block

@@ -79,7 +79,8 @@ pub fn is_looping(reference_words: usize, hypothesis_words: usize) -> bool {
 pub struct EvalOptions {
     /// Utterances transcribed together; 1 transcribes them one at a time.
     pub batch_size: usize,
-    /// Longer clips are failures; decoding stops at the cap (default 2 h).
+    /// Longer clips are failures; decoding stops at the cap (default the process-wide
+    /// [`whittle_audio::max_audio_seconds`], 4 h).
     pub max_duration_seconds: f64,
     /// Stop with an error at the first clip that fails instead of recording it.
     pub strict: bool,
@@ -89,7 +90,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         Self {
             batch_size: 1,
-            max_duration_seconds: 7200.0,
+            max_duration_seconds: whittle_audio::max_audio_seconds(),
             strict: false,
         }
     }

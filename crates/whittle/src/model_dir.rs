@@ -161,6 +161,10 @@ impl WhisperCheckpoint {
             }
             ModelFormat::Whittle => unreachable!("handled by open_packed above"),
         };
+        tokenizer.check_vocabulary(
+            config.vocab_size,
+            &path.join("tokenizer.json").display().to_string(),
+        )?;
         Ok(Self {
             location,
             store,
@@ -195,6 +199,10 @@ impl WhisperCheckpoint {
         };
         let tokenizer = WhisperTokenizer::from_json(
             &tokenizer_json,
+            &format!("{}: header `tokenizer`", path.display()),
+        )?;
+        tokenizer.check_vocabulary(
+            config.vocab_size,
             &format!("{}: header `tokenizer`", path.display()),
         )?;
         let store = packed_store(&file, &path, device)?;

@@ -32,6 +32,9 @@ use whittle_kernels::{
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic_with;
 
+mod header;
+pub use header::{MAX_ARCHITECTURE_LEN, MAX_FIELD_NAME_LEN, MAX_HEADER_FIELDS, MAX_HEADER_VALUES};
+
 /// First 8 bytes of every `.whittle` file.
 pub const MAGIC: [u8; 8] = *b"WHITTLE\0";
 /// The format version this build writes and reads.
@@ -579,6 +582,9 @@ impl PackedFileWriter {
                 ),
             ));
         }
+        // The reader's caps (values, fields, lengths): never write a file it would refuse.
+        header::parse_header(&json)
+            .map_err(|reason| Error::config(format!("{}: header", path.display()), reason))?;
         let data_start = align_up((PREFIX_LEN + json.len()) as u64);
         let total = data_start + self.data_len;
         write_atomic_with(path, |w| {
@@ -701,7 +707,8 @@ fn write_section(
 pub struct PackedFile {
     path: PathBuf,
     map: memmap2::Mmap,
-    header: Value,
+    /// Header fields except the tensor table.
+    fields: Map<String, Value>,
     architecture: String,
     /// Absolute file offset of the data section.
     data_start: usize,
@@ -739,7 +746,7 @@ impl PackedFile {
         Ok(PackedFile {
             path: path.to_path_buf(),
             map,
-            header: parsed.header,
+            fields: parsed.fields,
             architecture: parsed.architecture,
             data_start: parsed.data_start,
             index: parsed
@@ -762,14 +769,14 @@ impl PackedFile {
         self.map.len() as u64
     }
 
-    /// The whole JSON header, `tensors` table included.
-    pub fn header(&self) -> &Value {
-        &self.header
+    /// The header's fields except the tensor table (see [`Self::tensors`]).
+    pub fn header_fields(&self) -> &Map<String, Value> {
+        &self.fields
     }
 
-    /// One header field (see [`keys`]), `None` when absent.
+    /// One header field (see [`keys`]), `None` when absent (always `None` for `tensors`).
     pub fn header_field(&self, key: &str) -> Option<&Value> {
-        self.header.get(key)
+        self.fields.get(key)
     }
 
     /// The `architecture` field, e.g. `"whisper"`.
@@ -896,7 +903,7 @@ fn summarize(entry: &TensorEntry) -> TensorSummary {
 }
 
 struct Parsed {
-    header: Value,
+    fields: Map<String, Value>,
     architecture: String,
     data_start: usize,
     entries: Vec<TensorEntry>,
@@ -959,26 +966,11 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
             header_end + i
         )));
     }
-    let header: Value = serde_json::from_slice(&bytes[PREFIX_LEN..header_end])
-        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-    let object = header
-        .as_object()
-        .ok_or_else(|| bad("header is not a JSON object".into()))?;
-    let architecture = object
-        .get(keys::ARCHITECTURE)
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("header has no string `architecture`".into()))?
-        .to_string();
-    let table = object
-        .get(keys::TENSORS)
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("header has no `tensors` array".into()))?;
-    if table.len() > MAX_TENSORS {
-        return Err(bad(format!(
-            "{} tensors exceed the cap of {MAX_TENSORS}",
-            table.len()
-        )));
-    }
+    let header::RawHeader {
+        architecture,
+        tensors: table,
+        fields,
+    } = header::parse_header(&bytes[PREFIX_LEN..header_end]).map_err(bad)?;
     let data_len = (bytes.len() - data_start) as u64;
     let mut entries = Vec::with_capacity(table.len());
     let mut names = HashSet::with_capacity(table.len());
@@ -1018,7 +1010,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     }
     check_layout(&entries, data_len).map_err(bad)?;
     Ok(Parsed {
-        header,
+        fields,
         architecture,
         data_start,
         entries,

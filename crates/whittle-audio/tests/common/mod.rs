@@ -116,3 +116,29 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Frames per FLAC block in flacenc's default config.
+pub const FLAC_BLOCK: usize = 4096;
+
+/// Encodes with flacenc. Use a whole number of [`FLAC_BLOCK`]s: for a shorter last block flacenc
+/// writes it as STREAMINFO's minimum block size (the spec excludes the last block), and
+/// symphonia's strict sync then rejects the fixed-blocksize frames.
+pub fn flac_bytes(
+    interleaved: &[i32],
+    channels: usize,
+    bits: usize,
+    sample_rate: usize,
+) -> Vec<u8> {
+    assert_eq!(interleaved.len() % (channels * FLAC_BLOCK), 0);
+    use flacenc::component::BitRepr;
+    use flacenc::error::Verify;
+    let config = flacenc::config::Encoder::default()
+        .into_verified()
+        .expect("default FLAC config is valid");
+    let source = flacenc::source::MemSource::from_samples(interleaved, channels, bits, sample_rate);
+    let stream = flacenc::encode_with_fixed_block_size(&config, source, config.block_size)
+        .expect("FLAC encode");
+    let mut sink = flacenc::bitsink::ByteSink::new();
+    stream.write(&mut sink).expect("serialise FLAC");
+    sink.as_slice().to_vec()
+}

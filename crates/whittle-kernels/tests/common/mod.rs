@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use whittle_kernels::{
-    Granularity, Layout, PackedMatrix, QuantizedMatrix, TernaryQuantizer, UniformQuantizer,
+    Granularity, Isa, Layout, PackedMatrix, QuantizedMatrix, TernaryQuantizer, UniformQuantizer,
 };
 
 /// xorshift64* generator: tests own their randomness so failures reproduce exactly.
@@ -84,3 +84,30 @@ pub const GRANULARITIES: [Granularity; 5] = [
     Granularity::Group(64),
     Granularity::Group(128),
 ];
+
+/// The instruction sets of `candidates` this CPU runs, for the tests to cover. Panics when
+/// `WHITTLE_REQUIRE_ISA` (a comma list of `scalar`, `avx2`, `avx512vnni`) names one the CPU
+/// lacks: CI on a VNNI machine sets it so that the VNNI kernels cannot silently go untested.
+pub fn isas(candidates: &[Isa]) -> Vec<Isa> {
+    let required = std::env::var("WHITTLE_REQUIRE_ISA").unwrap_or_default();
+    for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let isa = match name.to_ascii_lowercase().as_str() {
+            "scalar" => Isa::Scalar,
+            "avx2" | "avx2fma" => Isa::Avx2Fma,
+            "avx512vnni" | "vnni" => Isa::Avx512Vnni,
+            _ => panic!("WHITTLE_REQUIRE_ISA: unknown `{name}` (scalar, avx2, avx512vnni)"),
+        };
+        assert!(
+            isa.is_available(),
+            "WHITTLE_REQUIRE_ISA={required}: this CPU lacks {isa:?}, so its kernels would go untested"
+        );
+    }
+    candidates
+        .iter()
+        .copied()
+        .filter(|isa| isa.is_available())
+        .collect()
+}
+
+/// Every instruction set a kernel exists for.
+pub const ALL_ISAS: [Isa; 3] = [Isa::Scalar, Isa::Avx2Fma, Isa::Avx512Vnni];

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Fewest decoder positions accepted: the longest prompt without previous text (sot, language,
+/// task, notimestamps: 4 tokens) plus one new token. Our bound, not Whisper's (its models have 448).
+pub const MIN_TARGET_POSITIONS: usize = 5;
+
 /// Architecture and decoding defaults of a Whisper model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WhisperConfig {
@@ -89,8 +93,16 @@ impl WhisperConfig {
             ),
         )?;
         check(
-            self.max_source_positions > 0 && self.max_target_positions > 0,
-            "positions must be positive".into(),
+            self.max_source_positions > 0,
+            "max_source_positions must be positive".into(),
+        )?;
+        check(
+            self.max_target_positions >= MIN_TARGET_POSITIONS,
+            format!(
+                "max_target_positions {} is below {MIN_TARGET_POSITIONS}: the decoder could not \
+                 hold its prompt and one new token",
+                self.max_target_positions
+            ),
         )?;
         check(
             self.activation_function == "gelu",

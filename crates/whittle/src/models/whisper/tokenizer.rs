@@ -64,6 +64,13 @@ impl WhisperTokenizer {
             })
         };
         let no_timestamps = id("<|notimestamps|>")?;
+        // The timestamp tokens follow <|notimestamps|>; an id of u32::MAX leaves no room.
+        let timestamp_begin = no_timestamps.checked_add(1).ok_or_else(|| Error::Tokenizer {
+            context: context.to_string(),
+            reason: format!(
+                "special token <|notimestamps|> has id {no_timestamps}: no room for the timestamp tokens after it"
+            ),
+        })?;
         Ok(Self {
             sot_prev: inner.token_to_id("<|startofprev|>"),
             no_speech: inner
@@ -74,9 +81,34 @@ impl WhisperTokenizer {
             transcribe: id("<|transcribe|>")?,
             english: id("<|en|>")?,
             no_timestamps,
-            timestamp_begin: no_timestamps + 1,
+            timestamp_begin,
             inner,
         })
+    }
+
+    /// Refuses special tokens outside the model's `vocab_size` output rows (the decoder indexes
+    /// its logits with them); `context` names the tokenizer file.
+    pub fn check_vocabulary(&self, vocab_size: usize, context: &str) -> Result<()> {
+        let specials = [
+            ("<|endoftext|>", Some(self.eot)),
+            ("<|startoftranscript|>", Some(self.sot)),
+            ("<|transcribe|>", Some(self.transcribe)),
+            ("<|notimestamps|>", Some(self.no_timestamps)),
+            ("<|en|>", Some(self.english)),
+            ("<|startofprev|>", self.sot_prev),
+            ("<|nospeech|>", self.no_speech),
+        ];
+        for (name, id) in specials {
+            if let Some(id) = id.filter(|&id| id as usize >= vocab_size) {
+                return Err(Error::Tokenizer {
+                    context: context.to_string(),
+                    reason: format!(
+                        "special token {name} has id {id}, outside the model's vocabulary of {vocab_size} (vocab_size)"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Text of `tokens`, skipping special tokens.

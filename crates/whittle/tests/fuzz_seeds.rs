@@ -1,0 +1,76 @@
+//! Writes the seed corpora of `fuzz/` from the tests' tiny random Whisper, narrowed to 16
+//! encoder positions so that each seed stays a few tens of kilobytes. Run by hand when the
+//! formats change:
+//! `FUZZ_SEEDS=fuzz/seeds cargo test --release -p whittle --test fuzz_seeds -- --ignored`
+
+mod common_tiny;
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use common_tiny::*;
+use whittle::compress::bitmap::{BitMap, LayerFormat};
+use whittle::compress::ptq::{quantize_linears, PtqMethod};
+use whittle::model_dir::WhisperCheckpoint;
+
+const POSITIONS: usize = 16;
+
+fn small_tensors() -> std::collections::BTreeMap<String, candle_core::Tensor> {
+    let mut t = hf_tensors(1);
+    t.insert(
+        "model.encoder.embed_positions.weight".into(),
+        random(&[POSITIONS, D], 7, 0.5),
+    );
+    t
+}
+
+fn write_small_hf(dir: &Path) {
+    write_hf(dir, &small_tensors());
+    let mut c = config();
+    c.max_source_positions = POSITIONS;
+    std::fs::write(dir.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(from, to).unwrap();
+}
+
+#[test]
+#[ignore = "writes fuzz/ seed files; run by hand with FUZZ_SEEDS=DIR"]
+fn write_fuzz_seeds() {
+    let out = std::path::PathBuf::from(std::env::var_os("FUZZ_SEEDS").expect("set FUZZ_SEEDS"));
+    let tmp = tempfile::tempdir().unwrap();
+
+    // CTranslate2 model.bin (f16) and its folder's fixed files for the harness.
+    let ct2 = tmp.path().join("ct2");
+    write_ct2(&ct2, &small_tensors(), true);
+    copy(
+        &ct2.join("model.bin"),
+        &out.join("ct2_whisper/tiny-f16.bin"),
+    );
+    copy(&ct2.join("tokenizer.json"), &out.join("tokenizer.json"));
+    copy(&ct2.join("config.json"), &out.join("ct2-config.json"));
+
+    // Hugging Face: u32 LE length of config.json, config.json, model.safetensors.
+    let hf = tmp.path().join("hf");
+    write_small_hf(&hf);
+    let config = std::fs::read(hf.join("config.json")).unwrap();
+    let mut seed = (config.len() as u32).to_le_bytes().to_vec();
+    seed.extend_from_slice(&config);
+    seed.extend_from_slice(&std::fs::read(hf.join("model.safetensors")).unwrap());
+    std::fs::create_dir_all(out.join("hf_safetensors")).unwrap();
+    std::fs::write(out.join("hf_safetensors/tiny-f32"), seed).unwrap();
+
+    // .whittle: every linear layer at 4 bits per row, the rest in float.
+    let ck = WhisperCheckpoint::open(&hf, &Device::Cpu).unwrap();
+    let mut model =
+        whittle::models::whisper::Whisper::load(&ck.store, &ck.config, DType::F32).unwrap();
+    let map = BitMap::uniform(LayerFormat::uniform(4, None));
+    quantize_linears(&mut model, &map, PtqMethod::Rtn, None).unwrap();
+    let tokenizer = std::fs::read_to_string(hf.join("tokenizer.json")).unwrap();
+    let path = out.join("whittle_file/tiny-w4.whittle");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    whittle::compress::export::write_whisper(&ck.store, &mut model, &tokenizer, &[], &path)
+        .unwrap();
+}
