@@ -103,12 +103,7 @@ fn p(path: &Path) -> &str {
 fn sigkill_during_quantize_leaves_no_truncated_file() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    common_tiny::write_hf(&model, &common_wide::wide_tensors(3));
-    std::fs::write(
-        model.join("config.json"),
-        serde_json::to_string(&common_wide::wide_config()).unwrap(),
-    )
-    .unwrap();
+    common_wide::write_wide_hf(&model, 3);
     let out = dir.path().join("out.whittle");
     let (none, _) = kill_and_check(
         &["quantize", p(&model), "--bits", "4", "-o", p(&out)],
