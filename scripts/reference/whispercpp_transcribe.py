@@ -21,12 +21,12 @@ Run with the venv made by scripts/setup_peers.sh:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-SAMPLE_RATE = 16000
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from transcribe import SAMPLE_RATE, read_manifest, write_results  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,24 +39,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", action="store_true", help="transcribe the first utterance once, untimed")
     p.add_argument("--limit", type=int, help="only the first N utterances")
     return p.parse_args()
-
-
-def read_manifest(path: Path, limit: int | None) -> list[dict]:
-    rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        sys.exit(f"whispercpp_transcribe.py: cannot read manifest {path}: {e}")
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            audio = row["audio"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            sys.exit(f"whispercpp_transcribe.py: {path} line {n}: expected a JSON object with `audio` ({e})")
-        rows.append({"id": row.get("id") or Path(audio).stem, "audio": audio, "path": path.parent / audio})
-    return rows[:limit] if limit else rows
 
 
 def load_samples(path: Path):
@@ -133,30 +115,15 @@ def main() -> None:
         cpu += time.process_time() - c
         out_rows.append({"id": row["id"], "audio": row["audio"], "text": text})
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in out_rows))
-    tmp.replace(args.out)
-
-    summary = {
-        "engine": "whisper.cpp",
-        "model": str(args.model),
-        "threads": args.threads,
-        "utterances": len(out_rows),
-        "audio_seconds": round(audio_seconds, 3),
-        "load_seconds": round(load_seconds, 3),
-        "wall_seconds": round(wall, 3),
-        "rtf": round(wall / audio_seconds, 5),
-        "cpu_seconds": round(cpu, 3),
-        "out": str(args.out),
-    }
-    print(
-        f"{len(out_rows)} utterances, {audio_seconds:.1f} s audio, load {load_seconds:.2f} s, "
-        f"transcribe {wall:.2f} s ({cpu:.2f} CPU s), RTF {wall / audio_seconds:.4f} -> {args.out}",
-        file=sys.stderr,
+    write_results(
+        args.out,
+        out_rows,
+        {"engine": "whisper.cpp", "model": str(args.model), "threads": args.threads},
+        audio_seconds,
+        load_seconds,
+        wall,
+        cpu,
     )
-    print(json.dumps(summary))
-
 
 if __name__ == "__main__":
     main()

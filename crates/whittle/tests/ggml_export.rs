@@ -1,12 +1,9 @@
 //! whisper.cpp's model file: the export of float and packed models, read back with whittle's
 //! strict reader, and crafted files refused by name.
 
-mod common_tiny;
+mod common_wide;
 
-use std::collections::BTreeMap;
-
-use candle_core::Tensor;
-use common_tiny::*;
+use common_wide::common_tiny::*;
 use whittle::compress::bitmap::{BitMap, LayerFormat};
 use whittle::compress::ptq::{quantize_linears, PtqMethod};
 use whittle::kernels::ggml::{self as codec, GgmlType};
@@ -22,22 +19,7 @@ const GGML_D: usize = 32;
 const GGML_FFN: usize = 128;
 
 fn ggml_shaped_model(dir: &std::path::Path) -> Transcriber {
-    let tensors: BTreeMap<String, Tensor> = hf_tensors(9)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, t))| {
-            let shape: Vec<usize> = t
-                .dims()
-                .iter()
-                .map(|&d| match d {
-                    D => GGML_D,
-                    FFN => GGML_FFN,
-                    other => other,
-                })
-                .collect();
-            (name, random(&shape, 500 + i as u64, 0.5))
-        })
-        .collect();
+    let tensors = common_wide::resized_tensors(9, GGML_D, GGML_FFN);
     std::fs::create_dir_all(dir).unwrap();
     let mut config = serde_json::to_value(whittle::models::whisper::WhisperConfig {
         d_model: GGML_D,

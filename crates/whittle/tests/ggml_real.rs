@@ -25,6 +25,22 @@ fn import(path: &std::path::Path) -> Transcriber {
     }
 }
 
+/// Imports `first` and exports the import to `dir/again.bin`; returns the import after checking
+/// that the two files are byte for byte the same.
+fn round_trip(first: &std::path::Path, dir: &std::path::Path) -> Transcriber {
+    let imported = import(first);
+    let second = dir.join("again.bin");
+    write_ggml(
+        &imported.model,
+        &imported.tokenizer,
+        GgmlExportOptions::default(),
+        &second,
+    )
+    .unwrap();
+    assert!(std::fs::read(first).unwrap() == std::fs::read(&second).unwrap());
+    imported
+}
+
 fn jfk(root: &std::path::Path) -> Vec<f32> {
     whittle::audio::load_audio(&root.join("data/real-15/jfk.wav")).unwrap()
 }
@@ -50,17 +66,8 @@ fn tiny_en_round_trips_through_ggml_byte_for_byte() {
         .filter(|t| t.ggml_type == "f16")
         .all(|t| t.exact));
 
-    let imported = import(&first);
+    let imported = round_trip(&first, dir.path());
     assert_eq!(imported.model.config.vocab_size, 51864);
-    let second = dir.path().join("again.bin");
-    write_ggml(
-        &imported.model,
-        &imported.tokenizer,
-        GgmlExportOptions::default(),
-        &second,
-    )
-    .unwrap();
-    assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap());
 
     // The imported model is the same model: identical transcript of JFK.
     let audio = jfk(&root);
@@ -98,16 +105,7 @@ fn packed_matrices_round_trip_code_for_code() {
         .iter()
         .filter(|r| r.ggml_type == "q5_0")
         .all(|r| r.exact));
-    let imported = import(&first);
-    let second = dir.path().join("again.bin");
-    write_ggml(
-        &imported.model,
-        &imported.tokenizer,
-        GgmlExportOptions::default(),
-        &second,
-    )
-    .unwrap();
-    assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap());
+    let imported = round_trip(&first, dir.path());
     // The imported 4-bit codes sit in q5_0 groups of 32: same weights, same transcript.
     let audio = jfk(&root);
     assert_eq!(
