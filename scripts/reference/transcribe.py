@@ -144,34 +144,49 @@ def main() -> None:
         cpu += time.process_time() - c
         out_rows.append({"id": row["id"], "audio": row["audio"], "text": text})
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in out_rows))
-    tmp.replace(args.out)
+    write_results(
+        args.out,
+        out_rows,
+        {
+            "engine": "faster-whisper",
+            "model": str(args.model),
+            "compute_type": args.compute_type,
+            "beam_size": args.beam_size,
+            "decoding": "standard" if args.standard else "plain",
+            "threads": args.threads,
+        },
+        audio_seconds,
+        load_seconds,
+        wall,
+        cpu,
+    )
 
-    summary = {
-        "engine": "faster-whisper",
-        "model": str(args.model),
-        "compute_type": args.compute_type,
-        "beam_size": args.beam_size,
-        "decoding": "standard" if args.standard else "plain",
-        "threads": args.threads,
-        "utterances": len(out_rows),
-        "audio_seconds": round(audio_seconds, 3),
-        "load_seconds": round(load_seconds, 3),
-        "wall_seconds": round(wall, 3),
-        "rtf": round(wall / audio_seconds, 5),
+
+def write_results(out: Path, rows: list[dict], summary: dict, audio_seconds: float,
+                  load_seconds: float, wall: float, cpu: float) -> None:
+    """Writes the hypotheses to `out` (via a temporary file), then prints a summary line to stderr
+    and the summary JSON (`summary` plus counts and timings) to stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(out)
+    summary = dict(
+        summary,
+        utterances=len(rows),
+        audio_seconds=round(audio_seconds, 3),
+        load_seconds=round(load_seconds, 3),
+        wall_seconds=round(wall, 3),
+        rtf=round(wall / audio_seconds, 5),
         # CPU seconds of all threads: less sensitive than wall time to other load on the machine.
-        "cpu_seconds": round(cpu, 3),
-        "out": str(args.out),
-    }
+        cpu_seconds=round(cpu, 3),
+        out=str(out),
+    )
     print(
-        f"{len(out_rows)} utterances, {audio_seconds:.1f} s audio, load {load_seconds:.2f} s, "
-        f"transcribe {wall:.2f} s ({cpu:.2f} CPU s), RTF {wall / audio_seconds:.4f} -> {args.out}",
+        f"{len(rows)} utterances, {audio_seconds:.1f} s audio, load {load_seconds:.2f} s, "
+        f"transcribe {wall:.2f} s ({cpu:.2f} CPU s), RTF {wall / audio_seconds:.4f} -> {out}",
         file=sys.stderr,
     )
     print(json.dumps(summary))
-
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ mod commands;
 mod compare_cmd;
 mod compress_cmd;
 mod corpus_cmd;
+mod export_cmd;
 mod ptq_cmd;
 mod report_cmd;
 mod sensitivity_cmd;
@@ -39,6 +40,8 @@ enum Command {
     Eval(commands::EvalArgs),
     /// Quantize linear layers after training (RTN, MSE clipping or GPTQ; uniform or per-layer bit map) and write a .whittle file.
     Quantize(ptq_cmd::QuantizeArgs),
+    /// Write a model in another runtime's format (whisper.cpp's ggml), keeping packed codes exact.
+    Export(export_cmd::ExportArgs),
     /// Show a model's architecture and tensors.
     Inspect(commands::InspectArgs),
     /// Score hypotheses in one JSONL file against references in another.
@@ -106,6 +109,7 @@ fn main() {
         Command::Transcribe(a) => commands::transcribe(a),
         Command::Eval(a) => commands::eval(a),
         Command::Inspect(a) => commands::inspect(a),
+        Command::Export(a) => export_cmd::export(a),
         Command::Quantize(a) => ptq_cmd::quantize(a),
         Command::Wer(a) => commands::wer(a),
         Command::Corpus(a) => corpus_cmd::run(a),

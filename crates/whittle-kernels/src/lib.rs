@@ -8,6 +8,8 @@
 //!   each [`Layout`] variant).
 //! * [`quant`]: round-to-nearest (abs-max or MSE clipping) and ternary (TWN) quantizers, built
 //!   from parts; [`gptq`]: GPTQ error compensation; [`linalg`]: the Cholesky helpers it needs.
+//! * [`ggml`]: ggml's block types (`q4_0`, `q5_0`, `q8_0`, ...) and the code-for-code mapping of
+//!   whittle's symmetric formats onto them, for whisper.cpp interop.
 //! * [`pack`]: [`PackedMatrix`] and the zero-copy [`PackedMatrixRef`] with `validate()`.
 //! * [`activations`]: in-place row softmax and GELU, vectorized and multithreaded.
 //! * [`kernels`]: `y = x · W^T + bias` straight from packed weights (AVX2+FMA with run-time
@@ -30,6 +32,7 @@
 pub mod activations;
 pub mod error;
 pub mod format;
+pub mod ggml;
 pub mod gptq;
 pub mod kernels;
 pub mod linalg;

@@ -1,6 +1,7 @@
 //! Finding and loading a model given on the command line: a CTranslate2 folder
-//! (`model.bin` + `config.json` + `tokenizer.json`) or a Hugging Face folder
-//! (`config.json` + `model.safetensors` + `tokenizer.json`).
+//! (`model.bin` + `config.json` + `tokenizer.json`), a Hugging Face folder
+//! (`config.json` + `model.safetensors` + `tokenizer.json`), a `.whittle` file or a whisper.cpp
+//! model file (ggml).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,8 @@ pub enum ModelFormat {
     HuggingFace,
     /// whittle's packed `.whittle` file.
     Whittle,
+    /// whisper.cpp's model file (legacy ggml, `ggml-*.bin`).
+    Ggml,
 }
 
 /// A model folder with its kind detected.
@@ -45,10 +48,17 @@ impl ModelLocation {
                 format: ModelFormat::Whittle,
             });
         }
+        if path.is_file() && crate::models::whisper::ggml::GgmlWhisperFile::sniff(path) {
+            return Ok(Self {
+                dir: path.to_path_buf(),
+                format: ModelFormat::Ggml,
+            });
+        }
         if !path.is_dir() {
             return Err(Error::UnknownModel {
                 path: path.into(),
-                reason: "expected a model folder or a .whittle file".into(),
+                reason: "expected a model folder, a .whittle file or a whisper.cpp ggml file"
+                    .into(),
             });
         }
         let has = |f: &str| path.join(f).is_file();
@@ -81,7 +91,7 @@ impl ModelLocation {
         let file = match self.format {
             ModelFormat::CTranslate2 => self.dir.join("model.bin"),
             ModelFormat::HuggingFace => self.dir.join("model.safetensors"),
-            ModelFormat::Whittle => self.dir.clone(),
+            ModelFormat::Whittle | ModelFormat::Ggml => self.dir.clone(),
         };
         std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
     }
@@ -116,8 +126,10 @@ impl WhisperCheckpoint {
     /// Read a Whisper checkpoint folder.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let location = ModelLocation::detect(path)?;
-        if location.format == ModelFormat::Whittle {
-            return Self::open_packed(location, device);
+        match location.format {
+            ModelFormat::Whittle => return Self::open_packed(location, device),
+            ModelFormat::Ggml => return Self::open_ggml(location, device),
+            _ => {}
         }
         let tokenizer_path = path.join("tokenizer.json");
         if !tokenizer_path.is_file() {
@@ -159,7 +171,9 @@ impl WhisperCheckpoint {
                     Vec::new(),
                 )
             }
-            ModelFormat::Whittle => unreachable!("handled by open_packed above"),
+            ModelFormat::Whittle | ModelFormat::Ggml => {
+                unreachable!("handled by open_packed and open_ggml above")
+            }
         };
         tokenizer.check_vocabulary(
             config.vocab_size,
@@ -172,6 +186,22 @@ impl WhisperCheckpoint {
             tokenizer,
             tokenizer_json,
             unconverted,
+        })
+    }
+
+    fn open_ggml(location: ModelLocation, device: &Device) -> Result<Self> {
+        let file = crate::models::whisper::ggml::GgmlWhisperFile::read(&location.dir)?;
+        let checkpoint = file.checkpoint(device)?;
+        for note in &checkpoint.notes {
+            tracing::warn!(source = %location.dir.display(), "{note}");
+        }
+        Ok(Self {
+            location,
+            store: checkpoint.store,
+            config: checkpoint.config,
+            tokenizer: checkpoint.tokenizer,
+            tokenizer_json: checkpoint.tokenizer_json,
+            unconverted: checkpoint.notes,
         })
     }
 

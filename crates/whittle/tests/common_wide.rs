@@ -27,6 +27,12 @@ pub fn wide_config() -> WhisperConfig {
 /// `common_tiny::hf_tensors` with every 16 (model width) made 64 and every 32 (FFN) made 128,
 /// fresh random values at each tensor's original scale.
 pub fn wide_tensors(seed: u64) -> BTreeMap<String, Tensor> {
+    resized_tensors(seed, WIDE_D, WIDE_FFN)
+}
+
+/// `common_tiny::hf_tensors` with model width `d` and FFN width `ffn`, fresh random values at
+/// each tensor's original scale.
+pub fn resized_tensors(seed: u64, d: usize, ffn: usize) -> BTreeMap<String, Tensor> {
     common_tiny::hf_tensors(seed)
         .into_iter()
         .enumerate()
@@ -34,9 +40,9 @@ pub fn wide_tensors(seed: u64) -> BTreeMap<String, Tensor> {
             let shape: Vec<usize> = t
                 .dims()
                 .iter()
-                .map(|&d| match d {
-                    common_tiny::D => WIDE_D,
-                    common_tiny::FFN => WIDE_FFN,
+                .map(|&dim| match dim {
+                    common_tiny::D => d,
+                    common_tiny::FFN => ffn,
                     other => other,
                 })
                 .collect();

@@ -55,7 +55,7 @@ impl Family {
     /// The family of the model at `location`.
     pub fn detect(location: &ModelLocation) -> Result<Self> {
         match location.format {
-            ModelFormat::CTranslate2 => Ok(Family::Whisper),
+            ModelFormat::CTranslate2 | ModelFormat::Ggml => Ok(Family::Whisper),
             ModelFormat::Whittle => {
                 let file = crate::packed_file::PackedFile::open(&location.dir)?;
                 Self::from_name(file.architecture(), &location.dir)

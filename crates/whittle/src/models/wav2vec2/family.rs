@@ -109,15 +109,15 @@ pub fn open(location: &ModelLocation, device: &Device, dtype: DType) -> Result<O
             let store = crate::model_dir::packed_store(&file, path, device)?;
             (config, vocab, extractor, store)
         }
-        ModelFormat::CTranslate2 => {
+        ModelFormat::CTranslate2 | ModelFormat::Ggml => {
             return Err(Error::UnknownModel {
                 path: path.clone(),
-                reason: "CTranslate2 folders hold Whisper models only".into(),
+                reason: "CTranslate2 folders and whisper.cpp files hold Whisper models only".into(),
             })
         }
     };
     let config_context = match location.format {
-        ModelFormat::Whittle => path.clone(),
+        ModelFormat::Whittle | ModelFormat::Ggml => path.clone(),
         _ => path.join("config.json"),
     };
     let config = Wav2Vec2Config::from_json(&config_value.to_string(), &config_context)?;

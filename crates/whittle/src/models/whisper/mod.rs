@@ -6,6 +6,7 @@ pub mod decode;
 pub mod fallback;
 mod family;
 pub mod from_ct2;
+pub mod ggml;
 pub mod longform;
 pub mod model;
 pub mod search;
