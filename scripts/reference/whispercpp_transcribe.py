@@ -21,7 +21,9 @@ Run with the venv made by scripts/setup_peers.sh:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,11 +76,15 @@ def main() -> None:
 
     if not args.model.is_file():
         sys.exit(f"whispercpp_transcribe.py: model file {args.model} does not exist")
+    # whisper.cpp's log goes to a file: a failed load is only reported there (pywhispercpp keeps a
+    # context that crashes on first use).
+    log = tempfile.NamedTemporaryFile(prefix="whispercpp-", suffix=".log", delete=False)
+    log.close()
     t0 = time.perf_counter()
     try:
         model = Model(
             str(args.model),
-            redirect_whispercpp_logs_to=None,
+            redirect_whispercpp_logs_to=log.name,
             n_threads=args.threads,
             language=args.language,
             translate=False,
@@ -98,6 +104,13 @@ def main() -> None:
     except Exception as e:
         sys.exit(f"whispercpp_transcribe.py: whisper.cpp could not load {args.model}: {e}")
     load_seconds = time.perf_counter() - t0
+    log_text = Path(log.name).read_text(errors="replace")
+    os.unlink(log.name)
+    if "failed to load model" in log_text:
+        errors = [line for line in log_text.splitlines() if "error" in line.lower() or "wrong" in line
+                  or "failed" in line]
+        sys.exit(f"whispercpp_transcribe.py: whisper.cpp could not load {args.model}:\n  "
+                 + "\n  ".join(errors))
 
     def transcribe(samples) -> str:
         segments = model.transcribe(samples)

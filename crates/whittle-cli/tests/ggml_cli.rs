@@ -210,3 +210,115 @@ fn whisper_cpp_runs_an_exact_q8_0_export_as_whittle_does() {
     assert_eq!(words(&cpp), words(&text(&o.stdout)));
     assert_eq!(words(&cpp), JFK);
 }
+
+#[test]
+fn whisper_cpp_runs_a_mixed_precision_export_in_one_exact_type() {
+    let Some((assets, python)) = peer() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("bits.toml");
+    std::fs::write(
+        &map,
+        "default = { bits = 4, group = 32 }\n[layers]\n\"encoder.layers.*\" = { bits = 5, group = 64 }\n\"decoder.layers.0.*\" = { bits = 8 }\n\"decoder.embed_tokens\" = { bits = 6, group = 32 }\n",
+    )
+    .unwrap();
+    let packed = dir.path().join("mixed.whittle");
+    let tiny = assets.join("models/whisper-tiny.en");
+    let o = whittle(&["quantize", p(&tiny), "--bit-map", p(&map), "-o", p(&packed)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // 4, 5, 6 and 8 bits: every matrix fits q8_0 code for code.
+    let model = dir.path().join("ggml-mixed.bin");
+    let o = whittle(&["export", p(&packed), "--require-exact", "-o", p(&model)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("matrices q8_0): 65 of 65"),
+        "{}",
+        text(&o.stdout)
+    );
+    let cpp = whisper_cpp_jfk(&python, &assets, &model, dir.path());
+    let o = whittle(&[
+        "transcribe",
+        p(&model),
+        p(&assets.join("data/real-15/jfk.wav")),
+        "--no-fallback",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(words(&cpp), words(&text(&o.stdout)));
+}
+
+#[test]
+fn whisper_cpp_refuses_a_file_with_two_matrix_types() {
+    // whisper.cpp 1.8.5 creates every matrix with the file's one type and checks each stored
+    // tensor's size against it, so a per-tensor mix does not load there (whittle reads it).
+    let Some((assets, python)) = peer() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = assets.join("models/whisper-tiny.en");
+    let (q5, q8) = (dir.path().join("q5.bin"), dir.path().join("q8.bin"));
+    for (ty, path) in [("q5_0", &q5), ("q8_0", &q8)] {
+        let o = whittle(&["export", p(&tiny), "--ggml-type", ty, "-o", p(path)]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let read = |path: &Path| {
+        (
+            whittle::models::whisper::ggml::GgmlWhisperFile::read(path).unwrap(),
+            std::fs::read(path).unwrap(),
+        )
+    };
+    let ((f5, b5), (f8, b8)) = (read(&q5), read(&q8));
+    let span = |info: &whittle::models::whisper::ggml::GgmlTensorInfo| {
+        let header = info.offset - info.name.len() - 4 * info.ne.len() - 12;
+        header..info.offset + info.bytes
+    };
+    let first = span(&f5.tensors[0]).start;
+    let mut mixed = b5[..first].to_vec();
+    for info in &f5.tensors {
+        if info.name == "encoder.blocks.0.mlp.0.weight" {
+            mixed.extend_from_slice(&b8[span(f8.tensor(&info.name).unwrap())]);
+        } else {
+            mixed.extend_from_slice(&b5[span(info)]);
+        }
+    }
+    let model = dir.path().join("mixed.bin");
+    std::fs::write(&model, &mixed).unwrap();
+    let o = whittle(&[
+        "transcribe",
+        p(&model),
+        p(&assets.join("data/real-15/jfk.wav")),
+        "--no-fallback",
+    ]);
+    assert!(
+        o.status.success(),
+        "whittle reads per-tensor types: {}",
+        text(&o.stderr)
+    );
+    let manifest = dir.path().join("jfk.jsonl");
+    std::fs::write(
+        &manifest,
+        serde_json::json!({"id": "jfk", "audio": assets.join("data/real-15/jfk.wav")}).to_string(),
+    )
+    .unwrap();
+    let o = Command::new(&python)
+        .arg(repo().join("scripts/reference/whispercpp_transcribe.py"))
+        .args([
+            "--model",
+            p(&model),
+            "--manifest",
+            p(&manifest),
+            "--out",
+            p(&dir.path().join("o.jsonl")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "whisper.cpp loaded a file with two matrix types"
+    );
+    assert!(
+        text(&o.stderr).contains("has wrong size in model file"),
+        "{}",
+        text(&o.stderr)
+    );
+}
