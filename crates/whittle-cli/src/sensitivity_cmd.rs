@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use whittle::candle::{DType, Device};
 use whittle::compress::allocate::{allocate as allocate_bits, best_uniform, AllocationRequest};
+use whittle::compress::hessian::{hessian_sensitivity, HessianOptions};
 use whittle::compress::sensitivity::{
     check_model, kl_sensitivity, KlOptions, Metric, SensitivityFile, FORMAT,
 };
@@ -25,7 +26,8 @@ use crate::commands::progress_bar;
 enum MetricArg {
     /// KL divergence of the next-token distributions with only the layer quantized.
     Kl,
-    /// Hessian trace x quantization perturbation (issue 13; not implemented yet).
+    /// Hessian trace (Hutchinson, Rademacher probes, Hessian-vector products by central
+    /// differences of gradients) x quantization perturbation ‖Q(W) − W‖².
     Hessian,
 }
 
@@ -89,6 +91,19 @@ pub struct SensitivityArgs {
     /// extension `labels.jsonl`, afresh.
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// `--metric hessian`: most Rademacher probes.
+    #[arg(long, default_value_t = 64)]
+    probes: usize,
+    /// `--metric hessian`: stop when every trace's running mean changes by less than this,
+    /// relatively, from one probe to the next.
+    #[arg(long, default_value_t = 1e-3)]
+    tolerance: f64,
+    /// `--metric hessian`: finite-difference step, relative to each matrix's RMS weight.
+    #[arg(long, default_value_t = 1e-2)]
+    step: f64,
+    /// `--metric hessian`: seed of the probes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Output sensitivity file (`.json`).
     #[arg(long, short)]
     output: PathBuf,
@@ -96,17 +111,22 @@ pub struct SensitivityArgs {
 
 pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
     let t0 = Instant::now();
-    if let MetricArg::Hessian = args.metric {
-        bail!(
-            "--metric hessian is not implemented yet (issue 13: Hutchinson trace x quantization \
-             perturbation); use --metric kl"
-        );
-    }
     if args.output.extension().is_none_or(|e| e != "json") {
         bail!("output {} must end in .json", args.output.display());
     }
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    if let MetricArg::Hessian = args.metric {
+        if args.probes == 0 {
+            bail!("--probes must be at least 1");
+        }
+        if !(args.step > 0.0 && args.step < 1.0) {
+            bail!("--step {}: the relative step must be in (0, 1)", args.step);
+        }
+        if args.tolerance.is_nan() || args.tolerance < 0.0 {
+            bail!("--tolerance {} must be at least 0", args.tolerance);
+        }
     }
     let candidates = whittle::compress::sensitivity::check_candidates(&args.candidates)?;
     let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
@@ -160,36 +180,81 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
             .prompt(checkpoint.config.is_multilingual()),
         eot: checkpoint.tokenizer.eot,
     };
-    let options = KlOptions {
-        candidates: candidates.clone(),
-        group: args.group,
-        batch_size: args.batch_size,
-    };
     let bar = progress_bar(0);
-    bar.set_message("float logits");
-    let measured = kl_sensitivity(&mut model, &examples, &prompt, &options, |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        bar.set_message(format!("{} W{}: KL {:.3e}", p.layer, p.bits, p.kl));
-    })?;
+    let (metric, layers, scored_tokens, hessian) = match args.metric {
+        MetricArg::Kl => {
+            let options = KlOptions {
+                candidates: candidates.clone(),
+                group: args.group,
+                batch_size: args.batch_size,
+            };
+            bar.set_message("float logits");
+            let measured = kl_sensitivity(&mut model, &examples, &prompt, &options, |p| {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.done as u64);
+                bar.set_message(format!("{} W{}: KL {:.3e}", p.layer, p.bits, p.kl));
+            })?;
+            (Metric::Kl, measured.layers, measured.scored_tokens, None)
+        }
+        MetricArg::Hessian => {
+            let options = HessianOptions {
+                candidates: candidates.clone(),
+                group: args.group,
+                batch_size: args.batch_size,
+                max_probes: args.probes,
+                tolerance: args.tolerance,
+                relative_step: args.step,
+                seed: args.seed,
+            };
+            bar.set_length(args.probes as u64);
+            bar.set_message("Hutchinson probes");
+            let measured = hessian_sensitivity(&mut model, &examples, &prompt, &options, |p| {
+                bar.set_position(p.probe as u64);
+                bar.set_message(format!(
+                    "probe {}/{}: largest relative change {:.2e}",
+                    p.probe, p.max_probes, p.relative_change
+                ));
+            })?;
+            (
+                Metric::Hessian,
+                measured.layers,
+                measured.scored_tokens,
+                Some(measured.estimate),
+            )
+        }
+    };
     bar.finish_and_clear();
+    let nonpositive: Vec<&str> = layers
+        .iter()
+        .filter(|l| l.hessian_trace.is_some_and(|t| t <= 0.0))
+        .map(|l| l.name.as_str())
+        .collect();
+    if !nonpositive.is_empty() {
+        eprintln!(
+            "warning: {} Hessian trace estimates are not positive (the true traces are >= 0; \
+             their estimates are still noisy, so raise --probes): {}",
+            nonpositive.len(),
+            nonpositive.join(", ")
+        );
+    }
     let seconds = t0.elapsed().as_secs_f64();
     let file = SensitivityFile {
         format: FORMAT.to_string(),
         model: args.model.display().to_string(),
         data: args.data.display().to_string(),
-        metric: Metric::Kl,
+        metric,
         candidates: candidates.clone(),
         group: args.group,
         utterances: examples.len(),
         targets: args.targets.name().to_string(),
-        scored_tokens: measured.scored_tokens,
-        params: measured.layers.iter().map(|l| l.params).sum(),
-        float_bytes: measured.layers.iter().map(|l| l.float_bytes).sum(),
+        scored_tokens,
+        params: layers.iter().map(|l| l.params).sum(),
+        float_bytes: layers.iter().map(|l| l.float_bytes).sum(),
         seconds,
         threads: rayon::current_num_threads(),
         whittle_version: env!("CARGO_PKG_VERSION").to_string(),
-        layers: measured.layers,
+        hessian,
+        layers,
     };
     let json = serde_json::to_string_pretty(&file)?;
     whittle::fsutil::write_atomic(&args.output, json.as_bytes())?;
@@ -215,14 +280,36 @@ fn print_sensitivities(file: &SensitivityFile) {
         .iter()
         .map(|b| format!("{:>10}", format!("W{b}")))
         .collect();
-    println!("{:width$} {:>10}{header}", "layer", "params");
+    // The Hessian metric also shows the trace; the candidates are then Ω.
+    let traces = file.metric == Metric::Hessian;
+    let trace_header = if traces {
+        format!("{:>11}", "Tr(H)")
+    } else {
+        String::new()
+    };
+    println!("{:width$} {:>10}{trace_header}{header}", "layer", "params");
     for l in &file.layers {
         let scores: String = l
             .candidates
             .iter()
             .map(|c| format!("{:>10.3e}", c.score(file.metric).unwrap_or(f64::NAN)))
             .collect();
-        println!("{:width$} {:>10}{scores}", l.name, l.params);
+        let trace = match (traces, l.hessian_trace) {
+            (true, Some(t)) => format!("{t:>11.3e}"),
+            _ => String::new(),
+        };
+        println!("{:width$} {:>10}{trace}{scores}", l.name, l.params);
+    }
+    if let Some(h) = &file.hessian {
+        println!(
+            "Hessian-vector products: {}, step {} x rms(W); {} probes ({}; last relative change {:.2e}, tolerance {:.0e})",
+            h.hessian_vector_products,
+            h.relative_step,
+            h.probes,
+            if h.converged { "converged" } else { "probe limit reached" },
+            h.last_relative_change,
+            h.tolerance
+        );
     }
 }
 

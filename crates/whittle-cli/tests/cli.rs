@@ -703,7 +703,7 @@ fn sensitivity_then_allocate_then_quantize() {
 
     let bad = dir.path().join("bad.json");
     let cases: [(&[&str], &str); 3] = [
-        (&["--metric", "hessian"], "not implemented yet"),
+        (&["--metric", "hessian", "--step", "2"], "--step"),
         (&["--metric", "kl", "--candidates", "2,9"], "2..=8"),
         (
             &["--metric", "kl", "--group", "128"],
@@ -722,6 +722,45 @@ fn sensitivity_then_allocate_then_quantize() {
             "{extra:?} decoded first"
         );
     }
+    // The Hessian metric writes the trace, the perturbation and Ω, and allocates from Ω.
+    let hessian = dir.path().join("hessian.json");
+    let o = whittle(&[
+        "sensitivity",
+        p(&model),
+        "--data",
+        p(&data),
+        "--metric",
+        "hessian",
+        "--probes",
+        "3",
+        "--candidates",
+        "2,4,8",
+        "--labels",
+        p(&dir.path().join("sens.labels.jsonl")),
+        "-o",
+        p(&hessian),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = read_json(&hessian);
+    assert_eq!(json["metric"], "hessian");
+    assert_eq!(json["hessian"]["probes"], 3);
+    assert_eq!(
+        json["hessian"]["hessian_vector_products"],
+        "central finite differences of gradients"
+    );
+    let first = &json["layers"][0];
+    assert!(first["hessian_trace"].is_f64() && first["hessian_trace_per_weight"].is_f64());
+    assert!(first["candidates"][0]["hessian"].is_f64());
+    let o = whittle(&[
+        "allocate",
+        p(&hessian),
+        "--budget-bits",
+        "4.5",
+        "-o",
+        p(&map),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     let bad_map = dir.path().join("bad.toml");
     let o = whittle(&[
         "allocate",

@@ -160,46 +160,31 @@ fn whisper_cpp_runs_the_f16_export_and_transcribes_jfk_exactly() {
     );
 }
 
-#[test]
-fn whisper_cpp_runs_an_exact_q8_0_export_as_whittle_does() {
-    let Some((assets, python)) = peer() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let packed = dir.path().join("w8.whittle");
+/// Quantizes tiny.en with `quantize_args`, exports it with `--require-exact` (every one of the 65
+/// matrices must land in q8_0 code for code), and returns whisper.cpp's JFK transcript after
+/// checking that whittle reading the same file transcribes the same words.
+fn exact_q8_0_export_transcribes_alike(
+    assets: &Path,
+    python: &Path,
+    dir: &Path,
+    quantize_args: &[&str],
+) -> String {
+    let packed = dir.join("packed.whittle");
     let tiny = assets.join("models/whisper-tiny.en");
-    let o = whittle(&[
-        "quantize",
-        p(&tiny),
-        "--bits",
-        "8",
-        "--embedding-bits",
-        "8",
-        "--group",
-        "32",
-        "-o",
-        p(&packed),
-    ]);
+    let mut args = vec!["quantize", p(&tiny)];
+    args.extend_from_slice(quantize_args);
+    args.extend(["-o", p(&packed)]);
+    let o = whittle(&args);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let model = dir.path().join("ggml-w8.bin");
-    let report = dir.path().join("report.json");
-    let o = whittle(&[
-        "export",
-        p(&packed),
-        "--require-exact",
-        "-o",
-        p(&model),
-        "--report",
-        p(&report),
-    ]);
+    let model = dir.join("ggml-model.bin");
+    let o = whittle(&["export", p(&packed), "--require-exact", "-o", p(&model)]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
         text(&o.stdout).contains("matrices q8_0): 65 of 65"),
         "{}",
         text(&o.stdout)
     );
-    let cpp = whisper_cpp_jfk(&python, &assets, &model, dir.path());
-    // whittle reads the same file back and transcribes it the same way.
+    let cpp = whisper_cpp_jfk(python, assets, &model, dir);
     let o = whittle(&[
         "transcribe",
         p(&model),
@@ -208,6 +193,21 @@ fn whisper_cpp_runs_an_exact_q8_0_export_as_whittle_does() {
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(words(&cpp), words(&text(&o.stdout)));
+    cpp
+}
+
+#[test]
+fn whisper_cpp_runs_an_exact_q8_0_export_as_whittle_does() {
+    let Some((assets, python)) = peer() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cpp = exact_q8_0_export_transcribes_alike(
+        &assets,
+        &python,
+        dir.path(),
+        &["--bits", "8", "--embedding-bits", "8", "--group", "32"],
+    );
     assert_eq!(words(&cpp), JFK);
 }
 
@@ -218,33 +218,13 @@ fn whisper_cpp_runs_a_mixed_precision_export_in_one_exact_type() {
     };
     let dir = tempfile::tempdir().unwrap();
     let map = dir.path().join("bits.toml");
+    // 4, 5, 6 and 8 bits: every matrix fits q8_0 code for code.
     std::fs::write(
         &map,
         "default = { bits = 4, group = 32 }\n[layers]\n\"encoder.layers.*\" = { bits = 5, group = 64 }\n\"decoder.layers.0.*\" = { bits = 8 }\n\"decoder.embed_tokens\" = { bits = 6, group = 32 }\n",
     )
     .unwrap();
-    let packed = dir.path().join("mixed.whittle");
-    let tiny = assets.join("models/whisper-tiny.en");
-    let o = whittle(&["quantize", p(&tiny), "--bit-map", p(&map), "-o", p(&packed)]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    // 4, 5, 6 and 8 bits: every matrix fits q8_0 code for code.
-    let model = dir.path().join("ggml-mixed.bin");
-    let o = whittle(&["export", p(&packed), "--require-exact", "-o", p(&model)]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stdout).contains("matrices q8_0): 65 of 65"),
-        "{}",
-        text(&o.stdout)
-    );
-    let cpp = whisper_cpp_jfk(&python, &assets, &model, dir.path());
-    let o = whittle(&[
-        "transcribe",
-        p(&model),
-        p(&assets.join("data/real-15/jfk.wav")),
-        "--no-fallback",
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert_eq!(words(&cpp), words(&text(&o.stdout)));
+    exact_q8_0_export_transcribes_alike(&assets, &python, dir.path(), &["--bit-map", p(&map)]);
 }
 
 #[test]

@@ -4,5 +4,6 @@ pub mod allocate;
 pub mod bitmap;
 pub mod calibrate;
 pub mod export;
+pub mod hessian;
 pub mod ptq;
 pub mod sensitivity;

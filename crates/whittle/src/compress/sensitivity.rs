@@ -19,8 +19,8 @@
 //! runs; an encoder matrix of block `i` re-runs the encoder from block `i`'s cached input.
 //! Layers x candidates x batches partial forward passes in all.
 //!
-//! Metric `hessian` (Hutchinson trace x quantization perturbation, issue 13) is not implemented
-//! yet; [`Metric::Hessian`] names it so files and commands can say so.
+//! Metric `hessian` (Hutchinson trace x quantization perturbation, issue 13) is in
+//! [`super::hessian`]; it shares this file format, the candidates and the quantizer.
 
 use std::path::Path;
 
@@ -46,7 +46,7 @@ pub const FORMAT: &str = "whittle-sensitivity-v1";
 pub enum Metric {
     /// Output KL divergence with only the layer quantized.
     Kl,
-    /// Hessian trace x quantization perturbation (issue 13; not implemented yet).
+    /// Hessian trace x quantization perturbation, `Tr(H_i) · ‖Q_b(W_i) − W_i‖²`.
     Hessian,
 }
 
@@ -72,6 +72,12 @@ pub struct CandidateScore {
     /// Mean KL divergence (nats per scored token), metric `kl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
+    /// `Ω = Tr(H) · ‖Q_b(W) − W‖²`, metric `hessian`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hessian: Option<f64>,
+    /// `‖Q_b(W) − W‖²`, metric `hessian`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perturbation: Option<f64>,
 }
 
 impl CandidateScore {
@@ -79,7 +85,7 @@ impl CandidateScore {
     pub fn score(&self, metric: Metric) -> Option<f64> {
         match metric {
             Metric::Kl => self.kl,
-            Metric::Hessian => None,
+            Metric::Hessian => self.hessian,
         }
     }
 }
@@ -98,6 +104,13 @@ pub struct LayerSensitivity {
     pub params: u64,
     /// Bytes at 16 bits per weight, for reference.
     pub float_bytes: u64,
+    /// Hutchinson estimate of the trace of the loss Hessian in this matrix's weights (metric
+    /// `hessian`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hessian_trace: Option<f64>,
+    /// The trace divided by the matrix's weight count (the other convention of the literature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hessian_trace_per_weight: Option<f64>,
     /// One entry per candidate, in the file's candidate order.
     pub candidates: Vec<CandidateScore>,
 }
@@ -134,6 +147,9 @@ pub struct SensitivityFile {
     pub threads: usize,
     /// whittle's version.
     pub whittle_version: String,
+    /// How the Hessian traces were estimated (metric `hessian`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hessian: Option<super::hessian::HessianEstimate>,
     /// Every quantizable matrix, in the model's order.
     pub layers: Vec<LayerSensitivity>,
 }
@@ -392,7 +408,7 @@ fn encoder_layer(name: &str) -> Option<usize> {
 }
 
 /// Sets the weight of quantizable matrix `index` and returns the previous one.
-fn swap_weight(model: &mut Whisper, index: usize, weight: Weight) -> Weight {
+pub(crate) fn swap_weight(model: &mut Whisper, index: usize, weight: Weight) -> Weight {
     let mut layers = model.quantizable_mut();
     std::mem::replace(&mut layers[index].1.weight, weight)
 }
@@ -417,8 +433,36 @@ fn logits_after_change(
     decoder_logits(model, batch, &encoded)
 }
 
+/// The weights of a `rows x cols` matrix after `bits`-bit symmetric round-to-nearest with one f16
+/// scale per `group` inputs, through the packed format (so the bytes are checked against
+/// [`candidate_bytes`]); `name` names the matrix in errors.
+pub(crate) fn quantized_values(
+    name: &str,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    bits: u8,
+    group: usize,
+) -> Result<Vec<f32>> {
+    let format = packed_format(bits, group)?;
+    let kernel_err = |e: whittle_kernels::KernelError| Error::config(name, e.to_string());
+    let q = whittle_kernels::UniformQuantizer::symmetric(bits, format.quant.granularity)
+        .and_then(|q| q.quantize(values, rows, cols))
+        .map_err(kernel_err)?;
+    let packed = PackedMatrix::pack_with(&q, format.layout).map_err(kernel_err)?;
+    let packed_bytes = packed.codes().len() + 2 * packed.scales().len();
+    let stored = candidate_bytes(name, rows, cols, bits, group)?;
+    if packed_bytes as u64 != stored {
+        return Err(Error::config(
+            name,
+            format!("{bits} bits packed to {packed_bytes} bytes, the format says {stored}"),
+        ));
+    }
+    Ok(packed.dequantize())
+}
+
 /// Each quantizable matrix of `model` with its float weight and its bytes at each candidate.
-fn float_layers(
+pub(crate) fn float_layers(
     model: &mut Whisper,
     candidates: &[u8],
     group: usize,
@@ -493,21 +537,9 @@ pub fn kl_sensitivity(
         let values: Vec<f32> = original.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let mut scores = Vec::with_capacity(candidates.len());
         for (&bits, &stored) in candidates.iter().zip(&bytes) {
-            let format = packed_format(bits, options.group)?;
-            let kernel_err = |e: whittle_kernels::KernelError| Error::config(&name, e.to_string());
-            let q = whittle_kernels::UniformQuantizer::symmetric(bits, format.quant.granularity)
-                .and_then(|q| q.quantize(&values, rows, cols))
-                .map_err(kernel_err)?;
-            let packed = PackedMatrix::pack_with(&q, format.layout).map_err(kernel_err)?;
-            let packed_bytes = packed.codes().len() + 2 * packed.scales().len();
-            if packed_bytes as u64 != stored {
-                return Err(Error::config(
-                    &name,
-                    format!("{bits} bits packed to {packed_bytes} bytes, the format says {stored}"),
-                ));
-            }
-            let dequantized = Tensor::from_vec(packed.dequantize(), (rows, cols), &device)?
-                .to_dtype(original.dtype())?;
+            let quantized = quantized_values(&name, &values, rows, cols, bits, options.group)?;
+            let dequantized =
+                Tensor::from_vec(quantized, (rows, cols), &device)?.to_dtype(original.dtype())?;
             swap_weight(model, index, Weight::Float(dequantized));
             let measured = (|| {
                 let mut sum = 0.0;
@@ -529,6 +561,8 @@ pub fn kl_sensitivity(
                 bits,
                 bytes: stored,
                 kl: Some(kl),
+                hessian: None,
+                perturbation: None,
             });
             progress(&KlProgress {
                 layer: &name,
@@ -544,6 +578,8 @@ pub fn kl_sensitivity(
             cols,
             params: (rows * cols) as u64,
             float_bytes: (rows * cols * 2) as u64,
+            hessian_trace: None,
+            hessian_trace_per_weight: None,
             candidates: scores,
         });
     }

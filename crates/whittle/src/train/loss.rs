@@ -58,7 +58,12 @@ pub fn forward(model: &Whisper, batch: &Batch, taps: &[HiddenTap]) -> Result<Out
         Some(table) => rows.matmul(&table.t()?)?,
         None => {
             let table = model.decoder.embed_tokens.weight.to_dense()?;
-            crate::nn::fused::matmul_fixed_t(&rows, &table)?
+            // A float table that is a variable (the Hessian sensitivity's) gets its gradient.
+            if table.is_variable() && crate::nn::dense::fusable(&rows, &table, None) {
+                crate::nn::dense::linear(&rows, &table, None)?
+            } else {
+                crate::nn::fused::matmul_fixed_t(&rows, &table)?
+            }
         }
     };
     let mut layers = layers.into_iter();
