@@ -3,7 +3,9 @@
 //! formats change:
 //! `FUZZ_SEEDS=fuzz/seeds cargo test --release -p whittle --test fuzz_seeds -- --ignored`
 
-mod common_tiny;
+mod common_wide;
+
+use common_wide::common_tiny;
 
 use std::path::Path;
 
@@ -73,4 +75,45 @@ fn write_fuzz_seeds() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     whittle::compress::export::write_whisper(&ck.store, &mut model, &tokenizer, &[], &path)
         .unwrap();
+
+    // whisper.cpp ggml: width 32 and MLP 128 (whisper.cpp's 4 x d_model, whole 32-weight
+    // blocks), 4-bit matrices as q4_0. The second seed has Whisper's English vocabulary size
+    // (51,864 rows of the q4_0 embedding, 0.9 MB), the smallest file the import accepts.
+    for (name, vocab) in [("tiny-q4_0.bin", VOCAB), ("tiny-q4_0-vocab.bin", 51_864)] {
+        let dir = tmp.path().join(name);
+        let mut tensors = common_wide::resized_tensors(3, 32, 128);
+        tensors.insert(
+            "model.encoder.embed_positions.weight".into(),
+            random(&[POSITIONS, 32], 7, 0.5),
+        );
+        tensors.insert(
+            "model.decoder.embed_tokens.weight".into(),
+            random(&[vocab, 32], 8, 0.5),
+        );
+        write_hf(&dir, &tensors);
+        let mut c = common_tiny::config();
+        c.max_source_positions = POSITIONS;
+        (
+            c.d_model,
+            c.encoder_ffn_dim,
+            c.decoder_ffn_dim,
+            c.vocab_size,
+        ) = (32, 128, 128, vocab);
+        let mut json = serde_json::to_value(&c).unwrap();
+        json["model_type"] = "whisper".into();
+        std::fs::write(dir.join("config.json"), json.to_string()).unwrap();
+        let ck = WhisperCheckpoint::open(&dir, &Device::Cpu).unwrap();
+        let (mut model, tokenizer, _) = ck.build(DType::F32).unwrap();
+        let map = BitMap::uniform(LayerFormat::uniform(4, Some(32)))
+            .with_rule(
+                whittle::models::whisper::TOKEN_EMBEDDING,
+                LayerFormat::uniform(4, Some(32)),
+            )
+            .unwrap();
+        quantize_linears(&mut model, &map, PtqMethod::Rtn, None).unwrap();
+        let path = out.join("ggml_whisper").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        whittle::models::whisper::ggml::write_ggml(&model, &tokenizer, Default::default(), &path)
+            .unwrap();
+    }
 }
