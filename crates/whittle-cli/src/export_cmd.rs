@@ -81,34 +81,22 @@ pub fn export(args: ExportArgs) -> Result<()> {
         &args.output,
     )
     .with_context(|| format!("writing {}", args.output.display()))?;
-    let matrices: Vec<_> = report
-        .tensors
-        .iter()
-        .filter(|t| t.ggml_type == report.matrix_type && t.name.ends_with(".weight"))
-        .collect();
-    let exact = matrices.iter().filter(|t| t.exact).count();
-    for t in report
-        .inexact()
-        .filter(|t| t.source != "float" || t.ggml_type != "f32")
-    {
-        if t.ggml_type == report.matrix_type {
-            eprintln!(
-                "warning: {} ({}) re-quantized to {}: relative RMS error {:.3e}, max |error| {:.3e}",
-                t.name, t.source, t.ggml_type, t.relative_rms_error, t.max_abs_error
-            );
-        }
+    let (matrices, others): (Vec<_>, Vec<_>) = report.tensors.iter().partition(|t| t.matrix);
+    for t in matrices.iter().filter(|t| !t.exact) {
+        eprintln!(
+            "warning: {} ({}) re-quantized to {}: relative RMS error {:.3e}, max |error| {:.3e}",
+            t.name, t.source, t.ggml_type, t.relative_rms_error, t.max_abs_error
+        );
     }
     println!(
-        "wrote {} ({} bytes, whisper.cpp ggml, matrices {}): {exact} of {} matrices copied code for code",
+        "wrote {} ({} bytes, whisper.cpp ggml, matrices {}): {} of {} matrices copied code for code",
         args.output.display(),
         report.bytes,
         report.matrix_type,
+        matrices.iter().filter(|t| t.exact).count(),
         matrices.len()
     );
-    let rounded: Vec<_> = report
-        .inexact()
-        .filter(|t| t.ggml_type != report.matrix_type || !t.name.ends_with(".weight"))
-        .collect();
+    let rounded: Vec<_> = others.iter().filter(|t| !t.exact).collect();
     if let Some(worst) = rounded
         .iter()
         .max_by(|a, b| a.relative_rms_error.total_cmp(&b.relative_rms_error))

@@ -260,6 +260,11 @@ fn packed_model_exports_code_for_code_and_reads_back() {
         file.values(ln).unwrap(),
         t.model.decoder.layer_norm.bias.to_vec1::<f32>().unwrap()
     );
+    // The report marks exactly the matrices stored in the file's matrix type.
+    assert!(report
+        .tensors
+        .iter()
+        .all(|r| r.matrix == is_matrix(&r.name)));
     // Every matrix was copied; the rest are float tensors rounded to whisper.cpp's types.
     assert!(report
         .tensors
@@ -403,7 +408,7 @@ fn crafted_files_are_refused_with_named_errors() {
     // The first tensor header follows the vocabulary.
     let file = GgmlWhisperFile::parse(std::path::Path::new("v"), valid.clone()).unwrap();
     let first = &file.tensors[0];
-    let header_at = first.offset - first.name.len() - 4 * first.ne.len() - 12;
+    let header_at = first.header_offset();
     assert!(refused(dir.path(), &set_i32(header_at, 7)).contains("tensor rank 7"));
     assert!(refused(dir.path(), &set_i32(header_at + 4, 0)).contains("name length 0"));
     assert!(refused(dir.path(), &set_i32(header_at + 8, 4)).contains("ggml type 4"));
@@ -422,7 +427,7 @@ fn crafted_files_are_refused_with_named_errors() {
         .iter()
         .find(|t| t.ggml_type == GgmlType::Q4_0)
         .unwrap();
-    let matrix_header = matrix.offset - matrix.name.len() - 4 * matrix.ne.len() - 12;
+    let matrix_header = matrix.header_offset();
     let err = refused(dir.path(), &set_i32(matrix_header + 12, 48));
     assert!(err.contains("not whole q4_0 blocks"), "{err}");
 }

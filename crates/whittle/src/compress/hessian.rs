@@ -133,28 +133,23 @@ fn gradients(
     for (index, var) in vars.iter().enumerate() {
         swap_weight(model, index, Weight::Float(var.as_tensor().clone()));
     }
-    let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
+    // A matrix the loss does not reach (no gradient recorded) keeps a zero gradient.
+    let mut sums: Vec<Tensor> = vars
+        .iter()
+        .map(|v| v.as_tensor().zeros_like())
+        .collect::<candle_core::Result<_>>()?;
     for (batch, teacher) in batches {
         let logits = forward(model, batch, &[])?.logits;
         let share = batch.target_count() as f64 / scored_tokens.max(1) as f64;
         let loss = (kl_divergence(&logits, teacher, 1.0)? * share)?;
         let grads = loss.backward()?;
         for (sum, var) in sums.iter_mut().zip(&vars) {
-            let g = grads
-                .get(var.as_tensor())
-                .cloned()
-                .unwrap_or(var.as_tensor().zeros_like()?);
-            *sum = Some(match sum.take() {
-                Some(s) => (s + g)?,
-                None => g,
-            });
+            if let Some(g) = grads.get(var.as_tensor()) {
+                *sum = (&*sum + g)?;
+            }
         }
     }
-    Ok(sums
-        .into_iter()
-        .zip(&vars)
-        .map(|(s, v)| s.unwrap_or_else(|| v.as_tensor().zeros_like().expect("zeros")))
-        .collect())
+    Ok(sums)
 }
 
 fn sum_f64(t: &Tensor) -> Result<f64> {

@@ -90,6 +90,12 @@ pub struct GgmlTensorInfo {
 }
 
 impl GgmlTensorInfo {
+    /// Offset of the tensor's header (`n_dims`, name length, type, extents, name) from the start
+    /// of the file: the header is written immediately before the data.
+    pub fn header_offset(&self) -> usize {
+        self.offset - self.name.len() - 4 * self.ne.len() - 12
+    }
+
     /// Number of weights.
     pub fn elements(&self) -> usize {
         self.ne.iter().product()
@@ -348,6 +354,9 @@ pub struct GgmlTensorReport {
     pub ggml_type: String,
     /// What whittle held: `float`, or the packed format (`W4 g64`, `ternary g64`, ...).
     pub source: String,
+    /// Whether it is one of the matrices stored in the file's matrix type (the linear layers
+    /// and the token embedding), rather than a conv kernel, bias, norm or position table.
+    pub matrix: bool,
     /// Whether the stored weights equal whittle's, bit for bit.
     pub exact: bool,
     /// Largest absolute difference from whittle's weights.
@@ -550,6 +559,7 @@ impl TensorWriter {
         ne: &[usize],
         values: &[f32],
         source: String,
+        matrix: bool,
     ) -> Result<()> {
         let bytes = codec::quantize_f32(values, ne[0], ty).map_err(|e| tensor_error(name, e))?;
         let stored =
@@ -561,7 +571,8 @@ impl TensorWriter {
             name: name.to_string(),
             ggml_type: ty.name().to_string(),
             source,
-            exact: max_abs_error == 0.0 && stored.iter().zip(values).all(|(a, b)| a == b),
+            matrix,
+            exact: stored.iter().zip(values).all(|(a, b)| a == b),
             max_abs_error,
             relative_rms_error,
         });
@@ -571,7 +582,14 @@ impl TensorWriter {
     fn tensor(&mut self, name: &str, t: &Tensor) -> Result<()> {
         // Row-major `[a, b]` is ggml's `ne = [b, a]`; a vector stays one extent.
         let ne: Vec<usize> = t.dims().iter().rev().copied().collect();
-        self.float(name, GgmlType::F32, &ne, &tensor_values(t)?, "float".into())
+        self.float(
+            name,
+            GgmlType::F32,
+            &ne,
+            &tensor_values(t)?,
+            "float".into(),
+            false,
+        )
     }
 
     fn layer_norm(&mut self, prefix: &str, norm: &LayerNorm) -> Result<()> {
@@ -607,6 +625,7 @@ impl TensorWriter {
                     name: name.to_string(),
                     ggml_type: ty.name().to_string(),
                     source,
+                    matrix: true,
                     exact: true,
                     max_abs_error: 0.0,
                     relative_rms_error: 0.0,
@@ -615,7 +634,7 @@ impl TensorWriter {
             }
         }
         let values = tensor_values(&linear.weight.to_dense()?)?;
-        self.float(name, ty, &[cols, rows], &values, source)
+        self.float(name, ty, &[cols, rows], &values, source, true)
     }
 }
 
@@ -713,6 +732,7 @@ pub fn write_ggml(
             &[k, in_ch, out_ch],
             &tensor_values(&kernel)?,
             packed_format_name(&conv.weight),
+            false,
         )?;
         let bias = conv
             .bias
@@ -724,6 +744,7 @@ pub fn write_ggml(
             &[1, out_ch],
             &tensor_values(bias)?,
             "float".into(),
+            false,
         )?;
     }
     for (part, layers) in [("encoder", &enc.layers), ("decoder", &model.decoder.layers)] {
