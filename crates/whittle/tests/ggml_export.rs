@@ -312,7 +312,7 @@ fn matrices_a_type_cannot_hold_are_requantized_and_reported() {
         .tensors
         .iter()
         .filter(|r| is_matrix(&r.name) && !r.name.contains("token_embedding"))
-        .all(|r| r.exact && r.source == "W4 g32"));
+        .all(|r| r.exact && r.source == "sym4 g32"));
 }
 
 #[test]

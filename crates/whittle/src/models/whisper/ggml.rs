@@ -352,7 +352,7 @@ pub struct GgmlTensorReport {
     pub name: String,
     /// Stored ggml type.
     pub ggml_type: String,
-    /// What whittle held: `float`, or the packed format (`W4 g64`, `ternary g64`, ...).
+    /// What whittle held: `float`, or the packed format as `inspect` labels it (`sym4 g64`, ...).
     pub source: String,
     /// Whether it is one of the matrices stored in the file's matrix type (the linear layers
     /// and the token embedding), rather than a conv kernel, bias, norm or position table.
@@ -385,19 +385,7 @@ impl GgmlExportReport {
 
 fn packed_format_name(weight: &Weight) -> String {
     match weight {
-        Weight::Packed(p) => {
-            let format = p.format().quant;
-            let scheme = match format.scheme {
-                whittle_kernels::Scheme::Symmetric { bits } => format!("W{bits}"),
-                whittle_kernels::Scheme::Asymmetric { bits } => format!("W{bits} asymmetric"),
-                whittle_kernels::Scheme::Ternary => "ternary".to_string(),
-            };
-            match format.granularity {
-                whittle_kernels::Granularity::Group(n) => format!("{scheme} g{n}"),
-                whittle_kernels::Granularity::PerRow => format!("{scheme} per row"),
-                whittle_kernels::Granularity::PerTensor => format!("{scheme} per tensor"),
-            }
-        }
+        Weight::Packed(p) => crate::packed_file::format_label(p.format()),
         Weight::Float(_) => "float".to_string(),
         Weight::FakeQuant(_) => "fake-quantized (not extracted)".to_string(),
         Weight::Mixed(_) => "mixed-precision supernet (not extracted)".to_string(),
