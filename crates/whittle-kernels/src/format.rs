@@ -180,6 +180,12 @@ pub enum Layout {
     /// `ceil(n / 5)` bytes. g64: 13 + 2 = 15 bytes per 64 weights = 1.875 bpw; g128: 26 + 2 = 28
     /// bytes = 1.75 bpw; per row at 384 inputs: 77 + 2 = 79 bytes = 1.65 bpw.
     Trits5,
+    /// Ternary codes stored sparsely, so the size follows the zeros: per row, one `u32` nonzero
+    /// mask per 32 weights and one sign bit per nonzero, after a table of row offsets (byte by
+    /// byte in [`crate::ternary`]). A row of `z` nonzeros out of `n` takes
+    /// `4 ceil(n / 32) + ceil(z / 8)` bytes, about `1 + z / n` bits per weight; rows differ in
+    /// length, so there is no fixed row size ([`PackedFormat::row_bytes`] is `None`).
+    TernarySparse,
 }
 
 impl Layout {
@@ -208,8 +214,13 @@ impl Layout {
             Layout::Bits5 => Some(20),
             Layout::Bits6 => Some(24),
             Layout::Bits8 => Some(32),
-            Layout::Trits5 => None,
+            Layout::Trits5 | Layout::TernarySparse => None,
         }
+    }
+
+    /// Whether rows take different numbers of bytes (the codes start with a row offset table).
+    pub fn is_sparse(self) -> bool {
+        self == Layout::TernarySparse
     }
 
     /// Largest code the layout can hold.
@@ -221,7 +232,7 @@ impl Layout {
             Layout::Bits5 => 31,
             Layout::Bits6 => 63,
             Layout::Bits8 => 255,
-            Layout::Trits5 => 2,
+            Layout::Trits5 | Layout::TernarySparse => 2,
         }
     }
 
@@ -233,6 +244,9 @@ impl Layout {
 
     /// Bytes taken by a group of `len` weights, `None` on overflow (crafted sizes).
     pub fn checked_group_bytes(self, len: usize) -> Option<usize> {
+        if self.is_sparse() {
+            return None;
+        }
         match self.block_bytes() {
             Some(bytes) => len.div_ceil(BLOCK).checked_mul(bytes),
             None => Some(len.div_ceil(TRITS_PER_BYTE)),
@@ -277,7 +291,8 @@ impl PackedFormat {
         Ok(())
     }
 
-    /// Packed code bytes of one row of `cols` weights, `None` on overflow.
+    /// Packed code bytes of one row of `cols` weights, `None` on overflow or for the sparse
+    /// layout (whose rows differ in length).
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
         let group = self.quant.granularity.group_len(cols);
         if group == 0 {
@@ -299,7 +314,8 @@ impl PackedFormat {
                 .group_bytes(self.quant.granularity.group_len(cols))
     }
 
-    /// Total stored bytes (codes + scales + zero points) for a `rows x cols` matrix.
+    /// Total stored bytes (codes + scales + zero points) for a `rows x cols` matrix (`None` for
+    /// the sparse layout, whose size depends on the codes).
     pub fn total_bytes(self, rows: usize, cols: usize) -> Option<usize> {
         let codes = rows.checked_mul(self.row_bytes(cols)?)?;
         let groups = self.quant.granularity.scale_count(rows, cols)?;

@@ -10,6 +10,8 @@
 //!   from parts; [`gptq`]: GPTQ error compensation; [`linalg`]: the Cholesky helpers it needs.
 //! * [`ggml`]: ggml's block types (`q4_0`, `q5_0`, `q8_0`, ...) and the code-for-code mapping of
 //!   whittle's symmetric formats onto them, for whisper.cpp interop.
+//! * [`ternary`]: the cosine-optimal ternary projection of hyperspherical quantization, TWN's,
+//!   and the sparse ternary layout whose size follows the zeros.
 //! * [`pack`]: [`PackedMatrix`] and the zero-copy [`PackedMatrixRef`] with `validate()`.
 //! * [`activations`]: in-place row softmax and GELU, vectorized and multithreaded.
 //! * [`kernels`]: `y = x · W^T + bias` straight from packed weights (AVX2+FMA with run-time
@@ -38,6 +40,7 @@ pub mod kernels;
 pub mod linalg;
 pub mod pack;
 pub mod quant;
+pub mod ternary;
 
 pub use error::{KernelError, Result};
 pub use format::{Granularity, Layout, PackedFormat, QuantFormat, Scheme, BLOCK};

@@ -53,6 +53,16 @@ impl PackedMatrix {
     pub fn pack_with(matrix: &QuantizedMatrix, layout: Layout) -> Result<Self> {
         let format = PackedFormat::new(matrix.format(), layout)?;
         let (rows, cols) = (matrix.rows(), matrix.cols());
+        if layout.is_sparse() {
+            return Ok(PackedMatrix {
+                rows,
+                cols,
+                format,
+                codes: crate::ternary::encode_sparse(matrix.codes(), rows, cols)?,
+                scales: matrix.scales().to_vec(),
+                zero_points: matrix.zero_points().map(<[u8]>::to_vec),
+            });
+        }
         let row_bytes = format.row_bytes(cols).ok_or(KernelError::InvalidShape {
             rows,
             cols,
@@ -139,6 +149,11 @@ impl PackedMatrix {
         self.zero_points.as_deref()
     }
 
+    /// Bytes stored: codes, scales and zero points (what a file holds for this matrix).
+    pub fn stored_bytes(&self) -> usize {
+        self.codes.len() + 2 * self.scales.len() + self.zero_points.as_ref().map_or(0, Vec::len)
+    }
+
     /// Unpacks to one code per weight.
     pub fn unpack(&self) -> QuantizedMatrix {
         self.as_ref()
@@ -210,12 +225,16 @@ impl<'a> PackedMatrixRef<'a> {
             cols,
             reason: "packed size overflows usize",
         };
-        let code_bytes = self
-            .format
-            .row_bytes(cols)
-            .and_then(|b| b.checked_mul(rows))
-            .ok_or(overflow)?;
-        expect_len("codes", code_bytes, self.codes.len())?;
+        if self.format.layout.is_sparse() {
+            crate::ternary::SparseTernary::new(self.codes, rows, cols)?;
+        } else {
+            let code_bytes = self
+                .format
+                .row_bytes(cols)
+                .and_then(|b| b.checked_mul(rows))
+                .ok_or(overflow)?;
+            expect_len("codes", code_bytes, self.codes.len())?;
+        }
         let groups = self
             .format
             .quant
@@ -269,6 +288,11 @@ impl<'a> PackedMatrixRef<'a> {
     pub(crate) fn decode_row_codes(&self, row: usize, out: &mut [u8]) {
         let cols = self.cols;
         let layout = self.format.layout;
+        if layout.is_sparse() {
+            crate::ternary::SparseTernary::trusted(self.codes, self.rows, cols)
+                .decode_row(row, out);
+            return;
+        }
         let row_bytes = self.format.row_bytes(cols).unwrap_or(0);
         let packed = self.row_codes(row, row_bytes);
         let group_len = self.format.quant.granularity.group_len(cols);
@@ -443,7 +467,7 @@ fn encode_block(layout: Layout, codes: &[u8; BLOCK], out: &mut [u8]) {
             encode_bits2(&codes.map(|c| c >> 4), &mut out[16..]);
         }
         Layout::Bits8 => out[..BLOCK].copy_from_slice(codes),
-        Layout::Trits5 => unreachable!("Trits5 is not block based"),
+        Layout::Trits5 | Layout::TernarySparse => unreachable!("{layout:?} is not block based"),
     }
 }
 
@@ -488,6 +512,6 @@ pub(crate) fn decode_block(layout: Layout, packed: &[u8], out: &mut [u8; BLOCK])
             decode_bits2(&packed[16..], out, 4);
         }
         Layout::Bits8 => out.copy_from_slice(&packed[..BLOCK]),
-        Layout::Trits5 => unreachable!("Trits5 is not block based"),
+        Layout::Trits5 | Layout::TernarySparse => unreachable!("{layout:?} is not block based"),
     }
 }

@@ -316,6 +316,7 @@ fn layout_name(layout: Layout) -> &'static str {
         Layout::Bits6 => "bits6",
         Layout::Bits8 => "bits8",
         Layout::Trits5 => "trits5",
+        Layout::TernarySparse => "ternary-sparse",
     }
 }
 
@@ -328,6 +329,7 @@ fn layout_from_name(name: &str) -> Option<Layout> {
         "bits6" => Layout::Bits6,
         "bits8" => Layout::Bits8,
         "trits5" => Layout::Trits5,
+        "ternary-sparse" => Layout::TernarySparse,
         _ => return None,
     })
 }

@@ -77,6 +77,10 @@ fn packed_cases() -> Vec<(&'static str, PackedMatrix)> {
             "dec.fc2.ternary_bits2_row",
             ternary(Granularity::PerRow, Layout::Bits2, 4, 33, 8),
         ),
+        (
+            "dec.fc2.ternary_sparse_g64",
+            ternary(Granularity::Group(64), Layout::TernarySparse, 5, 100, 9),
+        ),
     ]
 }
 
@@ -288,11 +292,14 @@ fn summaries_report_format_bits_and_bytes() {
         assert_eq!(summary.kind, TensorKind::Packed);
         assert_eq!(summary.shape, [matrix.rows(), matrix.cols()]);
         let format = matrix.format();
-        let expected_bytes = format.total_bytes(matrix.rows(), matrix.cols()).unwrap() as u64;
+        let expected_bytes = matrix.stored_bytes() as u64;
         assert_eq!(summary.bytes, expected_bytes, "{name}");
+        if let Some(bytes) = format.total_bytes(matrix.rows(), matrix.cols()) {
+            assert_eq!(bytes as u64, expected_bytes, "{name}");
+        }
         assert_eq!(
-            Some(summary.bits_per_weight),
-            format.bits_per_weight(matrix.rows(), matrix.cols())
+            summary.bits_per_weight,
+            expected_bytes as f64 * 8.0 / (matrix.rows() * matrix.cols()) as f64
         );
     }
     let labels: Vec<&str> = summaries[2..].iter().map(|s| s.format.as_str()).collect();

@@ -113,8 +113,8 @@ mod imp {
             CodeSource::Packed(Layout::Bits6) => BITS6,
             CodeSource::Packed(Layout::Bits8) => BITS8,
             CodeSource::Bytes => BYTES,
-            CodeSource::Packed(Layout::Trits5) => {
-                unreachable!("ternary 1.6-bit rows are decoded before the dot")
+            CodeSource::Packed(Layout::Trits5 | Layout::TernarySparse) => {
+                unreachable!("ternary 1.6-bit and sparse rows are decoded before the dot")
             }
         };
         assert!(super::available());

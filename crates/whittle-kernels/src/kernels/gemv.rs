@@ -235,7 +235,7 @@ impl<'a> PackedPlan<'a> {
         let groups = granularity.groups_per_row(k);
         let layout = w.format.layout;
         let source = match (isa, layout) {
-            (_, Layout::Trits5) | (Isa::Scalar, _) => CodeSource::Bytes,
+            (_, Layout::Trits5 | Layout::TernarySparse) | (Isa::Scalar, _) => CodeSource::Bytes,
             // Two blocks per load need block pairs that never straddle two groups.
             (Isa::Avx2Fma, Layout::Bits4) if blocks_per_group & 1 == 0 || groups == 1 => {
                 CodeSource::Bits4Pairs

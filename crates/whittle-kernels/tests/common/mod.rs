@@ -62,7 +62,7 @@ pub fn all_formats(granularity: Granularity) -> Vec<(String, MakeFormat)> {
             ));
         }
     }
-    for layout in [Layout::Bits2, Layout::Trits5] {
+    for layout in [Layout::Bits2, Layout::Trits5, Layout::TernarySparse] {
         out.push((
             format!("ternary {layout:?} {granularity:?}"),
             Box::new(move |w, rows, cols| {
