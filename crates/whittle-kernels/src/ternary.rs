@@ -162,6 +162,7 @@ fn row_bytes_from_masks(masks: &[u8]) -> usize {
 }
 
 /// Payload bytes of a row of `cols` weights with `nonzeros` nonzeros.
+#[cfg(test)]
 fn row_payload_bytes(cols: usize, nonzeros: usize) -> usize {
     cols.div_ceil(BLOCK) * 4 + nonzeros.div_ceil(8)
 }
