@@ -84,6 +84,7 @@ impl PtqArgs {
             0 => LayerFormat::Ternary {
                 group: self.group,
                 trits5: false,
+                sparse: false,
             },
             2..=8 => LayerFormat::uniform(bits, self.group),
             other => bail!("--bits {other}: expected 2..=8, or 0 for ternary"),

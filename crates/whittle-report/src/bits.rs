@@ -391,6 +391,11 @@ fn layer_format(entry: &Value) -> std::result::Result<LayerFormat, String> {
                 .and_then(Value::as_bool)
                 .unwrap_or(false)
                 || entry.get("layout").and_then(Value::as_str) == Some("1.6bit"),
+            sparse: entry
+                .get("sparse")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                || entry.get("layout").and_then(Value::as_str) == Some("sparse"),
         }),
         Some("uniform") => {
             let bits = entry
@@ -612,6 +617,7 @@ mod tests {
                     LayerFormat::Ternary {
                         group: Some(64),
                         trits5: true,
+                        sparse: false,
                     },
                 ),
             ],
@@ -645,7 +651,8 @@ mod tests {
             layer_format(&ternary).unwrap(),
             LayerFormat::Ternary {
                 group: Some(64),
-                trits5: true
+                trits5: true,
+                sparse: false,
             }
         );
         assert!(layer_format(&serde_json::json!({"format": "int4"})).is_err());

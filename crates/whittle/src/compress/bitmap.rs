@@ -13,7 +13,7 @@
 //! A rule is `"float"`, `"ternary"` or a table with `format` (`uniform`, `ternary`, `float`;
 //! default `uniform`), `bits` (2..=8), `group` (a multiple of 32, or `"channel"` for one scale
 //! per output channel, the default), `symmetric` (default true) and, for ternary, `layout`
-//! (`"2bit"` or `"1.6bit"`). Patterns match a layer's path with or without the leading
+//! (`"2bit"`, `"1.6bit"` or `"sparse"`). Patterns match a layer's path with or without the leading
 //! `model.`. When several patterns match, the most specific one (most literal characters) wins;
 //! a tie between different formats is an error, as is a pattern that matches no layer.
 //! Layers outside the map (embeddings, positions, norms, the conv stem) stay float, and the
@@ -49,6 +49,10 @@ pub enum LayerFormat {
         group: Option<usize>,
         /// 1.6 bits per weight (5 trits per byte) rather than 2.
         trits5: bool,
+        /// The sparse layout (nonzero masks and sign bits, about `1 + nonzero fraction` bits per
+        /// weight), which overrides `trits5`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        sparse: bool,
     },
 }
 
@@ -75,6 +79,7 @@ impl LayerFormat {
     pub fn layout(self) -> Option<Layout> {
         match self {
             LayerFormat::Float => None,
+            LayerFormat::Ternary { sparse: true, .. } => Some(Layout::TernarySparse),
             LayerFormat::Ternary { trits5: true, .. } => Some(Layout::Trits5),
             LayerFormat::Ternary { .. } => Some(Layout::Bits2),
             LayerFormat::Uniform { bits, .. } => {
@@ -97,10 +102,20 @@ impl LayerFormat {
                 group(g),
                 if symmetric { "" } else { " asym" }
             ),
-            LayerFormat::Ternary { group: g, trits5 } => format!(
+            LayerFormat::Ternary {
+                group: g,
+                trits5,
+                sparse,
+            } => format!(
                 "ternary {}{}",
                 group(g),
-                if trits5 { " (1.6 bit)" } else { "" }
+                if sparse {
+                    " (sparse)"
+                } else if trits5 {
+                    " (1.6 bit)"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -123,10 +138,20 @@ pub fn layers_toml<'a>(layers: impl IntoIterator<Item = (&'a str, LayerFormat)>)
                 group(g),
                 if symmetric { "" } else { ", symmetric = false" }
             ),
-            LayerFormat::Ternary { group: g, trits5 } => format!(
+            LayerFormat::Ternary {
+                group: g,
+                trits5,
+                sparse,
+            } => format!(
                 "{{ format = \"ternary\", group = {}, layout = \"{}\" }}",
                 group(g),
-                if trits5 { "1.6bit" } else { "2bit" }
+                if sparse {
+                    "sparse"
+                } else if trits5 {
+                    "1.6bit"
+                } else {
+                    "2bit"
+                }
             ),
         };
         let key = serde_json::to_string(name).expect("a string serializes");
@@ -352,6 +377,7 @@ fn parse_format(value: &Value, field: &str) -> Result<LayerFormat> {
             "ternary" => Ok(LayerFormat::Ternary {
                 group: None,
                 trits5: false,
+                sparse: false,
             }),
             other => Err(bad(format!(
                 "unknown format \"{other}\" (expected \"float\", \"ternary\" or a table such as {{ bits = 4, group = 64 }})"
@@ -408,12 +434,21 @@ fn parse_format(value: &Value, field: &str) -> Result<LayerFormat> {
         "ternary" => {
             reject("bits", "does not apply to ternary (use `layout`)")?;
             reject("symmetric", "does not apply to ternary")?;
-            let trits5 = match table.get("layout").map(|v| v.as_str()) {
-                None | Some(Some("2bit")) => false,
-                Some(Some("1.6bit")) => true,
-                _ => return Err(bad("`layout` must be \"2bit\" or \"1.6bit\"".into())),
+            let (trits5, sparse) = match table.get("layout").map(|v| v.as_str()) {
+                None | Some(Some("2bit")) => (false, false),
+                Some(Some("1.6bit")) => (true, false),
+                Some(Some("sparse")) => (false, true),
+                _ => {
+                    return Err(bad(
+                        "`layout` must be \"2bit\", \"1.6bit\" or \"sparse\"".into()
+                    ))
+                }
             };
-            Ok(LayerFormat::Ternary { group, trits5 })
+            Ok(LayerFormat::Ternary {
+                group,
+                trits5,
+                sparse,
+            })
         }
         "uniform" => {
             reject("layout", "applies to ternary only")?;

@@ -7,10 +7,12 @@ pub mod fused;
 mod gemm;
 pub mod lsq;
 pub mod mixed;
+pub mod ternary;
 mod weight;
 
 pub use lsq::{FakeQuant, LsqSpec, StepInit};
 pub use mixed::{MixedWeight, Relaxation};
+pub use ternary::{Projection, TernarySpec, TernaryWeight};
 pub use weight::{InputObserver, Linear, Weight};
 
 use candle_core::{DType, Module, Tensor, D};

@@ -7,6 +7,7 @@ use whittle_kernels::PackedMatrix;
 
 use super::lsq::FakeQuant;
 use super::mixed::MixedWeight;
+use super::ternary::TernaryWeight;
 use crate::checkpoint::TensorStore;
 use crate::error::Result;
 
@@ -24,6 +25,9 @@ pub enum Weight {
     /// A learned mixture of several fake-quantized versions of one latent weight (the supernet
     /// of one-stage mixed precision, see [`super::mixed`]).
     Mixed(MixedWeight),
+    /// A trainable ternary weight (hyperspherical quantization or ternary QAT, see
+    /// [`super::ternary`]).
+    Ternary(TernaryWeight),
     /// Low-bit codes with per-group scales, multiplied by kernels that dequantize inside the
     /// inner loop (no float copy of the matrix exists).
     Packed(Arc<PackedMatrix>),
@@ -39,6 +43,7 @@ impl Weight {
             }
             Weight::FakeQuant(f) => f.dims(),
             Weight::Mixed(m) => m.dims(),
+            Weight::Ternary(t) => t.dims(),
             Weight::Packed(p) => (p.rows(), p.cols()),
         }
     }
@@ -49,6 +54,7 @@ impl Weight {
         match self {
             Weight::FakeQuant(f) => f.quantized_weight().map(Some),
             Weight::Mixed(m) => m.mixed_weight().map(Some),
+            Weight::Ternary(t) => t.ternary_weight().map(Some),
             Weight::Float(_) | Weight::Packed(_) => Ok(None),
         }
     }
@@ -59,6 +65,7 @@ impl Weight {
             Weight::Float(w) => Ok(w.clone()),
             Weight::FakeQuant(f) => Ok(f.quantized_weight()?.detach()),
             Weight::Mixed(m) => Ok(m.mixed_weight()?.detach()),
+            Weight::Ternary(t) => Ok(t.ternary_weight()?.detach()),
             Weight::Packed(p) => Tensor::from_vec(
                 p.dequantize(),
                 (p.rows(), p.cols()),
@@ -77,6 +84,7 @@ impl Weight {
             Weight::Float(w) => w.embedding(&flat)?,
             Weight::FakeQuant(f) => f.quantized_weight()?.embedding(&flat)?,
             Weight::Mixed(m) => m.mixed_weight()?.embedding(&flat)?,
+            Weight::Ternary(t) => t.ternary_weight()?.embedding(&flat)?,
             Weight::Packed(p) => {
                 let indices: Vec<usize> = flat
                     .to_dtype(DType::U32)?
@@ -110,6 +118,10 @@ impl Weight {
             .iter()
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
             .sum(),
+            Weight::Ternary(t) => [t.latent.as_tensor(), t.scale.as_tensor()]
+                .iter()
+                .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+                .sum(),
             Weight::Packed(p) => {
                 p.codes().len() + 2 * p.scales().len() + p.zero_points().map_or(0, <[u8]>::len)
             }
@@ -212,6 +224,7 @@ impl Module for Linear {
             Weight::Float(w) => Product::Dense(w.clone()),
             Weight::FakeQuant(f) => Product::Dense(f.quantized_weight()?),
             Weight::Mixed(m) => Product::Dense(m.mixed_weight()?),
+            Weight::Ternary(t) => Product::Dense(t.ternary_weight()?),
             Weight::Packed(p) => Product::Packed(p),
         };
         // Dense f32 on CPU: one fused op (bias inside the product, a backward of its own when

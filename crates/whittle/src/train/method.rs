@@ -165,5 +165,14 @@ pub fn from_recipe(recipe: &Recipe, bit_map: Option<BitMap>) -> Result<Box<dyn C
                 recipe.schedule.steps,
             )))
         }
+        MethodKind::TernaryHq => {
+            let ternary = recipe.ternary.clone().ok_or_else(|| {
+                Error::config("recipe", "method = \"ternary-hq\" needs [ternary]")
+            })?;
+            Ok(Box::new(super::ternary_hq::TernaryHq::new(
+                ternary,
+                recipe.schedule.steps,
+            )?))
+        }
     }
 }

@@ -26,6 +26,7 @@ pub mod model;
 pub mod optim;
 pub mod recipe;
 pub mod schedule;
+pub mod ternary_hq;
 pub mod trainer;
 pub mod uniform;
 

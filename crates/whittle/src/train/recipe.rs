@@ -25,6 +25,9 @@ pub struct Recipe {
     /// Settings of `method = "mixed-precision"` (required by it, refused by the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixed_precision: Option<MixedPrecisionRecipe>,
+    /// Settings of `method = "ternary-hq"` (required by it, refused by the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ternary: Option<TernaryRecipe>,
     /// Loss terms and their weights.
     pub loss: LossRecipe,
     /// Optimizer.
@@ -44,6 +47,9 @@ pub enum MethodKind {
     UniformLsq,
     /// One-stage mixed precision: bit widths learned jointly with the weights.
     MixedPrecision,
+    /// Ternary training: hyperspherical quantization with pruning and re-initialisation, or
+    /// (with its parts switched off) the ternary QAT baselines.
+    TernaryHq,
 }
 
 impl MethodKind {
@@ -52,6 +58,7 @@ impl MethodKind {
         match self {
             MethodKind::UniformLsq => "uniform-lsq",
             MethodKind::MixedPrecision => "mixed-precision",
+            MethodKind::TernaryHq => "ternary-hq",
         }
     }
 }
@@ -114,6 +121,79 @@ pub struct MixedPrecisionRecipe {
     /// damps the oscillation of weights and multiplier around the budget (0: plain Lagrangian).
     #[serde(default)]
     pub penalty: f64,
+}
+
+/// Ternary training of every block linear layer (`method = "ternary-hq"`, see
+/// `train::ternary_hq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TernaryRecipe {
+    /// Normalise latent rows to the unit sphere and learn each row's norm (HQ); false: the
+    /// latent is the weight and each row learns a scale (ternary QAT).
+    #[serde(default = "yes")]
+    pub hyperspherical: bool,
+    /// `"cosine"` (the cosine-optimal ternary vector, HQ) or `"twn"` (TWN's threshold).
+    #[serde(default)]
+    pub projection: crate::nn::Projection,
+    /// Fraction of zeros each row reaches at the end of pruning (a cap on the nonzeros; 0: no
+    /// pruning beyond what the projection chooses).
+    #[serde(default)]
+    pub target_sparsity: f64,
+    /// Where the pruning ramp starts, as a fraction of the steps.
+    #[serde(default)]
+    pub prune_start: f64,
+    /// Where it reaches `target_sparsity` (cubic ramp in between).
+    #[serde(default = "default_prune_end")]
+    pub prune_end: f64,
+    /// Re-initialise the latent toward its ternary projection every this many steps (0: never).
+    #[serde(default)]
+    pub reinit_every: usize,
+    /// How far each re-initialisation moves the latent, in (0, 1].
+    #[serde(default = "default_reinit_strength")]
+    pub reinit_strength: f64,
+    /// Bits of the token embedding (tied output projection), trained with LSQ per row; 0 keeps
+    /// it float.
+    #[serde(default = "default_embedding_bits")]
+    pub embedding_bits: u8,
+    /// Packed layout of the ternary codes: `"sparse"`, `"2bit"` or `"1.6bit"`.
+    #[serde(default = "default_ternary_layout")]
+    pub layout: String,
+}
+
+fn default_prune_end() -> f64 {
+    0.6
+}
+fn default_reinit_strength() -> f64 {
+    0.5
+}
+fn default_embedding_bits() -> u8 {
+    8
+}
+fn default_ternary_layout() -> String {
+    "sparse".into()
+}
+
+impl TernaryRecipe {
+    /// The packed layout named by `layout`.
+    pub fn packed_layout(&self) -> std::result::Result<whittle_kernels::Layout, String> {
+        match self.layout.as_str() {
+            "sparse" => Ok(whittle_kernels::Layout::TernarySparse),
+            "2bit" => Ok(whittle_kernels::Layout::Bits2),
+            "1.6bit" => Ok(whittle_kernels::Layout::Trits5),
+            other => Err(format!(
+                "\"{other}\" is not \"sparse\", \"2bit\" or \"1.6bit\""
+            )),
+        }
+    }
+
+    /// Sparsity cap at `step` of `steps`: `target (1 - (1 - p)^3)` with `p` the position in
+    /// the ramp (the gradual pruning schedule of Zhu & Gupta 2017).
+    pub fn sparsity_at(&self, step: usize, steps: usize) -> f64 {
+        let position = step as f64 / steps.max(1) as f64;
+        let span = (self.prune_end - self.prune_start).max(1e-12);
+        let p = ((position - self.prune_start) / span).clamp(0.0, 1.0);
+        self.target_sparsity * (1.0 - (1.0 - p).powi(3))
+    }
 }
 
 fn default_candidates() -> Vec<u8> {
@@ -330,7 +410,61 @@ impl Recipe {
                 fail(field, format!("{v} must be non-negative and finite"))
             }
         };
+        if self.ternary.is_some() != (self.method == MethodKind::TernaryHq) {
+            return fail(
+                "ternary",
+                "method = \"ternary-hq\" needs a [ternary] table, and only it takes one".into(),
+            );
+        }
+        if let Some(t) = &self.ternary {
+            if self.mixed_precision.is_some() {
+                return fail(
+                    "mixed_precision",
+                    "only for method = \"mixed-precision\"".into(),
+                );
+            }
+            if self.quant.bits != 0 || self.quant.bit_map.is_some() || self.quant.group.is_some() {
+                return fail(
+                    "quant",
+                    "ternary training sets every block linear layer ternary with one scale per row: omit quant.bits, quant.group and quant.bit_map".into(),
+                );
+            }
+            if !(0.0..1.0).contains(&t.target_sparsity) {
+                return fail(
+                    "ternary.target_sparsity",
+                    format!("{} must be in [0, 1)", t.target_sparsity),
+                );
+            }
+            if !(0.0..=1.0).contains(&t.prune_start)
+                || !(0.0..=1.0).contains(&t.prune_end)
+                || t.prune_end < t.prune_start
+            {
+                return fail(
+                    "ternary.prune_start",
+                    format!(
+                        "prune_start {} and prune_end {} must satisfy 0 <= start <= end <= 1",
+                        t.prune_start, t.prune_end
+                    ),
+                );
+            }
+            if !(t.reinit_strength > 0.0 && t.reinit_strength <= 1.0) {
+                return fail(
+                    "ternary.reinit_strength",
+                    format!("{} must be in (0, 1]", t.reinit_strength),
+                );
+            }
+            if t.embedding_bits != 0 && !(2..=8).contains(&t.embedding_bits) {
+                return fail(
+                    "ternary.embedding_bits",
+                    format!("{} must be 0 (float) or 2..=8", t.embedding_bits),
+                );
+            }
+            if let Err(reason) = t.packed_layout() {
+                return fail("ternary.layout", reason);
+            }
+        }
         match (self.method, &self.mixed_precision) {
+            (MethodKind::TernaryHq, _) => {}
             (MethodKind::UniformLsq, None) => {
                 let needs_bits = self.quant.bit_map.is_none() || self.quant.bits != 0;
                 if needs_bits && !(2..=8).contains(&self.quant.bits) {

@@ -389,6 +389,7 @@ fn packed_format_name(weight: &Weight) -> String {
         Weight::Float(_) => "float".to_string(),
         Weight::FakeQuant(_) => "fake-quantized (not extracted)".to_string(),
         Weight::Mixed(_) => "mixed-precision supernet (not extracted)".to_string(),
+        Weight::Ternary(_) => "ternary latent (not extracted)".to_string(),
     }
 }
 
