@@ -113,7 +113,7 @@ mod imp {
             CodeSource::Packed(Layout::Bits6) => BITS6,
             CodeSource::Packed(Layout::Bits8) => BITS8,
             CodeSource::Bytes => BYTES,
-            CodeSource::Packed(Layout::Trits5 | Layout::TernarySparse) => {
+            CodeSource::Packed(Layout::Trits5 | Layout::TernarySparse) | CodeSource::Sparse => {
                 unreachable!("ternary 1.6-bit and sparse rows are decoded before the dot")
             }
         };

@@ -146,6 +146,8 @@ pub(crate) enum CodeSource {
     Bits4Pairs,
     /// Already decoded codes, one byte each (< 128): decoded [`Layout::Trits5`] rows.
     Bytes,
+    /// [`Layout::TernarySparse`] masks and sign bits, read by `super::sparse`.
+    Sparse,
 }
 
 /// A run of consecutive weight rows as the tile kernels read them: row `r`'s codes start at
@@ -235,6 +237,9 @@ impl<'a> PackedPlan<'a> {
         let groups = granularity.groups_per_row(k);
         let layout = w.format.layout;
         let source = match (isa, layout) {
+            (Isa::Avx2Fma, Layout::TernarySparse) if super::sparse::available() => {
+                CodeSource::Sparse
+            }
             (_, Layout::Trits5 | Layout::TernarySparse) | (Isa::Scalar, _) => CodeSource::Bytes,
             // Two blocks per load need block pairs that never straddle two groups.
             (Isa::Avx2Fma, Layout::Bits4) if blocks_per_group & 1 == 0 || groups == 1 => {
@@ -298,6 +303,9 @@ impl<'a> PackedPlan<'a> {
 
     /// `ys[i] = W[row0 + i] · x` (no bias) on this thread.
     fn dot_rows(&self, act: &Q8Row, row0: usize, ys: &mut [f32]) {
+        if self.source == CodeSource::Sparse {
+            return super::sparse::dot_rows(&self.w, row0, act, ys);
+        }
         with_reused(&TASK_SCRATCH, |scratch| {
             if self.source != CodeSource::Bytes {
                 let rows = self.rows_from(row0);

@@ -28,6 +28,7 @@ mod avx2;
 mod gemm_q8;
 mod gemv;
 pub mod reference;
+mod sparse;
 mod vnni;
 
 use rayon::prelude::*;
@@ -123,8 +124,32 @@ pub fn matmul_with(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
-    isa.require()?;
     w.validate()?;
+    matmul_valid(isa, x, m, w, bias, y)
+}
+
+/// [`matmul`] with an owned packed matrix (valid by construction, so not validated again;
+/// see [`matmul_q8_packed`]).
+pub fn matmul_packed(
+    x: &[f32],
+    m: usize,
+    w: &crate::pack::PackedMatrix,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    matmul_valid(Isa::detect(), x, m, w.as_ref(), bias, y)
+}
+
+/// [`matmul_with`] after `w` was validated.
+fn matmul_valid(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: PackedMatrixRef<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    isa.require()?;
     check_operands(x, m, w.cols, w.rows, bias, y)?;
     if m <= GEMV_MAX_ROWS {
         for (x_row, y_row) in x.chunks_exact(w.cols).zip(y.chunks_exact_mut(w.rows)) {
@@ -159,8 +184,35 @@ pub fn matmul_q8_with(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
-    isa.require()?;
     w.validate()?;
+    matmul_q8_valid(isa, x, m, w, bias, y)
+}
+
+/// [`matmul_q8`] with an owned packed matrix, which is valid by construction: the per-call
+/// validation of a borrowed view is skipped. That validation scans every code for layouts
+/// wider than their scheme (ternary in 2 bits) and walks the offset table of the sparse
+/// ternary layout, which costs as much as the product itself at decoder sizes; models call
+/// this.
+pub fn matmul_q8_packed(
+    x: &[f32],
+    m: usize,
+    w: &crate::pack::PackedMatrix,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    matmul_q8_valid(Isa::detect(), x, m, w.as_ref(), bias, y)
+}
+
+/// [`matmul_q8_with`] after `w` was validated.
+fn matmul_q8_valid(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: PackedMatrixRef<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    isa.require()?;
     check_operands(x, m, w.cols, w.rows, bias, y)?;
     if m == 1 {
         gemv::gemv_packed(isa, x, w, bias, y);

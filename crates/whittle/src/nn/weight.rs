@@ -286,7 +286,7 @@ fn packed_kernel(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> candle_core::Result<()> {
-    whittle_kernels::matmul_q8(input, rows, w.as_ref(), bias, out)
+    whittle_kernels::matmul_q8_packed(input, rows, w, bias, out)
         .map_err(|e| candle_core::Error::Msg(format!("packed matmul: {e}")))
 }
 

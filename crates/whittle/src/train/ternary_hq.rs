@@ -155,7 +155,7 @@ impl CompressionMethod for TernaryHq {
     fn before_step(&mut self, student: &mut dyn Layers, step: usize) -> Result<()> {
         self.apply_cap(student, step)?;
         let every = self.recipe.reinit_every;
-        if every > 0 && step > 0 && step % every == 0 {
+        if every > 0 && step > 0 && step.is_multiple_of(every) {
             for layer in student.layers_mut() {
                 if let Weight::Ternary(t) = &mut layer.linear.weight {
                     t.reinitialize(self.recipe.reinit_strength)?;
