@@ -405,9 +405,19 @@ pub(crate) fn decode_group(layout: Layout, packed: &[u8], out: &mut [u8]) {
             }
         }
         None => {
-            for (&byte, out) in packed.iter().zip(out.chunks_mut(TRITS_PER_BYTE)) {
-                let trits = TRIT_TABLE[usize::from(byte)];
-                out.copy_from_slice(&trits[..out.len()]);
+            // Fixed-size copies for whole bytes (a variable-length copy per 5 trits compiled to
+            // a memmove call per byte: 320 µs for a 1536 x 384 matrix-vector product).
+            let whole_bytes = out.len() / TRITS_PER_BYTE;
+            let mut whole = out.chunks_exact_mut(TRITS_PER_BYTE);
+            for (&byte, out) in packed.iter().zip(&mut whole) {
+                let trits = &TRIT_TABLE[usize::from(byte)];
+                let out: &mut [u8; TRITS_PER_BYTE] = out.try_into().expect("chunks of 5");
+                *out = [trits[0], trits[1], trits[2], trits[3], trits[4]];
+            }
+            let tail = whole.into_remainder();
+            if let Some(&byte) = packed.get(whole_bytes) {
+                let n = tail.len();
+                tail.copy_from_slice(&TRIT_TABLE[usize::from(byte)][..n]);
             }
         }
     }
