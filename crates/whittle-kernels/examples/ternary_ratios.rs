@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use half::f16;
 use whittle_kernels::ternary::cosine_projection;
 use whittle_kernels::{
-    matmul_f32, matmul_packed, matmul_q8_packed, Granularity, Layout, PackedMatrix, QuantFormat,
-    QuantizedMatrix, Scheme, UniformQuantizer,
+    matmul_f32, matmul_packed, matmul_packed_with, matmul_q8_packed, Granularity, Isa, Layout,
+    PackedMatrix, QuantFormat, QuantizedMatrix, Scheme, UniformQuantizer,
 };
 
 const SHAPES: &[(&str, &str, usize, usize, bool)] = &[
@@ -114,14 +114,19 @@ fn main() {
                 PackedMatrix::pack_with(&q, Layout::TernarySparse).unwrap(),
             ));
         }
+        // The same matrix on the AVX2 path (the row above uses AVX-512 opmasks where the CPU
+        // has them).
+        let avx2_sparse = variants.last().unwrap().1.clone();
+        let avx2_name = format!("{} (AVX2 path)", variants.last().unwrap().0);
         for m in [1, 1500] {
             let kind = if m == 1 { "gemv" } else { "gemm" };
             if (m > 1 && !encoder) || (!filter.is_empty() && filter != kind) {
                 continue;
             }
             let x = values(m * k, 7, 1.0);
-            let mut ys = vec![vec![0.0f32; m * n]; variants.len() + 1];
+            let mut ys = vec![vec![0.0f32; m * n]; variants.len() + 2];
             let (y0, rest) = ys.split_first_mut().unwrap();
+            let (y_last, rest) = rest.split_last_mut().unwrap();
             let (w_ref, bias_ref) = (&w, &bias);
             let x_ref = &x;
             let mut fs: Vec<Box<dyn FnMut() + '_>> = vec![Box::new(move || {
@@ -137,6 +142,20 @@ fn main() {
                     }
                 }));
             }
+            let avx2_ref = &avx2_sparse;
+            if m == 1 && Isa::Avx2Fma.is_available() {
+                fs.push(Box::new(move || {
+                    matmul_packed_with(
+                        Isa::Avx2Fma,
+                        black_box(x_ref),
+                        m,
+                        avx2_ref,
+                        Some(bias_ref),
+                        y_last,
+                    )
+                    .unwrap()
+                }));
+            }
             let budget = Duration::from_millis(if m == 1 { 600 } else { 2500 });
             let times = min_times(&mut fs, budget);
             println!("\n{kind} {model} {layer} (m = {m}):\n");
@@ -144,7 +163,12 @@ fn main() {
             println!("|---|---|---|---|---|");
             println!("| f32 | 32 | {} | 1.00x | |", fmt(times[0]));
             let w4_time = times[1].as_secs_f64();
-            for ((name, p), t) in variants.iter().zip(&times[1..]) {
+            let mut rows: Vec<(&str, &PackedMatrix)> =
+                variants.iter().map(|(n, p)| (n.as_str(), p)).collect();
+            if times.len() > variants.len() + 1 {
+                rows.push((avx2_name.as_str(), &avx2_sparse));
+            }
+            for ((name, p), t) in rows.into_iter().zip(&times[1..]) {
                 println!(
                     "| {name} | {:.3} | {} | {:.2}x | {:.2}x |",
                     bits(p),

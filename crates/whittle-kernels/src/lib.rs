@@ -46,8 +46,8 @@ pub use error::{KernelError, Result};
 pub use format::{Granularity, Layout, PackedFormat, QuantFormat, Scheme, BLOCK};
 pub use gptq::{Gptq, HessianAccumulator};
 pub use kernels::{
-    matmul, matmul_f32, matmul_f32_with, matmul_packed, matmul_q8, matmul_q8_packed,
-    matmul_q8_with, matmul_with, Isa,
+    matmul, matmul_f32, matmul_f32_with, matmul_packed, matmul_packed_with, matmul_q8,
+    matmul_q8_packed, matmul_q8_with, matmul_with, Isa,
 };
 pub use pack::{f16_slice_from_bytes, PackedMatrix, PackedMatrixRef};
 pub use quant::{

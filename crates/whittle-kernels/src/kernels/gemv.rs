@@ -33,6 +33,10 @@ pub(crate) const TILE_ROWS: usize = 4;
 /// rayon hand-off.
 const PACKED_WORK_COST: f32 = 0.25;
 
+/// The same for the sparse ternary rows, which take about the f32 kernel's time per weight
+/// (mask and sign decoding per 32 weights; measured 0.8-1.0x f32 at 1536 x 384).
+const SPARSE_WORK_COST: f32 = 1.0;
+
 /// One row of `x` quantized to int8 per 32-weight block, aligned with the weight blocks.
 #[derive(Default)]
 pub(crate) struct Q8Row {
@@ -217,6 +221,8 @@ fn with_reused<T: Default, R>(
 /// What the int8 row kernels need to know about a packed matrix, worked out once per call.
 struct PackedPlan<'a> {
     isa: Isa,
+    /// The sparse ternary rows use AVX-512 opmasks (on [`Isa::Avx512Vnni`]).
+    sparse_avx512: bool,
     w: PackedMatrixRef<'a>,
     source: CodeSource,
     blocks_per_group: usize,
@@ -229,7 +235,9 @@ struct PackedPlan<'a> {
 
 impl<'a> PackedPlan<'a> {
     fn new(isa: Isa, w: PackedMatrixRef<'a>) -> Self {
-        // Matrix-vector rows run on the AVX2 kernels on VNNI machines too.
+        let sparse_avx512 = isa == Isa::Avx512Vnni && super::sparse::avx512_available();
+        // Matrix-vector rows run on the AVX2 kernels on VNNI machines too (but the sparse
+        // ternary rows, above).
         let isa = isa.without_vnni();
         let k = w.cols;
         let granularity = w.format.quant.granularity;
@@ -262,6 +270,7 @@ impl<'a> PackedPlan<'a> {
             - code_shift;
         PackedPlan {
             isa,
+            sparse_avx512,
             w,
             source,
             blocks_per_group,
@@ -274,6 +283,15 @@ impl<'a> PackedPlan<'a> {
             },
             zero_const,
             code_shift,
+        }
+    }
+
+    /// Multiply-add cost relative to the f32 kernel, for the threading threshold.
+    fn work_cost(&self) -> f32 {
+        if self.source == CodeSource::Sparse {
+            SPARSE_WORK_COST
+        } else {
+            PACKED_WORK_COST
         }
     }
 
@@ -304,7 +322,7 @@ impl<'a> PackedPlan<'a> {
     /// `ys[i] = W[row0 + i] · x` (no bias) on this thread.
     fn dot_rows(&self, act: &Q8Row, row0: usize, ys: &mut [f32]) {
         if self.source == CodeSource::Sparse {
-            return super::sparse::dot_rows(&self.w, row0, act, ys);
+            return super::sparse::dot_rows(&self.w, row0, act, ys, self.sparse_avx512);
         }
         with_reused(&TASK_SCRATCH, |scratch| {
             if self.source != CodeSource::Bytes {
@@ -365,7 +383,7 @@ pub(crate) fn gemv_packed(
     with_reused(&ACTIVATIONS, |act| {
         plan.quantize(act, x);
         let act = &*act;
-        match super::gemv_rows_per_task(w.rows, w.cols, PACKED_WORK_COST, TILE_ROWS) {
+        match super::gemv_rows_per_task(w.rows, w.cols, plan.work_cost(), TILE_ROWS) {
             None => plan.dot_rows(act, 0, y),
             Some(per_task) => y
                 .par_chunks_mut(per_task)
@@ -413,7 +431,7 @@ pub(crate) fn gemm_packed_q8(
             plan.dot_rows(act, row0, &mut ys[..len]);
         }
     };
-    match super::gemv_rows_per_task(n, m * k, PACKED_WORK_COST, 1) {
+    match super::gemv_rows_per_task(n, m * k, plan.work_cost(), 1) {
         None => by_panel
             .chunks_mut(m * panel)
             .enumerate()

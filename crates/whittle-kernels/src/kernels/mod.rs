@@ -140,6 +140,18 @@ pub fn matmul_packed(
     matmul_valid(Isa::detect(), x, m, w.as_ref(), bias, y)
 }
 
+/// [`matmul_packed`] on a chosen instruction set (benchmarks compare the paths).
+pub fn matmul_packed_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: &crate::pack::PackedMatrix,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    matmul_valid(isa, x, m, w.as_ref(), bias, y)
+}
+
 /// [`matmul_with`] after `w` was validated.
 fn matmul_valid(
     isa: Isa,
@@ -219,7 +231,7 @@ fn matmul_q8_valid(
     } else if isa == Isa::Avx512Vnni && m >= VNNI_GEMM_MIN_ROWS {
         gemm_q8::gemm_vnni(x, m, w, bias, y);
     } else {
-        gemv::gemm_packed_q8(isa.without_vnni(), x, m, w, bias, y);
+        gemv::gemm_packed_q8(isa, x, m, w, bias, y);
     }
     Ok(())
 }

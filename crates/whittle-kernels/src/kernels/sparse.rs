@@ -29,17 +29,42 @@ pub(super) fn available() -> bool {
     }
 }
 
+/// Whether this CPU runs the AVX-512 BW/VL opmask version.
+pub(super) fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `out[i] = W[row0 + i] · x` (no bias) for a validated sparse ternary `w`, `act` the int8
-/// activations of `x`.
-pub(super) fn dot_rows(w: &PackedMatrixRef<'_>, row0: usize, act: &Q8Row, out: &mut [f32]) {
+/// activations of `x`; with AVX-512 BW/VL opmasks when `avx512`, else AVX2.
+pub(super) fn dot_rows(
+    w: &PackedMatrixRef<'_>,
+    row0: usize,
+    act: &Q8Row,
+    out: &mut [f32],
+    avx512: bool,
+) {
     assert!(available(), "the sparse kernel needs AVX2, FMA and BMI2");
+    assert!(!avx512 || avx512_available());
     assert!(row0 + out.len() <= w.rows);
     assert!(act.values.len() >= w.cols.div_ceil(crate::format::BLOCK) * crate::format::BLOCK);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU features were checked above; the codes are validated (caller's contract)
-    // and the activation buffer covers every block (asserted above).
+    // SAFETY: the CPU features were checked above; the codes are validated (caller's
+    // contract) and the activation buffer covers every block.
     unsafe {
-        imp::dot_rows(w, row0, act, out)
+        if avx512 {
+            imp::dot_rows_avx512(w, row0, act, out)
+        } else {
+            imp::dot_rows_avx2(w, row0, act, out)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("the sparse kernel is only selected when available()")
@@ -105,9 +130,17 @@ mod imp {
     }
 
     impl Cursor<'_> {
-        /// The `{-1, 0, +1}` bytes of block `b` (advancing past its signs).
+        /// The activations of block `b` times the block's ternary weights, as signed bytes
+        /// (advancing past its signs). AVX-512 applies the mask and the signs as opmasks;
+        /// AVX2 turns them into `{-1, 0, +1}` bytes for `vpsignb`.
         #[inline(always)]
-        unsafe fn block(&mut self, payload: &[u8], b: usize, ones8: __m256i) -> __m256i {
+        unsafe fn signed<const AVX512: bool>(
+            &mut self,
+            payload: &[u8],
+            b: usize,
+            x: __m256i,
+            ones8: __m256i,
+        ) -> __m256i {
             let m = u32::from_le_bytes([
                 self.masks[4 * b],
                 self.masks[4 * b + 1],
@@ -116,18 +149,47 @@ mod imp {
             ]);
             let negative = _pdep_u32(sign_bits(payload, self.bit) as u32, m);
             self.bit += m.count_ones() as usize;
-            _mm256_or_si256(_mm256_and_si256(mask_bytes(m), ones8), mask_bytes(negative))
+            if AVX512 {
+                let kept = _mm256_maskz_mov_epi8(m, x);
+                _mm256_mask_sub_epi8(kept, negative, _mm256_setzero_si256(), kept)
+            } else {
+                let t =
+                    _mm256_or_si256(_mm256_and_si256(mask_bytes(m), ones8), mask_bytes(negative));
+                _mm256_sign_epi8(x, t)
+            }
         }
     }
 
-    /// `sum_j t_j x_j` of one block in eight i32 lanes.
+    /// The sum of one block's signed bytes in eight i32 lanes.
     #[inline(always)]
-    unsafe fn block_sums(x: __m256i, t: __m256i, ones8: __m256i, ones16: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_sign_epi8(x, t)), ones16)
+    unsafe fn block_sums(signed: __m256i, ones8: __m256i, ones16: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, signed), ones16)
     }
 
+    /// The kernel on AVX2 + BMI2.
     #[target_feature(enable = "avx2,fma,bmi2,f16c,popcnt")]
-    pub(super) unsafe fn dot_rows(
+    pub(super) unsafe fn dot_rows_avx2(
+        w: &PackedMatrixRef<'_>,
+        row0: usize,
+        act: &Q8Row,
+        out: &mut [f32],
+    ) {
+        dot_rows::<false>(w, row0, act, out)
+    }
+
+    /// The kernel with AVX-512 BW/VL opmasks.
+    #[target_feature(enable = "avx2,fma,bmi2,f16c,popcnt,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn dot_rows_avx512(
+        w: &PackedMatrixRef<'_>,
+        row0: usize,
+        act: &Q8Row,
+        out: &mut [f32],
+    ) {
+        dot_rows::<true>(w, row0, act, out)
+    }
+
+    #[inline(always)]
+    unsafe fn dot_rows<const AVX512: bool>(
         w: &PackedMatrixRef<'_>,
         row0: usize,
         act: &Q8Row,
@@ -177,10 +239,26 @@ mod imp {
                 let mut acc = _mm256_setzero_ps();
                 for b in g * blocks_per_group..((g + 1) * blocks_per_group).min(blocks) {
                     let x = x_at(act, b);
-                    let s0 = block_sums(x, rows[0].block(payload, b, ones8), ones8, ones16);
-                    let s1 = block_sums(x, rows[1].block(payload, b, ones8), ones8, ones16);
-                    let s2 = block_sums(x, rows[2].block(payload, b, ones8), ones8, ones16);
-                    let s3 = block_sums(x, rows[3].block(payload, b, ones8), ones8, ones16);
+                    let s0 = block_sums(
+                        rows[0].signed::<AVX512>(payload, b, x, ones8),
+                        ones8,
+                        ones16,
+                    );
+                    let s1 = block_sums(
+                        rows[1].signed::<AVX512>(payload, b, x, ones8),
+                        ones8,
+                        ones16,
+                    );
+                    let s2 = block_sums(
+                        rows[2].signed::<AVX512>(payload, b, x, ones8),
+                        ones8,
+                        ones16,
+                    );
+                    let s3 = block_sums(
+                        rows[3].signed::<AVX512>(payload, b, x, ones8),
+                        ones8,
+                        ones16,
+                    );
                     let folded =
                         _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
                     acc = _mm256_fmadd_ps(
@@ -203,7 +281,11 @@ mod imp {
             for g in 0..groups {
                 let mut acc = _mm256_setzero_ps();
                 for b in g * blocks_per_group..((g + 1) * blocks_per_group).min(blocks) {
-                    let sums = block_sums(x_at(act, b), c.block(payload, b, ones8), ones8, ones16);
+                    let sums = block_sums(
+                        c.signed::<AVX512>(payload, b, x_at(act, b), ones8),
+                        ones8,
+                        ones16,
+                    );
                     acc = _mm256_fmadd_ps(
                         _mm256_cvtepi32_ps(sums),
                         _mm256_set1_ps(act.scales[b]),
