@@ -1,7 +1,8 @@
 //! Writes the seed corpora of `fuzz/` from the tests' tiny random Whisper, narrowed to 16
 //! encoder positions so that each seed stays a few tens of kilobytes. Run by hand when the
 //! formats change:
-//! `FUZZ_SEEDS=fuzz/seeds cargo test --release -p whittle --test fuzz_seeds -- --ignored`
+//! `FUZZ_SEEDS=$PWD/fuzz/seeds cargo test --release -p whittle --test fuzz_seeds -- --ignored`
+//! (an absolute path: the test runs in its crate folder).
 
 mod common_wide;
 
@@ -73,6 +74,19 @@ fn write_fuzz_seeds() {
     let tokenizer = std::fs::read_to_string(hf.join("tokenizer.json")).unwrap();
     let path = out.join("whittle_file/tiny-w4.whittle");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    whittle::compress::export::write_whisper(&ck.store, &mut model, &tokenizer, &[], &path)
+        .unwrap();
+    // The same model with every linear layer ternary in the sparse layout (row offset table,
+    // masks, sign bits).
+    let mut model =
+        whittle::models::whisper::Whisper::load(&ck.store, &ck.config, DType::F32).unwrap();
+    let map = BitMap::uniform(LayerFormat::Ternary {
+        group: None,
+        trits5: false,
+        sparse: true,
+    });
+    quantize_linears(&mut model, &map, PtqMethod::Rtn, None).unwrap();
+    let path = out.join("whittle_file/tiny-ternary-sparse.whittle");
     whittle::compress::export::write_whisper(&ck.store, &mut model, &tokenizer, &[], &path)
         .unwrap();
 
