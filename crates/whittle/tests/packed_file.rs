@@ -313,7 +313,8 @@ fn summaries_report_format_bits_and_bytes() {
             "asym5 g128",
             "sym6 g64",
             "ternary g64 trits5",
-            "ternary row"
+            "ternary row",
+            "ternary g64 ternary-sparse"
         ]
     );
 }

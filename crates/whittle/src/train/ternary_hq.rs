@@ -225,6 +225,10 @@ impl CompressionMethod for TernaryHq {
             "ternary_sparsity": zeros as f64 / weights.max(1) as f64,
             "ternary_bytes": code_bytes,
             "ternary_bits_per_weight": code_bytes as f64 * 8.0 / weights.max(1) as f64,
+            // The floor of any lossless layout of i.i.d. codes at this sparsity.
+            "ternary_entropy_bits": whittle_kernels::ternary::ternary_entropy_bits(
+                zeros as f64 / weights.max(1) as f64
+            ),
             "layout": self.recipe.layout,
         });
         Ok(Extracted { layers, report })
