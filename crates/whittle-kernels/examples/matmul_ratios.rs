@@ -5,7 +5,10 @@
 //! `cargo run --release -p whittle-kernels --example matmul_ratios [-- gemv|gemm]`
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod timing;
+use timing::{fmt, min_times, values};
 use whittle_kernels::{
     matmul, matmul_f32, matmul_q8, Granularity, PackedMatrix, TernaryQuantizer, UniformQuantizer,
 };
@@ -20,35 +23,6 @@ const SHAPES: &[(&str, &str, usize, usize, bool)] = &[
     ("base", "fc2 512x2048", 512, 2048, true),
     ("base", "logits 51865x512", 51865, 512, false),
 ];
-
-fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|_| (uniform() + uniform() + uniform() - 1.5) * scale)
-        .collect()
-}
-
-/// Minimum time of `f` over alternating rounds until `budget` is spent.
-fn min_times(fs: &mut [Box<dyn FnMut() + '_>], budget: Duration) -> Vec<Duration> {
-    let mut best = vec![Duration::MAX; fs.len()];
-    let start = Instant::now();
-    let mut rounds = 0;
-    while rounds < 3 || start.elapsed() < budget {
-        for (f, b) in fs.iter_mut().zip(best.iter_mut()) {
-            let t = Instant::now();
-            f();
-            *b = (*b).min(t.elapsed());
-        }
-        rounds += 1;
-    }
-    best
-}
 
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
@@ -121,14 +95,5 @@ fn main() {
                 cells.join(" | ")
             );
         }
-    }
-}
-
-fn fmt(t: Duration) -> String {
-    let us = t.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.1} µs")
-    } else {
-        format!("{:.2} ms", us / 1000.0)
     }
 }

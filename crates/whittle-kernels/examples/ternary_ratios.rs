@@ -11,7 +11,10 @@
 //! `cargo run --release -p whittle-kernels --example ternary_ratios [-- gemv|gemm]`
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod timing;
+use timing::{fmt, min_times, values};
 
 use half::f16;
 use whittle_kernels::ternary::cosine_projection;
@@ -29,21 +32,6 @@ const SHAPES: &[(&str, &str, usize, usize, bool)] = &[
     ("base", "fc2 512x2048", 512, 2048, true),
 ];
 
-/// Deterministic heavy-tailed values (a product of a normal-ish and a uniform), like trained
-/// weights.
-fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|_| (uniform() + uniform() + uniform() - 1.5) * scale)
-        .collect()
-}
-
 /// Cosine-optimal ternary codes per row with at most `(1 - sparsity) k` nonzeros.
 fn ternary(w: &[f32], n: usize, k: usize, sparsity: f64) -> QuantizedMatrix {
     let limit = ((1.0 - sparsity) * k as f64).floor() as usize;
@@ -60,21 +48,6 @@ fn ternary(w: &[f32], n: usize, k: usize, sparsity: f64) -> QuantizedMatrix {
         granularity: Granularity::PerRow,
     };
     QuantizedMatrix::from_parts(n, k, format, codes, scales, None).unwrap()
-}
-
-fn min_times(fs: &mut [Box<dyn FnMut() + '_>], budget: Duration) -> Vec<Duration> {
-    let mut best = vec![Duration::MAX; fs.len()];
-    let start = Instant::now();
-    let mut rounds = 0;
-    while rounds < 3 || start.elapsed() < budget {
-        for (f, b) in fs.iter_mut().zip(best.iter_mut()) {
-            let t = Instant::now();
-            f();
-            *b = (*b).min(t.elapsed());
-        }
-        rounds += 1;
-    }
-    best
 }
 
 fn bits(p: &PackedMatrix) -> f64 {
@@ -178,14 +151,5 @@ fn main() {
                 );
             }
         }
-    }
-}
-
-fn fmt(t: Duration) -> String {
-    let us = t.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.1} µs")
-    } else {
-        format!("{:.2} ms", us / 1000.0)
     }
 }

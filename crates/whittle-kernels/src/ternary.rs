@@ -43,6 +43,18 @@ pub struct TernaryProjection {
     pub alpha: f32,
 }
 
+impl TernaryProjection {
+    /// The projection with `nonzeros` nonzeros whose magnitudes sum to `sum`.
+    pub fn from_sum(sum: f64, nonzeros: usize) -> Self {
+        let alpha = if nonzeros == 0 {
+            0.0
+        } else {
+            (sum / nonzeros as f64) as f32
+        };
+        Self { nonzeros, alpha }
+    }
+}
+
 /// Sorts `(|w_i|, i)` by decreasing magnitude into `order` (ties by index, so the projection is
 /// deterministic).
 fn sort_by_magnitude(values: &[f32], order: &mut Vec<(f32, u32)>) {
@@ -89,14 +101,7 @@ pub fn twn_projection(values: &[f32], out: &mut [f32]) -> TernaryProjection {
             nonzeros += 1;
         }
     }
-    TernaryProjection {
-        nonzeros,
-        alpha: if nonzeros == 0 {
-            0.0
-        } else {
-            (sum / nonzeros as f64) as f32
-        },
-    }
+    TernaryProjection::from_sum(sum, nonzeros)
 }
 
 fn write_support(values: &[f32], support: &[(f32, u32)], out: &mut [f32]) -> TernaryProjection {
@@ -107,15 +112,7 @@ fn write_support(values: &[f32], support: &[(f32, u32)], out: &mut [f32]) -> Ter
         out[i] = if values[i] < 0.0 { -1.0 } else { 1.0 };
         sum += f64::from(magnitude);
     }
-    let nonzeros = support.len();
-    TernaryProjection {
-        nonzeros,
-        alpha: if nonzeros == 0 {
-            0.0
-        } else {
-            (sum / nonzeros as f64) as f32
-        },
-    }
+    TernaryProjection::from_sum(sum, support.len())
 }
 
 /// Cosine similarity of two vectors (0 when either is zero).

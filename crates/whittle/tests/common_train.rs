@@ -15,6 +15,29 @@ pub mod common_tiny;
 
 use common_tiny::{config, hf_tensors, tokenizer_json, WORDS};
 
+/// The training sections of the method tests' recipes: 7 short steps, checkpoints every 2.
+pub const TRAIN: &str = r#"
+[loss]
+kl = 1.0
+temperature = 2.0
+ce = 0.5
+targets = "transcript"
+[optim]
+lr_weights = 3e-3
+lr_scales = 1e-3
+weight_decay = 0.01
+clip_norm = 5.0
+[schedule]
+steps = 7
+warmup_steps = 2
+min_lr_ratio = 0.1
+[train]
+batch_size = 2
+grad_accum = 2
+seed = 7
+checkpoint_every = 2
+"#;
+
 pub fn teacher() -> Whisper {
     let store = TensorStore::new("tiny", hf_tensors(3), Device::Cpu);
     Whisper::load(&store, &config(), DType::F32).unwrap()

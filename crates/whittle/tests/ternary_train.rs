@@ -7,7 +7,7 @@ mod common_train;
 
 use candle_core::{DType, Device, Tensor};
 use common_train::common_tiny::*;
-use common_train::{examples, prompt, teacher};
+use common_train::{examples, prompt, teacher, TRAIN};
 use whittle::checkpoint::TensorStore;
 use whittle::compress::bitmap::LayerFormat;
 use whittle::models::whisper::TOKEN_EMBEDDING;
@@ -17,28 +17,6 @@ use whittle::train::batch::synthetic_batch;
 use whittle::train::trainer::{micro_batch_grads_with, MicroBatchGrads, Silent, Trainer};
 use whittle::train::Recipe;
 use whittle_kernels::Layout;
-
-const TRAIN: &str = r#"
-[loss]
-kl = 1.0
-temperature = 2.0
-ce = 0.5
-targets = "transcript"
-[optim]
-lr_weights = 3e-3
-lr_scales = 1e-3
-weight_decay = 0.0
-clip_norm = 5.0
-[schedule]
-steps = 7
-warmup_steps = 2
-min_lr_ratio = 0.1
-[train]
-batch_size = 2
-grad_accum = 2
-seed = 7
-checkpoint_every = 2
-"#;
 
 fn ternary_recipe(extra: &str, steps: usize) -> Recipe {
     Recipe::parse(

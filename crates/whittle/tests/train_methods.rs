@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use candle_core::{Device, Tensor};
 use common_train::common_tiny::*;
-use common_train::{examples, prompt, teacher};
+use common_train::{examples, prompt, teacher, TRAIN};
 use whittle::compress::bitmap::LayerFormat;
 use whittle::models::whisper::{WhisperTokenizer, TOKEN_EMBEDDING};
 use whittle::models::Layers;
@@ -21,28 +21,6 @@ use whittle::train::method::{CompressionMethod, Extracted, LossTerm, MethodParam
 use whittle::train::trainer::{micro_batch_grads_with, MicroBatchGrads, Silent, Trainer};
 use whittle::train::uniform::UniformLsq;
 use whittle::train::Recipe;
-
-const TRAIN: &str = r#"
-[loss]
-kl = 1.0
-temperature = 2.0
-ce = 0.5
-targets = "transcript"
-[optim]
-lr_weights = 3e-3
-lr_scales = 1e-3
-weight_decay = 0.01
-clip_norm = 5.0
-[schedule]
-steps = 7
-warmup_steps = 2
-min_lr_ratio = 0.1
-[train]
-batch_size = 2
-grad_accum = 2
-seed = 7
-checkpoint_every = 2
-"#;
 
 fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()

@@ -122,14 +122,7 @@ fn cosine_cap(
         t[i as usize] = if row[i as usize] < 0.0 { -1.0 } else { 1.0 };
         sum += f64::from(m);
     }
-    TernaryProjection {
-        nonzeros: limit.min(row.len()),
-        alpha: if limit == 0 {
-            0.0
-        } else {
-            (sum / limit.min(row.len()) as f64) as f32
-        },
-    }
+    TernaryProjection::from_sum(sum, limit.min(row.len()))
 }
 
 fn f32_values(t: &Tensor) -> Result<Vec<f32>> {

@@ -73,6 +73,49 @@ pub struct Extracted {
     pub report: serde_json::Value,
 }
 
+/// Replaces `linear`'s weight by an LSQ fake-quantized one at `spec` and returns its two
+/// parameters (latent weight, steps) named after the layer `name`. Every method that trains a
+/// layer with LSQ wraps it this way, so checkpoints name the parameters alike.
+pub fn wrap_lsq(
+    name: &str,
+    linear: &mut crate::nn::Linear,
+    spec: crate::nn::LsqSpec,
+    init: crate::nn::StepInit,
+) -> Result<[MethodParam; 2]> {
+    let w = linear
+        .weight
+        .to_dense()?
+        .to_dtype(candle_core::DType::F32)?;
+    let fq = crate::nn::FakeQuant::init_with(&w, spec, init)
+        .map_err(|e| Error::config(name, e.to_string()))?;
+    let params = [
+        MethodParam {
+            name: format!("{name}.weight"),
+            var: fq.latent.clone(),
+            group: ParamGroup::Weights,
+        },
+        MethodParam {
+            name: format!("{name}.weight_steps"),
+            var: fq.steps.clone(),
+            group: ParamGroup::Scales,
+        },
+    ];
+    linear.weight = crate::nn::Weight::FakeQuant(fq);
+    Ok(params)
+}
+
+/// Packs `linear`'s LSQ fake-quantized weight in place, exactly as trained, and returns its
+/// format; `None` (and nothing changes) for any other weight.
+pub fn pack_lsq(linear: &mut crate::nn::Linear) -> Result<Option<LayerFormat>> {
+    let crate::nn::Weight::FakeQuant(fq) = &linear.weight else {
+        return Ok(None);
+    };
+    let format = LayerFormat::uniform(fq.spec.bits, fq.spec.group);
+    let packed = fq.to_packed()?;
+    linear.set_packed(packed);
+    Ok(Some(format))
+}
+
 /// The recipe's rates: `optim.lr_weights` with its weight decay for weights, `optim.lr_scales`
 /// without decay for steps and (unless a method says otherwise) architecture parameters.
 pub fn recipe_rate(group: ParamGroup, recipe: &Recipe) -> GroupRate {

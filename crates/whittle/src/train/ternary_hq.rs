@@ -29,13 +29,13 @@ use std::collections::BTreeMap;
 use candle_core::DType;
 use whittle_kernels::Layout;
 
-use super::method::{CompressionMethod, Extracted, MethodParam};
+use super::method::{pack_lsq, wrap_lsq, CompressionMethod, Extracted, MethodParam};
 use super::optim::ParamGroup;
 use super::recipe::TernaryRecipe;
 use crate::compress::bitmap::LayerFormat;
 use crate::error::{Error, Result};
 use crate::models::{LayerRole, Layers};
-use crate::nn::{FakeQuant, LsqSpec, StepInit, TernarySpec, TernaryWeight, Weight};
+use crate::nn::{LsqSpec, StepInit, TernarySpec, TernaryWeight, Weight};
 
 /// Ternary training as a [`CompressionMethod`].
 #[derive(Debug, Clone)]
@@ -105,30 +105,17 @@ impl CompressionMethod for TernaryHq {
         let spec = self.spec();
         for layer in student.layers_mut() {
             let (name, role, linear) = (layer.name, layer.role, layer.linear);
-            let w = linear.weight.to_dense()?.to_dtype(DType::F32)?;
             if role == LayerRole::TokenEmbedding {
-                if self.recipe.embedding_bits == 0 {
-                    continue;
+                if self.recipe.embedding_bits != 0 {
+                    let lsq = LsqSpec {
+                        bits: self.recipe.embedding_bits,
+                        group: None,
+                    };
+                    params.extend(wrap_lsq(&name, linear, lsq, StepInit::AbsMax)?);
                 }
-                let spec = LsqSpec {
-                    bits: self.recipe.embedding_bits,
-                    group: None,
-                };
-                let fq = FakeQuant::init_with(&w, spec, StepInit::AbsMax)
-                    .map_err(|e| Error::config(&name, e.to_string()))?;
-                params.push(MethodParam {
-                    name: format!("{name}.weight"),
-                    var: fq.latent.clone(),
-                    group: ParamGroup::Weights,
-                });
-                params.push(MethodParam {
-                    name: format!("{name}.weight_steps"),
-                    var: fq.steps.clone(),
-                    group: ParamGroup::Scales,
-                });
-                linear.weight = Weight::FakeQuant(fq);
                 continue;
             }
+            let w = linear.weight.to_dense()?.to_dtype(DType::F32)?;
             let t =
                 TernaryWeight::init(&w, spec).map_err(|e| Error::config(&name, e.to_string()))?;
             params.push(MethodParam {
@@ -210,13 +197,7 @@ impl CompressionMethod for TernaryHq {
                     linear.set_packed(packed);
                     self.layer_format()
                 }
-                Weight::FakeQuant(fq) => {
-                    let format = LayerFormat::uniform(fq.spec.bits, fq.spec.group);
-                    let packed = fq.to_packed()?;
-                    linear.set_packed(packed);
-                    format
-                }
-                _ => LayerFormat::Float,
+                _ => pack_lsq(linear)?.unwrap_or(LayerFormat::Float),
             };
             layers.push((name, format));
         }

@@ -2,13 +2,12 @@
 //! et al. 2020) at fixed bit widths, one format for every block linear layer or a bit map per
 //! layer (stage B of the two-stage mixed-precision baseline trains the allocated map this way).
 
-use super::method::{CompressionMethod, Extracted, MethodParam};
-use super::optim::ParamGroup;
+use super::method::{pack_lsq, wrap_lsq, CompressionMethod, Extracted, MethodParam};
 use crate::compress::bitmap::{BitMap, LayerFormat};
 use crate::compress::ptq::resolve_bit_map;
 use crate::error::{Error, Result};
 use crate::models;
-use crate::nn::{FakeQuant, LsqSpec, StepInit, Weight};
+use crate::nn::{LsqSpec, StepInit};
 
 /// Which layers train at which precision.
 #[derive(Debug, Clone)]
@@ -92,23 +91,7 @@ impl CompressionMethod for UniformLsq {
             let Some((_, Some(spec))) = specs.iter().find(|(n, _)| *n == name) else {
                 continue;
             };
-            let w = linear
-                .weight
-                .to_dense()?
-                .to_dtype(candle_core::DType::F32)?;
-            let fq = FakeQuant::init_with(&w, *spec, self.init)
-                .map_err(|e| Error::config(&name, e.to_string()))?;
-            params.push(MethodParam {
-                name: format!("{name}.weight"),
-                var: fq.latent.clone(),
-                group: ParamGroup::Weights,
-            });
-            params.push(MethodParam {
-                name: format!("{name}.weight_steps"),
-                var: fq.steps.clone(),
-                group: ParamGroup::Scales,
-            });
-            linear.weight = Weight::FakeQuant(fq);
+            params.extend(wrap_lsq(&name, linear, *spec, self.init)?);
         }
         if params.is_empty() {
             return Err(Error::config(
@@ -123,16 +106,7 @@ impl CompressionMethod for UniformLsq {
         let mut layers = Vec::new();
         for layer in shipped.layers_mut() {
             let (name, linear) = (layer.name, layer.linear);
-            let format = match &linear.weight {
-                Weight::FakeQuant(fq) => {
-                    let format = LayerFormat::uniform(fq.spec.bits, fq.spec.group);
-                    let packed = fq.to_packed()?;
-                    linear.set_packed(packed);
-                    format
-                }
-                _ => LayerFormat::Float,
-            };
-            layers.push((name, format));
+            layers.push((name, pack_lsq(linear)?.unwrap_or(LayerFormat::Float)));
         }
         Ok(Extracted {
             layers,
