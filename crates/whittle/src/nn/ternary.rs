@@ -244,7 +244,19 @@ impl TernaryWeight {
     }
 
     /// Codes (`0`, `1`, `2`) and f16 per-row scales exactly as the forward uses them.
+    ///
+    /// The directions are projected afresh from the latent (at the current cap), not read from
+    /// the cache of the last [`TernaryWeight::refresh`]: a trainer that restores earlier (best)
+    /// parameters into the latent and scale before extracting would otherwise pack the last
+    /// step's directions with the restored scales.
     pub fn to_quantized_matrix(&self) -> Result<QuantizedMatrix> {
+        let mut fresh = self.clone();
+        fresh.refresh()?;
+        fresh.cached_quantized_matrix()
+    }
+
+    /// [`TernaryWeight::to_quantized_matrix`] from the cached directions.
+    fn cached_quantized_matrix(&self) -> Result<QuantizedMatrix> {
         let (rows, cols) = self.dims();
         let t = f32_values(&self.directions)?;
         let scales = f32_values(&self.raw_scale()?)?;
@@ -387,6 +399,31 @@ mod tests {
                 // Plain STE: dL/dv = dL/dW = c.
                 assert!(max_abs_diff(gl, &c).unwrap() < 1e-6);
             }
+        }
+    }
+
+    /// Parameters restored into the latent and scale after the last refresh (a trainer keeping
+    /// its best checkpoint) are packed with their own directions, not the cached ones.
+    #[test]
+    fn packing_projects_the_current_latent() {
+        let w = test_var(&[6, 64], 7).as_tensor().clone();
+        for s in [spec(true, Projection::Cosine), spec(false, Projection::Twn)] {
+            let t = TernaryWeight::init(&w, s).unwrap();
+            let best_latent = t.latent.as_tensor().copy().unwrap();
+            let best_scale = t.scale.as_tensor().copy().unwrap();
+            let expected = t.to_packed(Layout::TernarySparse).unwrap();
+            // Training moves on (and refreshes), then the best parameters come back.
+            let moved = (t.latent.as_tensor() * test_var(&[6, 64], 9).as_tensor()).unwrap();
+            t.latent.set(&moved).unwrap();
+            let mut trained = t.clone();
+            trained.refresh().unwrap();
+            trained.latent.set(&best_latent).unwrap();
+            trained.scale.set(&best_scale).unwrap();
+            assert_eq!(
+                trained.to_packed(Layout::TernarySparse).unwrap(),
+                expected,
+                "{s:?}"
+            );
         }
     }
 
