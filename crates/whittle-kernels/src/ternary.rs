@@ -88,6 +88,19 @@ pub fn cosine_projection(
     write_support(values, &order[..best_k], out)
 }
 
+/// The projection keeping the `k` largest magnitudes of `values` (signs kept): the support a
+/// pruning cap leaves when another rule chose more nonzeros. `order` is scratch space.
+pub fn top_k_projection(
+    values: &[f32],
+    k: usize,
+    order: &mut Vec<(f32, u32)>,
+    out: &mut [f32],
+) -> TernaryProjection {
+    assert_eq!(values.len(), out.len(), "projection output length");
+    sort_by_magnitude(values, order);
+    write_support(values, &order[..k.min(values.len())], out)
+}
+
 /// TWN's projection: `t_i = sign(w_i)` where `|w_i| > 0.7 mean|w|`, else 0.
 pub fn twn_projection(values: &[f32], out: &mut [f32]) -> TernaryProjection {
     assert_eq!(values.len(), out.len(), "projection output length");
@@ -148,14 +161,19 @@ fn table_bytes(rows: usize) -> Option<usize> {
         .checked_mul(4)
 }
 
-/// Payload bytes of a row whose masks are `masks` (little-endian `u32`s).
+/// Nonzeros marked in `masks` (little-endian `u32`s).
 #[inline]
-fn row_bytes_from_masks(masks: &[u8]) -> usize {
-    let nonzeros: usize = masks
+fn mask_nonzeros(masks: &[u8]) -> usize {
+    masks
         .chunks_exact(4)
         .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]).count_ones() as usize)
-        .sum();
-    masks.len() + nonzeros.div_ceil(8)
+        .sum()
+}
+
+/// Payload bytes of a row whose masks are `masks`.
+#[inline]
+fn row_bytes_from_masks(masks: &[u8]) -> usize {
+    masks.len() + mask_nonzeros(masks).div_ceil(8)
 }
 
 /// Payload bytes of a row of `cols` weights with `nonzeros` nonzeros.
@@ -285,15 +303,10 @@ impl<'a> SparseTernary<'a> {
             let row = payload
                 .get(at..at + len)
                 .ok_or_else(|| invalid(format!("row {r}: the sign bits run past the payload")))?;
-            let nonzeros = (len - mask_bytes) * 8;
-            let used = masks
-                .chunks_exact(4)
-                .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]).count_ones() as usize)
-                .sum::<usize>();
-            if used % 8 != 0 && row[len - 1] >> (used % 8) != 0 {
+            let used = mask_nonzeros(masks) % 8;
+            if used != 0 && row[len - 1] >> used != 0 {
                 return Err(invalid(format!("row {r}: sign padding bits are set")));
             }
-            debug_assert!(used <= nonzeros);
             at += len;
         }
         if at != payload.len() {
@@ -308,11 +321,6 @@ impl<'a> SparseTernary<'a> {
     /// Wraps bytes that [`SparseTernary::new`] accepted before (no checks).
     pub(crate) fn trusted(bytes: &'a [u8], rows: usize, cols: usize) -> Self {
         Self { bytes, rows, cols }
-    }
-
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
     }
 
     /// Byte offset of row `r`'s payload from the end of the offset table.
@@ -361,15 +369,14 @@ impl<'a> SparseTernary<'a> {
         (masks, signs)
     }
 
-    /// Nonzeros of the whole matrix.
+    /// Nonzeros of the whole matrix (one pass over the rows).
     pub fn nonzeros(&self) -> usize {
+        let mut offset = 0;
         (0..self.rows)
-            .map(|r| {
-                self.row(r)
-                    .0
-                    .chunks_exact(4)
-                    .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]).count_ones() as usize)
-                    .sum::<usize>()
+            .map(|_| {
+                let (masks, _, next) = self.row_at(offset);
+                offset = next;
+                mask_nonzeros(masks)
             })
             .sum()
     }

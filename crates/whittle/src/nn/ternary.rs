@@ -25,7 +25,9 @@ use candle_core::{DType, Tensor, Var, D};
 use half::f16;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use whittle_kernels::ternary::{cosine_projection, twn_projection, TernaryProjection};
+use whittle_kernels::ternary::{
+    cosine_projection, top_k_projection, twn_projection, TernaryProjection,
+};
 use whittle_kernels::{Granularity, Layout, PackedMatrix, QuantFormat, QuantizedMatrix, Scheme};
 
 use crate::error::{Error, Result};
@@ -97,32 +99,13 @@ fn project_rows(
                     if p.nonzeros <= max_nonzero {
                         p
                     } else {
-                        cosine_cap(row, max_nonzero, order, t)
+                        top_k_projection(row, max_nonzero, order, t)
                     }
                 }
             }
         })
         .collect();
     (t, projections)
-}
-
-/// Keeps the `limit` largest magnitudes of `row` (TWN support over the pruning cap).
-fn cosine_cap(
-    row: &[f32],
-    limit: usize,
-    order: &mut Vec<(f32, u32)>,
-    t: &mut [f32],
-) -> TernaryProjection {
-    order.clear();
-    order.extend(row.iter().enumerate().map(|(i, v)| (v.abs(), i as u32)));
-    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    t.fill(0.0);
-    let mut sum = 0.0f64;
-    for &(m, i) in order.iter().take(limit) {
-        t[i as usize] = if row[i as usize] < 0.0 { -1.0 } else { 1.0 };
-        sum += f64::from(m);
-    }
-    TernaryProjection::from_sum(sum, limit.min(row.len()))
 }
 
 fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
