@@ -36,6 +36,7 @@ pub fn config() -> WhisperConfig {
         suppress_tokens: vec![1, 2],
         begin_suppress_tokens: vec![EOT],
         activation_function: "gelu".into(),
+        layer_shapes: None,
     }
 }
 

@@ -123,10 +123,10 @@ fn matrix_of<'a>(t: &'a Transcriber, name: &str) -> &'a whittle::nn::Linear {
         _ => &a.out_proj,
     };
     match (parts[3], parts[4]) {
-        ("attn", _) => attn(&block.self_attn),
-        ("cross_attn", _) => attn(&block.encoder_attn.as_ref().unwrap().0),
-        ("mlp", "0") => &block.fc1,
-        _ => &block.fc2,
+        ("attn", _) => attn(&block.self_attn.as_ref().unwrap().attn),
+        ("cross_attn", _) => attn(&block.encoder_attn.as_ref().unwrap().attn),
+        ("mlp", "0") => &block.mlp.as_ref().unwrap().fc1,
+        _ => &block.mlp.as_ref().unwrap().fc2,
     }
 }
 
@@ -341,7 +341,7 @@ fn float_model_exports_f16_and_f32() {
     let info = file.tensor("encoder.blocks.1.mlp.0.weight").unwrap();
     assert_eq!(
         file.values(info).unwrap(),
-        dense_values(&t.model.encoder.layers[1].fc1)
+        dense_values(&t.model.encoder.layers[1].mlp.as_ref().unwrap().fc1)
     );
     let report = write_ggml(&t.model, &t.tokenizer, GgmlExportOptions::default(), &path).unwrap();
     assert_eq!(report.matrix_type, "f16");

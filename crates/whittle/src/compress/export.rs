@@ -35,10 +35,13 @@ pub fn write_whisper(
     write_packed(store, model, "whisper", &family, header, path)
 }
 
-/// Write `model` to `path`: packed weights as they are in the model, every other tensor from
-/// `store` in its stored float dtype (f16 stays f16). `family_header` holds what the family's
-/// reader needs (configuration, tokenizer); `header` fields (recipe, bit map, provenance,
-/// results) are added after it. Returns the file size.
+/// Write `model` to `path`: packed weights as they are in the model, and every other tensor as
+/// the model holds it ([`Layers::held_tensors`]; pruned and retrained models round-trip), in
+/// the dtype the checkpoint stored it in (f16 stays f16; new tensors are f32). Families that
+/// hold no such list copy the other tensors from `store`. `family_header` holds what the
+/// family's reader needs (configuration, tokenizer), its configuration replaced by the model's
+/// own ([`Layers::config_header`]) when it has one; `header` fields (recipe, bit map,
+/// provenance, results) are added after it. Returns the file size.
 pub fn write_packed<M: Layers + ?Sized>(
     store: &TensorStore,
     model: &M,
@@ -48,8 +51,13 @@ pub fn write_packed<M: Layers + ?Sized>(
     path: &Path,
 ) -> Result<u64> {
     let mut writer = PackedFileWriter::new(architecture);
+    let own_config = model.config_header()?;
     for (key, value) in family_header {
-        writer.set_header_field(key, value.clone())?;
+        let value = match &own_config {
+            Some(config) if key == keys::CONFIG => config.clone(),
+            _ => value.clone(),
+        };
+        writer.set_header_field(key, value)?;
     }
     for (key, value) in header {
         writer.set_header_field(key, value.clone())?;
@@ -60,12 +68,20 @@ pub fn write_packed<M: Layers + ?Sized>(
             packed.push((format!("{}.weight", layer.name), p.clone()));
         }
     }
-    for name in store.names() {
-        if packed.iter().any(|(n, _)| n == name) {
-            continue;
-        }
-        let tensor = store.peek(name).expect("listed name");
-        let (dtype, t) = match store.stored_dtype(name) {
+    let floats: Vec<(String, candle_core::Tensor)> = match model.held_tensors()? {
+        Some(held) => held,
+        None => store
+            .names()
+            .filter(|name| !packed.iter().any(|(n, _)| n == name))
+            .map(|name| (name.to_string(), store.peek(name).expect("listed name").clone()))
+            .collect(),
+    };
+    for (name, tensor) in &floats {
+        // A store without the `model.` prefix names the same tensor without it.
+        let stored = store
+            .stored_dtype(name)
+            .or_else(|| name.strip_prefix("model.").and_then(|n| store.stored_dtype(n)));
+        let (dtype, t) = match stored {
             Some(DType::F16) => (FloatDtype::F16, tensor.to_dtype(DType::F16)?),
             _ => (FloatDtype::F32, tensor.to_dtype(DType::F32)?),
         };

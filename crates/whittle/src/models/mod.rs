@@ -79,6 +79,21 @@ pub trait Layers {
     fn layers(&self) -> Vec<LayerRef<'_>>;
     /// Every such matrix, mutably, in the order of [`Layers::layers`].
     fn layers_mut(&mut self) -> Vec<LayerMut<'_>>;
+
+    /// Every tensor the model holds other than packed layer weights (norms, biases,
+    /// convolutions, positions, unpacked weights), by checkpoint name and as the model holds
+    /// it: what export writes beside the packed matrices, so pruned or retrained models
+    /// round-trip. `None` for a family whose shapes never change, whose export copies these
+    /// tensors from its checkpoint store.
+    fn held_tensors(&self) -> Result<Option<Vec<(String, candle_core::Tensor)>>> {
+        Ok(None)
+    }
+
+    /// The family's configuration as a `.whittle` header stores it, when it may differ from
+    /// the checkpoint's (per-layer shapes after pruning); `None` keeps the loaded header's.
+    fn config_header(&self) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
 }
 
 /// A loaded speech-recognition model of any family: a network with what it needs to turn audio

@@ -363,6 +363,7 @@ mod tests {
             suppress_tokens: vec![],
             begin_suppress_tokens: vec![],
             activation_function: "gelu".into(),
+            layer_shapes: None,
         }
     }
 

@@ -48,7 +48,48 @@ pub struct WhisperConfig {
     /// Activation, `gelu` for every released Whisper.
     #[serde(default = "default_activation")]
     pub activation_function: String,
+    /// Per-layer shapes of a structurally pruned model (whittle's extension; absent for the
+    /// uniform shapes above, as in every released checkpoint). The head width stays
+    /// `d_model / *_attention_heads`; a layer keeps fewer heads or FFN units, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_shapes: Option<LayerShapes>,
 }
+
+/// The shape of one transformer block. Zero heads or a zero FFN width means the module is
+/// removed with its norm and residual branch; a block with nothing left is a removed layer
+/// (it keeps its index, so tensor names and bit maps of the unpruned model still apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockShape {
+    /// Self-attention heads.
+    pub self_attention_heads: usize,
+    /// Cross-attention heads (decoder blocks only; 0 in the encoder).
+    #[serde(default)]
+    pub cross_attention_heads: usize,
+    /// Feed-forward units.
+    pub ffn_dim: usize,
+}
+
+impl BlockShape {
+    /// Whether every module of the block is removed.
+    pub fn is_empty(&self) -> bool {
+        self.self_attention_heads == 0 && self.cross_attention_heads == 0 && self.ffn_dim == 0
+    }
+}
+
+/// Per-layer shapes of encoder and decoder blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerShapes {
+    /// One entry per encoder layer.
+    pub encoder: Vec<BlockShape>,
+    /// One entry per decoder layer.
+    pub decoder: Vec<BlockShape>,
+}
+
+/// Largest FFN width accepted in per-layer shapes (bounds what a crafted header can ask to
+/// allocate; released Whisper models use at most 5120).
+pub const MAX_FFN_DIM: usize = 1 << 16;
 
 fn default_source_positions() -> usize {
     1500
@@ -111,6 +152,9 @@ impl WhisperConfig {
                 self.activation_function
             ),
         )?;
+        if let Some(shapes) = &self.layer_shapes {
+            self.validate_layer_shapes(shapes).map_err(|r| Error::config(context, r))?;
+        }
         for &t in self
             .suppress_tokens
             .iter()
@@ -127,26 +171,136 @@ impl WhisperConfig {
         Ok(())
     }
 
+    fn validate_layer_shapes(&self, shapes: &LayerShapes) -> std::result::Result<(), String> {
+        for (part, blocks, layers, heads, cross) in [
+            ("encoder", &shapes.encoder, self.encoder_layers, self.encoder_attention_heads, false),
+            ("decoder", &shapes.decoder, self.decoder_layers, self.decoder_attention_heads, true),
+        ] {
+            if blocks.len() != layers {
+                return Err(format!(
+                    "layer_shapes.{part} has {} entries for {layers} layers",
+                    blocks.len()
+                ));
+            }
+            for (i, b) in blocks.iter().enumerate() {
+                if b.self_attention_heads > heads || b.cross_attention_heads > heads {
+                    return Err(format!(
+                        "layer_shapes.{part}[{i}]: more heads than the {heads} the head width \
+                         d_model / {heads} is taken from"
+                    ));
+                }
+                if !cross && b.cross_attention_heads != 0 {
+                    return Err(format!(
+                        "layer_shapes.{part}[{i}]: encoder blocks have no cross-attention"
+                    ));
+                }
+                if b.ffn_dim > MAX_FFN_DIM {
+                    return Err(format!(
+                        "layer_shapes.{part}[{i}]: ffn_dim {} exceeds {MAX_FFN_DIM}",
+                        b.ffn_dim
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Head width of the encoder (`d_model / encoder_attention_heads`).
+    pub fn encoder_head_dim(&self) -> usize {
+        self.d_model / self.encoder_attention_heads
+    }
+
+    /// Head width of the decoder.
+    pub fn decoder_head_dim(&self) -> usize {
+        self.d_model / self.decoder_attention_heads
+    }
+
+    /// Shape of encoder layer `i` (uniform unless the model is pruned).
+    pub fn encoder_block(&self, i: usize) -> BlockShape {
+        match &self.layer_shapes {
+            Some(s) => s.encoder[i],
+            None => BlockShape {
+                self_attention_heads: self.encoder_attention_heads,
+                cross_attention_heads: 0,
+                ffn_dim: self.encoder_ffn_dim,
+            },
+        }
+    }
+
+    /// Shape of decoder layer `i`.
+    pub fn decoder_block(&self, i: usize) -> BlockShape {
+        match &self.layer_shapes {
+            Some(s) => s.decoder[i],
+            None => BlockShape {
+                self_attention_heads: self.decoder_attention_heads,
+                cross_attention_heads: self.decoder_attention_heads,
+                ffn_dim: self.decoder_ffn_dim,
+            },
+        }
+    }
+
+    /// Whether every layer has the uniform shape of the head counts and FFN widths above
+    /// (formats that hold one shape for all layers, such as whisper.cpp's, need this).
+    pub fn is_uniform(&self) -> bool {
+        (0..self.encoder_layers).all(|i| {
+            self.encoder_block(i)
+                == BlockShape {
+                    self_attention_heads: self.encoder_attention_heads,
+                    cross_attention_heads: 0,
+                    ffn_dim: self.encoder_ffn_dim,
+                }
+        }) && (0..self.decoder_layers).all(|i| {
+            self.decoder_block(i)
+                == BlockShape {
+                    self_attention_heads: self.decoder_attention_heads,
+                    cross_attention_heads: self.decoder_attention_heads,
+                    ffn_dim: self.decoder_ffn_dim,
+                }
+        })
+    }
+
     /// English-only models have 51864 tokens; multilingual ones have more.
     pub fn is_multilingual(&self) -> bool {
         self.vocab_size >= 51865
     }
 
-    /// Parameters of the architecture (tied output projection counted once).
+    /// Parameters of the architecture (tied output projection counted once), per-layer shapes
+    /// included.
     pub fn parameter_count(&self) -> usize {
         let d = self.d_model;
-        let attn = 4 * d * d + 3 * d; // q,k,v,out weights; q,v,out biases
         let ln = 2 * d;
-        let enc_layer = attn + ln + 2 * d * self.encoder_ffn_dim + self.encoder_ffn_dim + d + ln;
-        let dec_layer =
-            2 * attn + 2 * ln + 2 * d * self.decoder_ffn_dim + self.decoder_ffn_dim + d + ln;
+        // q, k, v, out weights; q, v biases of the inner width, the out bias of d; the norm.
+        let attn = |heads: usize, head_dim: usize| {
+            let inner = heads * head_dim;
+            if heads == 0 {
+                0
+            } else {
+                4 * d * inner + 2 * inner + d + ln
+            }
+        };
+        let ffn = |f: usize| if f == 0 { 0 } else { 2 * d * f + f + d + ln };
+        let encoder: usize = (0..self.encoder_layers)
+            .map(|i| {
+                let b = self.encoder_block(i);
+                attn(b.self_attention_heads, self.encoder_head_dim()) + ffn(b.ffn_dim)
+            })
+            .sum();
+        let decoder: usize = (0..self.decoder_layers)
+            .map(|i| {
+                let b = self.decoder_block(i);
+                let hd = self.decoder_head_dim();
+                attn(b.self_attention_heads, hd)
+                    + attn(b.cross_attention_heads, hd)
+                    + ffn(b.ffn_dim)
+            })
+            .sum();
         let conv = self.num_mel_bins * d * 3 + d + d * d * 3 + d;
         conv + self.max_source_positions * d
-            + self.encoder_layers * enc_layer
+            + encoder
             + ln
             + self.vocab_size * d
             + self.max_target_positions * d
-            + self.decoder_layers * dec_layer
+            + decoder
             + ln
     }
 }

@@ -17,6 +17,14 @@ impl Layers for Transcriber {
     fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
         self.model.layers_mut()
     }
+
+    fn held_tensors(&self) -> Result<Option<Vec<(String, Tensor)>>> {
+        self.model.held_tensors()
+    }
+
+    fn config_header(&self) -> Result<Option<serde_json::Value>> {
+        self.model.config_header()
+    }
 }
 
 impl SpeechModel for Transcriber {
@@ -27,11 +35,12 @@ impl SpeechModel for Transcriber {
     fn summary(&self) -> String {
         let c = &self.model.config;
         format!(
-            "Whisper ({}): d_model {}, mels {}, encoder {} layers x {} heads (ffn {}), decoder {} layers x {} heads (ffn {}), vocab {}, positions {}/{}",
+            "Whisper ({}): d_model {}, mels {}, encoder {} layers x {} heads (ffn {}), decoder {} layers x {} heads (ffn {}), vocab {}, positions {}/{}{}",
             if c.is_multilingual() { "multilingual" } else { "English-only" },
             c.d_model, c.num_mel_bins, c.encoder_layers, c.encoder_attention_heads, c.encoder_ffn_dim,
             c.decoder_layers, c.decoder_attention_heads, c.decoder_ffn_dim, c.vocab_size,
-            c.max_source_positions, c.max_target_positions
+            c.max_source_positions, c.max_target_positions,
+            if c.is_uniform() { String::new() } else { format!("; pruned: {}", self.model.shape_summary()) }
         )
     }
 

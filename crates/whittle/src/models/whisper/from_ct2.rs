@@ -207,6 +207,7 @@ pub fn convert(
         suppress_tokens: decoding.suppress_ids.clone(),
         begin_suppress_tokens: decoding.suppress_ids_begin.clone(),
         activation_function: "gelu".into(),
+        layer_shapes: None,
     };
     config.validate(&path)?;
 

@@ -415,12 +415,16 @@ fn matrices(model: &Whisper) -> Vec<(String, &Linear)> {
     ] {
         for (i, block) in layers.iter().enumerate() {
             let p = format!("{part}.blocks.{i}");
-            attention(&mut out, &format!("{p}.attn"), &block.self_attn);
-            if let Some((cross, _)) = &block.encoder_attn {
-                attention(&mut out, &format!("{p}.cross_attn"), cross);
+            if let Some(m) = &block.self_attn {
+                attention(&mut out, &format!("{p}.attn"), &m.attn);
             }
-            out.push((format!("{p}.mlp.0.weight"), &block.fc1));
-            out.push((format!("{p}.mlp.2.weight"), &block.fc2));
+            if let Some(m) = &block.encoder_attn {
+                attention(&mut out, &format!("{p}.cross_attn"), &m.attn);
+            }
+            if let Some(f) = &block.mlp {
+                out.push((format!("{p}.mlp.0.weight"), &f.fc1));
+                out.push((format!("{p}.mlp.2.weight"), &f.fc2));
+            }
         }
     }
     out
@@ -648,6 +652,13 @@ pub fn write_ggml(
         context: context.clone(),
         reason,
     };
+    if !c.is_uniform() {
+        return Err(refuse(
+            "whisper.cpp's format holds one head count and one MLP width for all layers; this \
+             model is structurally pruned (per-layer shapes)"
+                .into(),
+        ));
+    }
     if c.encoder_ffn_dim != 4 * c.d_model || c.decoder_ffn_dim != 4 * c.d_model {
         return Err(refuse(format!(
             "whisper.cpp assumes an MLP width of 4 x d_model ({}); this model has {} (encoder) and {} (decoder)",
@@ -750,15 +761,19 @@ pub fn write_ggml(
         }
         for (i, block) in layers.iter().enumerate() {
             let p = format!("{part}.blocks.{i}");
-            w.attention(&format!("{p}.attn"), &block.self_attn, ty)?;
-            w.layer_norm(&format!("{p}.attn_ln"), &block.self_attn_layer_norm)?;
-            if let Some((cross, norm)) = &block.encoder_attn {
-                w.attention(&format!("{p}.cross_attn"), cross, ty)?;
-                w.layer_norm(&format!("{p}.cross_attn_ln"), norm)?;
+            // Uniform shapes were checked above: every module is present.
+            let (Some(attn), Some(mlp)) = (&block.self_attn, &block.mlp) else {
+                return Err(refuse(format!("{p} has a pruned module")));
+            };
+            w.attention(&format!("{p}.attn"), &attn.attn, ty)?;
+            w.layer_norm(&format!("{p}.attn_ln"), &attn.norm)?;
+            if let Some(cross) = &block.encoder_attn {
+                w.attention(&format!("{p}.cross_attn"), &cross.attn, ty)?;
+                w.layer_norm(&format!("{p}.cross_attn_ln"), &cross.norm)?;
             }
-            w.linear(&format!("{p}.mlp.0"), &block.fc1, ty)?;
-            w.linear(&format!("{p}.mlp.2"), &block.fc2, ty)?;
-            w.layer_norm(&format!("{p}.mlp_ln"), &block.final_layer_norm)?;
+            w.linear(&format!("{p}.mlp.0"), &mlp.fc1, ty)?;
+            w.linear(&format!("{p}.mlp.2"), &mlp.fc2, ty)?;
+            w.layer_norm(&format!("{p}.mlp_ln"), &mlp.norm)?;
         }
         if part == "encoder" {
             w.layer_norm("encoder.ln_post", &enc.layer_norm)?;
@@ -1073,6 +1088,7 @@ impl GgmlWhisperFile {
             suppress_tokens: Vec::new(),
             begin_suppress_tokens: Vec::new(),
             activation_function: "gelu".into(),
+            layer_shapes: None,
         };
         config.suppress_tokens = default_suppress_tokens(&tokenizer)?;
         config.validate(&context)?;

@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Tensor};
 
-use super::config::WhisperConfig;
+use super::config::{BlockShape, WhisperConfig};
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
 use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
@@ -40,20 +40,29 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Load `heads` heads of width `head_dim` from model width `d`: q/k/v `[heads * head_dim,
+    /// d]`, out `[d, heads * head_dim]`.
     fn load(
         store: &TensorStore,
         prefix: &str,
         d: usize,
         heads: usize,
+        head_dim: usize,
         dtype: DType,
     ) -> Result<Self> {
+        let inner = heads * head_dim;
         Ok(Self {
-            q_proj: Linear::load(store, &format!("{prefix}.q_proj"), d, d, true, dtype)?,
-            k_proj: Linear::load(store, &format!("{prefix}.k_proj"), d, d, false, dtype)?,
-            v_proj: Linear::load(store, &format!("{prefix}.v_proj"), d, d, true, dtype)?,
-            out_proj: Linear::load(store, &format!("{prefix}.out_proj"), d, d, true, dtype)?,
+            q_proj: Linear::load(store, &format!("{prefix}.q_proj"), d, inner, true, dtype)?,
+            k_proj: Linear::load(store, &format!("{prefix}.k_proj"), d, inner, false, dtype)?,
+            v_proj: Linear::load(store, &format!("{prefix}.v_proj"), d, inner, true, dtype)?,
+            out_proj: Linear::load(store, &format!("{prefix}.out_proj"), inner, d, true, dtype)?,
             heads,
         })
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.q_proj.out_features() / self.heads
     }
 
     /// The four projections by tensor name, with their roles.
@@ -247,77 +256,120 @@ fn softmax_last_dim(x: Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
-/// Pre-norm transformer block: self-attention, optional cross-attention, GELU MLP.
+/// A pre-norm attention module with its residual branch, `x + attn(norm(x))`.
 #[derive(Debug, Clone)]
-pub struct Block {
-    /// Self-attention.
-    pub self_attn: Attention,
-    /// Norm before self-attention.
-    pub self_attn_layer_norm: LayerNorm,
-    /// Cross-attention to the encoder output (decoder only).
-    pub encoder_attn: Option<(Attention, LayerNorm)>,
-    /// First MLP projection.
+pub struct AttentionModule {
+    /// The attention.
+    pub attn: Attention,
+    /// Norm before it.
+    pub norm: LayerNorm,
+}
+
+/// A pre-norm GELU MLP with its residual branch, `x + fc2(gelu(fc1(norm(x))))`.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    /// First projection, to the hidden width.
     pub fc1: Linear,
-    /// Second MLP projection.
+    /// Second projection, back to the model width.
     pub fc2: Linear,
     /// Norm before the MLP.
-    pub final_layer_norm: LayerNorm,
+    pub norm: LayerNorm,
 }
+
+impl FeedForward {
+    /// `x` plus the MLP of `x`.
+    pub fn forward_residual(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.norm.forward(x)?;
+        let h = self.fc2.forward(&gelu(self.fc1.forward(&h)?)?)?;
+        x + h
+    }
+
+    /// Hidden units.
+    pub fn width(&self) -> usize {
+        self.fc1.out_features()
+    }
+}
+
+/// Pre-norm transformer block: self-attention, cross-attention (decoder), GELU MLP. A module
+/// that structured pruning removed is `None`: its branch adds nothing, and it holds no tensors.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Self-attention (checkpoint names `self_attn.*`, `self_attn_layer_norm.*`).
+    pub self_attn: Option<AttentionModule>,
+    /// Cross-attention to the encoder output (`encoder_attn.*`, `encoder_attn_layer_norm.*`);
+    /// always `None` in the encoder.
+    pub encoder_attn: Option<AttentionModule>,
+    /// The MLP (`fc1.*`, `fc2.*`, `final_layer_norm.*`).
+    pub mlp: Option<FeedForward>,
+}
+
+/// Checkpoint name of the norm before each module of a block.
+pub const SELF_ATTN_NORM: &str = "self_attn_layer_norm";
+/// See [`SELF_ATTN_NORM`].
+pub const CROSS_ATTN_NORM: &str = "encoder_attn_layer_norm";
+/// See [`SELF_ATTN_NORM`].
+pub const MLP_NORM: &str = "final_layer_norm";
 
 impl Block {
     fn load(
         store: &TensorStore,
         prefix: &str,
         d: usize,
-        heads: usize,
-        ffn: usize,
-        cross: bool,
+        shape: BlockShape,
+        head_dim: usize,
         dtype: DType,
     ) -> Result<Self> {
-        let encoder_attn = if cross {
-            Some((
-                Attention::load(store, &format!("{prefix}.encoder_attn"), d, heads, dtype)?,
-                LayerNorm::load(
-                    store,
-                    &format!("{prefix}.encoder_attn_layer_norm"),
-                    d,
-                    dtype,
-                )?,
-            ))
-        } else {
+        let attention = |name: &str, norm: &str, heads: usize| -> Result<Option<AttentionModule>> {
+            if heads == 0 {
+                return Ok(None);
+            }
+            Ok(Some(AttentionModule {
+                attn: Attention::load(store, &format!("{prefix}.{name}"), d, heads, head_dim, dtype)?,
+                norm: LayerNorm::load(store, &format!("{prefix}.{norm}"), d, dtype)?,
+            }))
+        };
+        let f = shape.ffn_dim;
+        let mlp = if f == 0 {
             None
+        } else {
+            Some(FeedForward {
+                fc1: Linear::load(store, &format!("{prefix}.fc1"), d, f, true, dtype)?,
+                fc2: Linear::load(store, &format!("{prefix}.fc2"), f, d, true, dtype)?,
+                norm: LayerNorm::load(store, &format!("{prefix}.{MLP_NORM}"), d, dtype)?,
+            })
         };
         Ok(Self {
-            self_attn: Attention::load(store, &format!("{prefix}.self_attn"), d, heads, dtype)?,
-            self_attn_layer_norm: LayerNorm::load(
-                store,
-                &format!("{prefix}.self_attn_layer_norm"),
-                d,
-                dtype,
-            )?,
-            encoder_attn,
-            fc1: Linear::load(store, &format!("{prefix}.fc1"), d, ffn, true, dtype)?,
-            fc2: Linear::load(store, &format!("{prefix}.fc2"), ffn, d, true, dtype)?,
-            final_layer_norm: LayerNorm::load(
-                store,
-                &format!("{prefix}.final_layer_norm"),
-                d,
-                dtype,
-            )?,
+            self_attn: attention("self_attn", SELF_ATTN_NORM, shape.self_attention_heads)?,
+            encoder_attn: attention("encoder_attn", CROSS_ATTN_NORM, shape.cross_attention_heads)?,
+            mlp,
         })
     }
 
     /// An encoder block: self-attention, then the MLP, each with its residual.
     fn encoder_forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.self_attn_layer_norm.forward(x)?;
-        let x = (x + self.self_attn.forward_uncached(&h, &h, false)?)?;
+        let mut x = x.clone();
+        if let Some(m) = &self.self_attn {
+            let h = m.norm.forward(&x)?;
+            x = (&x + m.attn.forward_uncached(&h, &h, false)?)?;
+        }
         self.mlp(&x)
     }
 
+    /// `x` plus the MLP's branch, or `x` when the MLP is removed.
     fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.final_layer_norm.forward(x)?;
-        let h = self.fc2.forward(&gelu(self.fc1.forward(&h)?)?)?;
-        x + h
+        match &self.mlp {
+            Some(f) => f.forward_residual(x),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// The block's shape (heads and units it holds).
+    pub fn shape(&self) -> BlockShape {
+        BlockShape {
+            self_attention_heads: self.self_attn.as_ref().map_or(0, |m| m.attn.heads),
+            cross_attention_heads: self.encoder_attn.as_ref().map_or(0, |m| m.attn.heads),
+            ffn_dim: self.mlp.as_ref().map_or(0, FeedForward::width),
+        }
     }
 }
 
@@ -420,7 +472,8 @@ pub struct Decoder {
 #[derive(Debug, Clone)]
 pub struct DecoderCache {
     self_kv: Vec<Option<(Tensor, Tensor)>>,
-    cross_kv: Vec<(Tensor, Tensor)>,
+    /// `None` for layers whose cross-attention is pruned.
+    cross_kv: Vec<Option<(Tensor, Tensor)>>,
     /// Tokens consumed so far.
     pub offset: usize,
 }
@@ -430,14 +483,17 @@ impl DecoderCache {
     pub fn select(&mut self, indices: &[u32]) -> Result<()> {
         let device = self
             .cross_kv
-            .first()
+            .iter()
+            .chain(&self.self_kv)
+            .flatten()
             .map(|(k, _)| k.device().clone())
+            .next()
             .unwrap_or(Device::Cpu);
         let idx = Tensor::new(indices, &device)?;
         for kv in self.self_kv.iter_mut().flatten() {
             *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
         }
-        for kv in self.cross_kv.iter_mut() {
+        for kv in self.cross_kv.iter_mut().flatten() {
             *kv = (kv.0.index_select(&idx, 0)?, kv.1.index_select(&idx, 0)?);
         }
         Ok(())
@@ -449,11 +505,10 @@ impl Decoder {
     pub fn new_cache(&self, encoder_out: &Tensor) -> Result<DecoderCache> {
         let mut cross_kv = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (attn, _) = layer
-                .encoder_attn
-                .as_ref()
-                .expect("decoder blocks have cross-attention");
-            cross_kv.push(attn.keys_values(encoder_out)?);
+            cross_kv.push(match &layer.encoder_attn {
+                Some(m) => Some(m.attn.keys_values(encoder_out)?),
+                None => None,
+            });
         }
         Ok(DecoderCache {
             self_kv: vec![None; self.layers.len()],
@@ -473,21 +528,20 @@ impl Decoder {
             None
         };
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.self_attn_layer_norm.forward(&x)?;
-            let (k_new, v_new) = layer.self_attn.keys_values(&h)?;
-            let (k, v) = match &cache.self_kv[i] {
-                Some((k, v)) => (Tensor::cat(&[k, &k_new], 2)?, Tensor::cat(&[v, &v_new], 2)?),
-                None => (k_new, v_new),
-            };
-            x = (&x + layer.self_attn.attend(&h, &k, &v, mask.as_ref())?)?;
-            cache.self_kv[i] = Some((k, v));
-            let (cross, cross_ln) = layer
-                .encoder_attn
-                .as_ref()
-                .expect("decoder blocks have cross-attention");
-            let h = cross_ln.forward(&x)?;
-            let (ck, cv) = &cache.cross_kv[i];
-            x = (&x + cross.attend(&h, ck, cv, None)?)?;
+            if let Some(m) = &layer.self_attn {
+                let h = m.norm.forward(&x)?;
+                let (k_new, v_new) = m.attn.keys_values(&h)?;
+                let (k, v) = match &cache.self_kv[i] {
+                    Some((k, v)) => (Tensor::cat(&[k, &k_new], 2)?, Tensor::cat(&[v, &v_new], 2)?),
+                    None => (k_new, v_new),
+                };
+                x = (&x + m.attn.attend(&h, &k, &v, mask.as_ref())?)?;
+                cache.self_kv[i] = Some((k, v));
+            }
+            if let (Some(m), Some((ck, cv))) = (&layer.encoder_attn, &cache.cross_kv[i]) {
+                let h = m.norm.forward(&x)?;
+                x = (&x + m.attn.attend(&h, ck, cv, None)?)?;
+            }
             x = layer.mlp(&x)?;
         }
         cache.offset += len;
@@ -520,14 +574,14 @@ impl Decoder {
     pub fn forward_teacher_forced(&self, tokens: &Tensor, encoder_out: &Tensor) -> Result<Tensor> {
         let mut x = self.embed(tokens, 0)?;
         for layer in &self.layers {
-            let h = layer.self_attn_layer_norm.forward(&x)?;
-            x = (&x + layer.self_attn.forward_uncached(&h, &h, true)?)?;
-            let (cross, cross_ln) = layer
-                .encoder_attn
-                .as_ref()
-                .expect("decoder blocks have cross-attention");
-            let h = cross_ln.forward(&x)?;
-            x = (&x + cross.forward_uncached(&h, encoder_out, false)?)?;
+            if let Some(m) = &layer.self_attn {
+                let h = m.norm.forward(&x)?;
+                x = (&x + m.attn.forward_uncached(&h, &h, true)?)?;
+            }
+            if let Some(m) = &layer.encoder_attn {
+                let h = m.norm.forward(&x)?;
+                x = (&x + m.attn.forward_uncached(&h, encoder_out, false)?)?;
+            }
             x = layer.mlp(&x)?;
         }
         Ok(self.layer_norm.forward(&x)?)
@@ -619,9 +673,8 @@ impl Whisper {
                         store,
                         &format!("{enc}.layers.{i}"),
                         d,
-                        c.encoder_attention_heads,
-                        c.encoder_ffn_dim,
-                        false,
+                        c.encoder_block(i),
+                        c.encoder_head_dim(),
                         dtype,
                     )
                 })
@@ -653,9 +706,8 @@ impl Whisper {
                         store,
                         &format!("{dec}.layers.{i}"),
                         d,
-                        c.decoder_attention_heads,
-                        c.decoder_ffn_dim,
-                        true,
+                        c.decoder_block(i),
+                        c.decoder_head_dim(),
                         dtype,
                     )
                 })
@@ -697,6 +749,97 @@ impl Whisper {
     pub fn device(&self) -> &Device {
         self.decoder.embed_positions.device()
     }
+
+    /// Per-layer shapes of the blocks as the model holds them, e.g.
+    /// `encoder 6/1536 4/1024 ...; decoder 6+6/1536 ...` (self heads, `+cross heads`, `/FFN
+    /// units`; `-` for a removed layer).
+    pub fn shape_summary(&self) -> String {
+        let part = |blocks: &[Block]| {
+            blocks
+                .iter()
+                .map(|b| {
+                    let s = b.shape();
+                    if s.is_empty() {
+                        "-".to_string()
+                    } else if b.encoder_attn.is_some() || s.cross_attention_heads > 0 {
+                        format!(
+                            "{}+{}/{}",
+                            s.self_attention_heads, s.cross_attention_heads, s.ffn_dim
+                        )
+                    } else {
+                        format!("{}/{}", s.self_attention_heads, s.ffn_dim)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "encoder {}; decoder {}",
+            part(&self.encoder.layers),
+            part(&self.decoder.layers)
+        )
+    }
+
+    /// [`Layers::held_tensors`]: every tensor but the packed layer weights, under Hugging
+    /// Face names (`model.` prefix), the conv kernels as `[out, in, kernel]`; weights of other
+    /// states (fake-quantized, ternary, mixed) as the dense matrix the forward uses.
+    fn tensors_held(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out: Vec<(String, Tensor)> = Vec::new();
+        let linear = |out: &mut Vec<(String, Tensor)>, name: &str, l: &Linear| -> Result<()> {
+            if !matches!(l.weight, crate::nn::Weight::Packed(_)) {
+                out.push((format!("{name}.weight"), l.weight.to_dense()?));
+            }
+            if let Some(b) = &l.bias {
+                out.push((format!("{name}.bias"), b.clone()));
+            }
+            Ok(())
+        };
+        let norm = |out: &mut Vec<(String, Tensor)>, name: &str, n: &LayerNorm| {
+            out.push((format!("{name}.weight"), n.weight.clone()));
+            out.push((format!("{name}.bias"), n.bias.clone()));
+        };
+        let enc = &self.encoder;
+        for (name, conv) in [("model.encoder.conv1", &enc.conv1), ("model.encoder.conv2", &enc.conv2)] {
+            out.push((format!("{name}.weight"), conv.kernel_tensor()?.detach()));
+            if let Some(b) = &conv.bias {
+                out.push((format!("{name}.bias"), b.clone()));
+            }
+        }
+        out.push((
+            "model.encoder.embed_positions.weight".into(),
+            enc.embed_positions.clone(),
+        ));
+        linear(&mut out, TOKEN_EMBEDDING, &self.decoder.embed_tokens)?;
+        out.push((
+            "model.decoder.embed_positions.weight".into(),
+            self.decoder.embed_positions.clone(),
+        ));
+        for (part, blocks, final_norm) in [
+            ("model.encoder", &enc.layers, &enc.layer_norm),
+            ("model.decoder", &self.decoder.layers, &self.decoder.layer_norm),
+        ] {
+            norm(&mut out, &format!("{part}.layer_norm"), final_norm);
+            for (i, b) in blocks.iter().enumerate() {
+                let p = format!("{part}.layers.{i}");
+                for (name, norm_name, module) in [
+                    ("self_attn", SELF_ATTN_NORM, &b.self_attn),
+                    ("encoder_attn", CROSS_ATTN_NORM, &b.encoder_attn),
+                ] {
+                    let Some(m) = module else { continue };
+                    for (proj, _, l) in m.attn.projections() {
+                        linear(&mut out, &format!("{p}.{name}.{proj}"), l)?;
+                    }
+                    norm(&mut out, &format!("{p}.{norm_name}"), &m.norm);
+                }
+                if let Some(f) = &b.mlp {
+                    linear(&mut out, &format!("{p}.fc1"), &f.fc1)?;
+                    linear(&mut out, &format!("{p}.fc2"), &f.fc2)?;
+                    norm(&mut out, &format!("{p}.{MLP_NORM}"), &f.norm);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Layers for Whisper {
@@ -708,14 +851,13 @@ impl Layers for Whisper {
         ] {
             for (i, layer) in layers.iter().enumerate() {
                 let p = format!("{part}.layers.{i}");
-                let attns = std::iter::once(("self_attn", &layer.self_attn)).chain(
-                    layer
-                        .encoder_attn
-                        .as_ref()
-                        .map(|(a, _)| ("encoder_attn", a)),
-                );
-                for (name, attn) in attns {
-                    for (proj, role, linear) in attn.projections() {
+                let attns = [
+                    ("self_attn", &layer.self_attn),
+                    ("encoder_attn", &layer.encoder_attn),
+                ];
+                for (name, module) in attns {
+                    let Some(m) = module else { continue };
+                    for (proj, role, linear) in m.attn.projections() {
                         out.push(LayerRef {
                             name: format!("{p}.{name}.{proj}"),
                             role,
@@ -723,16 +865,18 @@ impl Layers for Whisper {
                         });
                     }
                 }
-                out.push(LayerRef {
-                    name: format!("{p}.fc1"),
-                    role: LayerRole::FeedForwardIn,
-                    linear: &layer.fc1,
-                });
-                out.push(LayerRef {
-                    name: format!("{p}.fc2"),
-                    role: LayerRole::FeedForwardOut,
-                    linear: &layer.fc2,
-                });
+                if let Some(f) = &layer.mlp {
+                    out.push(LayerRef {
+                        name: format!("{p}.fc1"),
+                        role: LayerRole::FeedForwardIn,
+                        linear: &f.fc1,
+                    });
+                    out.push(LayerRef {
+                        name: format!("{p}.fc2"),
+                        role: LayerRole::FeedForwardOut,
+                        linear: &f.fc2,
+                    });
+                }
             }
         }
         out.push(LayerRef {
@@ -741,6 +885,19 @@ impl Layers for Whisper {
             linear: &self.decoder.embed_tokens,
         });
         out
+    }
+
+    fn held_tensors(&self) -> Result<Option<Vec<(String, Tensor)>>> {
+        self.tensors_held().map(Some)
+    }
+
+    fn config_header(&self) -> Result<Option<serde_json::Value>> {
+        serde_json::to_value(&self.config)
+            .map(Some)
+            .map_err(|e| Error::Json {
+                context: "Whisper config".into(),
+                source: e,
+            })
     }
 
     fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
@@ -763,14 +920,11 @@ fn block_linears<'a>(encoder: &'a mut [Block], decoder: &'a mut [Block]) -> Vec<
             let Block {
                 self_attn,
                 encoder_attn,
-                fc1,
-                fc2,
-                ..
+                mlp,
             } = layer;
-            for (name, attn) in std::iter::once(("self_attn", self_attn))
-                .chain(encoder_attn.as_mut().map(|(a, _)| ("encoder_attn", a)))
-            {
-                for (proj, role, linear) in attn.projections_mut() {
+            for (name, module) in [("self_attn", self_attn), ("encoder_attn", encoder_attn)] {
+                let Some(m) = module else { continue };
+                for (proj, role, linear) in m.attn.projections_mut() {
                     out.push(LayerMut {
                         name: format!("{p}.{name}.{proj}"),
                         role,
@@ -778,16 +932,18 @@ fn block_linears<'a>(encoder: &'a mut [Block], decoder: &'a mut [Block]) -> Vec<
                     });
                 }
             }
-            out.push(LayerMut {
-                name: format!("{p}.fc1"),
-                role: LayerRole::FeedForwardIn,
-                linear: fc1,
-            });
-            out.push(LayerMut {
-                name: format!("{p}.fc2"),
-                role: LayerRole::FeedForwardOut,
-                linear: fc2,
-            });
+            if let Some(FeedForward { fc1, fc2, .. }) = mlp {
+                out.push(LayerMut {
+                    name: format!("{p}.fc1"),
+                    role: LayerRole::FeedForwardIn,
+                    linear: fc1,
+                });
+                out.push(LayerMut {
+                    name: format!("{p}.fc2"),
+                    role: LayerRole::FeedForwardOut,
+                    linear: fc2,
+                });
+            }
         }
     }
     out
