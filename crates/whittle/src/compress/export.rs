@@ -73,14 +73,20 @@ pub fn write_packed<M: Layers + ?Sized>(
         None => store
             .names()
             .filter(|name| !packed.iter().any(|(n, _)| n == name))
-            .map(|name| (name.to_string(), store.peek(name).expect("listed name").clone()))
+            .map(|name| {
+                (
+                    name.to_string(),
+                    store.peek(name).expect("listed name").clone(),
+                )
+            })
             .collect(),
     };
     for (name, tensor) in &floats {
         // A store without the `model.` prefix names the same tensor without it.
-        let stored = store
-            .stored_dtype(name)
-            .or_else(|| name.strip_prefix("model.").and_then(|n| store.stored_dtype(n)));
+        let stored = store.stored_dtype(name).or_else(|| {
+            name.strip_prefix("model.")
+                .and_then(|n| store.stored_dtype(n))
+        });
         let (dtype, t) = match stored {
             Some(DType::F16) => (FloatDtype::F16, tensor.to_dtype(DType::F16)?),
             _ => (FloatDtype::F32, tensor.to_dtype(DType::F32)?),

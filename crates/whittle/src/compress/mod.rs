@@ -5,5 +5,6 @@ pub mod bitmap;
 pub mod calibrate;
 pub mod export;
 pub mod hessian;
+pub mod prune;
 pub mod ptq;
 pub mod sensitivity;

@@ -153,7 +153,8 @@ impl WhisperConfig {
             ),
         )?;
         if let Some(shapes) = &self.layer_shapes {
-            self.validate_layer_shapes(shapes).map_err(|r| Error::config(context, r))?;
+            self.validate_layer_shapes(shapes)
+                .map_err(|r| Error::config(context, r))?;
         }
         for &t in self
             .suppress_tokens
@@ -173,8 +174,20 @@ impl WhisperConfig {
 
     fn validate_layer_shapes(&self, shapes: &LayerShapes) -> std::result::Result<(), String> {
         for (part, blocks, layers, heads, cross) in [
-            ("encoder", &shapes.encoder, self.encoder_layers, self.encoder_attention_heads, false),
-            ("decoder", &shapes.decoder, self.decoder_layers, self.decoder_attention_heads, true),
+            (
+                "encoder",
+                &shapes.encoder,
+                self.encoder_layers,
+                self.encoder_attention_heads,
+                false,
+            ),
+            (
+                "decoder",
+                &shapes.decoder,
+                self.decoder_layers,
+                self.decoder_attention_heads,
+                true,
+            ),
         ] {
             if blocks.len() != layers {
                 return Err(format!(

@@ -13,9 +13,9 @@ pub mod search;
 pub mod timestamps;
 pub mod tokenizer;
 
-pub use config::WhisperConfig;
+pub use config::{BlockShape, LayerShapes, WhisperConfig};
 pub use decode::{DecodeOptions, FrontEndPadding, Transcriber, Transcript};
 pub use fallback::FallbackOptions;
 pub use longform::{LongFormOptions, LongTranscript, Segment};
-pub use model::{Whisper, TOKEN_EMBEDDING};
+pub use model::{AttentionModule, Block, FeedForward, Whisper, TOKEN_EMBEDDING};
 pub use tokenizer::WhisperTokenizer;

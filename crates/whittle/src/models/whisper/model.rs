@@ -324,7 +324,14 @@ impl Block {
                 return Ok(None);
             }
             Ok(Some(AttentionModule {
-                attn: Attention::load(store, &format!("{prefix}.{name}"), d, heads, head_dim, dtype)?,
+                attn: Attention::load(
+                    store,
+                    &format!("{prefix}.{name}"),
+                    d,
+                    heads,
+                    head_dim,
+                    dtype,
+                )?,
                 norm: LayerNorm::load(store, &format!("{prefix}.{norm}"), d, dtype)?,
             }))
         };
@@ -754,14 +761,14 @@ impl Whisper {
     /// `encoder 6/1536 4/1024 ...; decoder 6+6/1536 ...` (self heads, `+cross heads`, `/FFN
     /// units`; `-` for a removed layer).
     pub fn shape_summary(&self) -> String {
-        let part = |blocks: &[Block]| {
+        let part = |blocks: &[Block], decoder: bool| {
             blocks
                 .iter()
                 .map(|b| {
                     let s = b.shape();
                     if s.is_empty() {
                         "-".to_string()
-                    } else if b.encoder_attn.is_some() || s.cross_attention_heads > 0 {
+                    } else if decoder {
                         format!(
                             "{}+{}/{}",
                             s.self_attention_heads, s.cross_attention_heads, s.ffn_dim
@@ -775,8 +782,8 @@ impl Whisper {
         };
         format!(
             "encoder {}; decoder {}",
-            part(&self.encoder.layers),
-            part(&self.decoder.layers)
+            part(&self.encoder.layers, false),
+            part(&self.decoder.layers, true)
         )
     }
 
@@ -799,7 +806,10 @@ impl Whisper {
             out.push((format!("{name}.bias"), n.bias.clone()));
         };
         let enc = &self.encoder;
-        for (name, conv) in [("model.encoder.conv1", &enc.conv1), ("model.encoder.conv2", &enc.conv2)] {
+        for (name, conv) in [
+            ("model.encoder.conv1", &enc.conv1),
+            ("model.encoder.conv2", &enc.conv2),
+        ] {
             out.push((format!("{name}.weight"), conv.kernel_tensor()?.detach()));
             if let Some(b) = &conv.bias {
                 out.push((format!("{name}.bias"), b.clone()));
@@ -816,7 +826,11 @@ impl Whisper {
         ));
         for (part, blocks, final_norm) in [
             ("model.encoder", &enc.layers, &enc.layer_norm),
-            ("model.decoder", &self.decoder.layers, &self.decoder.layer_norm),
+            (
+                "model.decoder",
+                &self.decoder.layers,
+                &self.decoder.layer_norm,
+            ),
         ] {
             norm(&mut out, &format!("{part}.layer_norm"), final_norm);
             for (i, b) in blocks.iter().enumerate() {
