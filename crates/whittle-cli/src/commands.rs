@@ -575,6 +575,19 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
             file.file_size(),
             file.architecture()
         );
+        // A structurally pruned Whisper records its per-layer shapes in its configuration.
+        if let Some(shapes) = file
+            .header_field(whittle::packed_file::keys::CONFIG)
+            .and_then(|c| c.get("layer_shapes"))
+            .and_then(|s| {
+                serde_json::from_value::<whittle::models::whisper::LayerShapes>(s.clone()).ok()
+            })
+        {
+            println!(
+                "pruned      heads[+cross heads]/FFN units per layer (- = removed): {}",
+                shapes.summary()
+            );
+        }
         println!(
             "{:<60} {:>8} {:>14} {:>16} {:>7} {:>10}",
             "tensor", "kind", "shape", "format", "bits", "bytes"

@@ -5,6 +5,7 @@ mod compare_cmd;
 mod compress_cmd;
 mod corpus_cmd;
 mod export_cmd;
+mod prune_cmd;
 mod ptq_cmd;
 mod report_cmd;
 mod sensitivity_cmd;
@@ -40,6 +41,8 @@ enum Command {
     Eval(commands::EvalArgs),
     /// Quantize linear layers after training (RTN, MSE clipping or GPTQ; uniform or per-layer bit map) and write a .whittle file.
     Quantize(ptq_cmd::QuantizeArgs),
+    /// Structured pruning (heads, FFN units, modules, layers) by a keep list or the magnitude baseline, physically removed; writes a .whittle file.
+    Prune(prune_cmd::PruneArgs),
     /// Write a model in another runtime's format (whisper.cpp's ggml), keeping packed codes exact.
     Export(export_cmd::ExportArgs),
     /// Show a model's architecture and tensors.
@@ -111,6 +114,7 @@ fn main() {
         Command::Inspect(a) => commands::inspect(a),
         Command::Export(a) => export_cmd::export(a),
         Command::Quantize(a) => ptq_cmd::quantize(a),
+        Command::Prune(a) => prune_cmd::prune(a),
         Command::Wer(a) => commands::wer(a),
         Command::Corpus(a) => corpus_cmd::run(a),
         Command::Compress(a) => compress_cmd::compress(a),

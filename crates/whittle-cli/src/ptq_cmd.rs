@@ -235,16 +235,17 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
         bail!("give --bits B (every linear layer) or --bit-map FILE");
     }
     let t0 = Instant::now();
-    let location = whittle::model_dir::ModelLocation::detect(&args.model)
+    let mut loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
         .with_context(|| format!("loading model {}", args.model.display()))?;
-    if location.format == ModelFormat::Whittle {
+    // A float `.whittle` file (a pruned model) may be quantized; a packed one may not.
+    if loaded.location.format == ModelFormat::Whittle
+        && loaded.store.packed_names().next().is_some()
+    {
         bail!(
             "{} is already packed; quantize the original model folder",
             args.model.display()
         );
     }
-    let mut loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
     let record = args.ptq.apply(&mut *loaded.model)?;
     // Matrices actually packed (float layers of a bit map, and the embedding unless named, are not).
     let layers = record["layers"].as_array().map_or(0, |layers| {

@@ -18,9 +18,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::whisper::{
-    AttentionModule, Block, BlockShape, FeedForward, LayerShapes, Whisper,
-};
+use crate::models::whisper::{AttentionModule, Block, BlockShape, FeedForward, Whisper};
 use crate::nn::{Linear, Weight};
 
 /// A unit (head or FFN unit) kept, with the scale folded into the output matrix.
@@ -196,11 +194,7 @@ pub fn prune_whisper(model: &mut Whisper, keep: &StructureKeep) -> Result<PruneR
             prune_mlp(&mut block.mlp, &k.mlp, &at("mlp"))?;
         }
     }
-    let shapes = LayerShapes {
-        encoder: model.encoder.layers.iter().map(Block::shape).collect(),
-        decoder: model.decoder.layers.iter().map(Block::shape).collect(),
-    };
-    model.config.layer_shapes = Some(shapes);
+    model.config.layer_shapes = Some(model.layer_shapes());
     if model.config.is_uniform() {
         model.config.layer_shapes = None;
     }

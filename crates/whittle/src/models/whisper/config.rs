@@ -87,6 +87,32 @@ pub struct LayerShapes {
     pub decoder: Vec<BlockShape>,
 }
 
+impl LayerShapes {
+    /// One line: `encoder 6/1536 4/1024 ...; decoder 6+6/1536 ... -` (self heads, `+cross
+    /// heads` in the decoder, `/FFN units`; `-` for a removed layer).
+    pub fn summary(&self) -> String {
+        let part = |blocks: &[BlockShape], decoder: bool| {
+            blocks
+                .iter()
+                .map(|b| match (b.is_empty(), decoder) {
+                    (true, _) => "-".to_string(),
+                    (false, true) => format!(
+                        "{}+{}/{}",
+                        b.self_attention_heads, b.cross_attention_heads, b.ffn_dim
+                    ),
+                    (false, false) => format!("{}/{}", b.self_attention_heads, b.ffn_dim),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "encoder {}; decoder {}",
+            part(&self.encoder, false),
+            part(&self.decoder, true)
+        )
+    }
+}
+
 /// Largest FFN width accepted in per-layer shapes (bounds what a crafted header can ask to
 /// allocate; released Whisper models use at most 5120).
 pub const MAX_FFN_DIM: usize = 1 << 16;

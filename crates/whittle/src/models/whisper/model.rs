@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Tensor};
 
-use super::config::{BlockShape, WhisperConfig};
+use super::config::{BlockShape, LayerShapes, WhisperConfig};
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
 use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
@@ -757,34 +757,17 @@ impl Whisper {
         self.decoder.embed_positions.device()
     }
 
-    /// Per-layer shapes of the blocks as the model holds them, e.g.
-    /// `encoder 6/1536 4/1024 ...; decoder 6+6/1536 ...` (self heads, `+cross heads`, `/FFN
-    /// units`; `-` for a removed layer).
+    /// Per-layer shapes of the blocks as the model holds them.
+    pub fn layer_shapes(&self) -> LayerShapes {
+        LayerShapes {
+            encoder: self.encoder.layers.iter().map(Block::shape).collect(),
+            decoder: self.decoder.layers.iter().map(Block::shape).collect(),
+        }
+    }
+
+    /// [`LayerShapes::summary`] of [`Self::layer_shapes`].
     pub fn shape_summary(&self) -> String {
-        let part = |blocks: &[Block], decoder: bool| {
-            blocks
-                .iter()
-                .map(|b| {
-                    let s = b.shape();
-                    if s.is_empty() {
-                        "-".to_string()
-                    } else if decoder {
-                        format!(
-                            "{}+{}/{}",
-                            s.self_attention_heads, s.cross_attention_heads, s.ffn_dim
-                        )
-                    } else {
-                        format!("{}/{}", s.self_attention_heads, s.ffn_dim)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        format!(
-            "encoder {}; decoder {}",
-            part(&self.encoder.layers, false),
-            part(&self.decoder.layers, true)
-        )
+        self.layer_shapes().summary()
     }
 
     /// [`Layers::held_tensors`]: every tensor but the packed layer weights, under Hugging
