@@ -73,6 +73,29 @@ pub struct LayerMut<'a> {
     pub linear: &'a mut Linear,
 }
 
+/// A module whose units structured pruning may remove: attention heads or FFN units, cut
+/// together with their slices of every matrix of the module (see
+/// [`crate::compress::prune`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PrunableModule {
+    /// Module path, e.g. `model.encoder.layers.0.self_attn` or `model.encoder.layers.0.mlp`.
+    pub name: String,
+    /// The layer the module belongs to (the key of a layer gate), e.g.
+    /// `model.encoder.layers.0`.
+    pub layer: String,
+    /// The matrix whose input columns are the units' outputs (the attention output
+    /// projection, the second MLP matrix), by layer name.
+    pub output: String,
+    /// Units (heads or FFN units).
+    pub units: usize,
+    /// Input columns of `output` per unit (head width, or 1).
+    pub unit_width: usize,
+    /// Parameters removed with each unit.
+    pub unit_parameters: usize,
+    /// Parameters removed only with the whole module (output bias, norm).
+    pub module_parameters: usize,
+}
+
 /// The matrices of a network that compression passes may change, in a fixed order.
 pub trait Layers {
     /// Every such matrix, read-only.
@@ -87,6 +110,25 @@ pub trait Layers {
     /// tensors from its checkpoint store.
     fn held_tensors(&self) -> Result<Option<Vec<(String, candle_core::Tensor)>>> {
         Ok(None)
+    }
+
+    /// The modules structured pruning may shrink, in model order (none unless the family
+    /// supports pruning).
+    fn prunable_modules(&self) -> Vec<PrunableModule> {
+        Vec::new()
+    }
+
+    /// Physically remove what `keep` (module name to kept units, from
+    /// [`Layers::prunable_modules`]; a module not named keeps everything) does not list, folding
+    /// the kept scales into the weights.
+    fn prune_modules(
+        &mut self,
+        _keep: &std::collections::BTreeMap<String, crate::compress::prune::ModuleKeep>,
+    ) -> Result<()> {
+        Err(crate::error::Error::config(
+            "structured pruning",
+            "this model family cannot be pruned",
+        ))
     }
 
     /// The family's configuration as a `.whittle` header stores it, when it may differ from

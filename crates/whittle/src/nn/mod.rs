@@ -4,12 +4,14 @@
 pub mod attention;
 pub mod dense;
 pub mod fused;
+pub mod gate;
 mod gemm;
 pub mod lsq;
 pub mod mixed;
 pub mod ternary;
 mod weight;
 
+pub use gate::{Gate, GatedWeight};
 pub use lsq::{FakeQuant, LsqSpec, StepInit};
 pub use mixed::{MixedWeight, Relaxation};
 pub use ternary::{Projection, TernarySpec, TernaryWeight};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Tensor};
 use whittle_kernels::PackedMatrix;
 
+use super::gate::GatedWeight;
 use super::lsq::FakeQuant;
 use super::mixed::MixedWeight;
 use super::ternary::TernaryWeight;
@@ -28,6 +29,9 @@ pub enum Weight {
     /// A trainable ternary weight (hyperspherical quantization or ternary QAT, see
     /// [`super::ternary`]).
     Ternary(TernaryWeight),
+    /// A float weight whose input columns carry hard-concrete gates (structured pruning, see
+    /// [`super::gate`]).
+    Gated(GatedWeight),
     /// Low-bit codes with per-group scales, multiplied by kernels that dequantize inside the
     /// inner loop (no float copy of the matrix exists).
     Packed(Arc<PackedMatrix>),
@@ -44,6 +48,7 @@ impl Weight {
             Weight::FakeQuant(f) => f.dims(),
             Weight::Mixed(m) => m.dims(),
             Weight::Ternary(t) => t.dims(),
+            Weight::Gated(g) => g.dims(),
             Weight::Packed(p) => (p.rows(), p.cols()),
         }
     }
@@ -55,6 +60,7 @@ impl Weight {
             Weight::FakeQuant(f) => f.quantized_weight().map(Some),
             Weight::Mixed(m) => m.mixed_weight().map(Some),
             Weight::Ternary(t) => t.ternary_weight().map(Some),
+            Weight::Gated(g) => g.gated_weight().map(Some),
             Weight::Float(_) | Weight::Packed(_) => Ok(None),
         }
     }
@@ -66,6 +72,7 @@ impl Weight {
             Weight::FakeQuant(f) => Ok(f.quantized_weight()?.detach()),
             Weight::Mixed(m) => Ok(m.mixed_weight()?.detach()),
             Weight::Ternary(t) => Ok(t.ternary_weight()?.detach()),
+            Weight::Gated(g) => Ok(g.gated_weight()?.detach()),
             Weight::Packed(p) => Tensor::from_vec(
                 p.dequantize(),
                 (p.rows(), p.cols()),
@@ -85,6 +92,7 @@ impl Weight {
             Weight::FakeQuant(f) => f.quantized_weight()?.embedding(&flat)?,
             Weight::Mixed(m) => m.mixed_weight()?.embedding(&flat)?,
             Weight::Ternary(t) => t.ternary_weight()?.embedding(&flat)?,
+            Weight::Gated(g) => g.gated_weight()?.embedding(&flat)?,
             Weight::Packed(p) => {
                 let indices: Vec<usize> = flat
                     .to_dtype(DType::U32)?
@@ -122,6 +130,10 @@ impl Weight {
                 .iter()
                 .map(|t| t.elem_count() * t.dtype().size_in_bytes())
                 .sum(),
+            Weight::Gated(g) => {
+                let w = g.weight.as_tensor();
+                w.elem_count() * w.dtype().size_in_bytes()
+            }
             Weight::Packed(p) => {
                 p.codes().len() + 2 * p.scales().len() + p.zero_points().map_or(0, <[u8]>::len)
             }
@@ -208,7 +220,12 @@ enum Product<'a> {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let bias = self.bias.as_ref();
+        // Branch gates scale the bias with the matrix.
+        let gated_bias = match &self.weight {
+            Weight::Gated(g) => g.gated_bias(self.bias.as_ref())?,
+            _ => None,
+        };
+        let bias = gated_bias.as_ref().or(self.bias.as_ref());
         if let Weight::FakeQuant(f) = &self.weight {
             let (latent, steps) = (f.latent.as_tensor(), f.steps.as_tensor());
             // QAT on CPU: quantization and product in one op (the bias is not trained).
@@ -225,6 +242,7 @@ impl Module for Linear {
             Weight::FakeQuant(f) => Product::Dense(f.quantized_weight()?),
             Weight::Mixed(m) => Product::Dense(m.mixed_weight()?),
             Weight::Ternary(t) => Product::Dense(t.ternary_weight()?),
+            Weight::Gated(g) => Product::Dense(g.gated_weight()?),
             Weight::Packed(p) => Product::Packed(p),
         };
         // Dense f32 on CPU: one fused op (bias inside the product, a backward of its own when

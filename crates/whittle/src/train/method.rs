@@ -208,6 +208,17 @@ pub fn from_recipe(recipe: &Recipe, bit_map: Option<BitMap>) -> Result<Box<dyn C
                 recipe.schedule.steps,
             )))
         }
+        MethodKind::PruneL0 => {
+            let prune = recipe
+                .prune
+                .clone()
+                .ok_or_else(|| Error::config("recipe", "method = \"prune-l0\" needs [prune]"))?;
+            Ok(Box::new(super::prune_l0::PruneL0::new(
+                prune,
+                recipe.train.seed,
+                recipe.schedule.steps,
+            )))
+        }
         MethodKind::TernaryHq => {
             let ternary = recipe.ternary.clone().ok_or_else(|| {
                 Error::config("recipe", "method = \"ternary-hq\" needs [ternary]")

@@ -24,6 +24,7 @@ pub mod method;
 pub mod mixed_precision;
 pub mod model;
 pub mod optim;
+pub mod prune_l0;
 pub mod recipe;
 pub mod schedule;
 pub mod ternary_hq;
@@ -37,7 +38,7 @@ use candle_core::{DType, Tensor};
 pub use batch::{Batch, Prompt, TrainExample};
 pub use method::{CompressionMethod, Extracted};
 pub use model::TrainModel;
-pub use recipe::{MethodKind, Recipe, Targets};
+pub use recipe::{MethodKind, PruneRecipe, Recipe, Targets};
 pub use trainer::{DevSet, TrainObserver, Trainer};
 
 use crate::data::Utterance;

@@ -28,6 +28,9 @@ pub struct Recipe {
     /// Settings of `method = "ternary-hq"` (required by it, refused by the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ternary: Option<TernaryRecipe>,
+    /// Settings of `method = "prune-l0"` (required by it, refused by the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneRecipe>,
     /// Loss terms and their weights.
     pub loss: LossRecipe,
     /// Optimizer.
@@ -50,6 +53,8 @@ pub enum MethodKind {
     /// Ternary training: hyperspherical quantization with pruning and re-initialisation, or
     /// (with its parts switched off) the ternary QAT baselines.
     TernaryHq,
+    /// Structured pruning with L0 hard-concrete gates and a sparsity Lagrangian.
+    PruneL0,
 }
 
 impl MethodKind {
@@ -59,6 +64,7 @@ impl MethodKind {
             MethodKind::UniformLsq => "uniform-lsq",
             MethodKind::MixedPrecision => "mixed-precision",
             MethodKind::TernaryHq => "ternary-hq",
+            MethodKind::PruneL0 => "prune-l0",
         }
     }
 }
@@ -158,6 +164,57 @@ pub struct TernaryRecipe {
     /// Packed layout of the ternary codes: `"sparse"`, `"2bit"` or `"1.6bit"`.
     #[serde(default = "default_ternary_layout")]
     pub layout: String,
+}
+
+/// Structured pruning with L0 gates (`method = "prune-l0"`, see `train::prune_l0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRecipe {
+    /// Fraction of the prunable parameters (attention and FFN modules) to remove.
+    pub target_sparsity: f64,
+    /// Fraction of the run over which the target ramps linearly from 0.
+    #[serde(default = "default_prune_warmup")]
+    pub warmup: f64,
+    /// Gate attention heads.
+    #[serde(default = "yes")]
+    pub gate_heads: bool,
+    /// Gate FFN units.
+    #[serde(default = "yes")]
+    pub gate_ffn: bool,
+    /// Gate whole attention and FFN modules.
+    #[serde(default = "yes")]
+    pub gate_modules: bool,
+    /// Gate whole layers.
+    #[serde(default = "yes")]
+    pub gate_layers: bool,
+    /// Initial log-alpha of every gate (3: kept with probability 0.99, mean gate 1).
+    #[serde(default = "default_init_log_alpha")]
+    pub init_log_alpha: f64,
+    /// Peak learning rate of the gates' log-alpha (AdamW, no decay).
+    #[serde(default = "default_lr_gates")]
+    pub lr_gates: f64,
+    /// Gradient-ascent rate of the linear multiplier `lambda1` (on `s - t`).
+    #[serde(default = "default_lr_lambda1")]
+    pub lr_lambda1: f64,
+    /// Gradient-ascent rate of the quadratic multiplier `lambda2` (on `(s - t)^2`).
+    #[serde(default = "default_lr_lambda2")]
+    pub lr_lambda2: f64,
+}
+
+fn default_prune_warmup() -> f64 {
+    0.5
+}
+fn default_init_log_alpha() -> f64 {
+    3.0
+}
+fn default_lr_gates() -> f64 {
+    0.05
+}
+fn default_lr_lambda1() -> f64 {
+    0.02
+}
+fn default_lr_lambda2() -> f64 {
+    20.0
 }
 
 fn default_prune_end() -> f64 {
@@ -463,8 +520,46 @@ impl Recipe {
                 return fail("ternary.layout", reason);
             }
         }
+        if self.prune.is_some() != (self.method == MethodKind::PruneL0) {
+            return fail(
+                "prune",
+                "method = \"prune-l0\" needs a [prune] table, and only it takes one".into(),
+            );
+        }
+        if let Some(p) = &self.prune {
+            if self.mixed_precision.is_some() || self.ternary.is_some() {
+                return fail(
+                    "prune",
+                    "prune-l0 takes no [mixed_precision] or [ternary]".into(),
+                );
+            }
+            if self.quant.bits != 0 || self.quant.bit_map.is_some() || self.quant.group.is_some() {
+                return fail(
+                    "quant",
+                    "prune-l0 trains float weights (quantize the pruned model afterwards): omit quant.bits, quant.group and quant.bit_map".into(),
+                );
+            }
+            if !(p.target_sparsity > 0.0 && p.target_sparsity < 1.0) {
+                return fail(
+                    "prune.target_sparsity",
+                    format!("{} must be in (0, 1)", p.target_sparsity),
+                );
+            }
+            if !(0.0..=1.0).contains(&p.warmup) {
+                return fail("prune.warmup", format!("{} must be in [0, 1]", p.warmup));
+            }
+            if !p.gate_heads && !p.gate_ffn {
+                return fail("prune.gate_heads", "gate heads, FFN units or both".into());
+            }
+            if !p.init_log_alpha.is_finite() {
+                return fail("prune.init_log_alpha", "must be finite".into());
+            }
+            positive("prune.lr_gates", p.lr_gates)?;
+            positive("prune.lr_lambda1", p.lr_lambda1)?;
+            positive("prune.lr_lambda2", p.lr_lambda2)?;
+        }
         match (self.method, &self.mixed_precision) {
-            (MethodKind::TernaryHq, _) => {}
+            (MethodKind::TernaryHq | MethodKind::PruneL0, _) => {}
             (MethodKind::UniformLsq, None) => {
                 let needs_bits = self.quant.bit_map.is_none() || self.quant.bits != 0;
                 if needs_bits && !(2..=8).contains(&self.quant.bits) {

@@ -25,6 +25,17 @@ impl Layers for Transcriber {
     fn config_header(&self) -> Result<Option<serde_json::Value>> {
         self.model.config_header()
     }
+
+    fn prunable_modules(&self) -> Vec<crate::models::PrunableModule> {
+        self.model.prunable_modules()
+    }
+
+    fn prune_modules(
+        &mut self,
+        keep: &std::collections::BTreeMap<String, crate::compress::prune::ModuleKeep>,
+    ) -> Result<()> {
+        self.model.prune_modules(keep)
+    }
 }
 
 impl SpeechModel for Transcriber {

@@ -390,6 +390,7 @@ fn packed_format_name(weight: &Weight) -> String {
         Weight::FakeQuant(_) => "fake-quantized (not extracted)".to_string(),
         Weight::Mixed(_) => "mixed-precision supernet (not extracted)".to_string(),
         Weight::Ternary(_) => "ternary latent (not extracted)".to_string(),
+        Weight::Gated(_) => "gated (not extracted)".to_string(),
     }
 }
 

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Tensor};
 use super::config::{BlockShape, LayerShapes, WhisperConfig};
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
-use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
+use crate::models::{LayerMut, LayerRef, LayerRole, Layers, PrunableModule};
 use crate::nn::{Conv1d, LayerNorm, Linear};
 
 /// Query-key pairs per head from which inference attention runs one head at a time.
@@ -886,6 +886,99 @@ impl Layers for Whisper {
 
     fn held_tensors(&self) -> Result<Option<Vec<(String, Tensor)>>> {
         self.tensors_held().map(Some)
+    }
+
+    fn prunable_modules(&self) -> Vec<PrunableModule> {
+        let d = self.config.d_model;
+        let mut out = Vec::new();
+        for (part, layers, hd) in [
+            (
+                "model.encoder",
+                &self.encoder.layers,
+                self.config.encoder_head_dim(),
+            ),
+            (
+                "model.decoder",
+                &self.decoder.layers,
+                self.config.decoder_head_dim(),
+            ),
+        ] {
+            for (i, b) in layers.iter().enumerate() {
+                let layer = format!("{part}.layers.{i}");
+                for (name, module) in [
+                    ("self_attn", &b.self_attn),
+                    ("encoder_attn", &b.encoder_attn),
+                ] {
+                    let Some(m) = module else { continue };
+                    out.push(PrunableModule {
+                        name: format!("{layer}.{name}"),
+                        layer: layer.clone(),
+                        output: format!("{layer}.{name}.out_proj"),
+                        units: m.attn.heads,
+                        unit_width: hd,
+                        // q, k, v rows and out columns; q and v bias entries.
+                        unit_parameters: 4 * d * hd + 2 * hd,
+                        // out bias and the norm.
+                        module_parameters: 3 * d,
+                    });
+                }
+                if let Some(f) = &b.mlp {
+                    out.push(PrunableModule {
+                        name: format!("{layer}.mlp"),
+                        layer: layer.clone(),
+                        output: format!("{layer}.fc2"),
+                        units: f.width(),
+                        unit_width: 1,
+                        unit_parameters: 2 * d + 1,
+                        module_parameters: 3 * d,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn prune_modules(
+        &mut self,
+        keep: &std::collections::BTreeMap<String, crate::compress::prune::ModuleKeep>,
+    ) -> Result<()> {
+        use crate::compress::prune::{BlockKeep, ModuleKeep, StructureKeep};
+        let known: Vec<String> = self
+            .prunable_modules()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        if let Some(unknown) = keep.keys().find(|k| !known.contains(k)) {
+            return Err(Error::config(
+                unknown.as_str(),
+                "not a prunable module of this model",
+            ));
+        }
+        let plan = |part: &str, blocks: &[Block]| -> Vec<BlockKeep> {
+            blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let s = b.shape();
+                    let get = |name: &str, n: usize| {
+                        keep.get(&format!("{part}.layers.{i}.{name}"))
+                            .cloned()
+                            .unwrap_or_else(|| ModuleKeep::all(n))
+                    };
+                    BlockKeep {
+                        self_attn: get("self_attn", s.self_attention_heads),
+                        cross_attn: get("encoder_attn", s.cross_attention_heads),
+                        mlp: get("mlp", s.ffn_dim),
+                    }
+                })
+                .collect()
+        };
+        let structure = StructureKeep {
+            encoder: plan("model.encoder", &self.encoder.layers),
+            decoder: plan("model.decoder", &self.decoder.layers),
+        };
+        crate::compress::prune::prune_whisper(self, &structure)?;
+        Ok(())
     }
 
     fn config_header(&self) -> Result<Option<serde_json::Value>> {

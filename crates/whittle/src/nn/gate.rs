@@ -1,0 +1,212 @@
+//! Hard-concrete gates (Louizos, Welling & Kingma 2018, "Learning Sparse Neural Networks through
+//! L0 Regularization") on the input columns of a matrix: a gated weight for structured pruning.
+//!
+//! A gate with parameter `log_alpha` draws `u ~ U(0, 1)`,
+//! `s = sigmoid((log u - log(1 - u) + log_alpha) / beta)`, stretches it to `(l, r)` and clips:
+//! `z = min(1, max(0, s (r - l) + l))`, with beta = 2/3, l = -0.1, r = 1.1 (the paper's
+//! values, which the pruning literature for speech keeps). `z` is exactly 0 or 1 with
+//! positive probability, and `P(z != 0) = sigmoid(log_alpha - beta log(-l / r))` is
+//! differentiable: the expected L0 norm that a size constraint acts on.
+//!
+//! A [`GatedWeight`] multiplies column block `u` of its matrix (a head's columns of an
+//! attention output projection, an FFN unit's column of the second MLP matrix) by the unit
+//! gate `z_u`, and the whole matrix and its bias by the module and layer gates: the gated
+//! module's residual branch is `z_layer z_module (W diag(z_units) h + b)`.
+//!
+//! Outside training the gates are deterministic ([`deterministic_gates`]): a group keeps the
+//! expected number of its units, those of highest keep probability, at the clipped mean value
+//! `min(1, max(0, sigmoid(log_alpha) (r - l) + l))`; the others are 0. That is what extraction
+//! folds into the physically smaller model.
+
+use candle_core::{DType, Tensor, Var};
+
+/// Temperature of the hard-concrete distribution.
+pub const BETA: f64 = 2.0 / 3.0;
+/// Lower end of the stretch interval.
+pub const STRETCH_LOW: f64 = -0.1;
+/// Upper end of the stretch interval.
+pub const STRETCH_HIGH: f64 = 1.1;
+
+/// `sigmoid(x)` from primitive ops (differentiable).
+fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// `P(z != 0)` of gates with parameters `log_alpha` (differentiable).
+pub fn keep_probability(log_alpha: &Tensor) -> candle_core::Result<Tensor> {
+    sigmoid(&(log_alpha - BETA * (-STRETCH_LOW / STRETCH_HIGH).ln())?)
+}
+
+/// [`keep_probability`] of one value.
+pub fn keep_probability_of(log_alpha: f32) -> f32 {
+    let x = log_alpha as f64 - BETA * (-STRETCH_LOW / STRETCH_HIGH).ln();
+    (1.0 / (1.0 + (-x).exp())) as f32
+}
+
+/// Gate values from `log_alpha` and uniform `noise` in (0, 1) of the same shape
+/// (differentiable in `log_alpha`).
+pub fn sample_gates(log_alpha: &Tensor, noise: &Tensor) -> candle_core::Result<Tensor> {
+    let logit = (noise.log()? - (noise.neg()? + 1.0)?.log()?)?;
+    let s = sigmoid(&((logit + log_alpha)? / BETA)?)?;
+    ((s * (STRETCH_HIGH - STRETCH_LOW))? + STRETCH_LOW)?
+        .maximum(0.0)?
+        .minimum(1.0)
+}
+
+/// The deterministic gates of one group: keep `round(sum P(z != 0))` units, those of largest
+/// `log_alpha` (ties: lower index), at their clipped mean value; 0 for the others.
+pub fn deterministic_gates(log_alpha: &[f32]) -> Vec<f32> {
+    let expected: f32 = log_alpha.iter().map(|&a| keep_probability_of(a)).sum();
+    let keep = (expected.round() as usize).min(log_alpha.len());
+    let mut order: Vec<usize> = (0..log_alpha.len()).collect();
+    order.sort_by(|&a, &b| log_alpha[b].total_cmp(&log_alpha[a]).then(a.cmp(&b)));
+    let mut values = vec![0f32; log_alpha.len()];
+    for &i in &order[..keep] {
+        let mean = 1.0 / (1.0 + (-(log_alpha[i] as f64)).exp());
+        values[i] = (mean * (STRETCH_HIGH - STRETCH_LOW) + STRETCH_LOW).clamp(0.0, 1.0) as f32;
+    }
+    values
+}
+
+/// One group of gates: trainable `log_alpha`, and the noise of the current training step
+/// (`None`: deterministic gates).
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Parameters, `[n]`.
+    pub log_alpha: Var,
+    /// Uniform noise `[n]` for the current step, or `None`.
+    pub noise: Option<Tensor>,
+}
+
+impl Gate {
+    /// Gates of `n` units starting at `log_alpha` (the same value for all).
+    pub fn new(
+        n: usize,
+        log_alpha: f64,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Self> {
+        Ok(Self {
+            log_alpha: Var::from_tensor(&Tensor::full(log_alpha as f32, n, device)?)?,
+            noise: None,
+        })
+    }
+
+    /// The gate values `[n]`: sampled with the step's noise, or deterministic.
+    pub fn values(&self) -> candle_core::Result<Tensor> {
+        let la = self.log_alpha.as_tensor();
+        match &self.noise {
+            Some(noise) => sample_gates(la, noise),
+            None => {
+                let values = deterministic_gates(&la.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+                Tensor::from_vec(values, la.dims(), la.device())
+            }
+        }
+    }
+}
+
+/// A float weight `[out, in]` whose input columns are gated in blocks of `unit_width` by
+/// `units`, and which the optional `module` and `layer` gates (one value each) scale whole,
+/// bias included. The weight itself trains too.
+#[derive(Debug, Clone)]
+pub struct GatedWeight {
+    /// The matrix.
+    pub weight: Var,
+    /// Columns per unit (a head's width, or 1 for FFN units).
+    pub unit_width: usize,
+    /// One gate per unit, `[in / unit_width]`.
+    pub units: Gate,
+    /// The gate on the whole module, `[1]`.
+    pub module: Option<Gate>,
+    /// The gate on the whole layer, `[1]` (its log-alpha is shared by the layer's modules).
+    pub layer: Option<Gate>,
+}
+
+impl GatedWeight {
+    /// `(out_features, in_features)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let d = self.weight.as_tensor().dims();
+        (d[0], d[1])
+    }
+
+    /// The product of the module and layer gates, `[1]`, or `None` without either.
+    pub fn branch_scale(&self) -> candle_core::Result<Option<Tensor>> {
+        let mut scale: Option<Tensor> = None;
+        for gate in [&self.module, &self.layer].into_iter().flatten() {
+            let v = gate.values()?;
+            scale = Some(match scale {
+                Some(s) => (s * v)?,
+                None => v,
+            });
+        }
+        Ok(scale)
+    }
+
+    /// The gate of every input column, `[in]`, branch gates included.
+    pub fn column_scales(&self) -> candle_core::Result<Tensor> {
+        let units = self.units.values()?;
+        let n = units.dim(0)?;
+        let mut cols = units
+            .unsqueeze(1)?
+            .broadcast_as((n, self.unit_width))?
+            .reshape(n * self.unit_width)?;
+        if let Some(b) = self.branch_scale()? {
+            cols = cols.broadcast_mul(&b)?;
+        }
+        Ok(cols)
+    }
+
+    /// The gated matrix the forward uses (differentiable in the weight and the gates).
+    pub fn gated_weight(&self) -> candle_core::Result<Tensor> {
+        let w = self.weight.as_tensor();
+        w.broadcast_mul(&self.column_scales()?.to_dtype(w.dtype())?.unsqueeze(0)?)
+    }
+
+    /// `bias` scaled by the branch gates.
+    pub fn gated_bias(&self, bias: Option<&Tensor>) -> candle_core::Result<Option<Tensor>> {
+        let Some(b) = bias else { return Ok(None) };
+        Ok(Some(match self.branch_scale()? {
+            Some(s) => b.broadcast_mul(&s.to_dtype(b.dtype())?)?,
+            None => b.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn sampled_gates_hit_zero_and_one_and_match_the_keep_probability() {
+        let n = 20_000;
+        let la = Tensor::full(0.5f32, n, &Device::Cpu).unwrap();
+        let noise: Vec<f32> = (0..n).map(|i| (i as f32 + 0.5) / n as f32).collect();
+        let noise = Tensor::from_vec(noise, n, &Device::Cpu).unwrap();
+        let z = sample_gates(&la, &noise).unwrap().to_vec1::<f32>().unwrap();
+        let zeros = z.iter().filter(|&&v| v == 0.0).count() as f32 / n as f32;
+        let ones = z.iter().filter(|&&v| v == 1.0).count();
+        assert!(ones > 0 && z.iter().all(|v| (0.0..=1.0).contains(v)));
+        let p = keep_probability_of(0.5);
+        assert!(
+            (1.0 - zeros - p).abs() < 1e-3,
+            "P(z != 0) {} vs {p}",
+            1.0 - zeros
+        );
+        let from_tensor = keep_probability(&Tensor::new(&[0.5f32], &Device::Cpu).unwrap())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0];
+        assert!((from_tensor - p).abs() < 1e-6);
+    }
+
+    #[test]
+    fn deterministic_gates_keep_the_expected_count_of_the_most_likely() {
+        // Keep probabilities about 0.99, 0.99, 0.2, 0.83: expected 3.0 -> keep 3.
+        let la = [5.0f32, 5.0, -3.0, 0.0];
+        let g = deterministic_gates(&la);
+        assert_eq!(g[2], 0.0);
+        assert_eq!((g[0], g[1]), (1.0, 1.0));
+        assert!((g[3] - 0.5).abs() < 1e-6, "{g:?}");
+        assert_eq!(deterministic_gates(&[-9.0, -9.0]), vec![0.0, 0.0]);
+    }
+}

@@ -1,0 +1,185 @@
+//! L0 structured pruning (`method = "prune-l0"`) on a tiny random Whisper with 4 heads: the
+//! Lagrangian meets a 50 % expected-sparsity target; the extracted, physically smaller model
+//! computes what the gated student computes with its deterministic gates; a killed run resumes
+//! exactly; recipe errors name their field.
+
+mod common_train;
+
+use candle_core::{DType, Device, Tensor};
+use common_train::common_tiny::*;
+use common_train::{examples, prompt, TRAIN};
+use whittle::checkpoint::TensorStore;
+use whittle::compress::prune::prunable_parameters;
+use whittle::models::whisper::{Whisper, WhisperConfig};
+use whittle::models::Layers;
+use whittle::nn::{max_abs_diff, Weight};
+use whittle::train::batch::synthetic_batch;
+use whittle::train::trainer::{Silent, Trainer};
+use whittle::train::Recipe;
+
+fn teacher() -> Whisper {
+    let config = WhisperConfig {
+        encoder_attention_heads: 4,
+        decoder_attention_heads: 4,
+        ..config()
+    };
+    let store = TensorStore::new("tiny", hf_tensors(3), Device::Cpu);
+    Whisper::load(&store, &config, DType::F32).unwrap()
+}
+
+fn prune_recipe(extra: &str, steps: usize) -> Recipe {
+    Recipe::parse(
+        &format!(
+            "name = \"l0\"\nmethod = \"prune-l0\"\n[quant]\n[prune]\ntarget_sparsity = 0.5\n{extra}\n{}",
+            TRAIN.replace("steps = 7\n", &format!("steps = {steps}\n"))
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
+fn trainer(extra: &str, steps: usize, dir: &std::path::Path) -> Trainer {
+    Trainer::new(
+        prune_recipe(extra, steps),
+        teacher(),
+        examples(dir, 4),
+        prompt(),
+        None,
+    )
+    .unwrap()
+}
+
+/// Encoder output and teacher-forced logits of a fixed input.
+fn outputs(model: &Whisper) -> (Tensor, Tensor) {
+    let batch = synthetic_batch(1, 60, 4, &model.config, &prompt(), &Device::Cpu).unwrap();
+    let enc = model.encoder.forward(&batch.features).unwrap();
+    let hidden = model
+        .decoder
+        .forward_teacher_forced(&batch.inputs, &enc)
+        .unwrap();
+    (enc, model.decoder.logits(&hidden).unwrap())
+}
+
+#[test]
+fn the_lagrangian_meets_the_target_and_extraction_computes_the_gated_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = 150;
+    let mut t = trainer(
+        "warmup = 0.5\ninit_log_alpha = 2.0\nlr_gates = 0.1",
+        steps,
+        dir.path(),
+    );
+    let mut report = None;
+    while t.state.step < steps {
+        report = Some(t.train_step().unwrap());
+    }
+    let metrics = report.unwrap().method;
+    let expected = metrics["expected_sparsity"];
+    assert!(
+        (expected - 0.5).abs() < 0.02,
+        "expected sparsity {expected} misses the 50 % target: {metrics:?}"
+    );
+    assert_eq!(metrics["target"], 0.5);
+
+    let (shipped, extracted) = t.extract().unwrap();
+    let sparsity = extracted.report["sparsity"].as_f64().unwrap();
+    assert!(
+        (sparsity - metrics["extracted_sparsity"]).abs() < 1e-12
+            && (0.35..0.65).contains(&sparsity),
+        "extracted sparsity {sparsity}, metrics {metrics:?}"
+    );
+    let before = prunable_parameters(&t.teacher);
+    let after = prunable_parameters(&shipped);
+    assert!(
+        ((1.0 - after as f64 / before as f64) - sparsity).abs() < 1e-9,
+        "the model holds {after} of {before} prunable parameters, the report says {sparsity}"
+    );
+    assert!(shipped.config.layer_shapes.is_some());
+    assert!(shipped
+        .layers()
+        .iter()
+        .all(|l| matches!(l.linear.weight, Weight::Float(_))));
+
+    // The student between steps runs deterministic gates: the smaller model computes the same.
+    let (enc_gated, logits_gated) = outputs(&t.student);
+    let (enc, logits) = outputs(&shipped);
+    let (de, dl) = (
+        max_abs_diff(&enc_gated, &enc).unwrap(),
+        max_abs_diff(&logits_gated, &logits).unwrap(),
+    );
+    assert!(de < 1e-4 && dl < 1e-4, "encoder {de}, logits {dl}");
+    eprintln!(
+        "expected sparsity {expected:.4}, extracted {sparsity:.4}, shapes {}, gated vs extracted {de:.2e} / {dl:.2e}",
+        shipped.shape_summary()
+    );
+    // ... and not merely the teacher's function.
+    let (_, logits_teacher) = outputs(&t.teacher);
+    assert!(max_abs_diff(&logits_teacher, &logits).unwrap() > 1e-3);
+}
+
+#[test]
+fn pruning_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = examples(dir.path(), 5);
+    let recipe = prune_recipe("warmup = 0.5\nlr_gates = 0.2", 7);
+    let make = || Trainer::new(recipe.clone(), teacher(), ex.clone(), prompt(), None).unwrap();
+    let params = |t: &Trainer| -> Vec<Vec<f32>> {
+        t.optimizer
+            .params
+            .iter()
+            .map(|p| p.var.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    let mut straight = make();
+    straight
+        .run(&dir.path().join("straight"), None, &mut Silent)
+        .unwrap();
+    let killed_dir = dir.path().join("killed");
+    make().run(&killed_dir, Some(5), &mut Silent).unwrap();
+    let mut resumed = make();
+    assert!(resumed.resume(&killed_dir).unwrap());
+    resumed.run(&killed_dir, None, &mut Silent).unwrap();
+    assert!(
+        params(&resumed) == params(&straight),
+        "parameters differ after resume"
+    );
+    assert_eq!(resumed.method.state(), straight.method.state());
+}
+
+#[test]
+fn prune_recipe_settings_are_checked() {
+    let shipped = include_str!("../../../recipes/prune-l0.toml");
+    let recipe = Recipe::parse(shipped, "prune-l0.toml").unwrap();
+    assert_eq!(recipe.method.name(), "prune-l0");
+    let cases = [
+        (
+            "target_sparsity = 0.5",
+            "target_sparsity = 1.0",
+            "prune.target_sparsity",
+        ),
+        ("warmup = 0.5", "warmup = 2.0", "prune.warmup"),
+        ("lr_gates = 0.05", "lr_gates = 0.0", "prune.lr_gates"),
+        ("lr_lambda1 = 0.02", "lr_lambda1 = -1.0", "prune.lr_lambda1"),
+        ("lr_lambda2 = 20.0", "lr_lambda2 = 0.0", "prune.lr_lambda2"),
+        (
+            "gate_heads = true\ngate_ffn = true",
+            "gate_heads = false\ngate_ffn = false",
+            "prune.gate_heads",
+        ),
+        ("[quant]", "[quant]\nbits = 4", "quant"),
+        ("[prune]\n", "[prun]\n", "prun"),
+    ];
+    for (from, to, field) in cases {
+        assert!(
+            shipped.contains(from),
+            "test case `{from}` not in the recipe"
+        );
+        let err = Recipe::parse(&shipped.replacen(from, to, 1), "r.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(field),
+            "error for `{to}` does not name `{field}`: {err}"
+        );
+    }
+}
