@@ -633,8 +633,24 @@ impl Run<'_> {
                 )
             })
             .unwrap_or_default();
+        let weights = if quantized.1 > 0 {
+            format!("quantized layers {average_bits:.3} bits per weight")
+        } else {
+            "float weights".to_string()
+        };
+        // Structured pruning reports what it kept (see `whittle inspect` for the shapes).
+        let shapes = match (
+            extracted.report.get("kept_parameters").and_then(|v| v.as_u64()),
+            extracted.report.get("sparsity").and_then(|v| v.as_f64()),
+        ) {
+            (Some(kept), Some(sparsity)) => format!(
+                "; {kept} prunable parameters kept, {:.1} % removed",
+                100.0 * sparsity
+            ),
+            _ => String::new(),
+        };
         println!(
-            "{}: {bytes} bytes ({:.1} MB; quantized layers {average_bits:.3} bits per weight), {} steps in {:.0} s of training ({:.0} s total), {dev_text}",
+            "{}: {bytes} bytes ({:.1} MB; {weights}{shapes}), {} steps in {:.0} s of training ({:.0} s total), {dev_text}",
             args.output.display(),
             bytes as f64 / 1e6,
             trainer.state.step,
