@@ -640,7 +640,10 @@ impl Run<'_> {
         };
         // Structured pruning reports what it kept (see `whittle inspect` for the shapes).
         let shapes = match (
-            extracted.report.get("kept_parameters").and_then(|v| v.as_u64()),
+            extracted
+                .report
+                .get("kept_parameters")
+                .and_then(|v| v.as_u64()),
             extracted.report.get("sparsity").and_then(|v| v.as_f64()),
         ) {
             (Some(kept), Some(sparsity)) => format!(

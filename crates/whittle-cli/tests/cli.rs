@@ -870,3 +870,122 @@ fn compress_refuses_to_mix_up_runs() {
     assert!(stderr(&o).contains("does not fit"), "{}", stderr(&o));
     assert!(!fresh.join("pseudo-labels.jsonl").exists());
 }
+
+/// `whittle prune` writes a physically smaller float file that inspect describes, `quantize`
+/// packs and `eval` reads; a packed input is refused.
+#[test]
+fn prune_then_quantize_then_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    common_tiny::write_hf(&model, &common_tiny::hf_tensors(8));
+    let pruned = dir.path().join("pruned.whittle");
+    let keep = dir.path().join("keep.json");
+    let o = whittle(&[
+        "prune",
+        p(&model),
+        "--magnitude",
+        "0.5",
+        "--keep-out",
+        p(&keep),
+        "-o",
+        p(&pruned),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("removed"));
+    let o = whittle(&["inspect", p(&pruned)]);
+    let listing = String::from_utf8_lossy(&o.stdout).to_string();
+    // 2 heads -> 1, FFN 32 -> 16 in every layer.
+    assert!(
+        listing.contains("encoder 1/16 1/16; decoder 1+1/16 1+1/16"),
+        "{listing}"
+    );
+    let fc1 = listing
+        .lines()
+        .find(|l| l.starts_with("model.encoder.layers.0.fc1.weight"))
+        .unwrap();
+    assert!(fc1.contains("[16, 16]"), "{fc1}");
+
+    // The keep list it wrote reproduces the file's shapes.
+    let again = dir.path().join("again.whittle");
+    let o = whittle(&["prune", p(&model), "--keep", p(&keep), "-o", p(&again)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tensors = |f: &Path| {
+        let o = whittle(&["inspect", p(f)]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tensors(&again), tensors(&pruned));
+
+    let packed = dir.path().join("pruned-w8.whittle");
+    let o = whittle(&["quantize", p(&pruned), "--bits", "8", "-o", p(&packed)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = whittle(&["inspect", p(&packed)]);
+    let listing = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(listing.contains("pruned "), "{listing}");
+    assert!(listing.contains("sym8"), "{listing}");
+
+    let silence = vec![0u8; 2 * 16_000];
+    std::fs::write(dir.path().join("a.raw"), &silence).unwrap();
+    std::fs::write(
+        dir.path().join("set.jsonl"),
+        "{\"audio\":\"a.raw\",\"text\":\"x\"}\n",
+    )
+    .unwrap();
+    let o = whittle(&[
+        "eval",
+        p(&packed),
+        p(&dir.path().join("set.jsonl")),
+        "--out",
+        p(&dir.path().join("eval")),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Packed inputs cannot be sliced; a bad sparsity is refused.
+    let o = whittle(&["prune", p(&packed), "--magnitude", "0.5", "-o", p(&again)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("quantized matrices"), "{}", stderr(&o));
+    let o = whittle(&["prune", p(&model), "--magnitude", "1.5", "-o", p(&again)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("sparsity"), "{}", stderr(&o));
+}
+
+/// The shipped L0 recipe, shortened, writes a physically smaller model of the tiny Whisper.
+#[test]
+fn compress_prune_l0_writes_a_smaller_model() {
+    let (dir, model) = compress_fixture(
+        "prune-l0.toml",
+        &[
+            ("steps = 6\n", "steps = 40\n"),
+            ("lr_gates = 0.05\n", "lr_gates = 0.2\n"),
+            ("init_log_alpha = 3.0\n", "init_log_alpha = 1.0\n"),
+            ("at = \"encoder.1\"", "at = \"encoder.0\""),
+        ],
+    );
+    let o = compress_run(dir.path(), &model, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        printed.contains("float weights") && printed.contains("removed"),
+        "{printed}"
+    );
+    let file = whittle::packed_file::PackedFile::open(&dir.path().join("out.whittle")).unwrap();
+    let config = file
+        .header_field(whittle::packed_file::keys::CONFIG)
+        .unwrap();
+    assert!(config.get("layer_shapes").is_some(), "{config}");
+    let pruned: usize = file
+        .summaries()
+        .iter()
+        .map(|s| s.shape.iter().product::<usize>())
+        .sum();
+    let full: usize = common_tiny::hf_tensors(21)
+        .values()
+        .map(|t| t.elem_count())
+        .sum();
+    assert!(pruned < full, "{pruned} parameters, {full} before");
+}
