@@ -961,7 +961,7 @@ fn compress_prune_l0_writes_a_smaller_model() {
         "prune-l0.toml",
         &[
             ("steps = 6\n", "steps = 40\n"),
-            ("lr_gates = 0.05\n", "lr_gates = 0.2\n"),
+            ("lr_gates = 0.1\n", "lr_gates = 0.2\n"),
             ("init_log_alpha = 3.0\n", "init_log_alpha = 1.0\n"),
             ("at = \"encoder.1\"", "at = \"encoder.0\""),
         ],

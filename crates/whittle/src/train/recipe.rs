@@ -181,11 +181,12 @@ pub struct PruneRecipe {
     /// Gate FFN units.
     #[serde(default = "yes")]
     pub gate_ffn: bool,
-    /// Gate whole attention and FFN modules.
-    #[serde(default = "yes")]
+    /// Gate whole attention and FFN modules (off by default: see docs/pruning.md; a module
+    /// whose units are all pruned is removed either way).
+    #[serde(default)]
     pub gate_modules: bool,
-    /// Gate whole layers.
-    #[serde(default = "yes")]
+    /// Gate whole layers (off by default, as `gate_modules`).
+    #[serde(default)]
     pub gate_layers: bool,
     /// Initial log-alpha of every gate (3: kept with probability 0.99, mean gate 1).
     #[serde(default = "default_init_log_alpha")]
