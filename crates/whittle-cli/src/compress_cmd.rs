@@ -91,6 +91,10 @@ enum BenchCommand {
     /// Time recognition of one synthetic clip with any model family (float folder or packed
     /// `.whittle` file): load once, then the median of several runs.
     Forward(ForwardArgs),
+    /// Time one 30 s Whisper window (encoder, then a fixed number of decoder steps on a fixed
+    /// token sequence) for several models in one invocation, with ratios to the first: pruned
+    /// or quantized models against their source on the same work.
+    Window(crate::bench_window::WindowArgs),
 }
 
 /// `whittle bench forward MODEL`
@@ -722,12 +726,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     match args.which {
         BenchCommand::TrainStep(a) => train_step(a),
         BenchCommand::Forward(a) => forward(a),
+        BenchCommand::Window(a) => crate::bench_window::window(a),
     }
 }
 
 /// A seeded clip: a 220 Hz tone with a slow vibrato plus uniform noise, as
 /// `scripts/reference/ctc_forward.py` builds it.
-fn synthetic_clip(seconds: f64) -> Vec<f32> {
+pub(crate) fn synthetic_clip(seconds: f64) -> Vec<f32> {
     let n = (seconds * 16_000.0).round() as usize;
     let mut state = 0x2545_f491_4f6c_dd1du64;
     (0..n)

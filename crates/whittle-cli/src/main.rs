@@ -1,5 +1,6 @@
 //! The `whittle` command-line tool: a thin layer over the `whittle` library.
 
+mod bench_window;
 mod commands;
 mod compare_cmd;
 mod compress_cmd;

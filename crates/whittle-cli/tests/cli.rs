@@ -945,6 +945,29 @@ fn prune_then_quantize_then_eval() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // The window benchmark times both on the same work, with ratios to the first.
+    let o = whittle(&[
+        "bench",
+        "window",
+        p(&model),
+        p(&pruned),
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--tokens",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["total_ratio"], 1.0);
+    assert!(rows[1]["parameters"].as_u64() < rows[0]["parameters"].as_u64());
+
     // Packed inputs cannot be sliced; a bad sparsity is refused.
     let o = whittle(&["prune", p(&packed), "--magnitude", "0.5", "-o", p(&again)]);
     assert!(!o.status.success());
