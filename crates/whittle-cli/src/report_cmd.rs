@@ -7,8 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use whittle_report::bits::BitChart;
 use whittle_report::pareto::{self, Table};
+use whittle_report::shapes::ShapeChart;
 
-/// `whittle report (bits INPUT... | pareto TABLE) -o DIR`
+/// `whittle report (bits INPUT... | pareto TABLE | shapes INPUT...) -o DIR`
 #[derive(Args)]
 pub struct ReportArgs {
     #[command(subcommand)]
@@ -22,6 +23,19 @@ enum Figure {
     /// WER-vs-size Pareto plot of the rows of TABLE (`scripts/eval_table.py --json`):
     /// NAME.pareto.png and NAME.pareto.svg.
     Pareto(ParetoArgs),
+    /// Surviving heads and FFN units per layer of each structurally pruned `.whittle` INPUT:
+    /// NAME.shapes.png and NAME.shapes.svg.
+    Shapes(ShapesArgs),
+}
+
+#[derive(Args)]
+struct ShapesArgs {
+    /// Pruned Whisper `.whittle` files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(long, short)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -53,6 +67,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
     match args.figure {
         Figure::Bits(a) => bits(a),
         Figure::Pareto(a) => pareto(a),
+        Figure::Shapes(a) => shapes(a),
     }
 }
 
@@ -111,5 +126,22 @@ fn pareto(args: ParetoArgs) -> Result<()> {
         png.display(),
         svg.display()
     );
+    Ok(())
+}
+
+fn shapes(args: ShapesArgs) -> Result<()> {
+    create_dir(&args.output)?;
+    for input in &args.inputs {
+        let chart = ShapeChart::from_packed_file(input)
+            .with_context(|| format!("reading {}", input.display()))?;
+        let [png, svg] = chart.write(&args.output)?;
+        println!(
+            "{}: {} -> {}, {}",
+            input.display(),
+            chart.title(),
+            png.display(),
+            svg.display()
+        );
+    }
     Ok(())
 }

@@ -945,6 +945,20 @@ fn prune_then_quantize_then_eval() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // The figure of the surviving units; an unpruned file is refused.
+    let figures = dir.path().join("figures");
+    let o = whittle(&["report", "shapes", p(&pruned), "-o", p(&figures)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(figures.join("pruned.shapes.svg")).unwrap();
+    assert!(svg.contains("FFN units"), "{svg}");
+    assert!(figures.join("pruned.shapes.png").is_file());
+    let unpruned = dir.path().join("w8.whittle");
+    let o = whittle(&["quantize", p(&model), "--bits", "8", "-o", p(&unpruned)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = whittle(&["report", "shapes", p(&unpruned), "-o", p(&figures)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a pruned model"), "{}", stderr(&o));
+
     // The window benchmark times both on the same work, with ratios to the first.
     let o = whittle(&[
         "bench",

@@ -274,6 +274,21 @@ fn pruned_files_round_trip_before_and_after_quantization() {
         None
     );
 
+    // A header whose shapes disagree with the tensors is refused, naming the tensor.
+    let store = whittle::model_dir::packed_store(&file, &path, &Device::Cpu).unwrap();
+    let mut lying = pruned.config.clone();
+    lying.layer_shapes.as_mut().unwrap().encoder[0].ffn_dim = FFN;
+    let err = Whisper::load(&store, &lying, DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.encoder.layers.0.fc1.weight"), "{err}");
+    let mut lying = pruned.config.clone();
+    lying.layer_shapes.as_mut().unwrap().decoder[1].self_attention_heads = 1;
+    let err = Whisper::load(&store, &lying, DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.decoder.layers.1.self_attn"), "{err}");
+
     // The family summary (what `inspect` prints) names the per-layer shapes.
     let transcriber = whittle::models::whisper::Transcriber {
         model: reloaded,
