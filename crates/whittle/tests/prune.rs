@@ -383,7 +383,8 @@ fn magnitude_keeps_the_units_of_largest_norm() {
 
 #[test]
 fn crafted_keep_lists_and_shapes_are_refused() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut StructureKeep)>)> = vec![
+    type Edit = Box<dyn Fn(&mut StructureKeep)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "out of range",
             Box::new(|k| k.encoder[0].self_attn = ModuleKeep::hard([PRUNE_HEADS])),
