@@ -74,3 +74,51 @@ pub fn examples(dir: &Path, n: usize) -> Vec<TrainExample> {
         })
         .collect()
 }
+
+/// Every trainable parameter with its AdamW moments, flattened, in optimizer order.
+pub fn trained_state(trainer: &whittle::train::Trainer) -> Vec<Vec<f32>> {
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    trainer
+        .optimizer
+        .params
+        .iter()
+        .flat_map(|p| [flat(p.var.as_tensor()), flat(&p.m), flat(&p.v)])
+        .collect()
+}
+
+/// Run one trainer from `make` straight through, and another killed after step 5 and resumed
+/// from its checkpoint in `dir`; returns `(straight, resumed)`.
+pub fn straight_and_resumed(
+    make: impl Fn() -> whittle::train::Trainer,
+    dir: &Path,
+) -> (whittle::train::Trainer, whittle::train::Trainer) {
+    use whittle::train::trainer::Silent;
+    let mut straight = make();
+    straight
+        .run(&dir.join("straight"), None, &mut Silent)
+        .unwrap();
+    let killed_dir = dir.join("killed");
+    make().run(&killed_dir, Some(5), &mut Silent).unwrap();
+    let mut resumed = make();
+    assert!(resumed.resume(&killed_dir).unwrap());
+    resumed.run(&killed_dir, None, &mut Silent).unwrap();
+    (straight, resumed)
+}
+
+/// Each `(from, to, field)`: the shipped recipe text contains `from`, and with it replaced by
+/// `to` the recipe is refused with an error naming `field`.
+pub fn assert_recipe_errors(shipped: &str, cases: &[(&str, &str, &str)]) {
+    for (from, to, field) in cases {
+        assert!(
+            shipped.contains(from),
+            "test case `{from}` not in the recipe"
+        );
+        let err = whittle::train::Recipe::parse(&shipped.replacen(from, to, 1), "r.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(field),
+            "error for `{to}` does not name `{field}`: {err}"
+        );
+    }
+}

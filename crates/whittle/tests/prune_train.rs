@@ -7,14 +7,16 @@ mod common_train;
 
 use candle_core::{DType, Device, Tensor};
 use common_train::common_tiny::*;
-use common_train::{examples, prompt, TRAIN};
+use common_train::{
+    assert_recipe_errors, examples, prompt, straight_and_resumed, trained_state, TRAIN,
+};
 use whittle::checkpoint::TensorStore;
 use whittle::compress::prune::prunable_parameters;
 use whittle::models::whisper::{Whisper, WhisperConfig};
 use whittle::models::Layers;
 use whittle::nn::{max_abs_diff, Weight};
 use whittle::train::batch::synthetic_batch;
-use whittle::train::trainer::{Silent, Trainer};
+use whittle::train::trainer::Trainer;
 use whittle::train::Recipe;
 
 fn teacher() -> Whisper {
@@ -131,25 +133,10 @@ fn pruning_resumes_exactly() {
     let ex = examples(dir.path(), 5);
     let recipe = prune_recipe("warmup = 0.5\nlr_gates = 0.2", 7);
     let make = || Trainer::new(recipe.clone(), teacher(), ex.clone(), prompt(), None).unwrap();
-    let params = |t: &Trainer| -> Vec<Vec<f32>> {
-        t.optimizer
-            .params
-            .iter()
-            .map(|p| p.var.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
-            .collect()
-    };
-    let mut straight = make();
-    straight
-        .run(&dir.path().join("straight"), None, &mut Silent)
-        .unwrap();
-    let killed_dir = dir.path().join("killed");
-    make().run(&killed_dir, Some(5), &mut Silent).unwrap();
-    let mut resumed = make();
-    assert!(resumed.resume(&killed_dir).unwrap());
-    resumed.run(&killed_dir, None, &mut Silent).unwrap();
+    let (straight, resumed) = straight_and_resumed(make, dir.path());
     assert!(
-        params(&resumed) == params(&straight),
-        "parameters differ after resume"
+        trained_state(&resumed) == trained_state(&straight),
+        "parameters or optimizer moments differ after resume"
     );
     assert_eq!(resumed.method.state(), straight.method.state());
 }
@@ -177,17 +164,5 @@ fn prune_recipe_settings_are_checked() {
         ("[quant]", "[quant]\nbits = 4", "quant"),
         ("[prune]\n", "[prun]\n", "prun"),
     ];
-    for (from, to, field) in cases {
-        assert!(
-            shipped.contains(from),
-            "test case `{from}` not in the recipe"
-        );
-        let err = Recipe::parse(&shipped.replacen(from, to, 1), "r.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(field),
-            "error for `{to}` does not name `{field}`: {err}"
-        );
-    }
+    assert_recipe_errors(shipped, &cases);
 }

@@ -7,14 +7,16 @@ mod common_train;
 
 use candle_core::{DType, Device, Tensor};
 use common_train::common_tiny::*;
-use common_train::{examples, prompt, teacher, TRAIN};
+use common_train::{
+    assert_recipe_errors, examples, prompt, straight_and_resumed, teacher, trained_state, TRAIN,
+};
 use whittle::checkpoint::TensorStore;
 use whittle::compress::bitmap::LayerFormat;
 use whittle::models::whisper::TOKEN_EMBEDDING;
 use whittle::models::Layers;
 use whittle::nn::{max_abs_diff, Weight};
 use whittle::train::batch::synthetic_batch;
-use whittle::train::trainer::{micro_batch_grads_with, MicroBatchGrads, Silent, Trainer};
+use whittle::train::trainer::{micro_batch_grads_with, MicroBatchGrads, Trainer};
 use whittle::train::Recipe;
 use whittle_kernels::Layout;
 
@@ -31,15 +33,6 @@ fn ternary_recipe(extra: &str, steps: usize) -> Recipe {
 
 fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
-fn params_of(trainer: &Trainer) -> Vec<Vec<f32>> {
-    trainer
-        .optimizer
-        .params
-        .iter()
-        .map(|p| flat(p.var.as_tensor()))
-        .collect()
 }
 
 #[test]
@@ -221,18 +214,10 @@ fn ternary_training_resumes_exactly() {
         7,
     );
     let make = || Trainer::new(recipe.clone(), teacher(), ex.clone(), prompt(), None).unwrap();
-    let mut straight = make();
-    straight
-        .run(&dir.path().join("straight"), None, &mut Silent)
-        .unwrap();
-    let killed_dir = dir.path().join("killed");
-    make().run(&killed_dir, Some(5), &mut Silent).unwrap();
-    let mut resumed = make();
-    assert!(resumed.resume(&killed_dir).unwrap());
-    resumed.run(&killed_dir, None, &mut Silent).unwrap();
+    let (straight, resumed) = straight_and_resumed(make, dir.path());
     assert!(
-        params_of(&resumed) == params_of(&straight),
-        "parameters differ after resume"
+        trained_state(&resumed) == trained_state(&straight),
+        "parameters or optimizer moments differ after resume"
     );
 }
 
@@ -262,17 +247,5 @@ fn ternary_recipe_settings_are_checked() {
         ("[quant]", "[quant]\nbits = 4", "quant"),
         ("[ternary]\n", "[tern]\n", "ternary"),
     ];
-    for (from, to, field) in cases {
-        assert!(
-            shipped.contains(from),
-            "test case `{from}` not in the recipe"
-        );
-        let err = Recipe::parse(&shipped.replacen(from, to, 1), "r.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(field),
-            "error for `{to}` does not name `{field}`: {err}"
-        );
-    }
+    assert_recipe_errors(shipped, &cases);
 }

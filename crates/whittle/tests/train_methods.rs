@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use candle_core::{Device, Tensor};
 use common_train::common_tiny::*;
-use common_train::{examples, prompt, teacher, TRAIN};
+use common_train::{examples, prompt, straight_and_resumed, teacher, trained_state, TRAIN};
 use whittle::compress::bitmap::LayerFormat;
 use whittle::models::whisper::{WhisperTokenizer, TOKEN_EMBEDDING};
 use whittle::models::Layers;
@@ -129,15 +129,6 @@ fn recording_trainer(ex: &[TrainExample]) -> (Trainer, Rc<RefCell<Calls>>) {
     (trainer, calls)
 }
 
-fn params_of(trainer: &Trainer) -> Vec<Vec<f32>> {
-    trainer
-        .optimizer
-        .params
-        .iter()
-        .flat_map(|p| [flat(p.var.as_tensor()), flat(&p.m), flat(&p.v)])
-        .collect()
-}
-
 /// Each hook runs when it should: wrap once, before/after around every step in order, the loss
 /// terms once per micro-batch and in the step report; a run killed after step 5 and resumed from
 /// its step-4 checkpoint restores the method's state and ends identical to an uninterrupted run.
@@ -175,7 +166,7 @@ fn every_method_hook_is_called_and_its_state_resumes_exactly() {
     assert_eq!(resumed_calls.borrow().before, vec![4, 5, 6]);
     assert_eq!(resumed.method.state(), straight.method.state());
     assert!(
-        params_of(&resumed) == params_of(&straight),
+        trained_state(&resumed) == trained_state(&straight),
         "parameters differ after resume"
     );
 }
@@ -404,19 +395,11 @@ fn mixed_precision_resumes_exactly() {
     let ex = examples(dir.path(), 5);
     let make =
         || Trainer::new(mixed_recipe(7.0, 7), teacher(), ex.clone(), prompt(), None).unwrap();
-    let mut straight = make();
-    straight
-        .run(&dir.path().join("straight"), None, &mut Silent)
-        .unwrap();
-    let killed_dir = dir.path().join("killed");
-    make().run(&killed_dir, Some(5), &mut Silent).unwrap();
-    let mut resumed = make();
-    assert!(resumed.resume(&killed_dir).unwrap());
-    resumed.run(&killed_dir, None, &mut Silent).unwrap();
+    let (straight, resumed) = straight_and_resumed(make, dir.path());
     assert_ne!(straight.method.state()["multiplier"], 0.0);
     assert_eq!(resumed.method.state(), straight.method.state());
     assert!(
-        params_of(&resumed) == params_of(&straight),
+        trained_state(&resumed) == trained_state(&straight),
         "parameters differ after resume"
     );
 }
