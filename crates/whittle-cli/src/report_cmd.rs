@@ -75,10 +75,39 @@ fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
-fn bits(args: BitsArgs) -> Result<()> {
-    create_dir(&args.output)?;
+/// Draw one figure per input into `output` with `draw` (returning the figure's title and files),
+/// refusing two inputs of the same file stem, whose figures would overwrite each other.
+fn figures_per_input(
+    inputs: &[PathBuf],
+    output: &Path,
+    mut draw: impl FnMut(&Path) -> Result<(String, [PathBuf; 2])>,
+) -> Result<()> {
+    // Figures are named after their input's file stem: check before drawing any.
     let mut names = std::collections::HashSet::new();
-    for input in &args.inputs {
+    for input in inputs {
+        let name = input.file_stem().unwrap_or_default().to_string_lossy();
+        if !names.insert(name.to_string()) {
+            bail!(
+                "{}: another input is also named {name}; its figures would overwrite these (write them to another folder)",
+                input.display()
+            );
+        }
+    }
+    create_dir(output)?;
+    for input in inputs {
+        let (title, [png, svg]) = draw(input)?;
+        println!(
+            "{}: {title} -> {}, {}",
+            input.display(),
+            png.display(),
+            svg.display()
+        );
+    }
+    Ok(())
+}
+
+fn bits(args: BitsArgs) -> Result<()> {
+    figures_per_input(&args.inputs, &args.output, |input| {
         let is_packed = input.extension().is_some_and(|e| e == "whittle");
         let chart = if is_packed {
             BitChart::from_packed_file(input)
@@ -92,23 +121,12 @@ fn bits(args: BitsArgs) -> Result<()> {
             BitChart::from_bit_map_file(input, model)
         }
         .with_context(|| format!("reading {}", input.display()))?;
-        if !names.insert(chart.name.clone()) {
-            bail!(
-                "{}: another input is also named {}; its figures would overwrite these (write them to another folder)",
-                input.display(),
-                chart.name
-            );
-        }
-        let [png, svg] = chart.write(&args.output)?;
-        println!(
-            "{}: {} -> {}, {}",
-            input.display(),
+        Ok((
+            chart.name.clone(),
             chart.title(),
-            png.display(),
-            svg.display()
-        );
-    }
-    Ok(())
+            chart.write(&args.output)?,
+        ))
+    })
 }
 
 fn pareto(args: ParetoArgs) -> Result<()> {
@@ -130,18 +148,13 @@ fn pareto(args: ParetoArgs) -> Result<()> {
 }
 
 fn shapes(args: ShapesArgs) -> Result<()> {
-    create_dir(&args.output)?;
-    for input in &args.inputs {
+    figures_per_input(&args.inputs, &args.output, |input| {
         let chart = ShapeChart::from_packed_file(input)
             .with_context(|| format!("reading {}", input.display()))?;
-        let [png, svg] = chart.write(&args.output)?;
-        println!(
-            "{}: {} -> {}, {}",
-            input.display(),
+        Ok((
+            chart.name.clone(),
             chart.title(),
-            png.display(),
-            svg.display()
-        );
-    }
-    Ok(())
+            chart.write(&args.output)?,
+        ))
+    })
 }

@@ -63,6 +63,25 @@ pub struct LossTerm {
     pub value: f64,
 }
 
+/// The term `scale (linear v + quadratic v^2)` of a constraint whose violation is `v`
+/// (differentiable), named `name` and reported by its value `value`: the augmented Lagrangian
+/// the size-constrained methods add to the loss.
+pub fn constraint_term(
+    name: &str,
+    violation: &Tensor,
+    value: f64,
+    linear: f64,
+    quadratic: f64,
+    scale: f64,
+) -> Result<LossTerm> {
+    let loss = (((violation * linear)? + (violation.sqr()? * quadratic)?)? * scale)?;
+    Ok(LossTerm {
+        name: name.into(),
+        loss,
+        value,
+    })
+}
+
 /// What a finished method hands to the writer of the output file, besides the model it packed
 /// in place.
 #[derive(Debug, Clone)]

@@ -29,7 +29,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use whittle_kernels::{PackedFormat, QuantFormat, Scheme};
 
-use super::method::{recipe_rate, CompressionMethod, Extracted, GroupRate, LossTerm, MethodParam};
+use super::method::{
+    constraint_term, recipe_rate, CompressionMethod, Extracted, GroupRate, LossTerm, MethodParam,
+};
 use super::optim::ParamGroup;
 use super::recipe::{MixedPrecisionRecipe, Recipe};
 use crate::compress::bitmap::LayerFormat;
@@ -242,13 +244,14 @@ impl CompressionMethod for MixedPrecision {
         };
         let value = super::loss_value(&ratio)?;
         let violation = (ratio - 1.0)?;
-        let loss =
-            ((&violation * self.multiplier)? + (violation.sqr()? * (self.recipe.penalty / 2.0))?)?;
-        Ok(vec![LossTerm {
-            name: SIZE_TERM.into(),
-            loss,
+        Ok(vec![constraint_term(
+            SIZE_TERM,
+            &violation,
             value,
-        }])
+            self.multiplier,
+            self.recipe.penalty / 2.0,
+            1.0,
+        )?])
     }
 
     fn after_step(

@@ -43,7 +43,9 @@ use candle_core::{DType, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::method::{CompressionMethod, Extracted, GroupRate, LossTerm, MethodParam};
+use super::method::{
+    constraint_term, CompressionMethod, Extracted, GroupRate, LossTerm, MethodParam,
+};
 use super::optim::ParamGroup;
 use super::recipe::{PruneRecipe, Recipe};
 use crate::compress::bitmap::LayerFormat;
@@ -354,12 +356,14 @@ impl CompressionMethod for PruneL0 {
         // Each gate's share of the size gradient is about 1 / (gated units): scaled by their
         // number, the multipliers need the same magnitude on a model of any size.
         let units = self.gated_units() as f64;
-        let loss = (((&violation * self.lambda1)? + (violation.sqr()? * self.lambda2)?)? * units)?;
-        Ok(vec![LossTerm {
-            name: SPARSITY_TERM.into(),
-            loss,
+        Ok(vec![constraint_term(
+            SPARSITY_TERM,
+            &violation,
             value,
-        }])
+            self.lambda1,
+            self.lambda2,
+            units,
+        )?])
     }
 
     fn after_step(
