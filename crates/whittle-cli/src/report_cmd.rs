@@ -121,11 +121,7 @@ fn bits(args: BitsArgs) -> Result<()> {
             BitChart::from_bit_map_file(input, model)
         }
         .with_context(|| format!("reading {}", input.display()))?;
-        Ok((
-            chart.name.clone(),
-            chart.title(),
-            chart.write(&args.output)?,
-        ))
+        Ok((chart.title(), chart.write(&args.output)?))
     })
 }
 
@@ -151,10 +147,6 @@ fn shapes(args: ShapesArgs) -> Result<()> {
     figures_per_input(&args.inputs, &args.output, |input| {
         let chart = ShapeChart::from_packed_file(input)
             .with_context(|| format!("reading {}", input.display()))?;
-        Ok((
-            chart.name.clone(),
-            chart.title(),
-            chart.write(&args.output)?,
-        ))
+        Ok((chart.title(), chart.write(&args.output)?))
     })
 }
