@@ -68,6 +68,8 @@ fn outputs(model: &Whisper) -> (Tensor, Tensor) {
 fn the_lagrangian_meets_the_target_and_extraction_computes_the_gated_model() {
     for (gates, extracted_range) in [
         ("", 0.45..0.55),
+        // Only the decoder's modules are gated: the encoder keeps every unit.
+        ("under = \"model.decoder.\"", 0.4..0.65),
         ("gate_modules = true\ngate_layers = true", 0.1..0.6),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -103,6 +105,13 @@ fn the_lagrangian_meets_the_target_and_extraction_computes_the_gated_model() {
             "the model holds {after} of {before} prunable parameters, the report says {sparsity}"
         );
         assert!(shipped.config.layer_shapes.is_some());
+        if gates.contains("model.decoder.") {
+            let shapes = shipped.config.layer_shapes.as_ref().unwrap();
+            assert!(shapes
+                .encoder
+                .iter()
+                .all(|b| b.self_attention_heads == 4 && b.ffn_dim == FFN));
+        }
         assert!(shipped
             .layers()
             .iter()

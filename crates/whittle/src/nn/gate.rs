@@ -15,8 +15,10 @@
 //!
 //! Outside training the gates are deterministic ([`deterministic_gates`]): a group keeps the
 //! expected number of its units, those of highest keep probability, at the clipped mean value
-//! `min(1, max(0, sigmoid(log_alpha) (r - l) + l))`; the others are 0. That is what extraction
-//! folds into the physically smaller model.
+//! `min(1, max(0, sigmoid(log_alpha) (r - l) + l))`; the others are 0, and a module left with no
+//! unit loses its bias too (it is removed). That is what extraction folds into the physically
+//! smaller model. (During training a step whose sampled unit gates are all 0 keeps the bias: the
+//! one place where the sampled and the deterministic module differ in kind.)
 
 use candle_core::{DType, Tensor, Var};
 
@@ -128,9 +130,18 @@ impl GatedWeight {
         (d[0], d[1])
     }
 
-    /// The product of the module and layer gates, `[1]`, or `None` without either.
+    /// The product of the module and layer gates, `[1]`, or `None` without either. With
+    /// deterministic gates, a module whose unit gates are all 0 is removed, bias included
+    /// (scale 0), as extraction removes it.
     pub fn branch_scale(&self) -> candle_core::Result<Option<Tensor>> {
         let mut scale: Option<Tensor> = None;
+        if self.units.noise.is_none() {
+            let la = self.units.log_alpha.as_tensor();
+            let values = deterministic_gates(&la.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+            if values.iter().all(|&v| v == 0.0) {
+                return Ok(Some(Tensor::zeros(1, la.dtype(), la.device())?));
+            }
+        }
         for gate in [&self.module, &self.layer].into_iter().flatten() {
             let v = gate.values()?;
             scale = Some(match scale {

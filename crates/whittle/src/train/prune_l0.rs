@@ -251,17 +251,21 @@ impl CompressionMethod for PruneL0 {
             .prunable_modules()
             .into_iter()
             .filter(|m| {
-                if m.unit_width == 1 {
+                let kind = if m.unit_width == 1 {
                     r.gate_ffn
                 } else {
                     r.gate_heads
-                }
+                };
+                kind && r
+                    .under
+                    .as_ref()
+                    .is_none_or(|p| m.name.starts_with(p.as_str()))
             })
             .collect();
         if self.modules.is_empty() {
             return Err(Error::config(
                 "prune-l0",
-                "the model has no prunable module (or the recipe gates none)",
+                "the model has no prunable module (or the recipe gates none: check gate_heads, gate_ffn and under)",
             ));
         }
         let size = |m: &PrunableModule| m.module_parameters + m.unit_parameters * m.units;

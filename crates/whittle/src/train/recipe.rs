@@ -181,6 +181,10 @@ pub struct PruneRecipe {
     /// Gate FFN units.
     #[serde(default = "yes")]
     pub gate_ffn: bool,
+    /// Gate only the modules whose path starts with this prefix (e.g. `"model.encoder."`);
+    /// omitted: every prunable module. The others stay whole and count as kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under: Option<String>,
     /// Gate whole attention and FFN modules (off by default: see docs/pruning.md; a module
     /// whose units are all pruned is removed either way).
     #[serde(default)]
