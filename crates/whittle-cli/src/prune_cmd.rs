@@ -90,13 +90,7 @@ pub fn prune(args: PruneArgs) -> Result<()> {
         ("pruning", serde_json::to_value(&report)?),
         (
             "provenance",
-            serde_json::json!({
-                "source": args.model.display().to_string(),
-                "source_format": loaded.location.format,
-                "source_bytes": source_bytes,
-                "whittle_version": env!("CARGO_PKG_VERSION"),
-                "seconds": t0.elapsed().as_secs_f64(),
-            }),
+            crate::ptq_cmd::provenance(&args.model, &loaded, t0),
         ),
         ("results", serde_json::Value::Null),
     ];

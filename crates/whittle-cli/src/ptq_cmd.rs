@@ -265,16 +265,7 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
                 "calibration": record["calibration"],
             }),
         ),
-        (
-            "provenance",
-            serde_json::json!({
-                "source": args.model.display().to_string(),
-                "source_format": loaded.location.format,
-                "source_bytes": loaded.location.weights_bytes(),
-                "whittle_version": env!("CARGO_PKG_VERSION"),
-                "seconds": t0.elapsed().as_secs_f64(),
-            }),
-        ),
+        ("provenance", provenance(&args.model, &loaded, t0)),
         ("results", serde_json::Value::Null),
     ];
     let bytes = whittle::compress::export::write_packed(
@@ -298,4 +289,20 @@ pub fn quantize(args: QuantizeArgs) -> Result<()> {
         shipped / 1e6
     );
     Ok(())
+}
+
+/// The `provenance` header field of a file written from `loaded` (read from `source`) by a
+/// command that started at `t0`.
+pub fn provenance(
+    source: &std::path::Path,
+    loaded: &registry::LoadedModel,
+    t0: Instant,
+) -> serde_json::Value {
+    serde_json::json!({
+        "source": source.display().to_string(),
+        "source_format": loaded.location.format,
+        "source_bytes": loaded.location.weights_bytes(),
+        "whittle_version": env!("CARGO_PKG_VERSION"),
+        "seconds": t0.elapsed().as_secs_f64(),
+    })
 }
