@@ -90,6 +90,18 @@ fn write_fuzz_seeds() {
     whittle::compress::export::write_whisper(&ck.store, &mut model, &tokenizer, &[], &path)
         .unwrap();
 
+    // Structurally pruned (per-layer shapes in the header: half the heads and FFN units by
+    // magnitude), then 4 bits per row.
+    let mut model =
+        whittle::models::whisper::Whisper::load(&ck.store, &ck.config, DType::F32).unwrap();
+    let keep = whittle::compress::prune::magnitude_keep(&model, 0.5).unwrap();
+    whittle::compress::prune::prune_whisper(&mut model, &keep).unwrap();
+    let map = BitMap::uniform(LayerFormat::uniform(4, None));
+    quantize_linears(&mut model, &map, PtqMethod::Rtn, None).unwrap();
+    let path = out.join("whittle_file/tiny-pruned-w4.whittle");
+    whittle::compress::export::write_whisper(&ck.store, &mut model, &tokenizer, &[], &path)
+        .unwrap();
+
     // whisper.cpp ggml: width 32 and MLP 128 (whisper.cpp's 4 x d_model, whole 32-weight
     // blocks), 4-bit matrices as q4_0. The second seed has Whisper's English vocabulary size
     // (51,864 rows of the q4_0 embedding, 0.9 MB), the smallest file the import accepts.
