@@ -111,36 +111,14 @@ impl StructureKeep {
     }
 }
 
-/// Parameters of the prunable modules (attention and FFN, with their biases and norms) of a
-/// block of `shape`, at model width `d` and head width `head_dim`.
-pub fn block_parameters(shape: BlockShape, d: usize, head_dim: usize) -> usize {
-    let attention = |heads: usize| {
-        if heads == 0 {
-            0
-        } else {
-            let inner = heads * head_dim;
-            4 * d * inner + 2 * inner + d + 2 * d
-        }
-    };
-    let ffn = if shape.ffn_dim == 0 {
-        0
-    } else {
-        2 * d * shape.ffn_dim + shape.ffn_dim + d + 2 * d
-    };
-    attention(shape.self_attention_heads) + attention(shape.cross_attention_heads) + ffn
-}
-
-/// Prunable parameters of a model (every block's [`block_parameters`]).
+/// Prunable parameters the model holds ([`BlockShape::parameters`] of every block).
 pub fn prunable_parameters(model: &Whisper) -> usize {
     let c = &model.config;
-    let part = |blocks: &[Block], hd: usize| -> usize {
-        blocks
-            .iter()
-            .map(|b| block_parameters(b.shape(), c.d_model, hd))
-            .sum()
+    let shapes = model.layer_shapes();
+    let part = |blocks: &[BlockShape], hd: usize| -> usize {
+        blocks.iter().map(|b| b.parameters(c.d_model, hd)).sum()
     };
-    part(&model.encoder.layers, c.encoder_head_dim())
-        + part(&model.decoder.layers, c.decoder_head_dim())
+    part(&shapes.encoder, c.encoder_head_dim()) + part(&shapes.decoder, c.decoder_head_dim())
 }
 
 /// What [`prune_whisper`] did.
@@ -182,7 +160,8 @@ pub fn prune_whisper(model: &mut Whisper, keep: &StructureKeep) -> Result<PruneR
             ));
         }
         for (i, (block, k)) in blocks.iter_mut().zip(keeps).enumerate() {
-            let at = |module: &str| format!("model.{part}.layers.{i}.{module}");
+            let layer = format!("model.{part}.layers.{i}");
+            let at = |module: &str| format!("{layer}.{module}");
             if !cross && !k.cross_attn.units.is_empty() {
                 return Err(Error::config(
                     at("encoder_attn"),
@@ -191,7 +170,7 @@ pub fn prune_whisper(model: &mut Whisper, keep: &StructureKeep) -> Result<PruneR
             }
             prune_attention(&mut block.self_attn, &k.self_attn, &at("self_attn"))?;
             prune_attention(&mut block.encoder_attn, &k.cross_attn, &at("encoder_attn"))?;
-            prune_mlp(&mut block.mlp, &k.mlp, &at("mlp"))?;
+            prune_mlp(&mut block.mlp, &k.mlp, &layer)?;
         }
     }
     model.config.layer_shapes = Some(model.layer_shapes());
@@ -286,7 +265,9 @@ fn prune_attention(
     Ok(())
 }
 
-fn prune_mlp(module: &mut Option<FeedForward>, keep: &ModuleKeep, at: &str) -> Result<()> {
+/// The MLP of the layer at path `layer` (its matrices are `{layer}.fc1` and `{layer}.fc2`).
+fn prune_mlp(module: &mut Option<FeedForward>, keep: &ModuleKeep, layer: &str) -> Result<()> {
+    let at = &format!("{layer}.mlp");
     let Some(f) = module else {
         if keep.units.is_empty() {
             return Ok(());
@@ -307,14 +288,13 @@ fn prune_mlp(module: &mut Option<FeedForward>, keep: &ModuleKeep, at: &str) -> R
         .iter()
         .map(|u| u.scale * keep.branch_scale)
         .collect();
-    let at_fc = |n: &str| at.replace(".mlp", &format!(".{n}"));
-    select_rows(&mut f.fc1, &units, &at_fc("fc1"))?;
+    select_rows(&mut f.fc1, &units, &format!("{layer}.fc1"))?;
     select_columns(
         &mut f.fc2,
         &units,
         &scales,
         keep.branch_scale,
-        &at_fc("fc2"),
+        &format!("{layer}.fc2"),
     )?;
     Ok(())
 }

@@ -73,6 +73,16 @@ pub struct LayerMut<'a> {
     pub linear: &'a mut Linear,
 }
 
+/// What the units of a [`PrunableModule`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitKind {
+    /// Attention heads.
+    Heads,
+    /// Feed-forward units.
+    FeedForward,
+}
+
 /// A module whose units structured pruning may remove: attention heads or FFN units, cut
 /// together with their slices of every matrix of the module (see
 /// [`crate::compress::prune`]).
@@ -86,6 +96,8 @@ pub struct PrunableModule {
     /// The matrix whose input columns are the units' outputs (the attention output
     /// projection, the second MLP matrix), by layer name.
     pub output: String,
+    /// What its units are.
+    pub kind: UnitKind,
     /// Units (heads or FFN units).
     pub units: usize,
     /// Input columns of `output` per unit (head width, or 1).

@@ -134,14 +134,15 @@ impl GatedWeight {
     /// deterministic gates, a module whose unit gates are all 0 is removed, bias included
     /// (scale 0), as extraction removes it.
     pub fn branch_scale(&self) -> candle_core::Result<Option<Tensor>> {
-        let mut scale: Option<Tensor> = None;
-        if self.units.noise.is_none() {
-            let la = self.units.log_alpha.as_tensor();
-            let values = deterministic_gates(&la.to_dtype(DType::F32)?.to_vec1::<f32>()?);
-            if values.iter().all(|&v| v == 0.0) {
-                return Ok(Some(Tensor::zeros(1, la.dtype(), la.device())?));
-            }
+        self.branch_scale_given(&self.units.values()?)
+    }
+
+    /// [`Self::branch_scale`] with the unit gate values already computed.
+    fn branch_scale_given(&self, units: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if self.units.noise.is_none() && units.abs()?.sum_all()?.to_scalar::<f32>()? == 0.0 {
+            return Ok(Some(units.zeros_like()?.narrow(0, 0, 1)?));
         }
+        let mut scale: Option<Tensor> = None;
         for gate in [&self.module, &self.layer].into_iter().flatten() {
             let v = gate.values()?;
             scale = Some(match scale {
@@ -156,11 +157,12 @@ impl GatedWeight {
     pub fn column_scales(&self) -> candle_core::Result<Tensor> {
         let units = self.units.values()?;
         let n = units.dim(0)?;
+        let branch = self.branch_scale_given(&units)?;
         let mut cols = units
             .unsqueeze(1)?
             .broadcast_as((n, self.unit_width))?
             .reshape(n * self.unit_width)?;
-        if let Some(b) = self.branch_scale()? {
+        if let Some(b) = branch {
             cols = cols.broadcast_mul(&b)?;
         }
         Ok(cols)

@@ -51,7 +51,7 @@ use super::recipe::{PruneRecipe, Recipe};
 use crate::compress::bitmap::LayerFormat;
 use crate::compress::prune::{KeptUnit, ModuleKeep};
 use crate::error::{Error, Result};
-use crate::models::{LayerRole, Layers, PrunableModule};
+use crate::models::{LayerRole, Layers, PrunableModule, UnitKind};
 use crate::nn::gate::{deterministic_gates, keep_probability, Gate, GatedWeight};
 use crate::nn::Weight;
 
@@ -247,20 +247,20 @@ impl CompressionMethod for PruneL0 {
 
     fn wrap(&mut self, student: &mut dyn Layers) -> Result<Vec<MethodParam>> {
         let r = self.recipe.clone();
-        self.modules = student
-            .prunable_modules()
-            .into_iter()
+        let all = student.prunable_modules();
+        self.modules = all
+            .iter()
             .filter(|m| {
-                let kind = if m.unit_width == 1 {
-                    r.gate_ffn
-                } else {
-                    r.gate_heads
+                let kind = match m.kind {
+                    UnitKind::Heads => r.gate_heads,
+                    UnitKind::FeedForward => r.gate_ffn,
                 };
                 kind && r
                     .under
                     .as_ref()
                     .is_none_or(|p| m.name.starts_with(p.as_str()))
             })
+            .cloned()
             .collect();
         if self.modules.is_empty() {
             return Err(Error::config(
@@ -269,7 +269,7 @@ impl CompressionMethod for PruneL0 {
             ));
         }
         let size = |m: &PrunableModule| m.module_parameters + m.unit_parameters * m.units;
-        self.total = student.prunable_modules().iter().map(size).sum();
+        self.total = all.iter().map(size).sum();
         self.ungated = self.total - self.modules.iter().map(size).sum::<usize>();
         let mut params = Vec::new();
         let mut layer_gates: BTreeMap<String, Gate> = BTreeMap::new();

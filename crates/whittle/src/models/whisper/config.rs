@@ -75,6 +75,38 @@ impl BlockShape {
     pub fn is_empty(&self) -> bool {
         self.self_attention_heads == 0 && self.cross_attention_heads == 0 && self.ffn_dim == 0
     }
+
+    /// Parameters of one attention head at model width `d` and head width `head_dim`: its rows
+    /// of q, k and v, its columns of the output projection, its q and v bias entries.
+    pub fn head_parameters(d: usize, head_dim: usize) -> usize {
+        4 * d * head_dim + 2 * head_dim
+    }
+
+    /// Parameters of one FFN unit at model width `d`: its row of fc1, its fc1 bias entry, its
+    /// column of fc2.
+    pub fn ffn_unit_parameters(d: usize) -> usize {
+        2 * d + 1
+    }
+
+    /// Parameters a module holds besides its units: the output bias and the norm.
+    pub fn module_parameters(d: usize) -> usize {
+        3 * d
+    }
+
+    /// Parameters of the block's attention and FFN modules (every one of them prunable).
+    pub fn parameters(&self, d: usize, head_dim: usize) -> usize {
+        let module = |units: usize, per_unit: usize| {
+            if units == 0 {
+                0
+            } else {
+                units * per_unit + Self::module_parameters(d)
+            }
+        };
+        let head = Self::head_parameters(d, head_dim);
+        module(self.self_attention_heads, head)
+            + module(self.cross_attention_heads, head)
+            + module(self.ffn_dim, Self::ffn_unit_parameters(d))
+    }
 }
 
 /// Per-layer shapes of encoder and decoder blocks.
@@ -258,11 +290,7 @@ impl WhisperConfig {
     pub fn encoder_block(&self, i: usize) -> BlockShape {
         match &self.layer_shapes {
             Some(s) => s.encoder[i],
-            None => BlockShape {
-                self_attention_heads: self.encoder_attention_heads,
-                cross_attention_heads: 0,
-                ffn_dim: self.encoder_ffn_dim,
-            },
+            None => self.uniform_block(false),
         }
     }
 
@@ -270,32 +298,44 @@ impl WhisperConfig {
     pub fn decoder_block(&self, i: usize) -> BlockShape {
         match &self.layer_shapes {
             Some(s) => s.decoder[i],
-            None => BlockShape {
+            None => self.uniform_block(true),
+        }
+    }
+
+    /// The block shape of the head counts and FFN widths above.
+    fn uniform_block(&self, decoder: bool) -> BlockShape {
+        if decoder {
+            BlockShape {
                 self_attention_heads: self.decoder_attention_heads,
                 cross_attention_heads: self.decoder_attention_heads,
                 ffn_dim: self.decoder_ffn_dim,
-            },
+            }
+        } else {
+            BlockShape {
+                self_attention_heads: self.encoder_attention_heads,
+                cross_attention_heads: 0,
+                ffn_dim: self.encoder_ffn_dim,
+            }
         }
     }
 
     /// Whether every layer has the uniform shape of the head counts and FFN widths above
     /// (formats that hold one shape for all layers, such as whisper.cpp's, need this).
     pub fn is_uniform(&self) -> bool {
-        (0..self.encoder_layers).all(|i| {
-            self.encoder_block(i)
-                == BlockShape {
-                    self_attention_heads: self.encoder_attention_heads,
-                    cross_attention_heads: 0,
-                    ffn_dim: self.encoder_ffn_dim,
-                }
-        }) && (0..self.decoder_layers).all(|i| {
-            self.decoder_block(i)
-                == BlockShape {
-                    self_attention_heads: self.decoder_attention_heads,
-                    cross_attention_heads: self.decoder_attention_heads,
-                    ffn_dim: self.decoder_ffn_dim,
-                }
-        })
+        (0..self.encoder_layers).all(|i| self.encoder_block(i) == self.uniform_block(false))
+            && (0..self.decoder_layers).all(|i| self.decoder_block(i) == self.uniform_block(true))
+    }
+
+    /// Prunable parameters (attention and FFN modules of every block, [`BlockShape::parameters`]).
+    pub fn block_parameters(&self) -> usize {
+        let d = self.d_model;
+        (0..self.encoder_layers)
+            .map(|i| self.encoder_block(i).parameters(d, self.encoder_head_dim()))
+            .chain(
+                (0..self.decoder_layers)
+                    .map(|i| self.decoder_block(i).parameters(d, self.decoder_head_dim())),
+            )
+            .sum()
     }
 
     /// English-only models have 51864 tokens; multilingual ones have more.
@@ -308,38 +348,12 @@ impl WhisperConfig {
     pub fn parameter_count(&self) -> usize {
         let d = self.d_model;
         let ln = 2 * d;
-        // q, k, v, out weights; q, v biases of the inner width, the out bias of d; the norm.
-        let attn = |heads: usize, head_dim: usize| {
-            let inner = heads * head_dim;
-            if heads == 0 {
-                0
-            } else {
-                4 * d * inner + 2 * inner + d + ln
-            }
-        };
-        let ffn = |f: usize| if f == 0 { 0 } else { 2 * d * f + f + d + ln };
-        let encoder: usize = (0..self.encoder_layers)
-            .map(|i| {
-                let b = self.encoder_block(i);
-                attn(b.self_attention_heads, self.encoder_head_dim()) + ffn(b.ffn_dim)
-            })
-            .sum();
-        let decoder: usize = (0..self.decoder_layers)
-            .map(|i| {
-                let b = self.decoder_block(i);
-                let hd = self.decoder_head_dim();
-                attn(b.self_attention_heads, hd)
-                    + attn(b.cross_attention_heads, hd)
-                    + ffn(b.ffn_dim)
-            })
-            .sum();
         let conv = self.num_mel_bins * d * 3 + d + d * d * 3 + d;
         conv + self.max_source_positions * d
-            + encoder
             + ln
             + self.vocab_size * d
             + self.max_target_positions * d
-            + decoder
             + ln
+            + self.block_parameters()
     }
 }

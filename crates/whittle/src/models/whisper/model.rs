@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Tensor};
 use super::config::{BlockShape, LayerShapes, WhisperConfig};
 use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
-use crate::models::{LayerMut, LayerRef, LayerRole, Layers, PrunableModule};
+use crate::models::{LayerMut, LayerRef, LayerRole, Layers, PrunableModule, UnitKind};
 use crate::nn::{Conv1d, LayerNorm, Linear};
 
 /// Query-key pairs per head from which inference attention runs one head at a time.
@@ -914,12 +914,11 @@ impl Layers for Whisper {
                         name: format!("{layer}.{name}"),
                         layer: layer.clone(),
                         output: format!("{layer}.{name}.out_proj"),
+                        kind: UnitKind::Heads,
                         units: m.attn.heads,
                         unit_width: hd,
-                        // q, k, v rows and out columns; q and v bias entries.
-                        unit_parameters: 4 * d * hd + 2 * hd,
-                        // out bias and the norm.
-                        module_parameters: 3 * d,
+                        unit_parameters: BlockShape::head_parameters(d, hd),
+                        module_parameters: BlockShape::module_parameters(d),
                     });
                 }
                 if let Some(f) = &b.mlp {
@@ -927,10 +926,11 @@ impl Layers for Whisper {
                         name: format!("{layer}.mlp"),
                         layer: layer.clone(),
                         output: format!("{layer}.fc2"),
+                        kind: UnitKind::FeedForward,
                         units: f.width(),
                         unit_width: 1,
-                        unit_parameters: 2 * d + 1,
-                        module_parameters: 3 * d,
+                        unit_parameters: BlockShape::ffn_unit_parameters(d),
+                        module_parameters: BlockShape::module_parameters(d),
                     });
                 }
             }
