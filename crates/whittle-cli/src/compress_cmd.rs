@@ -302,9 +302,10 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         .with_context(|| format!("reading {}", args.recipe.display()))?;
     let mut recipe = Recipe::parse(&recipe_text, &args.recipe.display().to_string())?;
     if let Some(path) = &args.bit_map {
-        if recipe.method != whittle::train::MethodKind::UniformLsq {
+        use whittle::train::MethodKind;
+        if !matches!(recipe.method, MethodKind::UniformLsq | MethodKind::Admm) {
             bail!(
-                "--bit-map trains a fixed bit map with method = \"uniform-lsq\"; {} uses \"{}\"",
+                "--bit-map trains a fixed bit map with method = \"uniform-lsq\" or \"admm\"; {} uses \"{}\"",
                 args.recipe.display(),
                 recipe.method.name()
             );

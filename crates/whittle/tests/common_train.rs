@@ -75,6 +75,20 @@ pub fn examples(dir: &Path, n: usize) -> Vec<TrainExample> {
         .collect()
 }
 
+/// Encoder output and teacher-forced logits of a fixed input (batch 1, 60 frames, 4 tokens).
+pub fn encoder_and_logits(model: &Whisper) -> (candle_core::Tensor, candle_core::Tensor) {
+    let batch =
+        whittle::train::batch::synthetic_batch(1, 60, 4, &model.config, &prompt(), &Device::Cpu)
+            .unwrap();
+    let enc = model.encoder.forward(&batch.features).unwrap();
+    let hidden = model
+        .decoder
+        .forward_teacher_forced(&batch.inputs, &enc)
+        .unwrap();
+    let logits = model.decoder.logits(&hidden).unwrap();
+    (enc, logits)
+}
+
 /// Every trainable parameter with its AdamW moments, flattened, in optimizer order.
 pub fn trained_state(trainer: &whittle::train::Trainer) -> Vec<Vec<f32>> {
     let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();

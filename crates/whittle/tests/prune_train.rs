@@ -5,17 +5,17 @@
 
 mod common_train;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use common_train::common_tiny::*;
 use common_train::{
-    assert_recipe_errors, examples, prompt, straight_and_resumed, trained_state, TRAIN,
+    assert_recipe_errors, encoder_and_logits, examples, prompt, straight_and_resumed,
+    trained_state, TRAIN,
 };
 use whittle::checkpoint::TensorStore;
 use whittle::compress::prune::prunable_parameters;
 use whittle::models::whisper::{Whisper, WhisperConfig};
 use whittle::models::Layers;
 use whittle::nn::{max_abs_diff, Weight};
-use whittle::train::batch::synthetic_batch;
 use whittle::train::trainer::Trainer;
 use whittle::train::Recipe;
 
@@ -49,17 +49,6 @@ fn trainer(extra: &str, steps: usize, dir: &std::path::Path) -> Trainer {
         None,
     )
     .unwrap()
-}
-
-/// Encoder output and teacher-forced logits of a fixed input.
-fn outputs(model: &Whisper) -> (Tensor, Tensor) {
-    let batch = synthetic_batch(1, 60, 4, &model.config, &prompt(), &Device::Cpu).unwrap();
-    let enc = model.encoder.forward(&batch.features).unwrap();
-    let hidden = model
-        .decoder
-        .forward_teacher_forced(&batch.inputs, &enc)
-        .unwrap();
-    (enc, model.decoder.logits(&hidden).unwrap())
 }
 
 /// Units only (the shipped default), and with module and layer gates: the expected sparsity
@@ -119,8 +108,8 @@ fn the_lagrangian_meets_the_target_and_extraction_computes_the_gated_model() {
 
         // The student between steps runs deterministic gates: the smaller model computes the
         // same.
-        let (enc_gated, logits_gated) = outputs(&t.student);
-        let (enc, logits) = outputs(&shipped);
+        let (enc_gated, logits_gated) = encoder_and_logits(&t.student);
+        let (enc, logits) = encoder_and_logits(&shipped);
         let (de, dl) = (
             max_abs_diff(&enc_gated, &enc).unwrap(),
             max_abs_diff(&logits_gated, &logits).unwrap(),
@@ -131,7 +120,7 @@ fn the_lagrangian_meets_the_target_and_extraction_computes_the_gated_model() {
             shipped.shape_summary()
         );
         // ... and not merely the teacher's function.
-        let (_, logits_teacher) = outputs(&t.teacher);
+        let (_, logits_teacher) = encoder_and_logits(&t.teacher);
         assert!(max_abs_diff(&logits_teacher, &logits).unwrap() > 1e-3);
     }
 }

@@ -1,7 +1,8 @@
 //! Training checkpoints a run can be killed and resumed from exactly.
 //!
 //! A checkpoint is two files in the work folder: `checkpoint-STEP.safetensors` (every
-//! parameter and both Adam moments, `param.NAME`, `adam_m.NAME`, `adam_v.NAME`) and `state.json`
+//! parameter and both Adam moments, `param.NAME`, `adam_m.NAME`, `adam_v.NAME`, and the
+//! compression method's own tensors, `method.NAME`) and `state.json`
 //! (step, data-order position, RNG state, optimizer step count, best dev result, elapsed time,
 //! the recipe). Each is written to a temporary file and renamed; `state.json` is written last and
 //! names its tensor file, so a kill at any moment leaves the previous complete checkpoint.
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
+use super::method::CompressionMethod;
 use super::optim::AdamW;
 use super::recipe::Recipe;
 use crate::error::{Error, Result};
@@ -61,9 +63,18 @@ pub struct TrainState {
     pub method: serde_json::Value,
 }
 
-/// `name -> tensor` of the optimizer's parameters (and moments when `moments`).
-fn optimizer_tensors(optimizer: &AdamW, moments: bool) -> Vec<(String, Tensor)> {
-    let mut out = Vec::new();
+/// `name -> tensor` of the optimizer's parameters (and moments when `moments`) and the
+/// method's own tensors.
+fn optimizer_tensors(
+    optimizer: &AdamW,
+    method: &dyn CompressionMethod,
+    moments: bool,
+) -> Vec<(String, Tensor)> {
+    let mut out: Vec<(String, Tensor)> = method
+        .state_tensors()
+        .into_iter()
+        .map(|(name, t)| (format!("method.{name}"), t))
+        .collect();
     for p in &optimizer.params {
         out.push((format!("param.{}", p.name), p.var.as_tensor().clone()));
         if moments {
@@ -87,9 +98,14 @@ fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>>
 }
 
 /// Write a checkpoint into `dir`; older checkpoint tensor files are removed afterwards.
-pub fn save(dir: &Path, state: &mut TrainState, optimizer: &AdamW) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    state: &mut TrainState,
+    optimizer: &AdamW,
+    method: &dyn CompressionMethod,
+) -> Result<()> {
     let name = format!("checkpoint-{:07}.safetensors", state.step);
-    write_tensors(&dir.join(&name), optimizer_tensors(optimizer, true))?;
+    write_tensors(&dir.join(&name), optimizer_tensors(optimizer, method, true))?;
     state.tensors = name.clone();
     let json = serde_json::to_string_pretty(state).expect("state is plain data");
     crate::fsutil::write_atomic(&dir.join(STATE_FILE), json.as_bytes())?;
@@ -128,61 +144,87 @@ pub fn load_state(dir: &Path) -> Result<Option<TrainState>> {
     Ok(Some(state))
 }
 
-/// Restore parameters and moments of `optimizer` from the checkpoint of `state` in `dir`.
-pub fn restore(dir: &Path, state: &TrainState, optimizer: &mut AdamW) -> Result<()> {
-    let path: PathBuf = dir.join(&state.tensors);
-    let device = optimizer
+/// `take(key, like)`: the tensor `key` of `tensors` (read from `path`), checked against the
+/// shape and dtype of `like`.
+fn take_checked(
+    tensors: &mut HashMap<String, Tensor>,
+    path: &Path,
+    key: String,
+    like: &Tensor,
+) -> Result<Tensor> {
+    let t = tensors.remove(&key).ok_or_else(|| Error::MissingTensor {
+        source_name: path.display().to_string(),
+        tensor: key.clone(),
+    })?;
+    if t.dims() != like.dims() || t.dtype() != like.dtype() {
+        return Err(Error::ShapeMismatch {
+            source_name: path.display().to_string(),
+            tensor: key,
+            expected: like.dims().to_vec(),
+            actual: t.dims().to_vec(),
+        });
+    }
+    Ok(t)
+}
+
+fn device_of(optimizer: &AdamW) -> Device {
+    optimizer
         .params
         .first()
         .map(|p| p.var.device().clone())
-        .unwrap_or(Device::Cpu);
-    let mut tensors = read_tensors(&path, &device)?;
-    let mut take = |key: String, like: &Tensor| -> Result<Tensor> {
-        let t = tensors.remove(&key).ok_or_else(|| Error::MissingTensor {
-            source_name: path.display().to_string(),
-            tensor: key.clone(),
-        })?;
-        if t.dims() != like.dims() || t.dtype() != like.dtype() {
-            return Err(Error::ShapeMismatch {
-                source_name: path.display().to_string(),
-                tensor: key,
-                expected: like.dims().to_vec(),
-                actual: t.dims().to_vec(),
-            });
-        }
-        Ok(t)
-    };
+        .unwrap_or(Device::Cpu)
+}
+
+/// Restore parameters and moments of `optimizer`, and the method's tensors, from the
+/// checkpoint of `state` in `dir`.
+pub fn restore(
+    dir: &Path,
+    state: &TrainState,
+    optimizer: &mut AdamW,
+    method: &mut dyn CompressionMethod,
+) -> Result<()> {
+    let path: PathBuf = dir.join(&state.tensors);
+    let mut tensors = read_tensors(&path, &device_of(optimizer))?;
     for p in optimizer.params.iter_mut() {
-        let value = take(format!("param.{}", p.name), p.var.as_tensor())?;
+        let value = take_checked(
+            &mut tensors,
+            &path,
+            format!("param.{}", p.name),
+            p.var.as_tensor(),
+        )?;
         p.var.set(&value)?;
-        p.m = take(format!("adam_m.{}", p.name), &p.m)?;
-        p.v = take(format!("adam_v.{}", p.name), &p.v)?;
+        p.m = take_checked(&mut tensors, &path, format!("adam_m.{}", p.name), &p.m)?;
+        p.v = take_checked(&mut tensors, &path, format!("adam_v.{}", p.name), &p.v)?;
     }
+    method.restore_tensors(&mut |name, like| {
+        take_checked(&mut tensors, &path, format!("method.{name}"), like)
+    })?;
     optimizer.steps = state.optimizer_steps;
     Ok(())
 }
 
-/// Save the current parameters as the best ones.
-pub fn save_best(dir: &Path, optimizer: &AdamW) -> Result<()> {
-    write_tensors(&dir.join(BEST_FILE), optimizer_tensors(optimizer, false))
+/// Save the current parameters (and the method's tensors) as the best ones.
+pub fn save_best(dir: &Path, optimizer: &AdamW, method: &dyn CompressionMethod) -> Result<()> {
+    write_tensors(
+        &dir.join(BEST_FILE),
+        optimizer_tensors(optimizer, method, false),
+    )
 }
 
-/// Load the best parameters into the optimizer's variables.
-pub fn load_best(dir: &Path, optimizer: &AdamW) -> Result<()> {
+/// Load the best parameters into the optimizer's variables, and the method's tensors.
+pub fn load_best(dir: &Path, optimizer: &AdamW, method: &mut dyn CompressionMethod) -> Result<()> {
     let path = dir.join(BEST_FILE);
-    let device = optimizer
-        .params
-        .first()
-        .map(|p| p.var.device().clone())
-        .unwrap_or(Device::Cpu);
-    let tensors = read_tensors(&path, &device)?;
+    let mut tensors = read_tensors(&path, &device_of(optimizer))?;
     for p in &optimizer.params {
-        let key = format!("param.{}", p.name);
-        let t = tensors.get(&key).ok_or_else(|| Error::MissingTensor {
-            source_name: path.display().to_string(),
-            tensor: key.clone(),
-        })?;
-        p.var.set(t)?;
+        let t = take_checked(
+            &mut tensors,
+            &path,
+            format!("param.{}", p.name),
+            p.var.as_tensor(),
+        )?;
+        p.var.set(&t)?;
     }
-    Ok(())
+    method.restore_tensors(&mut |name, like| {
+        take_checked(&mut tensors, &path, format!("method.{name}"), like)
+    })
 }

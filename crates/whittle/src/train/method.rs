@@ -10,8 +10,10 @@
 //! 3. [`CompressionMethod::before_step`] / [`CompressionMethod::after_step`]: act around each
 //!    optimizer step (temperature schedules, noise, projections, multiplier updates);
 //! 4. [`CompressionMethod::loss_terms`]: named terms added to the distillation loss;
-//! 5. [`CompressionMethod::state`] / [`CompressionMethod::restore`]: its own state beyond the
-//!    optimizer's parameters, saved in every checkpoint so a resumed run is bit-exact;
+//! 5. [`CompressionMethod::state`] / [`CompressionMethod::restore`] and
+//!    [`CompressionMethod::state_tensors`] / [`CompressionMethod::restore_tensors`]: its own
+//!    state beyond the optimizer's parameters (plain data, and tensors), saved in every
+//!    checkpoint so a resumed run is bit-exact, and tensors with the best parameters;
 //! 6. [`CompressionMethod::extract`]: the packed model and the format of every layer.
 //!
 //! Methods see the student only through [`Layers`] (its matrices with names and roles), so one
@@ -200,6 +202,21 @@ pub trait CompressionMethod {
         Ok(())
     }
 
+    /// The method's own tensors (projections, multipliers ...) by name, saved with every
+    /// checkpoint and with the best parameters.
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// Restore what [`CompressionMethod::state_tensors`] saved: `load(name, current)` returns
+    /// the saved tensor of that name, checked against the current one's shape and dtype.
+    fn restore_tensors(
+        &mut self,
+        _load: &mut dyn FnMut(&str, &Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Turn `shipped` (a copy of the trained student) into the model as it ships, in place:
     /// packed weights where the method quantized.
     fn extract(&self, shipped: &mut dyn Layers) -> Result<Extracted>;
@@ -208,6 +225,17 @@ pub trait CompressionMethod {
 /// The method a recipe asks for. `bit_map` is the recipe's `quant.bit_map`, already read.
 pub fn from_recipe(recipe: &Recipe, bit_map: Option<BitMap>) -> Result<Box<dyn CompressionMethod>> {
     match recipe.method {
+        MethodKind::Admm => {
+            let admm = recipe
+                .admm
+                .clone()
+                .ok_or_else(|| Error::config("recipe", "method = \"admm\" needs [admm]"))?;
+            Ok(Box::new(super::admm::Admm::new(
+                admm,
+                super::uniform::LayerSelection::new(recipe.quant.spec(), bit_map),
+                recipe.schedule.steps,
+            )))
+        }
         MethodKind::UniformLsq => Ok(Box::new(match bit_map {
             Some(map) => super::uniform::UniformLsq::with_bit_map(map, recipe.quant.init),
             None => super::uniform::UniformLsq::uniform(recipe.quant.spec(), recipe.quant.init),

@@ -16,6 +16,7 @@
 //! ([`crate::nn::Weight::FakeQuant`], [`crate::nn::lsq`]), so the student runs the same model
 //! code as the teacher and as the packed result.
 
+pub mod admm;
 pub mod batch;
 pub mod checkpoint;
 pub mod identity;

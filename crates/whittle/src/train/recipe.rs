@@ -31,6 +31,9 @@ pub struct Recipe {
     /// Settings of `method = "prune-l0"` (required by it, refused by the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneRecipe>,
+    /// Settings of `method = "admm"` (required by it, refused by the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admm: Option<AdmmRecipe>,
     /// Loss terms and their weights.
     pub loss: LossRecipe,
     /// Optimizer.
@@ -55,6 +58,8 @@ pub enum MethodKind {
     TernaryHq,
     /// Structured pruning with L0 hard-concrete gates and a sparsity Lagrangian.
     PruneL0,
+    /// Quantized training by ADMM at the fixed bit widths of `quant` (uniform, or a bit map).
+    Admm,
 }
 
 impl MethodKind {
@@ -65,6 +70,7 @@ impl MethodKind {
             MethodKind::MixedPrecision => "mixed-precision",
             MethodKind::TernaryHq => "ternary-hq",
             MethodKind::PruneL0 => "prune-l0",
+            MethodKind::Admm => "admm",
         }
     }
 }
@@ -204,6 +210,48 @@ pub struct PruneRecipe {
     /// Gradient-ascent rate of the quadratic multiplier `lambda2` (on `(s - t)^2`).
     #[serde(default = "default_lr_lambda2")]
     pub lr_lambda2: f64,
+}
+
+/// Quantized training by ADMM (`method = "admm"`, see `train::admm`): the float weights `W`
+/// train under the augmented Lagrangian `L(W) + sum_i [Lambda_i (W_i - G_i) + rho/2 |W_i - G_i|^2]`,
+/// `G_i` on layer i's quantization grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmmRecipe {
+    /// Penalty `rho` at the first step.
+    #[serde(default = "default_rho_start")]
+    pub rho_start: f64,
+    /// Penalty at the last step (geometric in between, updated with each projection).
+    #[serde(default = "default_rho_end")]
+    pub rho_end: f64,
+    /// Project onto the grid (G-step) and update the multipliers every this many steps.
+    #[serde(default = "default_admm_every")]
+    pub update_every: usize,
+    /// Scales of the grid: `"group"` (one per `quant.group`, or per row without a group) or
+    /// `"layer"` (one tied scale per layer).
+    #[serde(default)]
+    pub scale: AdmmScale,
+}
+
+/// Which weights share one scale of the ADMM grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmmScale {
+    /// One scale per group of `quant.group` input features (per row without a group).
+    #[default]
+    Group,
+    /// One scale for the whole layer (the literature's tied table).
+    Layer,
+}
+
+fn default_rho_start() -> f64 {
+    1e-3
+}
+fn default_rho_end() -> f64 {
+    1.0
+}
+fn default_admm_every() -> usize {
+    10
 }
 
 fn default_prune_warmup() -> f64 {
@@ -563,9 +611,22 @@ impl Recipe {
             positive("prune.lr_lambda1", p.lr_lambda1)?;
             positive("prune.lr_lambda2", p.lr_lambda2)?;
         }
+        if self.admm.is_some() != (self.method == MethodKind::Admm) {
+            return fail(
+                "admm",
+                "method = \"admm\" needs an [admm] table, and only it takes one".into(),
+            );
+        }
+        if let Some(a) = &self.admm {
+            positive("admm.rho_start", a.rho_start)?;
+            positive("admm.rho_end", a.rho_end)?;
+            if a.update_every == 0 {
+                return fail("admm.update_every", "must be at least 1".into());
+            }
+        }
         match (self.method, &self.mixed_precision) {
             (MethodKind::TernaryHq | MethodKind::PruneL0, _) => {}
-            (MethodKind::UniformLsq, None) => {
+            (MethodKind::UniformLsq | MethodKind::Admm, None) => {
                 let needs_bits = self.quant.bit_map.is_none() || self.quant.bits != 0;
                 if needs_bits && !(2..=8).contains(&self.quant.bits) {
                     return fail(
@@ -583,7 +644,7 @@ impl Recipe {
                     );
                 }
             }
-            (MethodKind::UniformLsq, Some(_)) => {
+            (MethodKind::UniformLsq | MethodKind::Admm, Some(_)) => {
                 return fail(
                     "mixed_precision",
                     "only for method = \"mixed-precision\"".into(),

@@ -379,7 +379,7 @@ impl<M: TrainModel> Trainer<M> {
                 "the run was started with a different recipe (see its `recipe` field); use a new work folder",
             ));
         }
-        checkpoint::restore(dir, &state, &mut self.optimizer)?;
+        checkpoint::restore(dir, &state, &mut self.optimizer, self.method.as_mut())?;
         self.method.restore(&state.method)?;
         let pos: u128 = state.epoch_rng_word_pos.parse().map_err(|_| {
             Error::malformed(
@@ -569,7 +569,7 @@ impl<M: TrainModel> Trainer<M> {
                 if let Some(totals) = self.evaluate_dev(observer)? {
                     let best = self.state.best.is_none_or(|b| totals.wer < b.wer);
                     if best {
-                        checkpoint::save_best(dir, &self.optimizer)?;
+                        checkpoint::save_best(dir, &self.optimizer, self.method.as_ref())?;
                         self.state.best = Some(Best {
                             step,
                             wer: totals.wer,
@@ -586,7 +586,7 @@ impl<M: TrainModel> Trainer<M> {
             self.state.elapsed_seconds += t0.elapsed().as_secs_f64();
             if step.is_multiple_of(train.checkpoint_every) || step == steps {
                 self.state.method = self.method.state();
-                checkpoint::save(dir, &mut self.state, &self.optimizer)?;
+                checkpoint::save(dir, &mut self.state, &self.optimizer, self.method.as_ref())?;
             }
         }
         Ok(())
@@ -594,9 +594,9 @@ impl<M: TrainModel> Trainer<M> {
 
     /// After training: load the best dev parameters (if any dev result was kept) and return the
     /// student as the method extracts it ([`Trainer::extract`]).
-    pub fn finish(&self, dir: &Path) -> Result<(M, Extracted)> {
+    pub fn finish(&mut self, dir: &Path) -> Result<(M, Extracted)> {
         if self.state.best.is_some() && dir.join(checkpoint::BEST_FILE).is_file() {
-            checkpoint::load_best(dir, &self.optimizer)?;
+            checkpoint::load_best(dir, &self.optimizer, self.method.as_mut())?;
         }
         self.extract()
     }

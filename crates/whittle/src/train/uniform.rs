@@ -11,47 +11,37 @@ use crate::nn::{LsqSpec, StepInit};
 
 /// Which layers train at which precision.
 #[derive(Debug, Clone)]
-enum Selection {
+pub enum LayerSelection {
     /// Every layer quantized by default at one spec (the token embedding stays float).
     Uniform(LsqSpec),
     /// Per layer, as the bit map says (the embedding only when named).
     Map(BitMap),
 }
 
-/// Uniform LSQ as a [`CompressionMethod`].
-#[derive(Debug, Clone)]
-pub struct UniformLsq {
-    layers: Selection,
-    init: StepInit,
-}
-
-impl UniformLsq {
-    /// Every block linear layer at `spec`.
-    pub fn uniform(spec: LsqSpec, init: StepInit) -> Self {
-        Self {
-            layers: Selection::Uniform(spec),
-            init,
+impl LayerSelection {
+    /// The recipe's selection: its bit map when there is one, else `spec` for every layer.
+    pub fn new(spec: LsqSpec, bit_map: Option<BitMap>) -> Self {
+        match bit_map {
+            Some(map) => LayerSelection::Map(map),
+            None => LayerSelection::Uniform(spec),
         }
     }
 
-    /// Each layer at its bit map format (symmetric uniform or float).
-    pub fn with_bit_map(map: BitMap, init: StepInit) -> Self {
-        Self {
-            layers: Selection::Map(map),
-            init,
-        }
-    }
-
-    /// The LSQ spec of each quantizable layer of `model` (`None`: stays float).
-    fn specs(&self, model: &dyn models::Layers) -> Result<Vec<(String, Option<LsqSpec>)>> {
-        match &self.layers {
-            Selection::Uniform(spec) => Ok(model
+    /// The symmetric spec of each quantizable layer of `model` (`None`: stays float); `method`
+    /// names the method in errors.
+    pub fn specs(
+        &self,
+        model: &dyn models::Layers,
+        method: &str,
+    ) -> Result<Vec<(String, Option<LsqSpec>)>> {
+        match self {
+            LayerSelection::Uniform(spec) => Ok(model
                 .layers()
                 .into_iter()
                 .filter(|l| l.role.quantized_by_default())
                 .map(|l| (l.name, Some(*spec)))
                 .collect()),
-            Selection::Map(map) => resolve_bit_map(model, map)?
+            LayerSelection::Map(map) => resolve_bit_map(model, map)?
                 .into_iter()
                 .map(|layer| {
                     let spec = match layer.format {
@@ -65,7 +55,7 @@ impl UniformLsq {
                             return Err(Error::config(
                                 format!("{}: layer {}", map.source, layer.name),
                                 format!(
-                                    "{} cannot be trained by uniform LSQ (symmetric uniform or float only)",
+                                    "{} cannot be trained by {method} (symmetric uniform or float only)",
                                     other.label()
                                 ),
                             ))
@@ -78,13 +68,38 @@ impl UniformLsq {
     }
 }
 
+/// Uniform LSQ as a [`CompressionMethod`].
+#[derive(Debug, Clone)]
+pub struct UniformLsq {
+    layers: LayerSelection,
+    init: StepInit,
+}
+
+impl UniformLsq {
+    /// Every block linear layer at `spec`.
+    pub fn uniform(spec: LsqSpec, init: StepInit) -> Self {
+        Self {
+            layers: LayerSelection::Uniform(spec),
+            init,
+        }
+    }
+
+    /// Each layer at its bit map format (symmetric uniform or float).
+    pub fn with_bit_map(map: BitMap, init: StepInit) -> Self {
+        Self {
+            layers: LayerSelection::Map(map),
+            init,
+        }
+    }
+}
+
 impl CompressionMethod for UniformLsq {
     fn name(&self) -> &'static str {
         "uniform-lsq"
     }
 
     fn wrap(&mut self, student: &mut dyn models::Layers) -> Result<Vec<MethodParam>> {
-        let specs = self.specs(student)?;
+        let specs = self.layers.specs(student, "uniform LSQ")?;
         let mut params = Vec::new();
         for layer in student.layers_mut() {
             let (name, linear) = (layer.name, layer.linear);
