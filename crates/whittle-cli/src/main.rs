@@ -6,6 +6,7 @@ mod compare_cmd;
 mod compress_cmd;
 mod corpus_cmd;
 mod export_cmd;
+mod perplexity_cmd;
 mod prune_cmd;
 mod ptq_cmd;
 mod report_cmd;
@@ -48,6 +49,8 @@ enum Command {
     Export(export_cmd::ExportArgs),
     /// Show a model's architecture and tensors.
     Inspect(commands::InspectArgs),
+    /// Perplexity of a Whisper decoder on a dataset's reference transcripts (teacher-forced).
+    Perplexity(perplexity_cmd::PerplexityArgs),
     /// Score hypotheses in one JSONL file against references in another.
     Wer(commands::WerArgs),
     /// Quantization-aware training from a recipe (LSQ + distillation); writes a .whittle file.
@@ -117,6 +120,7 @@ fn main() {
         Command::Quantize(a) => ptq_cmd::quantize(a),
         Command::Prune(a) => prune_cmd::prune(a),
         Command::Wer(a) => commands::wer(a),
+        Command::Perplexity(a) => perplexity_cmd::perplexity(a),
         Command::Corpus(a) => corpus_cmd::run(a),
         Command::Compress(a) => compress_cmd::compress(a),
         Command::Bench(a) => compress_cmd::bench(a),

@@ -23,6 +23,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -1025,4 +1029,49 @@ fn compress_prune_l0_writes_a_smaller_model() {
         .map(|t| t.elem_count())
         .sum();
     assert!(pruned < full, "{pruned} parameters, {full} before");
+}
+
+/// `whittle perplexity` scores every transcript token plus end-of-text, prints the perplexity
+/// and writes per-utterance scores; the same run at another batch size agrees.
+#[test]
+fn perplexity_scores_the_transcripts() {
+    let (dir, model) = eval_fixture();
+    let tone: Vec<u8> = (0..16_000i32)
+        .flat_map(|i| (((i % 37) * 400 - 7000) as i16).to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("a.raw"), &tone).unwrap();
+    std::fs::write(dir.path().join("b.raw"), &tone[..12_000]).unwrap();
+    let manifest = dir.path().join("set.jsonl");
+    std::fs::write(
+        &manifest,
+        "{\"audio\":\"a.raw\",\"text\":\"w1 w2 w3\"}\n{\"audio\":\"b.raw\",\"text\":\"w4\"}\n",
+    )
+    .unwrap();
+    let mut totals = Vec::new();
+    for batch in ["1", "2"] {
+        let out = dir.path().join(format!("ppl{batch}.json"));
+        let o = whittle(&[
+            "perplexity",
+            p(&model),
+            p(&manifest),
+            "--batch-size",
+            batch,
+            "-o",
+            p(&out),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("2 utterances, 6 tokens: perplexity"),
+            "{}",
+            stdout(&o)
+        );
+        let report = read_json(&out);
+        assert_eq!(report["tokens"], 6);
+        assert_eq!(report["utterances"][0]["tokens"], 4);
+        assert_eq!(report["utterances"][1]["tokens"], 2);
+        totals.push(report["nll"].as_f64().unwrap());
+    }
+    assert!((totals[0] - totals[1]).abs() < 1e-4 * totals[0], "{totals:?}");
+    let o = whittle(&["perplexity", p(&model), p(&manifest), "-o", "x.txt"]);
+    assert!(!o.status.success() && stderr(&o).contains("must end in .json"));
 }

@@ -16,6 +16,7 @@ pub mod model_dir;
 pub mod models;
 pub mod nn;
 pub mod packed_file;
+pub mod perplexity;
 pub mod train;
 
 pub use error::{Error, Result};
