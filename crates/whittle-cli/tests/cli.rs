@@ -1071,7 +1071,10 @@ fn perplexity_scores_the_transcripts() {
         assert_eq!(report["utterances"][1]["tokens"], 2);
         totals.push(report["nll"].as_f64().unwrap());
     }
-    assert!((totals[0] - totals[1]).abs() < 1e-4 * totals[0], "{totals:?}");
+    assert!(
+        (totals[0] - totals[1]).abs() < 1e-4 * totals[0],
+        "{totals:?}"
+    );
     let o = whittle(&["perplexity", p(&model), p(&manifest), "-o", "x.txt"]);
     assert!(!o.status.success() && stderr(&o).contains("must end in .json"));
 }

@@ -67,7 +67,10 @@ pub fn decoder_perplexity(
     mut progress: impl FnMut(usize),
 ) -> Result<Perplexity> {
     if batch_size == 0 {
-        return Err(Error::config("perplexity", "the batch size must be at least 1"));
+        return Err(Error::config(
+            "perplexity",
+            "the batch size must be at least 1",
+        ));
     }
     let examples = build_examples(
         utterances,
@@ -82,7 +85,14 @@ pub fn decoder_perplexity(
     let mut scores = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(batch_size) {
         let refs: Vec<_> = chunk.iter().collect();
-        let batch = make_batch(&refs, false, &model.config, &prompt, &Device::Cpu, DType::F32)?;
+        let batch = make_batch(
+            &refs,
+            false,
+            &model.config,
+            &prompt,
+            &Device::Cpu,
+            DType::F32,
+        )?;
         let logits = crate::train::loss::forward(model, &batch, &[])?
             .logits
             .to_dtype(DType::F32)?;

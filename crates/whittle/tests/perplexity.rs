@@ -49,8 +49,18 @@ fn perplexity_is_the_teacher_forced_cross_entropy_at_any_batch_size() {
     }
 
     let refs: Vec<_> = examples.iter().collect();
-    let batch = make_batch(&refs, false, &model.config, &prompt(), &Device::Cpu, DType::F32).unwrap();
-    let logits = whittle::train::loss::forward(&model, &batch, &[]).unwrap().logits;
+    let batch = make_batch(
+        &refs,
+        false,
+        &model.config,
+        &prompt(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let logits = whittle::train::loss::forward(&model, &batch, &[])
+        .unwrap()
+        .logits;
     let ce = whittle::train::loss::cross_entropy(&logits, &batch.targets)
         .unwrap()
         .to_scalar::<f32>()
@@ -64,11 +74,15 @@ fn perplexity_is_the_teacher_forced_cross_entropy_at_any_batch_size() {
 
     for batch_size in [1, 2] {
         let mut calls = Vec::new();
-        let p = decoder_perplexity(&model, &tok, &utts, batch_size, |done| calls.push(done)).unwrap();
+        let p =
+            decoder_perplexity(&model, &tok, &utts, batch_size, |done| calls.push(done)).unwrap();
         assert_eq!(calls.last(), Some(&5));
         for (a, b) in p.utterances.iter().zip(&whole.utterances) {
             assert_eq!(a.tokens, b.tokens);
-            assert!((a.nll - b.nll).abs() < 1e-4 * b.nll, "{a:?} vs {b:?} at batch {batch_size}");
+            assert!(
+                (a.nll - b.nll).abs() < 1e-4 * b.nll,
+                "{a:?} vs {b:?} at batch {batch_size}"
+            );
         }
     }
 }

@@ -6,6 +6,7 @@
 //! always says what it ignored.
 
 pub mod ct2;
+pub mod gguf;
 pub mod hf;
 
 use std::collections::{BTreeMap, BTreeSet};
