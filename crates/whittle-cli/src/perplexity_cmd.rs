@@ -1,5 +1,6 @@
-//! `whittle perplexity MODEL DATASET`: the decoder's perplexity on teacher-forced reference
-//! transcripts (see `whittle::perplexity`).
+//! `whittle perplexity MODEL DATASET`: a Whisper decoder's perplexity on teacher-forced
+//! reference transcripts, or a GGUF language model's perplexity on the dataset's transcripts or
+//! a text file's lines (see `whittle::perplexity`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,17 +8,22 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use whittle::candle::{DType, Device};
+use whittle::checkpoint::gguf::GgufFile;
+use whittle::models::llama::{Llama, LlamaTokenizer};
 use whittle::models::registry;
 use whittle::models::whisper::Transcriber;
+use whittle::perplexity::{Perplexity, ScoredText};
 
 use crate::commands::progress_bar;
 
 /// `whittle perplexity MODEL DATASET [-o scores.json]`
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// Whisper model folder (CTranslate2 or Hugging Face) or .whittle file.
+    /// Whisper model folder (CTranslate2 or Hugging Face) or .whittle file, or a GGUF language
+    /// model (`.gguf`).
     model: PathBuf,
-    /// JSONL manifest or LibriSpeech-layout folder; every utterance needs a transcript.
+    /// JSONL manifest or LibriSpeech-layout folder (every utterance needs a transcript); for a
+    /// language model also a `.txt` file, one text per line.
     dataset: PathBuf,
     /// Score only the first N utterances.
     #[arg(long)]
@@ -36,6 +42,9 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         if out.extension().is_none_or(|e| e != "json") {
             bail!("output {} must end in .json", out.display());
         }
+    }
+    if GgufFile::sniff(&args.model) {
+        return language_model(args, t0);
     }
     let mut utterances = whittle::data::load_labelled_dataset(&args.dataset)?;
     if let Some(limit) = args.limit {
@@ -62,8 +71,60 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
+    report(&args, &scores, t0)
+}
+
+/// The texts of `dataset`: a `.txt` file's non-empty lines, else a manifest's transcripts.
+fn texts(dataset: &std::path::Path) -> Result<Vec<ScoredText>> {
+    if dataset.extension().is_some_and(|e| e == "txt") {
+        let text = std::fs::read_to_string(dataset)
+            .with_context(|| format!("reading {}", dataset.display()))?;
+        return Ok(text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| ScoredText {
+                id: format!("line {}", i + 1),
+                text: l.trim().to_string(),
+            })
+            .collect());
+    }
+    Ok(whittle::data::load_labelled_dataset(dataset)?
+        .into_iter()
+        .map(|u| ScoredText {
+            id: u.id,
+            text: u.text.unwrap_or_default(),
+        })
+        .collect())
+}
+
+fn language_model(args: PerplexityArgs, t0: Instant) -> Result<()> {
+    let mut texts = texts(&args.dataset)?;
+    if let Some(limit) = args.limit {
+        texts.truncate(limit);
+    }
+    if texts.is_empty() {
+        bail!("{} has no texts to score", args.dataset.display());
+    }
+    let file = GgufFile::read(&args.model)?;
+    let tokenizer = LlamaTokenizer::from_gguf(&file)?;
+    let (model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
+    drop(file);
+    let bar = progress_bar(texts.len());
+    let scores = whittle::perplexity::lm_perplexity(
+        &model,
+        &tokenizer,
+        &texts,
+        usize::try_from(args.batch_size)?,
+        |done| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    report(&args, &scores, t0)
+}
+
+fn report(args: &PerplexityArgs, scores: &Perplexity, t0: Instant) -> Result<()> {
     println!(
-        "{} utterances, {} tokens: perplexity {:.4} ({:.5} nats/token) in {:.1} s",
+        "{} texts, {} tokens: perplexity {:.4} ({:.5} nats/token) in {:.1} s",
         scores.utterances.len(),
         scores.tokens,
         scores.perplexity(),
@@ -78,7 +139,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
             "nll_per_token": scores.nll_per_token(),
             "tokens": scores.tokens,
             "nll": scores.nll,
-            "utterances": scores.utterances,
+            "texts": scores.utterances,
         });
         whittle::fsutil::write_atomic(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }

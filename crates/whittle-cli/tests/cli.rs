@@ -1061,14 +1061,14 @@ fn perplexity_scores_the_transcripts() {
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
-            stdout(&o).contains("2 utterances, 6 tokens: perplexity"),
+            stdout(&o).contains("2 texts, 6 tokens: perplexity"),
             "{}",
             stdout(&o)
         );
         let report = read_json(&out);
         assert_eq!(report["tokens"], 6);
-        assert_eq!(report["utterances"][0]["tokens"], 4);
-        assert_eq!(report["utterances"][1]["tokens"], 2);
+        assert_eq!(report["texts"][0]["tokens"], 4);
+        assert_eq!(report["texts"][1]["tokens"], 2);
         totals.push(report["nll"].as_f64().unwrap());
     }
     assert!(

@@ -4,6 +4,11 @@
 //! decoder-side compression of issue 13 (the mixed-precision Transformer LM papers report
 //! perplexity first): it moves smoothly with small changes of the model where WER is coarse.
 //!
+//! [`lm_perplexity`] scores plain text with a standalone language model ([`Llama`]): each text is
+//! tokenized after the model's document separator (`<|endoftext|>`, else its BOS token), and
+//! every token of the text is scored given the ones before it. *Choice:* no end-of-sequence
+//! token is scored, since a sentence of running text does not end a document.
+//!
 //! The encoder sees each clip in the full 30 s window, as in evaluation (a trimmed window changes
 //! what the decoder predicts near the end of the audio). Scores are summed in f64 per utterance,
 //! so the result does not depend on the batch size beyond float rounding of the forward.
@@ -12,6 +17,7 @@ use candle_core::{DType, Device};
 
 use crate::data::Utterance;
 use crate::error::{Error, Result};
+use crate::models::llama::{Llama, LlamaTokenizer};
 use crate::models::whisper::{Whisper, WhisperTokenizer};
 use crate::train::batch::{make_batch, Prompt};
 use crate::train::{build_examples, Targets};
@@ -114,6 +120,90 @@ pub fn decoder_perplexity(
             score.nll -= log_probability(row, target as usize);
         }
         scores.extend(batch_scores);
+        progress(scores.len());
+    }
+    Ok(Perplexity {
+        tokens: scores.iter().map(|s| s.tokens).sum(),
+        nll: scores.iter().map(|s| s.nll).sum(),
+        utterances: scores,
+    })
+}
+
+/// A text to score with a language model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredText {
+    /// Identifier (utterance id, or line number).
+    pub id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// Score `texts` with a language model, `batch_size` at a time (sequences right-padded; the
+/// model is causal, so padding never changes a scored position); `progress(done)` after each
+/// batch.
+pub fn lm_perplexity(
+    model: &Llama,
+    tokenizer: &LlamaTokenizer,
+    texts: &[ScoredText],
+    batch_size: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Perplexity> {
+    if batch_size == 0 {
+        return Err(Error::config(
+            "perplexity",
+            "the batch size must be at least 1",
+        ));
+    }
+    let start = tokenizer.end_of_text.or(tokenizer.bos).ok_or_else(|| {
+        Error::config(
+            "perplexity",
+            "the tokenizer has neither <|endoftext|> nor a BOS token to start a text",
+        )
+    })?;
+    let sequences: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            let mut ids = vec![start];
+            ids.extend(tokenizer.encode(t.text.trim())?);
+            if ids.len() > model.config.context_length {
+                return Err(Error::config(
+                    format!("text `{}`", t.id),
+                    format!(
+                        "{} tokens exceed the model's context of {}",
+                        ids.len(),
+                        model.config.context_length
+                    ),
+                ));
+            }
+            Ok(ids)
+        })
+        .collect::<Result<_>>()?;
+    let mut scores = Vec::with_capacity(texts.len());
+    for (chunk, seqs) in texts.chunks(batch_size).zip(sequences.chunks(batch_size)) {
+        let len = seqs.iter().map(Vec::len).max().unwrap_or(1);
+        let padded: Vec<u32> = seqs
+            .iter()
+            .flat_map(|s| {
+                s.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(start, len - s.len()))
+            })
+            .collect();
+        let tokens = candle_core::Tensor::from_vec(padded, (seqs.len(), len), &Device::Cpu)?;
+        let logits = model.logits(&tokens)?.to_dtype(DType::F32)?;
+        for (b, (text, ids)) in chunk.iter().zip(seqs).enumerate() {
+            let rows: Vec<Vec<f32>> = logits.get(b)?.to_vec2()?;
+            let mut score = UtteranceScore {
+                id: text.id.clone(),
+                tokens: 0,
+                nll: 0.0,
+            };
+            for (row, &next) in rows.iter().zip(&ids[1..]) {
+                score.tokens += 1;
+                score.nll -= log_probability(row, next as usize);
+            }
+            scores.push(score);
+        }
         progress(scores.len());
     }
     Ok(Perplexity {

@@ -4,97 +4,18 @@
 //! `scripts/setup.sh` fetched it) parses with the architecture its metadata describes.
 
 mod common_assets;
+mod common_gguf;
 
 use std::path::Path;
 
+use common_gguf::{f32_bytes, string, Writer};
 use whittle::checkpoint::gguf::{GgufFile, GgufValue};
 use whittle_kernels::ggml::{dequantize, quantize_f32, GgmlType};
-
-/// A GGUF v3 writer for tests: metadata as raw (type, bytes), tensors as (name, dims, type,
-/// bytes) laid out in order at the given alignment.
-struct Writer {
-    kv: Vec<(String, u32, Vec<u8>)>,
-    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
-    alignment: usize,
-}
-
-fn string(s: &str) -> Vec<u8> {
-    let mut out = (s.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(s.as_bytes());
-    out
-}
-
-impl Writer {
-    fn new() -> Self {
-        Self {
-            kv: Vec::new(),
-            tensors: Vec::new(),
-            alignment: 32,
-        }
-    }
-
-    fn kv(mut self, key: &str, ty: u32, value: Vec<u8>) -> Self {
-        self.kv.push((key.into(), ty, value));
-        self
-    }
-
-    fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Self {
-        self.tensors
-            .push((name.into(), dims.to_vec(), ty.id(), data));
-        self
-    }
-
-    /// The file, with each tensor's offset computed (or `offsets` forced).
-    fn bytes_with(&self, offsets: Option<&[u64]>) -> Vec<u8> {
-        let mut out = b"GGUF".to_vec();
-        out.extend(3u32.to_le_bytes());
-        out.extend((self.tensors.len() as u64).to_le_bytes());
-        out.extend((self.kv.len() as u64).to_le_bytes());
-        for (k, ty, v) in &self.kv {
-            out.extend(string(k));
-            out.extend(ty.to_le_bytes());
-            out.extend(v);
-        }
-        let mut offset = 0u64;
-        let mut placed = Vec::new();
-        for (i, (name, dims, ty, data)) in self.tensors.iter().enumerate() {
-            out.extend(string(name));
-            out.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend(d.to_le_bytes());
-            }
-            out.extend(ty.to_le_bytes());
-            let at = offsets.map_or(offset, |o| o[i]);
-            out.extend(at.to_le_bytes());
-            placed.push(at);
-            offset = (offset + data.len() as u64).div_ceil(self.alignment as u64)
-                * self.alignment as u64;
-        }
-        let start = out.len().div_ceil(self.alignment) * self.alignment;
-        out.resize(start, 0);
-        for ((_, _, _, data), at) in self.tensors.iter().zip(placed) {
-            let at = start + at as usize;
-            if out.len() < at + data.len() {
-                out.resize(at + data.len(), 0);
-            }
-            out[at..at + data.len()].copy_from_slice(data);
-        }
-        out
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        self.bytes_with(None)
-    }
-}
 
 fn ramp(n: usize, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) * scale)
         .collect()
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// A small Llama-like file: every metadata value type, an f32 norm, an f16 vector, a q8_0

@@ -371,7 +371,7 @@ impl GgufFile {
                 .iter()
                 .try_fold(1usize, |acc, &d| acc.checked_mul(d))
                 .ok_or_else(|| c.fail(&what("dimensions"), format!("{dims:?} overflow")))?;
-            if dims[0] % ty.block_len() != 0 {
+            if !dims[0].is_multiple_of(ty.block_len()) {
                 return Err(c.fail(
                     &what("dimensions"),
                     format!(

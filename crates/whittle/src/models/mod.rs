@@ -4,6 +4,7 @@
 //!
 //! [`registry`] picks the family of a checkpoint folder or `.whittle` file.
 
+pub mod llama;
 pub mod registry;
 pub mod wav2vec2;
 pub mod whisper;
