@@ -10,7 +10,7 @@ use clap::Args;
 use whittle::candle::{DType, Device};
 use whittle::checkpoint::gguf::GgufFile;
 use whittle::models::llama::{Llama, LlamaTokenizer};
-use whittle::models::registry;
+use whittle::models::{registry, Layers};
 use whittle::models::whisper::Transcriber;
 use whittle::perplexity::{Perplexity, ScoredText};
 
@@ -34,6 +34,9 @@ pub struct PerplexityArgs {
     /// Write the totals and every utterance's score (tokens, summed NLL) to this JSON file.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Quantize the model first (as `whittle quantize`; a language model takes rtn or mse).
+    #[command(flatten)]
+    ptq: crate::ptq_cmd::PtqArgs,
 }
 
 pub fn perplexity(args: PerplexityArgs) -> Result<()> {
@@ -55,6 +58,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     }
     let mut loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
         .with_context(|| format!("loading model {}", args.model.display()))?;
+    let quantization = args.ptq.apply(&mut *loaded.model)?;
     let architecture = loaded.model.architecture();
     let Some(transcriber) = loaded.model.as_any_mut().downcast_mut::<Transcriber>() else {
         bail!(
@@ -71,7 +75,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
         |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
-    report(&args, &scores, t0)
+    report(&args, &scores, t0, quantization)
 }
 
 /// The texts of `dataset`: a `.txt` file's non-empty lines, else a manifest's transcripts.
@@ -108,8 +112,24 @@ fn language_model(args: PerplexityArgs, t0: Instant) -> Result<()> {
     }
     let file = GgufFile::read(&args.model)?;
     let tokenizer = LlamaTokenizer::from_gguf(&file)?;
-    let (model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
+    let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
     drop(file);
+    let quantization = match args.ptq.apply_without_audio(&mut model, "token_embd")? {
+        Some(bytes) => {
+            let floats: usize = model
+                .layers()
+                .iter()
+                .map(|l| l.linear.weight.dims())
+                .map(|(r, c)| r * c * 4)
+                .sum();
+            println!(
+                "matrices packed into {bytes} bytes, {:.2}x smaller than fp32 ({floats} bytes)",
+                floats as f64 / bytes as f64
+            );
+            serde_json::json!({ "packed_matrix_bytes": bytes, "fp32_matrix_bytes": floats })
+        }
+        None => serde_json::Value::Null,
+    };
     let bar = progress_bar(texts.len());
     let scores = whittle::perplexity::lm_perplexity(
         &model,
@@ -119,10 +139,15 @@ fn language_model(args: PerplexityArgs, t0: Instant) -> Result<()> {
         |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
-    report(&args, &scores, t0)
+    report(&args, &scores, t0, quantization)
 }
 
-fn report(args: &PerplexityArgs, scores: &Perplexity, t0: Instant) -> Result<()> {
+fn report(
+    args: &PerplexityArgs,
+    scores: &Perplexity,
+    t0: Instant,
+    quantization: serde_json::Value,
+) -> Result<()> {
     println!(
         "{} texts, {} tokens: perplexity {:.4} ({:.5} nats/token) in {:.1} s",
         scores.utterances.len(),
@@ -135,6 +160,7 @@ fn report(args: &PerplexityArgs, scores: &Perplexity, t0: Instant) -> Result<()>
         let report = serde_json::json!({
             "model": args.model.display().to_string(),
             "dataset": args.dataset.display().to_string(),
+            "quantization": quantization,
             "perplexity": scores.perplexity(),
             "nll_per_token": scores.nll_per_token(),
             "tokens": scores.tokens,

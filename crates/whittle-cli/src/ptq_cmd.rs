@@ -48,6 +48,11 @@ pub struct PtqArgs {
 impl PtqArgs {
     /// The bit map these options describe; `None` when no quantization was asked for.
     pub fn bit_map(&self) -> Result<Option<BitMap>> {
+        self.bit_map_with_embedding("decoder.embed_tokens")
+    }
+
+    /// [`PtqArgs::bit_map`] for a model whose token embedding is the layer `embedding`.
+    fn bit_map_with_embedding(&self, embedding: &str) -> Result<Option<BitMap>> {
         let Some(map) = self.base_bit_map()? else {
             if self.embedding_bits.is_some() {
                 bail!("--embedding-bits needs --bits or --bit-map");
@@ -64,10 +69,7 @@ impl PtqArgs {
             Some(_) => None,
             None => self.group,
         };
-        Ok(Some(map.with_rule(
-            "decoder.embed_tokens",
-            LayerFormat::uniform(bits, group),
-        )?))
+        Ok(Some(map.with_rule(embedding, LayerFormat::uniform(bits, group))?))
     }
 
     fn base_bit_map(&self) -> Result<Option<BitMap>> {
@@ -144,6 +146,25 @@ impl PtqArgs {
             "seconds": seconds,
             "layers": layers,
         }))
+    }
+
+    /// Quantize a model that takes no audio (a language model) in place, by RTN or MSE
+    /// clipping; `embedding` names its token embedding for --embedding-bits. Returns the packed
+    /// bytes of its matrices, or `None` when nothing was asked for.
+    pub fn apply_without_audio(
+        &self,
+        model: &mut dyn whittle::models::Layers,
+        embedding: &str,
+    ) -> Result<Option<usize>> {
+        let Some(bit_map) = self.bit_map_with_embedding(embedding)? else {
+            return Ok(None);
+        };
+        let method = self.method();
+        if method == PtqMethod::Gptq || self.calib.is_some() {
+            bail!("--method gptq calibrates on audio; use rtn or mse for a language model");
+        }
+        let layers = quantize_linears(model, &bit_map, method, None)?;
+        Ok(Some(layers.iter().map(|l| l.packed_bytes).sum()))
     }
 
     fn calibrate(
