@@ -10,6 +10,7 @@ mod perplexity_cmd;
 mod prune_cmd;
 mod ptq_cmd;
 mod report_cmd;
+mod rescore_cmd;
 mod sensitivity_cmd;
 mod subtitles;
 
@@ -51,6 +52,10 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Perplexity of a Whisper decoder on a dataset's reference transcripts (teacher-forced).
     Perplexity(perplexity_cmd::PerplexityArgs),
+    /// Whisper's beam-search N-best lists of a dataset, for language-model rescoring.
+    Nbest(rescore_cmd::NBestArgs),
+    /// Rerank N-best lists with a GGUF language model (weight given or tuned on dev), scored as `eval`.
+    Rescore(rescore_cmd::RescoreArgs),
     /// Score hypotheses in one JSONL file against references in another.
     Wer(commands::WerArgs),
     /// Quantization-aware training from a recipe (LSQ + distillation); writes a .whittle file.
@@ -121,6 +126,8 @@ fn main() {
         Command::Prune(a) => prune_cmd::prune(a),
         Command::Wer(a) => commands::wer(a),
         Command::Perplexity(a) => perplexity_cmd::perplexity(a),
+        Command::Nbest(a) => rescore_cmd::nbest(a),
+        Command::Rescore(a) => rescore_cmd::rescore(a),
         Command::Corpus(a) => corpus_cmd::run(a),
         Command::Compress(a) => compress_cmd::compress(a),
         Command::Bench(a) => compress_cmd::bench(a),

@@ -17,6 +17,7 @@ pub mod models;
 pub mod nn;
 pub mod packed_file;
 pub mod perplexity;
+pub mod rescore;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor, D};
 
 use super::longform::LongFormOptions;
 use super::model::{DecoderCache, Whisper};
-use super::search::{best_by_mean_logprob, Filter, SearchContext};
+use super::search::{best_by_mean_logprob, Filter, Hypothesis, SearchContext};
 use super::tokenizer::WhisperTokenizer;
 use crate::error::Result;
 
@@ -74,6 +74,17 @@ pub struct Transcript {
     /// of each decoded window instead (timestamps included, windows start where the previous
     /// one's last timestamp was).
     pub window_tokens: Vec<Vec<u32>>,
+}
+
+/// One entry of an N-best list ([`Transcriber::n_best`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NBestHypothesis {
+    /// Decoded text.
+    pub text: String,
+    /// Text tokens (end-of-text excluded).
+    pub tokens: usize,
+    /// Sum of the tokens' log-probabilities, end-of-text included when reached.
+    pub sum_logprob: f64,
 }
 
 /// A model with its tokenizer, ready to transcribe.
@@ -277,6 +288,47 @@ impl Transcriber {
         Ok(best_by_mean_logprob(hyps)
             .map(|h| h.tokens)
             .unwrap_or_default())
+    }
+
+    /// The hypotheses of beam search of width `beam_size` on a clip of at most one 30 s
+    /// window, best first by Whisper's ranking (sum log-probability / length), with their
+    /// texts: the N-best list that language-model rescoring reranks.
+    pub fn n_best(&self, samples: &[f32], beam_size: usize) -> Result<Vec<NBestHypothesis>> {
+        let content_frames = samples.len() / whittle_audio::mel::HOP_LENGTH;
+        if content_frames > WINDOW_FRAMES {
+            return Err(crate::error::Error::config(
+                "n-best",
+                format!(
+                    "a {:.1} s clip is longer than one 30 s window",
+                    samples.len() as f64 / f64::from(whittle_audio::mel::SAMPLE_RATE)
+                ),
+            ));
+        }
+        let n_mels = self.model.config.num_mel_bins;
+        let window = self.log_mel(samples).window(0, WINDOW_FRAMES);
+        let mel = Tensor::from_vec(window.data, (1, n_mels, WINDOW_FRAMES), self.model.device())?
+            .to_dtype(self.model.dtype)?;
+        let encoded = self.model.encoder.forward(&mel)?;
+        let filter = LogitFilter::new(&self.model, &self.tokenizer);
+        let apply = |l: &mut [f32], sampled: &[u32]| filter.apply(l, sampled.is_empty());
+        let (mut cache, first) = self.primed(&encoded)?;
+        let mut hyps = self
+            .search_context(&apply)
+            .beam(&mut cache, first, beam_size.max(1))?;
+        let mean = |h: &Hypothesis| h.sum_logprob / h.tokens.len().max(1) as f32;
+        // Stable and best first: equal scores keep the search's order reversed, as
+        // `best_by_mean_logprob` prefers the last of equals.
+        hyps.reverse();
+        hyps.sort_by(|a, b| mean(b).total_cmp(&mean(a)));
+        hyps.into_iter()
+            .map(|h| {
+                Ok(NBestHypothesis {
+                    text: self.tokenizer.decode(&h.tokens)?.trim().to_string(),
+                    tokens: h.tokens.len(),
+                    sum_logprob: f64::from(h.sum_logprob),
+                })
+            })
+            .collect()
     }
 
     /// Log-probabilities `[b, len, vocab]` of the decoder over `tokens` (teacher forcing).

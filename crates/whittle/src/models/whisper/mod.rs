@@ -14,7 +14,7 @@ pub mod timestamps;
 pub mod tokenizer;
 
 pub use config::{BlockShape, LayerShapes, WhisperConfig};
-pub use decode::{DecodeOptions, FrontEndPadding, Transcriber, Transcript};
+pub use decode::{DecodeOptions, FrontEndPadding, NBestHypothesis, Transcriber, Transcript};
 pub use fallback::FallbackOptions;
 pub use longform::{LongFormOptions, LongTranscript, Segment};
 pub use model::{AttentionModule, Block, FeedForward, Whisper, TOKEN_EMBEDDING};
