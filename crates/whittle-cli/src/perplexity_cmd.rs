@@ -10,8 +10,8 @@ use clap::Args;
 use whittle::candle::{DType, Device};
 use whittle::checkpoint::gguf::GgufFile;
 use whittle::models::llama::{Llama, LlamaTokenizer};
-use whittle::models::{registry, Layers};
 use whittle::models::whisper::Transcriber;
+use whittle::models::{registry, Layers};
 use whittle::perplexity::{Perplexity, ScoredText};
 
 use crate::commands::progress_bar;

@@ -69,7 +69,9 @@ impl PtqArgs {
             Some(_) => None,
             None => self.group,
         };
-        Ok(Some(map.with_rule(embedding, LayerFormat::uniform(bits, group))?))
+        Ok(Some(
+            map.with_rule(embedding, LayerFormat::uniform(bits, group))?,
+        ))
     }
 
     fn base_bit_map(&self) -> Result<Option<BitMap>> {

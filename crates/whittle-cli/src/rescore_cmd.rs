@@ -43,7 +43,10 @@ pub fn nbest(args: NBestArgs) -> Result<()> {
     let mut loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let Some(transcriber) = loaded.model.as_any_mut().downcast_mut::<Transcriber>() else {
-        bail!("N-best lists come from Whisper's beam search; {} is not a Whisper model", args.model.display());
+        bail!(
+            "N-best lists come from Whisper's beam search; {} is not a Whisper model",
+            args.model.display()
+        );
     };
     let bar = progress_bar(utterances.len());
     let mut lists = Vec::with_capacity(utterances.len());
@@ -63,8 +66,8 @@ pub fn nbest(args: NBestArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     write_jsonl(&args.output, &lists)?;
-    let mean: f64 = lists.iter().map(|l| l.hypotheses.len() as f64).sum::<f64>()
-        / lists.len().max(1) as f64;
+    let mean: f64 =
+        lists.iter().map(|l| l.hypotheses.len() as f64).sum::<f64>() / lists.len().max(1) as f64;
     println!(
         "{} utterances, {mean:.2} hypotheses each -> {} in {:.1} s",
         lists.len(),
@@ -103,7 +106,8 @@ pub struct RescoreArgs {
 }
 
 fn read_nbest(path: &std::path::Path) -> Result<Vec<NBestUtterance>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -133,7 +137,9 @@ pub fn rescore(args: RescoreArgs) -> Result<()> {
     let score = |lists: &[NBestUtterance], what: &str| -> Result<Vec<Vec<f64>>> {
         let bar = progress_bar(lists.len());
         bar.set_message(format!("LM scores ({what})"));
-        let s = lm_scores(&model, &tokenizer, lists, args.batch_size, |i| bar.set_position(i as u64))?;
+        let s = lm_scores(&model, &tokenizer, lists, args.batch_size, |i| {
+            bar.set_position(i as u64)
+        })?;
         bar.finish_and_clear();
         Ok(s)
     };
@@ -159,7 +165,8 @@ pub fn rescore(args: RescoreArgs) -> Result<()> {
     let baseline = results(&lists, &choose(&lists, &lm, 0.0), &normalizer);
     let totals = whittle::eval::totals(&rescored, 0.0);
     let base_totals = whittle::eval::totals(&baseline, 0.0);
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     write_jsonl(&args.out.join("utterances.jsonl"), &rescored)?;
     let changed = chosen.iter().filter(|&&k| k != 0).count();
     let summary = serde_json::json!({

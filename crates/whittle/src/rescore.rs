@@ -89,7 +89,11 @@ pub fn results(
         .iter()
         .zip(chosen)
         .map(|(u, &k)| {
-            let hypothesis = u.hypotheses.get(k).map(|h| h.text.clone()).unwrap_or_default();
+            let hypothesis = u
+                .hypotheses
+                .get(k)
+                .map(|h| h.text.clone())
+                .unwrap_or_default();
             let (reference_normalized, hypothesis_normalized, words, chars) =
                 score(normalizer, &u.reference, &hypothesis);
             UtteranceResult {
@@ -128,4 +132,69 @@ pub fn tune_weight(
         }
     }
     best.ok_or_else(|| Error::config("rescore", "the weight grid is empty"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hyp(text: &str, tokens: usize, sum_logprob: f64) -> NBestHypothesis {
+        NBestHypothesis {
+            text: text.into(),
+            tokens,
+            sum_logprob,
+        }
+    }
+
+    fn lists() -> Vec<NBestUtterance> {
+        let utt = |id: &str, reference: &str, hypotheses| NBestUtterance {
+            id: id.into(),
+            audio: format!("{id}.wav"),
+            reference: reference.into(),
+            audio_seconds: 1.0,
+            hypotheses,
+        };
+        vec![
+            // Whisper prefers the wrong text; the LM prefers the right one.
+            utt(
+                "a",
+                "the cat sat",
+                vec![hyp("the cap sat", 3, -1.5), hyp("the cat sat", 3, -1.8)],
+            ),
+            // Whisper is right and the LM agrees.
+            utt(
+                "b",
+                "a dog ran",
+                vec![hyp("a dog ran", 3, -0.9), hyp("a dog rang", 3, -2.0)],
+            ),
+            // Whisper is right, the LM strongly prefers a wrong text.
+            utt(
+                "c",
+                "we wait",
+                vec![hyp("we wait", 2, -0.2), hyp("we weight", 2, -2.2)],
+            ),
+        ]
+    }
+
+    #[test]
+    fn weight_zero_keeps_whispers_ranking_and_the_tuned_weight_is_the_best_of_the_grid() {
+        let lists = lists();
+        let lm = vec![vec![-9.0, -6.0], vec![-5.0, -9.0], vec![-12.0, -4.0]];
+        let normalizer = EnglishNormalizer::without_spellings();
+        assert_eq!(choose(&lists, &lm, 0.0), [0, 0, 0]);
+        // (-1.5 - 9w) / 3 < (-1.8 - 6w) / 3 once w > 0.1; for "c", (-0.2 - 12w) / 2 <
+        // (-2.2 - 4w) / 2 once w > 0.25.
+        assert_eq!(choose(&lists, &lm, 0.2), [1, 0, 0]);
+        assert_eq!(choose(&lists, &lm, 0.5), [1, 0, 1]);
+        let grid = [0.0, 0.2, 0.5];
+        let (w, wer) = tune_weight(&lists, &lm, &normalizer, &grid).unwrap();
+        assert_eq!(w, 0.2);
+        assert_eq!(wer, 0.0);
+        let (_, base) = tune_weight(&lists, &lm, &normalizer, &[0.0]).unwrap();
+        assert!((base - 1.0 / 8.0).abs() < 1e-12, "{base}");
+        let r = results(&lists, &choose(&lists, &lm, 0.5), &normalizer);
+        assert_eq!(r[2].hypothesis, "we weight");
+        assert_eq!(r[2].words.errors(), 1);
+        assert!(tune_weight(&lists, &lm, &normalizer, &[]).is_err());
+    }
 }

@@ -40,6 +40,29 @@ fn tiny_en_beam_search_transcribes_jfk() {
     assert_eq!(t.transcribe(&samples).unwrap().text, JFK);
 }
 
+/// The N-best list of beam search: five distinct hypotheses, best first by mean log-probability,
+/// the first being what beam search transcribes.
+#[test]
+fn tiny_en_n_best_lists_beam_searchs_hypotheses_best_first() {
+    let Some(root) = assets() else { return };
+    let t = tiny_en(&root, 5);
+    let samples = whittle::audio::load_audio(&root.join("data/real-15/jfk.wav")).unwrap();
+    let list = t.n_best(&samples, 5).unwrap();
+    assert_eq!(list.len(), 5);
+    assert_eq!(list[0].text, JFK);
+    let mean = |h: &whittle::models::whisper::NBestHypothesis| h.sum_logprob / h.tokens as f64;
+    for pair in list.windows(2) {
+        assert!(mean(&pair[0]) >= mean(&pair[1]), "{list:?}");
+        assert!(pair[0].sum_logprob < 0.0);
+    }
+    let mut texts: Vec<_> = list.iter().map(|h| h.text.clone()).collect();
+    texts.dedup();
+    assert_eq!(texts.len(), 5, "{texts:?}");
+    let long = vec![0f32; 16_000 * 31];
+    let err = t.n_best(&long, 5).unwrap_err().to_string();
+    assert!(err.contains("longer than one 30 s window"), "{err}");
+}
+
 /// `data/real.jsonl`'s `two_cities` line: the audio path and its transcript.
 fn two_cities(root: &std::path::Path) -> Option<(PathBuf, String)> {
     let manifest = root.join("data/real.jsonl");
