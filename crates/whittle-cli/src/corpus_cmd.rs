@@ -28,6 +28,23 @@ pub enum CorpusCommand {
     Synth(SynthArgs),
     /// Build the standard splits synth-train, synth-dev, synth-test-clean and synth-test-other.
     Splits(SplitsArgs),
+    /// The written text (case and punctuation) of a built corpus's utterances, one per line in
+    /// manifest order, from each utterance's `source`: held-out sentences for language-model
+    /// perplexity.
+    Texts(TextsArgs),
+}
+
+/// Arguments of `whittle corpus texts`.
+#[derive(Args)]
+pub struct TextsArgs {
+    /// The corpus's manifest.jsonl (its corpus.json beside it names the text and durations).
+    manifest: PathBuf,
+    /// Output text file.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Directory of the janeaustenr R database (Debian r-cran-janeaustenr).
+    #[arg(long, value_name = "DIR", default_value = JANEAUSTENR_DATA_DIR)]
+    austen_dir: PathBuf,
 }
 
 /// Where the TTS programs are (default: found on PATH).
@@ -152,7 +169,61 @@ pub fn run(args: CorpusArgs) -> Result<()> {
     match args.command {
         CorpusCommand::Synth(a) => synth(a),
         CorpusCommand::Splits(a) => splits(a),
+        CorpusCommand::Texts(a) => texts(a),
     }
+}
+
+/// `whittle corpus texts`: rebuild the corpus's candidate sentences and write the spoken text
+/// of each manifest line's `source`.
+fn texts(args: TextsArgs) -> Result<()> {
+    let dir = args.manifest.parent().unwrap_or(std::path::Path::new("."));
+    let corpus_json = dir.join("corpus.json");
+    let corpus: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&corpus_json)
+            .with_context(|| format!("reading {}", corpus_json.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", corpus_json.display()))?;
+    let config = &corpus["config"];
+    let spec = config["text"]
+        .as_str()
+        .with_context(|| format!("{}: no config.text", corpus_json.display()))?;
+    let bounds = config["duration_s"]
+        .as_array()
+        .and_then(|d| Some((d.first()?.as_f64()?, d.get(1)?.as_f64()?)))
+        .with_context(|| format!("{}: no config.duration_s", corpus_json.display()))?;
+    let spec = spec.strip_prefix("file:").unwrap_or(spec);
+    let documents = TextSource::parse(spec, &args.austen_dir)?.load()?;
+    let spoken: std::collections::HashMap<String, String> =
+        whittle_corpus::utterances::candidates(&documents, bounds.0, bounds.1)
+            .into_iter()
+            .map(|c| (c.source, c.spoken))
+            .collect();
+    let manifest = std::fs::read_to_string(&args.manifest)
+        .with_context(|| format!("reading {}", args.manifest.display()))?;
+    let mut out = String::new();
+    for (i, line) in manifest
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", args.manifest.display(), i + 1))?;
+        let source = entry["source"]
+            .as_str()
+            .with_context(|| format!("{} line {}: no `source`", args.manifest.display(), i + 1))?;
+        let text = spoken.get(source).with_context(|| {
+            format!(
+                "{} line {}: source `{source}` is not a sentence of {spec}",
+                args.manifest.display(),
+                i + 1
+            )
+        })?;
+        out.push_str(text);
+        out.push('\n');
+    }
+    whittle::fsutil::write_atomic(&args.output, out.as_bytes())?;
+    println!("{} texts -> {}", out.lines().count(), args.output.display());
+    Ok(())
 }
 
 /// An indicatif bar driven by the library's progress callbacks.

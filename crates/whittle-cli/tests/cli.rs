@@ -1078,3 +1078,50 @@ fn perplexity_scores_the_transcripts() {
     let o = whittle(&["perplexity", p(&model), p(&manifest), "-o", "x.txt"]);
     assert!(!o.status.success() && stderr(&o).contains("must end in .json"));
 }
+
+/// `whittle corpus texts` writes each manifest line's written sentence (case and punctuation)
+/// from its `source`, and names a source that is not in the text.
+#[test]
+fn corpus_texts_recovers_the_written_sentences() {
+    let austen = Path::new("/usr/lib/R/site-library/janeaustenr/data");
+    if !austen.join("Rdata.rdx").is_file() {
+        assert!(
+            std::env::var("WHITTLE_REQUIRE_ASSETS").as_deref() != Ok("1"),
+            "janeaustenr missing: run scripts/setup.sh"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("corpus.json"),
+        r#"{"config": {"text": "austen:emma", "duration_s": [2.0, 20.0]}}"#,
+    )
+    .unwrap();
+    let manifest = dir.path().join("manifest.jsonl");
+    std::fs::write(
+        &manifest,
+        "{\"id\":\"a\",\"source\":\"emma/1/1/1\",\"text\":\"EMMA WOODHOUSE\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("texts.txt");
+    let o = whittle(&["corpus", "texts", p(&manifest), "-o", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("Emma Woodhouse, handsome, clever, and rich"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1);
+    std::fs::write(
+        &manifest,
+        "{\"id\":\"a\",\"source\":\"emma/99/1/1\",\"text\":\"X\"}\n",
+    )
+    .unwrap();
+    let o = whittle(&["corpus", "texts", p(&manifest), "-o", p(&out)]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("source `emma/99/1/1`"),
+        "{}",
+        stderr(&o)
+    );
+}
