@@ -21,10 +21,21 @@ use crate::commands::progress_bar;
 pub struct PerplexityArgs {
     /// Whisper model folder (CTranslate2 or Hugging Face) or .whittle file, or a GGUF language
     /// model (`.gguf`).
-    model: PathBuf,
+    #[arg(required_unless_present = "compare")]
+    model: Option<PathBuf>,
     /// JSONL manifest or LibriSpeech-layout folder (every utterance needs a transcript); for a
     /// language model also a `.txt` file, one text per line.
-    dataset: PathBuf,
+    #[arg(required_unless_present = "compare")]
+    dataset: Option<PathBuf>,
+    /// Instead of scoring: compare two score files (`-o` outputs on the same texts), B against
+    /// the baseline A: B's relative change of perplexity with a 95 % bootstrap interval over
+    /// texts, and a verdict (worse or better when the interval excludes 0, equivalent when it
+    /// lies below +--margin, else inconclusive).
+    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["model", "dataset", "output"])]
+    compare: Option<Vec<PathBuf>>,
+    /// With --compare: equivalence margin in percent of perplexity.
+    #[arg(long, default_value_t = 5.0, requires = "compare")]
+    margin: f64,
     /// Score only the first N utterances.
     #[arg(long)]
     limit: Option<usize>,
@@ -39,31 +50,119 @@ pub struct PerplexityArgs {
     ptq: crate::ptq_cmd::PtqArgs,
 }
 
+/// Per-text `(id, tokens, nll)` of a score file.
+fn read_scores(path: &std::path::Path) -> Result<(f64, Vec<(String, usize, f64)>)> {
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    let texts = report["texts"].as_array().with_context(|| {
+        format!(
+            "{}: no `texts` (write it with perplexity -o)",
+            path.display()
+        )
+    })?;
+    let rows = texts
+        .iter()
+        .map(|t| {
+            Some((
+                t["id"].as_str()?.to_string(),
+                usize::try_from(t["tokens"].as_u64()?).ok()?,
+                t["nll"].as_f64()?,
+            ))
+        })
+        .collect::<Option<Vec<_>>>()
+        .with_context(|| format!("{}: a text lacks id, tokens or nll", path.display()))?;
+    let ppl = report["perplexity"]
+        .as_f64()
+        .with_context(|| format!("{}: no perplexity", path.display()))?;
+    Ok((ppl, rows))
+}
+
+fn compare(a: &std::path::Path, b: &std::path::Path, margin: f64) -> Result<()> {
+    let ((ppl_a, rows_a), (ppl_b, rows_b)) = (read_scores(a)?, read_scores(b)?);
+    if rows_a.len() != rows_b.len() {
+        bail!(
+            "{} scores {} texts, {} scores {}: not the same texts",
+            a.display(),
+            rows_a.len(),
+            b.display(),
+            rows_b.len()
+        );
+    }
+    for (x, y) in rows_a.iter().zip(&rows_b) {
+        if x.0 != y.0 || x.1 != y.1 {
+            bail!(
+                "text `{}` ({} tokens) in {} against `{}` ({} tokens) in {}: not the same texts",
+                x.0,
+                x.1,
+                a.display(),
+                y.0,
+                y.1,
+                b.display()
+            );
+        }
+    }
+    let tokens: Vec<usize> = rows_a.iter().map(|r| r.1).collect();
+    let nll = |rows: &[(String, usize, f64)]| rows.iter().map(|r| r.2).collect::<Vec<_>>();
+    let change = whittle::text::bootstrap::perplexity_change_interval(
+        &nll(&rows_a),
+        &nll(&rows_b),
+        &tokens,
+        &Default::default(),
+    )?;
+    let m = margin / 100.0;
+    let verdict = if change.lower > 0.0 {
+        "worse"
+    } else if change.upper < 0.0 {
+        "better"
+    } else if change.upper <= m {
+        "equivalent"
+    } else {
+        "inconclusive"
+    };
+    println!(
+        "perplexity {ppl_a:.4} -> {ppl_b:.4} over {} texts ({} tokens): {:+.2} % [{:+.2}, {:+.2}] (95 % bootstrap over texts), {verdict} (margin {margin} %)",
+        tokens.len(),
+        tokens.iter().sum::<usize>(),
+        100.0 * change.estimate,
+        100.0 * change.lower,
+        100.0 * change.upper
+    );
+    Ok(())
+}
+
 pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     let t0 = Instant::now();
+    if let Some(pair) = &args.compare {
+        return compare(&pair[0], &pair[1], args.margin);
+    }
+    let (Some(model), Some(dataset)) = (args.model.clone(), args.dataset.clone()) else {
+        bail!("perplexity needs MODEL DATASET (or --compare A B)");
+    };
     if let Some(out) = &args.output {
         if out.extension().is_none_or(|e| e != "json") {
             bail!("output {} must end in .json", out.display());
         }
     }
-    if GgufFile::sniff(&args.model) {
-        return language_model(args, t0);
+    if GgufFile::sniff(&model) {
+        return language_model(args, &model, &dataset, t0);
     }
-    let mut utterances = whittle::data::load_labelled_dataset(&args.dataset)?;
+    let mut utterances = whittle::data::load_labelled_dataset(&dataset)?;
     if let Some(limit) = args.limit {
         utterances.truncate(limit);
     }
     if utterances.is_empty() {
-        bail!("{} has no utterances to score", args.dataset.display());
+        bail!("{} has no utterances to score", dataset.display());
     }
-    let mut loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let mut loaded = registry::open(&model, &Device::Cpu, DType::F32)
+        .with_context(|| format!("loading model {}", model.display()))?;
     let quantization = args.ptq.apply(&mut *loaded.model)?;
     let architecture = loaded.model.architecture();
     let Some(transcriber) = loaded.model.as_any_mut().downcast_mut::<Transcriber>() else {
         bail!(
             "perplexity scores a Whisper decoder; {} is a {architecture} model",
-            args.model.display()
+            model.display()
         );
     };
     let bar = progress_bar(utterances.len());
@@ -102,15 +201,20 @@ fn texts(dataset: &std::path::Path) -> Result<Vec<ScoredText>> {
         .collect())
 }
 
-fn language_model(args: PerplexityArgs, t0: Instant) -> Result<()> {
-    let mut texts = texts(&args.dataset)?;
+fn language_model(
+    args: PerplexityArgs,
+    model_path: &std::path::Path,
+    dataset: &std::path::Path,
+    t0: Instant,
+) -> Result<()> {
+    let mut texts = texts(dataset)?;
     if let Some(limit) = args.limit {
         texts.truncate(limit);
     }
     if texts.is_empty() {
-        bail!("{} has no texts to score", args.dataset.display());
+        bail!("{} has no texts to score", dataset.display());
     }
-    let file = GgufFile::read(&args.model)?;
+    let file = GgufFile::read(model_path)?;
     let tokenizer = LlamaTokenizer::from_gguf(&file)?;
     let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
     drop(file);
@@ -158,8 +262,8 @@ fn report(
     );
     if let Some(out) = &args.output {
         let report = serde_json::json!({
-            "model": args.model.display().to_string(),
-            "dataset": args.dataset.display().to_string(),
+            "model": args.model.as_ref().map(|p| p.display().to_string()),
+            "dataset": args.dataset.as_ref().map(|p| p.display().to_string()),
             "quantization": quantization,
             "perplexity": scores.perplexity(),
             "nll_per_token": scores.nll_per_token(),

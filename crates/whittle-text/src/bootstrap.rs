@@ -130,12 +130,30 @@ fn ratio(num: f64, den: f64) -> f64 {
     }
 }
 
-/// Percentile intervals of `M` statistics of the column sums of `rows` (one row of `K` counts
-/// per utterance) over bootstrap replicates of the utterances.
-fn bootstrap<const K: usize, const M: usize>(
-    rows: &[[usize; K]],
+/// Bootstrap interval of the relative change of B's perplexity from A's,
+/// `exp((Σ nll_B − Σ nll_A) / Σ tokens) − 1`, from per-text summed negative log-likelihoods of
+/// both models on the same texts and the texts' token counts (resampling texts).
+pub fn perplexity_change_interval(
+    nll_a: &[f64],
+    nll_b: &[f64],
+    tokens: &[usize],
     options: &BootstrapOptions,
-    statistic: impl Fn([usize; K]) -> [f64; M],
+) -> Result<Interval, TextError> {
+    check_lengths(nll_a.len(), tokens.len())?;
+    check_lengths(nll_b.len(), tokens.len())?;
+    let rows: Vec<[f64; 3]> = (0..tokens.len())
+        .map(|i| [nll_a[i], nll_b[i], tokens[i] as f64])
+        .collect();
+    let [change] = bootstrap(&rows, options, |[a, b, n]| [ratio(b - a, n).exp_m1()])?;
+    Ok(change)
+}
+
+/// Percentile intervals of `M` statistics of the column sums of `rows` (one row of `K` values
+/// per utterance) over bootstrap replicates of the utterances.
+fn bootstrap<T: Copy + Default + std::ops::AddAssign, const K: usize, const M: usize>(
+    rows: &[[T; K]],
+    options: &BootstrapOptions,
+    statistic: impl Fn([T; K]) -> [f64; M],
 ) -> Result<[Interval; M], TextError> {
     if rows.is_empty() {
         return Err(TextError::NoUtterances);
@@ -146,17 +164,17 @@ fn bootstrap<const K: usize, const M: usize>(
             confidence: options.confidence,
         });
     }
-    let add = |sums: &mut [usize; K], row: &[usize; K]| {
-        sums.iter_mut().zip(row).for_each(|(s, x)| *s += x);
+    let add = |sums: &mut [T; K], row: &[T; K]| {
+        sums.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
     };
-    let mut full = [0; K];
+    let mut full = [T::default(); K];
     rows.iter().for_each(|row| add(&mut full, row));
     let estimates = statistic(full);
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut replicates: [Vec<f64>; M] =
         std::array::from_fn(|_| Vec::with_capacity(options.resamples));
     for _ in 0..options.resamples {
-        let mut sums = [0; K];
+        let mut sums = [T::default(); K];
         for _ in 0..rows.len() {
             add(&mut sums, &rows[rng.random_range(0..rows.len())]);
         }
@@ -229,6 +247,29 @@ mod tests {
         // error is sqrt(2) / (10 sqrt(5000)) = 0.002 and the half-width 1.96 x that.
         let half_width = (large.upper - large.lower) / 2.0;
         assert!((half_width - 0.003_92).abs() < 0.000_4, "{large:?}");
+    }
+
+    #[test]
+    fn perplexity_change_is_exact_and_its_interval_excludes_zero_for_a_consistent_rise() {
+        let options = BootstrapOptions::default();
+        let tokens = vec![10usize; 200];
+        let a: Vec<f64> = (0..200).map(|i| 20.0 + (i % 7) as f64).collect();
+        // B adds 0.1 nats per token to every text, with noise: perplexity x exp(0.1).
+        let b: Vec<f64> = a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + 1.0 + ((i % 5) as f64 - 2.0) * 0.3)
+            .collect();
+        let change = perplexity_change_interval(&a, &b, &tokens, &options).unwrap();
+        assert!(
+            (change.estimate - 0.1f64.exp_m1()).abs() < 1e-12,
+            "{change:?}"
+        );
+        assert!(change.lower > 0.09 && change.upper < 0.12, "{change:?}");
+        // The same model: exactly no change.
+        let same = perplexity_change_interval(&a, &a, &tokens, &options).unwrap();
+        assert_eq!((same.estimate, same.lower, same.upper), (0.0, 0.0, 0.0));
+        assert!(perplexity_change_interval(&a, &b[1..], &tokens, &options).is_err());
     }
 
     #[test]
