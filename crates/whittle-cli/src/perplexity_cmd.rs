@@ -50,8 +50,11 @@ pub struct PerplexityArgs {
     ptq: crate::ptq_cmd::PtqArgs,
 }
 
-/// Per-text `(id, tokens, nll)` of a score file.
-fn read_scores(path: &std::path::Path) -> Result<(f64, Vec<(String, usize, f64)>)> {
+/// One text's `(id, tokens, nll)` in a score file.
+type TextScore = (String, usize, f64);
+
+/// The perplexity and per-text scores of a score file.
+fn read_scores(path: &std::path::Path) -> Result<(f64, Vec<TextScore>)> {
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
@@ -104,7 +107,7 @@ fn compare(a: &std::path::Path, b: &std::path::Path, margin: f64) -> Result<()> 
         }
     }
     let tokens: Vec<usize> = rows_a.iter().map(|r| r.1).collect();
-    let nll = |rows: &[(String, usize, f64)]| rows.iter().map(|r| r.2).collect::<Vec<_>>();
+    let nll = |rows: &[TextScore]| rows.iter().map(|r| r.2).collect::<Vec<_>>();
     let change = whittle::text::bootstrap::perplexity_change_interval(
         &nll(&rows_a),
         &nll(&rows_b),
