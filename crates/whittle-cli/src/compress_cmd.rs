@@ -854,7 +854,9 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         Some(candidates) => {
             let mp = MixedPrecisionRecipe {
                 candidates: candidates.clone(),
+                objective: Default::default(),
                 budget_bits: 3.5,
+                beta: 0.5,
                 embedding: !args.mp_no_embedding,
                 tau_start: 1.0,
                 tau_end: 0.1,

@@ -470,3 +470,68 @@ fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
         );
     }
 }
+
+/// The search variant (`objective = "sqrt-bits"`, the fixed size price of issue 13's
+/// architecture search): a large `beta` drives every layer to the narrowest candidate, a tiny
+/// one leaves the task loss in charge; the price term is `beta sum_l sum_n a_n sqrt(n)`; the
+/// shipped recipe parses, and a budget is refused with it.
+#[test]
+fn the_sqrt_bits_price_pulls_the_search_toward_narrow_widths() {
+    let search = |beta: f64, steps: usize| {
+        Recipe::parse(
+            &format!(
+                "name = \"search\"\nmethod = \"mixed-precision\"\n[quant]\n[mixed_precision]\n\
+                 candidates = [2, 4, 8]\nobjective = \"sqrt-bits\"\nbeta = {beta}\n\
+                 tau_start = 1.0\ntau_end = 0.05\nlr_arch = 0.05\nlr_multiplier = 0.0\n{}",
+                TRAIN.replace("steps = 7\n", &format!("steps = {steps}\n"))
+            ),
+            "test",
+        )
+        .unwrap()
+    };
+    let mut achieved = Vec::new();
+    for beta in [1e-6, 5.0] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut trainer = Trainer::new(
+            search(beta, 40),
+            teacher(),
+            examples(dir.path(), 4),
+            prompt(),
+            None,
+        )
+        .unwrap();
+        let first = trainer.train_step().unwrap();
+        // At the start every candidate is equally likely: the price is beta (sqrt 2 + 2 +
+        // sqrt 8) / 3 per layer.
+        let layers = trainer.student.layers().len() - 1;
+        let per_layer = (2f64.sqrt() + 2.0 + 8f64.sqrt()) / 3.0;
+        assert!(
+            (first.terms["size"] - beta * per_layer * layers as f64).abs()
+                < 0.05 * beta * per_layer * layers as f64,
+            "{:?}",
+            first.terms
+        );
+        while trainer.state.step < 40 {
+            trainer.train_step().unwrap();
+        }
+        let (_, extracted) = trainer.extract().unwrap();
+        achieved.push(extracted.report["achieved_bits"].as_f64().unwrap());
+        assert_eq!(extracted.report["objective"], "sqrt-bits");
+    }
+    // 16-wide rows: 2 bits store 5 bits per weight with the scale (see above).
+    assert!(achieved[1] < 5.01, "beta 5 left {} bits", achieved[1]);
+    assert!(achieved[0] > achieved[1] + 1.0, "{achieved:?}");
+    let shipped = include_str!("../../../recipes/mp-search.toml");
+    let recipe = Recipe::parse(shipped, "mp-search.toml").unwrap();
+    assert_eq!(
+        recipe.mixed_precision.unwrap().objective,
+        whittle::train::recipe::SizeObjective::SqrtBits
+    );
+    let err = Recipe::parse(
+        &shipped.replace("\nbeta = 0.5\n", "\nbeta = 0.5\nbudget_bits = 3.0\n"),
+        "mp-search.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("mixed_precision.budget_bits"), "{err}");
+}

@@ -19,6 +19,11 @@
 //! - **Extraction.** `argmax lambda` per layer; that candidate's codes and steps are packed as
 //!   they are, with no retraining ([`MixedWeight::candidate`]).
 //!
+//! - **Search variant.** With `objective = "sqrt-bits"` the size term is instead the fixed price
+//!   `beta sum_layers sum_n softmax(lambda / tau)_n sqrt(bits_n)` of the mixed-precision
+//!   architecture search of Xu et al. 2021 (arXiv 2112.11540, eq. 11 of its sibling paper,
+//!   `beta = 0.5`), with no budget and no multiplier; the argmax is extracted as it is.
+//!
 //! Gumbel noise depends only on the seed and the step, so a resumed run draws the same noise;
 //! the multiplier is the method's checkpointed state.
 
@@ -33,7 +38,7 @@ use super::method::{
     constraint_term, recipe_rate, CompressionMethod, Extracted, GroupRate, LossTerm, MethodParam,
 };
 use super::optim::ParamGroup;
-use super::recipe::{MixedPrecisionRecipe, Recipe};
+use super::recipe::{MixedPrecisionRecipe, Recipe, SizeObjective};
 use crate::compress::bitmap::LayerFormat;
 use crate::error::{Error, Result};
 use crate::models::Layers;
@@ -127,6 +132,33 @@ impl MixedPrecision {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The search variant's size price `beta sum_l sum_n softmax(lambda_l / tau)_n sqrt(n)`.
+    fn sqrt_bits_term(&self, student: &dyn Layers) -> Result<Vec<LossTerm>> {
+        let prices: Vec<f32> = self
+            .candidates
+            .iter()
+            .map(|c| (f64::from(c.bits).sqrt() * self.recipe.beta) as f32)
+            .collect();
+        let mut total: Option<Tensor> = None;
+        for m in self.searched(student) {
+            let prices = Tensor::from_vec(prices.clone(), prices.len(), m.logits.device())?;
+            let term = (m.probabilities()? * prices)?.sum_all()?;
+            total = Some(match total {
+                Some(acc) => (acc + term)?,
+                None => term,
+            });
+        }
+        let Some(loss) = total else {
+            return Ok(Vec::new());
+        };
+        let value = super::loss_value(&loss)?;
+        Ok(vec![LossTerm {
+            name: SIZE_TERM.into(),
+            loss,
+            value,
+        }])
     }
 
     /// Bytes of the current argmax choice of every searched layer.
@@ -223,6 +255,9 @@ impl CompressionMethod for MixedPrecision {
     }
 
     fn loss_terms(&self, student: &dyn Layers) -> Result<Vec<LossTerm>> {
+        if self.recipe.objective == SizeObjective::SqrtBits {
+            return self.sqrt_bits_term(student);
+        }
         let budget = self.budget_bytes();
         let mut expected: Option<Tensor> = None;
         for (m, layer) in self.searched(student).into_iter().zip(&self.layers) {
@@ -266,8 +301,10 @@ impl CompressionMethod for MixedPrecision {
                 m.end_step();
             }
         }
-        if let Some(ratio) = terms.get(SIZE_TERM) {
-            self.multiplier += self.recipe.lr_multiplier * (ratio - 1.0);
+        if self.recipe.objective == SizeObjective::Budget {
+            if let Some(ratio) = terms.get(SIZE_TERM) {
+                self.multiplier += self.recipe.lr_multiplier * (ratio - 1.0);
+            }
         }
         Ok(())
     }
@@ -311,7 +348,10 @@ impl CompressionMethod for MixedPrecision {
             );
             choice.push(m.chosen()?);
         }
-        let snapped = snap_to_budget(&self.layers, &logits, &mut choice, budget);
+        let snapped = match self.recipe.objective {
+            SizeObjective::Budget => snap_to_budget(&self.layers, &logits, &mut choice, budget),
+            SizeObjective::SqrtBits => 0,
+        };
         let mut layers = Vec::new();
         let mut choices = Vec::new();
         let (mut bytes, mut weights) = (0usize, 0usize);
@@ -343,7 +383,9 @@ impl CompressionMethod for MixedPrecision {
         Ok(Extracted {
             layers,
             report: serde_json::json!({
+                "objective": self.recipe.objective,
                 "budget_bits": self.recipe.budget_bits,
+                "beta": self.recipe.beta,
                 "achieved_bits": achieved_bits,
                 "quantized_bytes": bytes,
                 "quantized_weights": weights,

@@ -100,6 +100,25 @@ fn is_zero(bits: &u8) -> bool {
     *bits == 0
 }
 
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn default_beta() -> f64 {
+    0.5
+}
+
+/// How the mixed-precision supernet prices model size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SizeObjective {
+    /// Expected stored size held to `budget_bits` by a Lagrange multiplier.
+    #[default]
+    Budget,
+    /// `beta sum_layers sum_n softmax(lambda / tau)_n sqrt(bits_n)` added to the loss.
+    SqrtBits,
+}
+
 /// One-stage mixed precision: per layer, candidate bit widths sharing one latent weight, mixed
 /// by Gumbel-softmax over learned logits, under a size budget held by a Lagrange multiplier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,8 +127,19 @@ pub struct MixedPrecisionRecipe {
     /// Candidate bit widths (symmetric, the group of `quant.group`).
     #[serde(default = "default_candidates")]
     pub candidates: Vec<u8>,
-    /// Target size as average stored bits per quantized weight (codes + scales).
+    /// How model size enters the loss: `"budget"` (a size budget held by a Lagrange
+    /// multiplier, whittle's one-stage method) or `"sqrt-bits"` (the fixed price
+    /// `beta sum_layers sum_n a_n sqrt(n)` of the mixed-precision architecture search of Xu et
+    /// al. 2021, issue 13).
+    #[serde(default)]
+    pub objective: SizeObjective,
+    /// Target size as average stored bits per quantized weight (codes + scales); required by
+    /// `objective = "budget"`, refused by `"sqrt-bits"`.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub budget_bits: f64,
+    /// `beta` of `objective = "sqrt-bits"` (the literature's 0.5).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
     /// Whether the token embedding (tied output projection) is searched and quantized too.
     #[serde(default = "yes")]
     pub embedding: bool,
@@ -679,7 +709,21 @@ impl Recipe {
                         format!("{:?} repeats a width", mp.candidates),
                     );
                 }
-                positive("mixed_precision.budget_bits", mp.budget_bits)?;
+                match mp.objective {
+                    SizeObjective::Budget => {
+                        positive("mixed_precision.budget_bits", mp.budget_bits)?
+                    }
+                    SizeObjective::SqrtBits => {
+                        if mp.budget_bits != 0.0 {
+                            return fail(
+                                "mixed_precision.budget_bits",
+                                "objective = \"sqrt-bits\" prices size by beta; it takes no budget"
+                                    .into(),
+                            );
+                        }
+                        positive("mixed_precision.beta", mp.beta)?;
+                    }
+                }
                 positive("mixed_precision.tau_start", mp.tau_start)?;
                 positive("mixed_precision.tau_end", mp.tau_end)?;
                 positive("mixed_precision.lr_arch", mp.lr_arch)?;
