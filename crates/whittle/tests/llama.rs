@@ -430,3 +430,97 @@ fn smollm2_continues_a_known_sentence() {
         "digits split one by one"
     );
 }
+
+/// SmolLM2 against llama.cpp (`scripts/reference/llama_cpp_logits.py` with llama-cpp-python
+/// 0.3.36, fixture in tests/fixtures): llama.cpp runs an f32 copy of the file (every tensor
+/// dequantized by PyPI `gguf`), the same float weights whittle computes with. The same token ids
+/// for three prompts, and at every position the logits of llama.cpp's 20 best tokens within 0.1
+/// (0.005 apart on average when recorded; logits are 10-30), the same best token wherever
+/// llama.cpp's margin exceeds 0.1. (On the q4_1 file itself llama.cpp rounds activations to 8
+/// bits and differs from its own f32 copy by 0.25 on average.)
+#[test]
+fn smollm2_matches_llama_cpp() {
+    let Some(root) = common_assets::assets() else {
+        return;
+    };
+    let path = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.is_file() {
+        assert!(std::env::var("WHITTLE_REQUIRE_ASSETS").as_deref() != Ok("1"));
+        return;
+    }
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/smollm2_llamacpp.json")).unwrap();
+    let file = GgufFile::read(&path).unwrap();
+    let tok = LlamaTokenizer::from_gguf(&file).unwrap();
+    let (model, _) = Llama::from_gguf(&file, &Device::Cpu).unwrap();
+    // Largest single difference, and the largest mean over all compared logits.
+    const TOLERANCE: f32 = 0.1;
+    const MEAN_TOLERANCE: f32 = 0.02;
+    // The best token must agree where llama.cpp's margin to the runner-up exceeds this.
+    const MARGIN: f32 = 0.1;
+    let (mut worst, mut total, mut count) = (0f32, 0f32, 0usize);
+    let (mut agreements, mut decided) = (0, 0);
+    for case in fixture["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> = case["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let mut ids = vec![tok.end_of_text.unwrap()];
+        ids.extend(tok.encode(text).unwrap());
+        assert_eq!(ids, expected, "tokens of {text:?}");
+        let tokens = Tensor::new(&ids[..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits: Vec<Vec<f32>> = model
+            .logits(&tokens)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for (pos, top) in case["top"].as_array().unwrap().iter().enumerate() {
+            let top_ids: Vec<usize> = top["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
+            let top_logits: Vec<f32> = top["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            for (&id, &l) in top_ids.iter().zip(&top_logits) {
+                let d = (logits[pos][id] - l).abs();
+                worst = worst.max(d);
+                total += d;
+                count += 1;
+                assert!(
+                    d < TOLERANCE,
+                    "{text:?} position {pos} token {id}: whittle {} llama.cpp {l}",
+                    logits[pos][id]
+                );
+            }
+            let best = logits[pos]
+                .iter()
+                .enumerate()
+                .fold((0, f32::MIN), |a, (i, &x)| if x > a.1 { (i, x) } else { a })
+                .0;
+            agreements += usize::from(best == top_ids[0]);
+            if top_logits[0] - top_logits[1] > MARGIN {
+                decided += 1;
+                assert_eq!(best, top_ids[0], "{text:?} position {pos}");
+            }
+        }
+    }
+    let mean = total / count as f32;
+    eprintln!(
+        "logits vs llama.cpp: mean difference {mean:.3}, largest {worst:.3} over {count}; best token agrees at {agreements} positions ({decided} with a clear margin)"
+    );
+    assert!(mean < MEAN_TOLERANCE, "mean logit difference {mean}");
+}
