@@ -45,6 +45,15 @@ pub struct Perplexity {
 }
 
 impl Perplexity {
+    /// The totals of per-utterance scores.
+    pub fn from_scores(scores: Vec<UtteranceScore>) -> Self {
+        Self {
+            tokens: scores.iter().map(|s| s.tokens).sum(),
+            nll: scores.iter().map(|s| s.nll).sum(),
+            utterances: scores,
+        }
+    }
+
     /// Mean negative log-likelihood per token, in nats.
     pub fn nll_per_token(&self) -> f64 {
         self.nll / self.tokens.max(1) as f64
@@ -122,11 +131,7 @@ pub fn decoder_perplexity(
         scores.extend(batch_scores);
         progress(scores.len());
     }
-    Ok(Perplexity {
-        tokens: scores.iter().map(|s| s.tokens).sum(),
-        nll: scores.iter().map(|s| s.nll).sum(),
-        utterances: scores,
-    })
+    Ok(Perplexity::from_scores(scores))
 }
 
 /// A text to score with a language model.
@@ -206,9 +211,5 @@ pub fn lm_perplexity(
         }
         progress(scores.len());
     }
-    Ok(Perplexity {
-        tokens: scores.iter().map(|s| s.tokens).sum(),
-        nll: scores.iter().map(|s| s.nll).sum(),
-        utterances: scores,
-    })
+    Ok(Perplexity::from_scores(scores))
 }

@@ -32,6 +32,25 @@ pub fn assets() -> Option<PathBuf> {
     None
 }
 
+/// SmolLM2-135M-Instruct's GGUF file under `root`, or `None` (with a note) when setup.sh has not
+/// fetched it; a missing file fails under `WHITTLE_REQUIRE_ASSETS=1`.
+pub fn smollm2(root: &Path) -> Option<PathBuf> {
+    let path = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("WHITTLE_REQUIRE_ASSETS").as_deref() != Ok("1"),
+        "{} missing: run scripts/setup.sh --models-only",
+        path.display()
+    );
+    eprintln!(
+        "note: skipping: {} missing (run scripts/setup.sh)",
+        path.display()
+    );
+    None
+}
+
 /// Whisper tiny.en in f32, checking that every tensor of the checkpoint was used.
 pub fn tiny_en(root: &Path, options: DecodeOptions) -> Transcriber {
     let ck = WhisperCheckpoint::open(&root.join("models/whisper-tiny.en"), &Device::Cpu).unwrap();

@@ -332,19 +332,9 @@ fn smollm2_parses_with_its_architecture() {
     let Some(root) = common_assets::assets() else {
         return;
     };
-    let path = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() {
-        assert!(
-            std::env::var("WHITTLE_REQUIRE_ASSETS").as_deref() != Ok("1"),
-            "{} missing: run scripts/setup.sh --models-only",
-            path.display()
-        );
-        eprintln!(
-            "note: skipping: {} missing (run scripts/setup.sh)",
-            path.display()
-        );
+    let Some(path) = common_assets::smollm2(&root) else {
         return;
-    }
+    };
     let file = GgufFile::read(&path).unwrap();
     assert_eq!(file.str("general.architecture").unwrap(), "llama");
     assert_eq!(file.usize("llama.block_count").unwrap(), 30);

@@ -141,6 +141,21 @@ fn load(bytes: Vec<u8>) -> whittle::error::Result<(Llama, LlamaTokenizer)> {
     Ok((model, tok))
 }
 
+/// The model's logits `[t][vocab]` of one sequence.
+fn logits_of(model: &Llama, ids: &[u32]) -> Vec<Vec<f32>> {
+    let tokens = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    model
+        .logits(&tokens)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
 /// `x W^T` for row-major `w` `[out, in]`.
 fn matvec(w: &[f32], x: &[f32], out: usize) -> Vec<f32> {
     (0..out)
@@ -243,17 +258,7 @@ fn the_forward_matches_the_reference_and_is_causal() {
     );
     assert_eq!(model.layers().len(), 1 + 7 * LAYERS);
     let ids = [0u32, 8, 10, 5, 6, 7, 11];
-    let tokens = Tensor::new(&ids[..], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let logits: Vec<Vec<f32>> = model
-        .logits(&tokens)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec2()
-        .unwrap();
+    let logits = logits_of(&model, &ids);
     let expected = reference(&ids);
     let diff = logits
         .iter()
@@ -395,15 +400,9 @@ fn smollm2_continues_a_known_sentence() {
     let Some(root) = common_assets::assets() else {
         return;
     };
-    let path = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() {
-        assert!(
-            std::env::var("WHITTLE_REQUIRE_ASSETS").as_deref() != Ok("1"),
-            "{} missing: run scripts/setup.sh --models-only",
-            path.display()
-        );
+    let Some(path) = common_assets::smollm2(&root) else {
         return;
-    }
+    };
     let file = GgufFile::read(&path).unwrap();
     let tok = LlamaTokenizer::from_gguf(&file).unwrap();
     let (model, _) = Llama::from_gguf(&file, &Device::Cpu).unwrap();
@@ -412,12 +411,7 @@ fn smollm2_continues_a_known_sentence() {
         tok.encode("The quick brown fox jumps over the lazy")
             .unwrap(),
     );
-    let tokens = Tensor::new(&ids[..], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let logits = model.logits(&tokens).unwrap().squeeze(0).unwrap();
-    let last: Vec<f32> = logits.get(ids.len() - 1).unwrap().to_vec1().unwrap();
+    let last = logits_of(&model, &ids).pop().unwrap();
     let best = last
         .iter()
         .enumerate()
@@ -443,11 +437,9 @@ fn smollm2_matches_llama_cpp() {
     let Some(root) = common_assets::assets() else {
         return;
     };
-    let path = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() {
-        assert!(std::env::var("WHITTLE_REQUIRE_ASSETS").as_deref() != Ok("1"));
+    let Some(path) = common_assets::smollm2(&root) else {
         return;
-    }
+    };
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/smollm2_llamacpp.json")).unwrap();
     let file = GgufFile::read(&path).unwrap();
@@ -471,17 +463,7 @@ fn smollm2_matches_llama_cpp() {
         let mut ids = vec![tok.end_of_text.unwrap()];
         ids.extend(tok.encode(text).unwrap());
         assert_eq!(ids, expected, "tokens of {text:?}");
-        let tokens = Tensor::new(&ids[..], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let logits: Vec<Vec<f32>> = model
-            .logits(&tokens)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        let logits = logits_of(&model, &ids);
         for (pos, top) in case["top"].as_array().unwrap().iter().enumerate() {
             let top_ids: Vec<usize> = top["ids"]
                 .as_array()
