@@ -159,7 +159,12 @@ pub fn rescore(args: RescoreArgs) -> Result<()> {
         }
         (None, None) => unreachable!("checked above"),
     };
-    let lm = score(&lists, "test")?;
+    // Weight 0 is plain beam search: no LM score changes the choice.
+    let lm = if weight == 0.0 {
+        lists.iter().map(|l| vec![0.0; l.hypotheses.len()]).collect()
+    } else {
+        score(&lists, "test")?
+    };
     let chosen = choose(&lists, &lm, weight);
     let rescored = results(&lists, &chosen, &normalizer);
     let baseline = results(&lists, &choose(&lists, &lm, 0.0), &normalizer);
