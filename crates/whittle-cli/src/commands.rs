@@ -566,7 +566,55 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `whittle inspect` of a GGUF language model: its configuration, tokenizer and tensors.
+fn inspect_gguf(path: &Path) -> Result<()> {
+    use whittle::checkpoint::gguf::GgufFile;
+    use whittle::models::llama::{LlamaConfig, LlamaTokenizer};
+    let file = GgufFile::read(path)?;
+    let config = LlamaConfig::from_gguf(&file)?;
+    let tokenizer = LlamaTokenizer::from_gguf(&file)?;
+    println!(
+        "model       {} (GGUF, {} tensors, architecture llama)",
+        path.display(),
+        file.tensors.len()
+    );
+    println!(
+        "config      {} layers, d {}, FFN {}, {} query / {} key-value heads, vocab {}, context {}, rope base {}",
+        config.num_layers,
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_heads,
+        config.num_kv_heads,
+        config.vocab_size,
+        config.context_length,
+        config.rope_theta
+    );
+    println!(
+        "tokenizer   byte-level BPE, {} tokens, BOS {:?}, EOS {:?}",
+        tokenizer.vocab_size(),
+        tokenizer.bos,
+        tokenizer.eos
+    );
+    println!(
+        "{:<40} {:>8} {:>16} {:>12}",
+        "tensor", "type", "shape", "bytes"
+    );
+    for t in &file.tensors {
+        println!(
+            "{:<40} {:>8} {:>16} {:>12}",
+            t.name,
+            t.ty.name(),
+            format!("{:?}", t.shape()),
+            t.bytes
+        );
+    }
+    Ok(())
+}
+
 pub fn inspect(args: InspectArgs) -> Result<()> {
+    if whittle::checkpoint::gguf::GgufFile::sniff(&args.model) {
+        return inspect_gguf(&args.model);
+    }
     if args.model.extension().is_some_and(|e| e == "whittle") {
         let file = whittle::packed_file::PackedFile::open(&args.model)?;
         println!(

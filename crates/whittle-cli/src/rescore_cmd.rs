@@ -161,7 +161,10 @@ pub fn rescore(args: RescoreArgs) -> Result<()> {
     };
     // Weight 0 is plain beam search: no LM score changes the choice.
     let lm = if weight == 0.0 {
-        lists.iter().map(|l| vec![0.0; l.hypotheses.len()]).collect()
+        lists
+            .iter()
+            .map(|l| vec![0.0; l.hypotheses.len()])
+            .collect()
     } else {
         score(&lists, "test")?
     };

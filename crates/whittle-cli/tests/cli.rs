@@ -4,6 +4,9 @@
 #[path = "../../whittle/tests/common_wide.rs"]
 mod common_wide;
 
+#[path = "../../whittle/tests/common_assets.rs"]
+mod common_assets;
+
 use common_wide::common_tiny;
 
 mod common_compress;
@@ -1124,4 +1127,26 @@ fn corpus_texts_recovers_the_written_sentences() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `whittle inspect` of a GGUF language model prints its configuration, tokenizer and tensors.
+#[test]
+fn inspect_describes_a_gguf_language_model() {
+    let Some(root) = common_assets::assets() else {
+        return;
+    };
+    let Some(path) = common_assets::smollm2(&root) else {
+        return;
+    };
+    let o = whittle(&["inspect", p(&path)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("272 tensors, architecture llama"), "{out}");
+    assert!(
+        out.contains("30 layers, d 576, FFN 1536, 9 query / 3 key-value heads, vocab 49152"),
+        "{out}"
+    );
+    assert!(out
+        .lines()
+        .any(|l| l.starts_with("token_embd.weight") && l.contains("q8_0")));
 }
