@@ -181,7 +181,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
 }
 
 /// The texts of `dataset`: a `.txt` file's non-empty lines, else a manifest's transcripts.
-fn texts(dataset: &std::path::Path) -> Result<Vec<ScoredText>> {
+pub(crate) fn texts(dataset: &std::path::Path) -> Result<Vec<ScoredText>> {
     if dataset.extension().is_some_and(|e| e == "txt") {
         let text = std::fs::read_to_string(dataset)
             .with_context(|| format!("reading {}", dataset.display()))?;

@@ -12,7 +12,7 @@ use whittle::candle::{DType, Device};
 use whittle::compress::allocate::{allocate as allocate_bits, best_uniform, AllocationRequest};
 use whittle::compress::hessian::{hessian_sensitivity, HessianOptions};
 use whittle::compress::sensitivity::{
-    check_model, kl_sensitivity, KlOptions, Metric, SensitivityFile, FORMAT,
+    check_model, kl_sensitivity, lm_kl_sensitivity, KlOptions, Metric, SensitivityFile, FORMAT,
 };
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
@@ -129,6 +129,9 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
         }
     }
     let candidates = whittle::compress::sensitivity::check_candidates(&args.candidates)?;
+    if whittle::checkpoint::gguf::GgufFile::sniff(&args.model) {
+        return language_model_sensitivity(&args, candidates, t0);
+    }
     let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     if checkpoint.location.format == ModelFormat::Whittle {
@@ -256,20 +259,91 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
         hessian,
         layers,
     };
-    let json = serde_json::to_string_pretty(&file)?;
-    whittle::fsutil::write_atomic(&args.output, json.as_bytes())?;
-    print_sensitivities(&file);
+    write_sensitivities(&args.output, &file)
+}
+
+fn write_sensitivities(output: &std::path::Path, file: &SensitivityFile) -> Result<()> {
+    let json = serde_json::to_string_pretty(file)?;
+    whittle::fsutil::write_atomic(output, json.as_bytes())?;
+    print_sensitivities(file);
     println!(
         "{}: {} layers x {} candidates on {} utterances ({} scored tokens) in {:.1} s ({} threads)",
-        args.output.display(),
+        output.display(),
         file.layers.len(),
-        candidates.len(),
+        file.candidates.len(),
         file.utterances,
         file.scored_tokens,
-        seconds,
+        file.seconds,
         file.threads
     );
     Ok(())
+}
+
+/// `sensitivity` of a GGUF language model (metric `kl`): `--data` is a `.txt` file (one text per
+/// line) or a manifest's transcripts, never a test set's.
+fn language_model_sensitivity(
+    args: &SensitivityArgs,
+    candidates: Vec<u8>,
+    t0: Instant,
+) -> Result<()> {
+    use whittle::checkpoint::gguf::GgufFile;
+    use whittle::models::llama::{Llama, LlamaTokenizer};
+    if !matches!(args.metric, MetricArg::Kl) {
+        bail!("a language model's sensitivity is measured with --metric kl");
+    }
+    let file = GgufFile::read(&args.model)?;
+    let tokenizer = LlamaTokenizer::from_gguf(&file)?;
+    let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
+    drop(file);
+    let mut texts = crate::perplexity_cmd::texts(&args.data)?;
+    if let Some(n) = args.limit {
+        texts.truncate(n);
+    }
+    let start = tokenizer
+        .end_of_text
+        .or(tokenizer.bos)
+        .context("the tokenizer has neither <|endoftext|> nor BOS to start a text")?;
+    let sequences: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            let mut ids = vec![start];
+            ids.extend(tokenizer.encode(&t.text)?);
+            Ok(ids)
+        })
+        .collect::<Result<_>>()?;
+    let options = KlOptions {
+        candidates: candidates.clone(),
+        group: args.group,
+        batch_size: 1,
+    };
+    let bar = progress_bar(0);
+    bar.set_message("float logits");
+    let measured = lm_kl_sensitivity(&mut model, &sequences, &options, |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!("{} W{}: KL {:.3e}", p.layer, p.bits, p.kl));
+    })?;
+    bar.finish_and_clear();
+    let layers = measured.layers;
+    let file = SensitivityFile {
+        format: FORMAT.to_string(),
+        model: args.model.display().to_string(),
+        data: args.data.display().to_string(),
+        metric: Metric::Kl,
+        candidates,
+        group: args.group,
+        utterances: sequences.len(),
+        targets: "text".to_string(),
+        scored_tokens: measured.scored_tokens,
+        params: layers.iter().map(|l| l.params).sum(),
+        float_bytes: layers.iter().map(|l| l.float_bytes).sum(),
+        seconds: t0.elapsed().as_secs_f64(),
+        threads: rayon::current_num_threads(),
+        whittle_version: env!("CARGO_PKG_VERSION").to_string(),
+        hessian: None,
+        layers,
+    };
+    write_sensitivities(&args.output, &file)
 }
 
 /// One line per layer: its KL at each candidate.

@@ -32,10 +32,10 @@ const VOCAB: [&str; 12] = [
     "Ġab",
     ".",
 ];
-const D: usize = 16;
+const D: usize = 32;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
-const FFN: usize = 24;
+const FFN: usize = 64;
 const LAYERS: usize = 2;
 const THETA: f32 = 10_000.0;
 const EPS: f32 = 1e-5;
@@ -505,4 +505,53 @@ fn smollm2_matches_llama_cpp() {
         "logits vs llama.cpp: mean difference {mean:.3}, largest {worst:.3} over {count}; best token agrees at {agreements} positions ({decided} with a clear margin)"
     );
     assert!(mean < MEAN_TOLERANCE, "mean logit difference {mean}");
+}
+
+/// KL sensitivity of the language model: every matrix gets a divergence per candidate that
+/// falls with the bit width, the model is left as it was, and the file's byte counts are the
+/// packed format's (so `allocate` reads it).
+#[test]
+fn lm_kl_sensitivity_falls_with_the_bit_width() {
+    use whittle::compress::sensitivity::{lm_kl_sensitivity, KlOptions};
+    let (mut model, tok) = load(tiny_gguf(|w| w)).unwrap();
+    let before = logits_of(&model, &[0, 8, 10, 5]);
+    let sequences: Vec<Vec<u32>> = ["ab ab 12.", "b c a", "ab 21 c."]
+        .iter()
+        .map(|t| {
+            let mut ids = vec![0];
+            ids.extend(tok.encode(t).unwrap());
+            ids
+        })
+        .collect();
+    let options = KlOptions {
+        candidates: vec![2, 4, 8],
+        group: 32,
+        batch_size: 1,
+    };
+    let measured = lm_kl_sensitivity(&mut model, &sequences, &options, |_| {}).unwrap();
+    assert_eq!(measured.layers.len(), 1 + 7 * LAYERS);
+    assert_eq!(
+        measured.scored_tokens,
+        sequences.iter().map(|s| s.len() - 1).sum::<usize>()
+    );
+    for layer in &measured.layers {
+        let kl: Vec<f64> = layer.candidates.iter().map(|c| c.kl.unwrap()).collect();
+        assert!(
+            kl[0] > kl[1] && kl[1] > kl[2] && kl[2] >= 0.0,
+            "{}: {kl:?}",
+            layer.name
+        );
+        assert_eq!(
+            layer.candidates[1].bytes,
+            whittle::compress::sensitivity::candidate_bytes(
+                &layer.name,
+                layer.rows,
+                layer.cols,
+                4,
+                32
+            )
+            .unwrap()
+        );
+    }
+    assert_eq!(logits_of(&model, &[0, 8, 10, 5]), before);
 }

@@ -589,6 +589,114 @@ pub fn kl_sensitivity(
     })
 }
 
+/// [`kl_sensitivity`] for a language model ([`crate::models::llama::Llama`]), on token
+/// sequences: per matrix and candidate, the mean KL divergence of the next-token distributions
+/// at every position of `sequences` (each scored from its second token) with only that matrix
+/// quantized, from those of the float model. Each sequence runs alone (no padding), so the
+/// positions scored are exactly the sequences' own. `model` must be float; it is left as it was.
+pub fn lm_kl_sensitivity(
+    model: &mut crate::models::llama::Llama,
+    sequences: &[Vec<u32>],
+    options: &KlOptions,
+    mut progress: impl FnMut(&KlProgress),
+) -> Result<KlSensitivity> {
+    use crate::models::Layers;
+    let candidates = check_candidates(&options.candidates)?;
+    let sequences: Vec<&Vec<u32>> = sequences.iter().filter(|s| s.len() > 1).collect();
+    if sequences.is_empty() {
+        return Err(Error::config(
+            "sensitivity",
+            "no texts of two or more tokens to measure on",
+        ));
+    }
+    let mut originals = Vec::new();
+    for layer in model.layers() {
+        let Weight::Float(w) = &layer.linear.weight else {
+            return Err(Error::config(
+                &layer.name,
+                "is not a float weight; measure sensitivities on the float model",
+            ));
+        };
+        let (rows, cols) = w.dims2()?;
+        let bytes = candidates
+            .iter()
+            .map(|&b| candidate_bytes(&layer.name, rows, cols, b, options.group))
+            .collect::<Result<Vec<_>>>()?;
+        originals.push((layer.name, w.clone(), bytes));
+    }
+    let device = model.embed.weight.to_dense()?.device().clone();
+    let inputs: Vec<Tensor> = sequences
+        .iter()
+        .map(|s| Ok(Tensor::new(s.as_slice(), &device)?.unsqueeze(0)?))
+        .collect::<Result<_>>()?;
+    // Logits at the scored positions (all but the last, whose next token is not in the text).
+    let logits = |model: &crate::models::llama::Llama, input: &Tensor| -> Result<Tensor> {
+        let t = input.dims2()?.1;
+        Ok(model.logits(input)?.squeeze(0)?.narrow(0, 0, t - 1)?)
+    };
+    let references: Vec<Reference> = inputs
+        .iter()
+        .map(|x| Reference::new(&logits(model, x)?))
+        .collect::<Result<_>>()?;
+    let scored_tokens: usize = sequences.iter().map(|s| s.len() - 1).sum();
+    let total = originals.len() * candidates.len();
+    let mut layers = Vec::with_capacity(originals.len());
+    for (index, (name, original, bytes)) in originals.into_iter().enumerate() {
+        let (rows, cols) = original.dims2()?;
+        let values: Vec<f32> = original.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut scores = Vec::with_capacity(candidates.len());
+        for (&bits, &stored) in candidates.iter().zip(&bytes) {
+            let quantized = quantized_values(&name, &values, rows, cols, bits, options.group)?;
+            let dequantized =
+                Tensor::from_vec(quantized, (rows, cols), &device)?.to_dtype(original.dtype())?;
+            model.layers_mut()[index].linear.weight = Weight::Float(dequantized);
+            let measured = (|| {
+                let mut sum = 0.0;
+                for (input, reference) in inputs.iter().zip(&references) {
+                    sum += reference.kl_sum(&logits(model, input)?)?;
+                }
+                Ok::<_, Error>(sum / scored_tokens as f64)
+            })();
+            model.layers_mut()[index].linear.weight = Weight::Float(original.clone());
+            let kl = measured?;
+            if !kl.is_finite() {
+                return Err(Error::config(
+                    &name,
+                    format!("the KL divergence at {bits} bits is {kl}"),
+                ));
+            }
+            scores.push(CandidateScore {
+                bits,
+                bytes: stored,
+                kl: Some(kl),
+                hessian: None,
+                perturbation: None,
+            });
+            progress(&KlProgress {
+                layer: &name,
+                bits,
+                kl,
+                done: index * candidates.len() + scores.len(),
+                total,
+            });
+        }
+        layers.push(LayerSensitivity {
+            name,
+            rows,
+            cols,
+            params: (rows * cols) as u64,
+            float_bytes: (rows * cols * 2) as u64,
+            hessian_trace: None,
+            hessian_trace_per_weight: None,
+            candidates: scores,
+        });
+    }
+    Ok(KlSensitivity {
+        layers,
+        scored_tokens,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
