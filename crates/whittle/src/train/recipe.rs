@@ -899,7 +899,12 @@ mod tests {
             ),
             ("tau_end = 0.1", "tau_end = -1.0", "mixed_precision.tau_end"),
             ("group = 64", "group = 64\nbits = 4", "omit quant.bits"),
-            ("penalty = 1.0", "penalty = 1.0\nbeta = 2", "beta"),
+            ("penalty = 1.0", "penalty = 1.0\ngamma = 2", "gamma"),
+            (
+                "budget_bits = 3.5",
+                "budget_bits = 3.5\nobjective = \"sqrt-bits\"",
+                "it takes no budget",
+            ),
         ];
         for (from, to, field) in cases {
             assert!(mp.contains(from), "test case `{from}` not in the recipe");
