@@ -259,3 +259,37 @@ fn admm_recipe_settings_are_checked() {
         ],
     );
 }
+
+/// `scale = "layer"` ties one scale over each layer: every packed matrix stores a single value
+/// in all its scale slots, and it still holds exactly G.
+#[test]
+fn a_tied_scale_is_one_value_per_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(
+        "rho_start = 0.1\nrho_end = 10.0\nupdate_every = 2\nscale = \"layer\"",
+        4,
+        0.1,
+        dir.path(),
+    );
+    while t.state.step < 4 {
+        t.train_step().unwrap();
+    }
+    let (shipped, extracted) = t.extract().unwrap();
+    assert_eq!(extracted.report["scale"], "layer");
+    let at_g = student_at_projection(&t);
+    let mut packed_layers = 0;
+    for (g, p) in at_g.layers().iter().zip(shipped.layers()) {
+        if let (Weight::Float(w), Weight::Packed(packed)) = (&g.linear.weight, &p.linear.weight) {
+            let scales = packed.scales();
+            assert!(
+                scales.iter().all(|&s| s == scales[0]),
+                "{}: scales {scales:?}",
+                g.name
+            );
+            let flat = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat, packed.dequantize(), "{}", g.name);
+            packed_layers += 1;
+        }
+    }
+    assert!(packed_layers > 0);
+}
