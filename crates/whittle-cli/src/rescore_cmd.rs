@@ -123,12 +123,12 @@ pub fn rescore(args: RescoreArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if args.weight.is_none() && args.tune.is_none() {
+        bail!("give --weight W or --tune DEV_NBEST");
+    }
     let (normalizer, spellings) = args.normalizer.load()?;
     let lists = read_nbest(&args.nbest)?;
     let dev = args.tune.as_deref().map(read_nbest).transpose()?;
-    if args.weight.is_none() && dev.is_none() {
-        bail!("give --weight W or --tune DEV_NBEST");
-    }
     let file = GgufFile::read(&args.lm)?;
     let tokenizer = LlamaTokenizer::from_gguf(&file)?;
     let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;

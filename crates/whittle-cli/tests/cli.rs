@@ -7,6 +7,9 @@ mod common_wide;
 #[path = "../../whittle/tests/common_assets.rs"]
 mod common_assets;
 
+#[path = "../../whittle/tests/common_llama.rs"]
+mod common_llama;
+
 use common_wide::common_tiny;
 
 mod common_compress;
@@ -1149,4 +1152,104 @@ fn inspect_describes_a_gguf_language_model() {
     assert!(out
         .lines()
         .any(|l| l.starts_with("token_embd.weight") && l.contains("q8_0")));
+}
+
+/// `whittle rescore` on hand-written N-best lists with the tiny random GGUF LM: weight 0 keeps
+/// the first hypothesis everywhere; `--tune` picks a weight from dev lists and writes `eval`'s
+/// outputs; `whittle perplexity` scores the same LM on a text file, quantized or not.
+#[test]
+fn rescore_reranks_n_best_lists_with_a_gguf_lm() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = dir.path().join("tiny.gguf");
+    std::fs::write(&lm, common_llama::tiny_gguf(|w| w)).unwrap();
+    let list = |id: &str, reference: &str, hyps: &[(&str, f64)]| {
+        let hypotheses: Vec<_> = hyps
+            .iter()
+            .map(|(t, lp)| serde_json::json!({"text": t, "tokens": 3, "sum_logprob": lp}))
+            .collect();
+        serde_json::json!({"id": id, "audio": format!("{id}.wav"), "reference": reference,
+            "audio_seconds": 1.0, "hypotheses": hypotheses})
+        .to_string()
+    };
+    let lists = dir.path().join("lists.jsonl");
+    std::fs::write(
+        &lists,
+        [
+            list("u1", "ab ab", &[("ab ab", -1.0), ("ab c", -1.1)]),
+            list("u2", "b c a", &[("b c c", -0.5), ("b c a", -0.6)]),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let beam = dir.path().join("beam");
+    let o = whittle(&[
+        "rescore",
+        p(&lists),
+        "--lm",
+        p(&lm),
+        "--weight",
+        "0",
+        "--out",
+        p(&beam),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(column(&beam, "hypothesis"), ["ab ab", "b c c"]);
+    let tuned = dir.path().join("tuned");
+    let o = whittle(&[
+        "rescore",
+        p(&lists),
+        "--lm",
+        p(&lm),
+        "--tune",
+        p(&lists),
+        "--out",
+        p(&tuned),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("dev: LM weight"), "{}", stdout(&o));
+    let summary = read_json(&tuned.join("summary.json"));
+    assert!(summary["weight"].as_f64().unwrap() >= 0.0);
+    assert_eq!(summary["totals"]["utterances"], 2);
+    // Tuned on these very lists, it is never worse than weight 0 on them.
+    assert!(summary["wer"].as_f64().unwrap() <= summary["wer_without_lm"].as_f64().unwrap());
+    assert_eq!(column(&tuned, "id"), ["u1", "u2"]);
+    let o = whittle(&["rescore", p(&lists), "--lm", p(&lm), "--out", p(&tuned)]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--weight W or --tune"),
+        "{}",
+        stderr(&o)
+    );
+
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "ab ab 12.\n\nb c a\n").unwrap();
+    let o = whittle(&["perplexity", p(&lm), p(&texts)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 texts"), "{}", stdout(&o));
+    let o = whittle(&[
+        "perplexity",
+        p(&lm),
+        p(&texts),
+        "--bits",
+        "8",
+        "--group",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("smaller than fp32"), "{}", stdout(&o));
+    let o = whittle(&[
+        "perplexity",
+        p(&lm),
+        p(&texts),
+        "--bits",
+        "4",
+        "--method",
+        "gptq",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("gptq"),
+        "{}",
+        stderr(&o)
+    );
 }

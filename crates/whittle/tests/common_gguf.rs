@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use whittle_kernels::ggml::GgmlType;
+use whittle::kernels::ggml::GgmlType;
 
 /// A GGUF v3 writer for tests: metadata as raw (type, bytes), tensors as (name, dims, type,
 /// bytes) laid out in order at the given alignment.
