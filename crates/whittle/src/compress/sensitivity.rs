@@ -530,6 +530,44 @@ pub fn kl_sensitivity(
         });
     }
     let scored_tokens: usize = batches.iter().map(Batch::target_count).sum();
+    let layers = kl_per_candidate(
+        model,
+        originals,
+        &candidates,
+        options.group,
+        |model, index, weight| {
+            swap_weight(model, index, weight);
+        },
+        |model, name| {
+            let mut sum = 0.0;
+            for (batch, cached) in batches.iter().zip(&cached) {
+                let logits = logits_after_change(model, batch, cached, name)?;
+                sum += cached.reference.kl_sum(&logits)?;
+            }
+            Ok(sum / scored_tokens.max(1) as f64)
+        },
+        &mut progress,
+    )?;
+    Ok(KlSensitivity {
+        layers,
+        scored_tokens,
+    })
+}
+
+/// Per layer of `originals` (name, float weight, stored bytes per candidate) and candidate:
+/// `set(model, index, weight)` installs the candidate's dequantized weight, `measure(model,
+/// name)` gives the mean KL from the float model, and the float weight goes back. The loop both
+/// KL metrics share (Whisper's and a language model's).
+#[allow(clippy::too_many_arguments)]
+fn kl_per_candidate<M>(
+    model: &mut M,
+    originals: Vec<(String, Tensor, Vec<u64>)>,
+    candidates: &[u8],
+    group: usize,
+    set: impl Fn(&mut M, usize, Weight),
+    mut measure: impl FnMut(&M, &str) -> Result<f64>,
+    progress: &mut impl FnMut(&KlProgress),
+) -> Result<Vec<LayerSensitivity>> {
     let total = originals.len() * candidates.len();
     let mut layers = Vec::with_capacity(originals.len());
     for (index, (name, original, bytes)) in originals.into_iter().enumerate() {
@@ -537,19 +575,12 @@ pub fn kl_sensitivity(
         let values: Vec<f32> = original.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let mut scores = Vec::with_capacity(candidates.len());
         for (&bits, &stored) in candidates.iter().zip(&bytes) {
-            let quantized = quantized_values(&name, &values, rows, cols, bits, options.group)?;
-            let dequantized =
-                Tensor::from_vec(quantized, (rows, cols), &device)?.to_dtype(original.dtype())?;
-            swap_weight(model, index, Weight::Float(dequantized));
-            let measured = (|| {
-                let mut sum = 0.0;
-                for (batch, cached) in batches.iter().zip(&cached) {
-                    let logits = logits_after_change(model, batch, cached, &name)?;
-                    sum += cached.reference.kl_sum(&logits)?;
-                }
-                Ok::<_, Error>(sum / scored_tokens.max(1) as f64)
-            })();
-            swap_weight(model, index, Weight::Float(original.clone()));
+            let quantized = quantized_values(&name, &values, rows, cols, bits, group)?;
+            let dequantized = Tensor::from_vec(quantized, (rows, cols), original.device())?
+                .to_dtype(original.dtype())?;
+            set(model, index, Weight::Float(dequantized));
+            let measured = measure(model, &name);
+            set(model, index, Weight::Float(original.clone()));
             let kl = measured?;
             if !kl.is_finite() {
                 return Err(Error::config(
@@ -583,10 +614,7 @@ pub fn kl_sensitivity(
             candidates: scores,
         });
     }
-    Ok(KlSensitivity {
-        layers,
-        scored_tokens,
-    })
+    Ok(layers)
 }
 
 /// [`kl_sensitivity`] for a language model ([`crate::models::llama::Llama`]), on token
@@ -639,58 +667,21 @@ pub fn lm_kl_sensitivity(
         .map(|x| Reference::new(&logits(model, x)?))
         .collect::<Result<_>>()?;
     let scored_tokens: usize = sequences.iter().map(|s| s.len() - 1).sum();
-    let total = originals.len() * candidates.len();
-    let mut layers = Vec::with_capacity(originals.len());
-    for (index, (name, original, bytes)) in originals.into_iter().enumerate() {
-        let (rows, cols) = original.dims2()?;
-        let values: Vec<f32> = original.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let mut scores = Vec::with_capacity(candidates.len());
-        for (&bits, &stored) in candidates.iter().zip(&bytes) {
-            let quantized = quantized_values(&name, &values, rows, cols, bits, options.group)?;
-            let dequantized =
-                Tensor::from_vec(quantized, (rows, cols), &device)?.to_dtype(original.dtype())?;
-            model.layers_mut()[index].linear.weight = Weight::Float(dequantized);
-            let measured = (|| {
-                let mut sum = 0.0;
-                for (input, reference) in inputs.iter().zip(&references) {
-                    sum += reference.kl_sum(&logits(model, input)?)?;
-                }
-                Ok::<_, Error>(sum / scored_tokens as f64)
-            })();
-            model.layers_mut()[index].linear.weight = Weight::Float(original.clone());
-            let kl = measured?;
-            if !kl.is_finite() {
-                return Err(Error::config(
-                    &name,
-                    format!("the KL divergence at {bits} bits is {kl}"),
-                ));
+    let layers = kl_per_candidate(
+        model,
+        originals,
+        &candidates,
+        options.group,
+        |model, index, weight| model.layers_mut()[index].linear.weight = weight,
+        |model, _| {
+            let mut sum = 0.0;
+            for (input, reference) in inputs.iter().zip(&references) {
+                sum += reference.kl_sum(&logits(model, input)?)?;
             }
-            scores.push(CandidateScore {
-                bits,
-                bytes: stored,
-                kl: Some(kl),
-                hessian: None,
-                perturbation: None,
-            });
-            progress(&KlProgress {
-                layer: &name,
-                bits,
-                kl,
-                done: index * candidates.len() + scores.len(),
-                total,
-            });
-        }
-        layers.push(LayerSensitivity {
-            name,
-            rows,
-            cols,
-            params: (rows * cols) as u64,
-            float_bytes: (rows * cols * 2) as u64,
-            hessian_trace: None,
-            hessian_trace_per_weight: None,
-            candidates: scores,
-        });
-    }
+            Ok(sum / scored_tokens as f64)
+        },
+        &mut progress,
+    )?;
     Ok(KlSensitivity {
         layers,
         scored_tokens,
