@@ -299,18 +299,10 @@ fn language_model_sensitivity(
     if let Some(n) = args.limit {
         texts.truncate(n);
     }
-    let start = tokenizer
-        .end_of_text
-        .or(tokenizer.bos)
-        .context("the tokenizer has neither <|endoftext|> nor BOS to start a text")?;
     let sequences: Vec<Vec<u32>> = texts
         .iter()
-        .map(|t| {
-            let mut ids = vec![start];
-            ids.extend(tokenizer.encode(&t.text)?);
-            Ok(ids)
-        })
-        .collect::<Result<_>>()?;
+        .map(|t| tokenizer.document(&t.text))
+        .collect::<whittle::error::Result<_>>()?;
     let options = KlOptions {
         candidates: candidates.clone(),
         group: args.group,

@@ -67,9 +67,7 @@ impl Perplexity {
 
 /// `log softmax(row)[target]` in f64.
 fn log_probability(row: &[f32], target: usize) -> f64 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
-    f64::from(row[target] - max) - sum.ln()
+    f64::from(row[target]) - crate::compress::sensitivity::log_partition(row)
 }
 
 /// Score `utterances` (each with a transcript) `batch_size` at a time; `progress(done)` after
@@ -159,17 +157,10 @@ pub fn lm_perplexity(
             "the batch size must be at least 1",
         ));
     }
-    let start = tokenizer.end_of_text.or(tokenizer.bos).ok_or_else(|| {
-        Error::config(
-            "perplexity",
-            "the tokenizer has neither <|endoftext|> nor a BOS token to start a text",
-        )
-    })?;
     let sequences: Vec<Vec<u32>> = texts
         .iter()
         .map(|t| {
-            let mut ids = vec![start];
-            ids.extend(tokenizer.encode(t.text.trim())?);
+            let ids = tokenizer.document(&t.text)?;
             if ids.len() > model.config.context_length {
                 return Err(Error::config(
                     format!("text `{}`", t.id),
@@ -191,7 +182,7 @@ pub fn lm_perplexity(
             .flat_map(|s| {
                 s.iter()
                     .copied()
-                    .chain(std::iter::repeat_n(start, len - s.len()))
+                    .chain(std::iter::repeat_n(s[0], len - s.len()))
             })
             .collect();
         let tokens = candle_core::Tensor::from_vec(padded, (seqs.len(), len), &Device::Cpu)?;

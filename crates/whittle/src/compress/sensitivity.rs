@@ -336,7 +336,7 @@ struct Reference {
 }
 
 /// `ln sum_j exp(x_j)` in f64.
-fn log_partition(row: &[f32]) -> f64 {
+pub(crate) fn log_partition(row: &[f32]) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     max + row
         .iter()

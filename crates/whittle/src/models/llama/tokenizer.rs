@@ -150,6 +150,22 @@ impl LlamaTokenizer {
             .to_vec())
     }
 
+    /// A text as the language model scores it: the document separator (`<|endoftext|>`, else
+    /// BOS), then the trimmed text's tokens.
+    pub fn document(&self, text: &str) -> Result<Vec<u32>> {
+        let start = self
+            .end_of_text
+            .or(self.bos)
+            .ok_or_else(|| Error::Tokenizer {
+                context: "encoding".into(),
+                reason: "the tokenizer has neither <|endoftext|> nor a BOS token to start a text"
+                    .into(),
+            })?;
+        let mut ids = vec![start];
+        ids.extend(self.encode(text.trim())?);
+        Ok(ids)
+    }
+
     /// The text of `ids` (special tokens skipped).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(|e| Error::Tokenizer {
