@@ -9,9 +9,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use whittle::candle::{DType, Device};
+use whittle::checkpoint::gguf::GgufFile;
+use whittle::checkpoint::TensorStore;
 use whittle::compress::bitmap::LayerFormat;
-use whittle::eval::EvalTotals;
+use whittle::data::Utterance;
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
+use whittle::models::llama::{Llama, LlamaTokenizer};
 use whittle::models::registry::{self, LoadedModel};
 use whittle::models::wav2vec2::CtcRecognizer;
 use whittle::models::whisper::{Transcriber, Whisper};
@@ -21,6 +24,7 @@ use whittle::train::checkpoint;
 use whittle::train::identity::{dataset_digest, model_digest, RunIdentity};
 use whittle::train::method::CompressionMethod;
 use whittle::train::mixed_precision::MixedPrecision;
+use whittle::train::model::DevScore;
 use whittle::train::recipe::MixedPrecisionRecipe;
 use whittle::train::trainer::{
     default_work_dir, micro_batch_grads_with, wrap_student, zero_filled, DevReport,
@@ -280,11 +284,9 @@ impl TrainObserver for BarObserver {
     }
     fn on_dev(&mut self, r: &DevReport) {
         self.bar.println(format!(
-            "step {}: dev WER {:.2}% CER {:.2}% ({} utterances){}",
+            "step {}: {}{}",
             r.step,
-            100.0 * r.totals.wer,
-            100.0 * r.totals.cer,
-            r.totals.utterances,
+            r.score.describe(),
             if r.best { " best" } else { "" }
         ));
     }
@@ -343,21 +345,37 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let (normalizer, _) = args.normalizer.load()?;
-    let location = whittle::model_dir::ModelLocation::detect(&args.model)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
-    if location.format == ModelFormat::Whittle {
-        bail!(
-            "{} is already packed; train from the original model folder",
-            args.model.display()
-        );
+    let language_model = GgufFile::sniff(&args.model);
+    if !language_model {
+        let location = whittle::model_dir::ModelLocation::detect(&args.model)
+            .with_context(|| format!("loading model {}", args.model.display()))?;
+        if location.format == ModelFormat::Whittle {
+            bail!(
+                "{} is already packed; train from the original model folder",
+                args.model.display()
+            );
+        }
     }
-    let loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
-    let mut train = whittle::data::load_dataset(&args.train)?;
+    // A language model trains on texts: a `.txt` file's lines or a manifest's transcripts.
+    let load = |path: &Path| -> Result<Vec<Utterance>> {
+        if language_model {
+            Ok(crate::perplexity_cmd::texts(path)?
+                .into_iter()
+                .map(|t| Utterance {
+                    id: t.id,
+                    audio: PathBuf::new(),
+                    text: Some(t.text),
+                })
+                .collect())
+        } else {
+            Ok(whittle::data::load_dataset(path)?)
+        }
+    };
+    let mut train = load(&args.train)?;
     if let Some(n) = args.train_limit {
         train.truncate(n);
     }
-    let mut dev = whittle::data::load_dataset(&args.dev)?;
+    let mut dev = load(&args.dev)?;
     if let Some(n) = recipe.train.dev_limit {
         dev.truncate(n);
     }
@@ -399,6 +417,11 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         work_dir,
         t0,
     };
+    if language_model {
+        return train_language_model(run, &train, dev, normalizer);
+    }
+    let loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
     if let Some(transcriber) = loaded.model.as_any().downcast_ref::<Transcriber>() {
         let tokenizer = transcriber.tokenizer.clone();
         let teacher = transcriber.model.clone();
@@ -440,7 +463,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             normalizer,
             tokenizer,
         };
-        return run.train_and_write(&loaded, teacher, examples, prompt, dev_set);
+        return run.train_and_write(Source::of(&loaded), teacher, examples, prompt, dev_set);
     }
     if let Some(recognizer) = loaded.model.as_any().downcast_ref::<CtcRecognizer>() {
         if run.recipe.loss.ce > 0.0 {
@@ -467,13 +490,92 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             normalizer,
             tokenizer: (),
         };
-        return run.train_and_write(&loaded, recognizer.clone(), examples, (), dev_set);
+        return run.train_and_write(
+            Source::of(&loaded),
+            recognizer.clone(),
+            examples,
+            (),
+            dev_set,
+        );
     }
     bail!(
         "{}: compress does not train {} models",
         args.model.display(),
         loaded.model.architecture()
     )
+}
+
+/// `compress` of a GGUF language model: distil it into its compressed student on `train`'s
+/// texts, selecting on `dev`'s perplexity, and write a `.whittle` file of architecture `llama`.
+fn train_language_model(
+    run: Run<'_>,
+    train: &[Utterance],
+    dev: Vec<Utterance>,
+    normalizer: whittle::text::normalize::EnglishNormalizer,
+) -> Result<()> {
+    if run.recipe.loss.targets == whittle::train::Targets::PseudoLabel {
+        bail!(
+            "{}: a language model trains on its texts, not pseudo-labels (set loss.targets = \"transcript\")",
+            run.args.recipe.display()
+        );
+    }
+    let file = GgufFile::read(&run.args.model)?;
+    let tokenizer = LlamaTokenizer::from_gguf(&file)?;
+    let (teacher, store) = Llama::from_gguf(&file, &Device::Cpu)?;
+    drop(file);
+    run.check_fit(&teacher)?;
+    let examples = train
+        .iter()
+        .map(|u| {
+            let text = u.text.as_deref().unwrap_or_default();
+            Ok(TrainExample {
+                id: u.id.clone(),
+                audio: PathBuf::new(),
+                tokens: tokenizer
+                    .document(text)
+                    .with_context(|| format!("training text `{}`", u.id))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(e) = examples.iter().find(|e| e.tokens.len() < 2) {
+        bail!(
+            "{}: training text `{}` is empty",
+            run.args.train.display(),
+            e.id
+        );
+    }
+    let family_header = Llama::packed_header(&teacher, &tokenizer)?;
+    let dev_set = DevSet {
+        utterances: dev,
+        normalizer,
+        tokenizer,
+    };
+    let source = Source {
+        store: &store,
+        architecture: whittle::models::llama::ARCHITECTURE,
+        family_header: &family_header,
+        format: "gguf".into(),
+    };
+    run.train_and_write(source, teacher, examples, (), dev_set)
+}
+
+/// What writing the packed file needs of the source model.
+struct Source<'a> {
+    store: &'a TensorStore,
+    architecture: &'a str,
+    family_header: &'a [(String, serde_json::Value)],
+    format: serde_json::Value,
+}
+
+impl<'a> Source<'a> {
+    fn of(loaded: &'a LoadedModel) -> Self {
+        Self {
+            store: &loaded.store,
+            architecture: loaded.model.architecture(),
+            family_header: &loaded.family_header,
+            format: serde_json::to_value(loaded.location.format).unwrap_or_default(),
+        }
+    }
 }
 
 /// The settings of a `compress` run that do not depend on the model family.
@@ -513,7 +615,7 @@ impl Run<'_> {
     /// packed file with its recipe, bit map, provenance and dev result.
     fn train_and_write<M: TrainModel>(
         self,
-        loaded: &LoadedModel,
+        source: Source<'_>,
         teacher: M,
         examples: Vec<TrainExample>,
         context: M::BatchContext,
@@ -550,7 +652,7 @@ impl Run<'_> {
         observer.bar.finish_and_clear();
 
         let (packed, extracted) = trainer.finish(&work_dir)?;
-        let final_dev: Option<EvalTotals> = trainer.evaluate_packed(&packed, &mut observer)?;
+        let final_dev: Option<DevScore> = trainer.evaluate_packed(&packed, &mut observer)?;
         let method_name = trainer.method.name();
         let mut quantized = (0usize, 0usize);
         let layers: serde_json::Map<String, serde_json::Value> = extracted
@@ -600,7 +702,7 @@ impl Run<'_> {
                 "provenance",
                 serde_json::json!({
                     "source": args.model.display().to_string(),
-                    "source_format": loaded.location.format,
+                    "source_format": source.format,
                     "train": args.train.display().to_string(),
                     "train_utterances": trainer.examples.len(),
                     "dev": args.dev.display().to_string(),
@@ -622,19 +724,18 @@ impl Run<'_> {
             bit_map_toml(&extracted.layers, &args.output).as_bytes(),
         )?;
         let bytes = whittle::compress::export::write_packed(
-            &loaded.store,
+            source.store,
             &packed,
-            loaded.model.architecture(),
-            &loaded.family_header,
+            source.architecture,
+            source.family_header,
             &header,
             &args.output,
         )?;
         let dev_text = final_dev
-            .map(|t| {
+            .map(|score| {
                 format!(
-                    "dev WER {:.2}% ({} utterances; the selection set, not a test result: evaluate on a test set)",
-                    100.0 * t.wer,
-                    t.utterances
+                    "{} (the selection set, not a test result: evaluate on a test set)",
+                    score.describe()
                 )
             })
             .unwrap_or_default();

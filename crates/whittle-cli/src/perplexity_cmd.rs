@@ -148,7 +148,7 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
             bail!("output {} must end in .json", out.display());
         }
     }
-    if GgufFile::sniff(&model) {
+    if GgufFile::sniff(&model) || is_packed_language_model(&model) {
         return language_model(args, &model, &dataset, t0);
     }
     let mut utterances = whittle::data::load_labelled_dataset(&dataset)?;
@@ -178,6 +178,13 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     report(&args, &scores, t0, quantization)
+}
+
+/// Whether `path` is a `.whittle` file of a language model.
+fn is_packed_language_model(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|e| e == "whittle")
+        && whittle::packed_file::PackedFile::open(path)
+            .is_ok_and(|f| f.architecture() == whittle::models::llama::ARCHITECTURE)
 }
 
 /// The texts of `dataset`: a `.txt` file's non-empty lines, else a manifest's transcripts.
@@ -217,25 +224,38 @@ fn language_model(
     if texts.is_empty() {
         bail!("{} has no texts to score", dataset.display());
     }
-    let file = GgufFile::read(model_path)?;
-    let tokenizer = LlamaTokenizer::from_gguf(&file)?;
-    let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
-    drop(file);
-    let quantization = match args.ptq.apply_without_audio(&mut model, "token_embd")? {
-        Some(bytes) => {
-            let floats: usize = model
-                .layers()
-                .iter()
-                .map(|l| l.linear.weight.dims())
-                .map(|(r, c)| r * c * 4)
-                .sum();
-            println!(
-                "matrices packed into {bytes} bytes, {:.2}x smaller than fp32 ({floats} bytes)",
-                floats as f64 / bytes as f64
+    let (model, tokenizer) = if GgufFile::sniff(model_path) {
+        let file = GgufFile::read(model_path)?;
+        let tokenizer = LlamaTokenizer::from_gguf(&file)?;
+        let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
+        drop(file);
+        args.ptq.apply_without_audio(&mut model, "token_embd")?;
+        (model, tokenizer)
+    } else {
+        if args.ptq.bits.is_some() || args.ptq.bit_map.is_some() {
+            bail!(
+                "{} is already packed; quantize the GGUF model it came from",
+                model_path.display()
             );
-            serde_json::json!({ "packed_matrix_bytes": bytes, "fp32_matrix_bytes": floats })
         }
-        None => serde_json::Value::Null,
+        Llama::open_packed(model_path, &Device::Cpu)?
+    };
+    let (mut packed, mut floats) = (0usize, 0usize);
+    for layer in model.layers() {
+        if let whittle::nn::Weight::Packed(_) = &layer.linear.weight {
+            packed += layer.linear.weight.storage_bytes();
+        }
+        let (r, c) = layer.linear.weight.dims();
+        floats += r * c * 4;
+    }
+    let quantization = if packed > 0 {
+        println!(
+            "matrices packed into {packed} bytes, {:.2}x smaller than fp32 ({floats} bytes)",
+            floats as f64 / packed as f64
+        );
+        serde_json::json!({ "packed_matrix_bytes": packed, "fp32_matrix_bytes": floats })
+    } else {
+        serde_json::Value::Null
     };
     let bar = progress_bar(texts.len());
     let scores = whittle::perplexity::lm_perplexity(

@@ -11,13 +11,14 @@ use clap::{Args, ValueEnum};
 use whittle::candle::{DType, Device};
 use whittle::compress::allocate::{allocate as allocate_bits, best_uniform, AllocationRequest};
 use whittle::compress::hessian::{hessian_sensitivity, HessianOptions};
+use whittle::compress::sensitivity::LayerSensitivity;
 use whittle::compress::sensitivity::{
     check_model, kl_sensitivity, lm_kl_sensitivity, KlOptions, Metric, SensitivityFile, FORMAT,
 };
 use whittle::model_dir::{ModelFormat, WhisperCheckpoint};
 use whittle::models::whisper::{DecodeOptions, Transcriber, Whisper};
-use whittle::train::batch::{pseudo_labels, Prompt};
-use whittle::train::{build_examples, needs_pseudo_labels, Targets};
+use whittle::train::batch::{pseudo_labels, Prompt, TrainExample};
+use whittle::train::{build_examples, needs_pseudo_labels, Targets, TrainModel};
 
 use crate::commands::progress_bar;
 
@@ -192,54 +193,15 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
                 batch_size: args.batch_size,
             };
             bar.set_message("float logits");
-            let measured = kl_sensitivity(&mut model, &examples, &prompt, &options, |p| {
-                bar.set_length(p.total as u64);
-                bar.set_position(p.done as u64);
-                bar.set_message(format!("{} W{}: KL {:.3e}", p.layer, p.bits, p.kl));
-            })?;
+            let measured =
+                kl_sensitivity(&mut model, &examples, &prompt, &options, kl_progress(&bar))?;
             (Metric::Kl, measured.layers, measured.scored_tokens, None)
         }
         MetricArg::Hessian => {
-            let options = HessianOptions {
-                candidates: candidates.clone(),
-                group: args.group,
-                batch_size: args.batch_size,
-                max_probes: args.probes,
-                tolerance: args.tolerance,
-                relative_step: args.step,
-                seed: args.seed,
-            };
-            bar.set_length(args.probes as u64);
-            bar.set_message("Hutchinson probes");
-            let measured = hessian_sensitivity(&mut model, &examples, &prompt, &options, |p| {
-                bar.set_position(p.probe as u64);
-                bar.set_message(format!(
-                    "probe {}/{}: largest relative change {:.2e}",
-                    p.probe, p.max_probes, p.relative_change
-                ));
-            })?;
-            (
-                Metric::Hessian,
-                measured.layers,
-                measured.scored_tokens,
-                Some(measured.estimate),
-            )
+            measure_hessian(&mut model, &examples, &prompt, &args, &candidates, &bar)?
         }
     };
     bar.finish_and_clear();
-    let nonpositive: Vec<&str> = layers
-        .iter()
-        .filter(|l| l.hessian_trace.is_some_and(|t| t <= 0.0))
-        .map(|l| l.name.as_str())
-        .collect();
-    if !nonpositive.is_empty() {
-        eprintln!(
-            "warning: {} Hessian trace estimates are not positive (the true traces are >= 0; \
-             their estimates are still noisy, so raise --probes): {}",
-            nonpositive.len(),
-            nonpositive.join(", ")
-        );
-    }
     let seconds = t0.elapsed().as_secs_f64();
     let file = SensitivityFile {
         format: FORMAT.to_string(),
@@ -279,7 +241,77 @@ fn write_sensitivities(output: &std::path::Path, file: &SensitivityFile) -> Resu
     Ok(())
 }
 
-/// `sensitivity` of a GGUF language model (metric `kl`): `--data` is a `.txt` file (one text per
+/// Progress of the `kl` metric on `bar`.
+fn kl_progress(
+    bar: &indicatif::ProgressBar,
+) -> impl FnMut(&whittle::compress::sensitivity::KlProgress) + '_ {
+    |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!("{} W{}: KL {:.3e}", p.layer, p.bits, p.kl));
+    }
+}
+
+/// What a metric measured: the metric, the layers, the scored tokens and the Hessian estimate.
+type Measured = (
+    Metric,
+    Vec<LayerSensitivity>,
+    usize,
+    Option<whittle::compress::hessian::HessianEstimate>,
+);
+
+/// `--metric hessian` on any trainable family, with progress on `bar`.
+fn measure_hessian<M: TrainModel>(
+    model: &mut M,
+    examples: &[TrainExample],
+    context: &M::BatchContext,
+    args: &SensitivityArgs,
+    candidates: &[u8],
+    bar: &indicatif::ProgressBar,
+) -> Result<Measured> {
+    let options = HessianOptions {
+        candidates: candidates.to_vec(),
+        group: args.group,
+        batch_size: args.batch_size,
+        max_probes: args.probes,
+        tolerance: args.tolerance,
+        relative_step: args.step,
+        seed: args.seed,
+    };
+    bar.set_length(args.probes as u64);
+    bar.set_message("Hutchinson probes");
+    let measured = hessian_sensitivity(model, examples, context, &options, |p| {
+        bar.set_position(p.probe as u64);
+        bar.set_message(format!(
+            "probe {}/{}: largest relative change {:.2e}",
+            p.probe, p.max_probes, p.relative_change
+        ));
+    })?;
+    let nonpositive: Vec<&str> = measured
+        .layers
+        .iter()
+        .filter(|l| l.hessian_trace.is_some_and(|t| t <= 0.0))
+        .map(|l| l.name.as_str())
+        .collect();
+    if !nonpositive.is_empty() {
+        bar.suspend(|| {
+            eprintln!(
+                "warning: {} Hessian trace estimates are not positive (the true traces are >= 0; \
+                 their estimates are still noisy, so raise --probes): {}",
+                nonpositive.len(),
+                nonpositive.join(", ")
+            )
+        });
+    }
+    Ok((
+        Metric::Hessian,
+        measured.layers,
+        measured.scored_tokens,
+        Some(measured.estimate),
+    ))
+}
+
+/// `sensitivity` of a GGUF language model (either metric): `--data` is a `.txt` file (one text per
 /// line) or a manifest's transcripts, never a test set's.
 fn language_model_sensitivity(
     args: &SensitivityArgs,
@@ -288,9 +320,6 @@ fn language_model_sensitivity(
 ) -> Result<()> {
     use whittle::checkpoint::gguf::GgufFile;
     use whittle::models::llama::{Llama, LlamaTokenizer};
-    if !matches!(args.metric, MetricArg::Kl) {
-        bail!("a language model's sensitivity is measured with --metric kl");
-    }
     let file = GgufFile::read(&args.model)?;
     let tokenizer = LlamaTokenizer::from_gguf(&file)?;
     let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
@@ -303,36 +332,49 @@ fn language_model_sensitivity(
         .iter()
         .map(|t| tokenizer.document(&t.text))
         .collect::<whittle::error::Result<_>>()?;
-    let options = KlOptions {
-        candidates: candidates.clone(),
-        group: args.group,
-        batch_size: 1,
-    };
     let bar = progress_bar(0);
-    bar.set_message("float logits");
-    let measured = lm_kl_sensitivity(&mut model, &sequences, &options, |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        bar.set_message(format!("{} W{}: KL {:.3e}", p.layer, p.bits, p.kl));
-    })?;
+    let (metric, layers, scored_tokens, hessian) = match args.metric {
+        MetricArg::Kl => {
+            let options = KlOptions {
+                candidates: candidates.clone(),
+                group: args.group,
+                batch_size: 1,
+            };
+            bar.set_message("float logits");
+            let measured = lm_kl_sensitivity(&mut model, &sequences, &options, kl_progress(&bar))?;
+            (Metric::Kl, measured.layers, measured.scored_tokens, None)
+        }
+        MetricArg::Hessian => {
+            let examples: Vec<TrainExample> = texts
+                .iter()
+                .zip(sequences.iter())
+                .filter(|(_, s)| s.len() > 1)
+                .map(|(t, s)| TrainExample {
+                    id: t.id.clone(),
+                    audio: Default::default(),
+                    tokens: s.clone(),
+                })
+                .collect();
+            measure_hessian(&mut model, &examples, &(), args, &candidates, &bar)?
+        }
+    };
     bar.finish_and_clear();
-    let layers = measured.layers;
     let file = SensitivityFile {
         format: FORMAT.to_string(),
         model: args.model.display().to_string(),
         data: args.data.display().to_string(),
-        metric: Metric::Kl,
+        metric,
         candidates,
         group: args.group,
         utterances: sequences.len(),
         targets: "text".to_string(),
-        scored_tokens: measured.scored_tokens,
+        scored_tokens,
         params: layers.iter().map(|l| l.params).sum(),
         float_bytes: layers.iter().map(|l| l.float_bytes).sum(),
         seconds: t0.elapsed().as_secs_f64(),
         threads: rayon::current_num_threads(),
         whittle_version: env!("CARGO_PKG_VERSION").to_string(),
-        hessian: None,
+        hessian,
         layers,
     };
     write_sensitivities(&args.output, &file)

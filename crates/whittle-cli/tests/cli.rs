@@ -1253,3 +1253,108 @@ fn rescore_reranks_n_best_lists_with_a_gguf_lm() {
         stderr(&o)
     );
 }
+
+/// `whittle compress` of a GGUF language model on text files: LSQ of a bit map that names the
+/// token embedding, selected on dev perplexity, written as a `.whittle` file of architecture
+/// `llama` that `perplexity` and `inspect` read; `sensitivity --metric hessian` measures the
+/// LM; pseudo-label targets are refused.
+#[test]
+fn compress_trains_a_gguf_language_model_on_texts() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = dir.path().join("tiny.gguf");
+    std::fs::write(&lm, common_llama::tiny_gguf(|w| w)).unwrap();
+    let train = dir.path().join("train.txt");
+    std::fs::write(
+        &train,
+        "ab a b c.\na ab 12 c b.\nc c ab a.\nb a 1 2 ab ab.\n",
+    )
+    .unwrap();
+    let dev = dir.path().join("dev.txt");
+    std::fs::write(&dev, "a b ab c.\nc 1 ab.\n").unwrap();
+    let map = dir.path().join("map.toml");
+    std::fs::write(
+        &map,
+        "[layers]\n\"token_embd\" = { bits = 8, group = 32 }\n\"blk.*\" = { bits = 4, group = 32 }\n",
+    )
+    .unwrap();
+    let recipe = |targets: &str| {
+        format!(
+            "name = \"lm\"\nmethod = \"uniform-lsq\"\n[quant]\nbit_map = \"map.toml\"\n\
+             [loss]\nkl = 1.0\ntemperature = 1.0\nce = 0.0\ntargets = \"{targets}\"\n\
+             [optim]\nlr_weights = 1e-3\nlr_scales = 1e-3\nweight_decay = 0.0\nclip_norm = 5.0\n\
+             [schedule]\nsteps = 4\nwarmup_steps = 1\nmin_lr_ratio = 0.5\n\
+             [train]\nbatch_size = 2\ngrad_accum = 1\nseed = 1\ncheckpoint_every = 2\neval_every = 2\n"
+        )
+    };
+    let recipe_path = dir.path().join("lm.toml");
+    std::fs::write(&recipe_path, recipe("transcript")).unwrap();
+    let compress = |out: &Path| {
+        whittle(&[
+            "compress",
+            p(&lm),
+            "--recipe",
+            p(&recipe_path),
+            "--train",
+            p(&train),
+            "--dev",
+            p(&dev),
+            "-o",
+            p(out),
+            "--no-spellings",
+        ])
+    };
+    let out = dir.path().join("lm.whittle");
+    let o = compress(&out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("dev perplexity"), "{}", stdout(&o));
+    let o = whittle(&[
+        "perplexity",
+        p(&out),
+        p(&dev),
+        "-o",
+        p(&dir.path().join("c.json")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("smaller than fp32"), "{}", stdout(&o));
+    let o = whittle(&["perplexity", p(&out), p(&dev), "--bits", "4"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("already packed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = whittle(&["inspect", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("llama"), "{}", stdout(&o));
+
+    // The LM's Hessian sensitivity on the same texts.
+    let sens = dir.path().join("sens.json");
+    let o = whittle(&[
+        "sensitivity",
+        p(&lm),
+        "--data",
+        p(&train),
+        "--metric",
+        "hessian",
+        "--probes",
+        "4",
+        "--candidates",
+        "2,4",
+        "--group",
+        "32",
+        "-o",
+        p(&sens),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = read_json(&sens);
+    assert_eq!(file["metric"], "hessian");
+    assert_eq!(file["hessian"]["probes"], 4);
+    assert_eq!(file["layers"].as_array().unwrap().len(), 1 + 7 * 2);
+
+    std::fs::write(&recipe_path, recipe("pseudo-label")).unwrap();
+    let o = compress(&dir.path().join("x.whittle"));
+    assert!(
+        !o.status.success() && stderr(&o).contains("pseudo-labels"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -148,7 +148,7 @@ fn uniform_qat_trains_each_encoder_kind_and_resumes_exactly() {
             .run(&work.join("straight"), None, &mut Silent)
             .unwrap();
         let best = straight.state.best.expect("dev scored");
-        assert!(best.wer.is_finite(), "{variant}");
+        assert!(best.score.is_finite(), "{variant}");
 
         let mut killed = trainer(variant, UNIFORM, &examples, &dev);
         killed

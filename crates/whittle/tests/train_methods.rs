@@ -444,7 +444,7 @@ fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
         .map(|v| {
             (
                 v["report"]["step"].as_u64().unwrap(),
-                v["report"]["totals"]["wer"].as_f64().unwrap(),
+                v["report"]["score"]["wer"].as_f64().unwrap(),
             )
         })
         .collect();
@@ -456,7 +456,7 @@ fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
     let first_min = devs
         .iter()
         .fold(devs[0], |b, &d| if d.1 < b.1 { d } else { b });
-    assert_eq!((best.step as u64, best.wer), first_min);
+    assert_eq!((best.step as u64, best.score), first_min);
     let saved =
         candle_core::safetensors::load(work.join("best.safetensors"), &Device::Cpu).unwrap();
     trainer.finish(&work).unwrap();

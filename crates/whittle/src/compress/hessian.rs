@@ -4,7 +4,8 @@
 //! `H_i` is the Hessian, with respect to matrix `i`'s weights, of the distillation loss on the
 //! data: the mean over scored token positions of `KL(p_float || p_model)` at temperature 1, the
 //! float model being its own teacher (the loss of [`crate::train::loss::kl_divergence`], on the
-//! training forward [`crate::train::loss::forward`]). At the float weights this loss and its
+//! training forward of the model family, [`crate::train::TrainModel::forward_train`]: Whisper or a
+//! Llama language model). At the float weights this loss and its
 //! gradient are zero and `H` is the Gauss-Newton (Fisher) matrix, positive semi-definite.
 //!
 //! **Trace.** Hutchinson's estimator with Rademacher probes: `Tr(H_i) = E[v_iᵀ (H v)_i]` for
@@ -35,10 +36,10 @@ use super::sensitivity::{
     check_candidates, float_layers, quantized_values, swap_weight, CandidateScore, LayerSensitivity,
 };
 use crate::error::{Error, Result};
-use crate::models::whisper::Whisper;
 use crate::nn::Weight;
-use crate::train::batch::{make_batch, Batch, Prompt, TrainExample};
-use crate::train::loss::{forward, kl_divergence};
+use crate::train::batch::{Batch, TrainExample};
+use crate::train::loss::kl_divergence;
+use crate::train::TrainModel;
 
 /// How [`hessian_sensitivity`] estimates the traces.
 #[derive(Debug, Clone)]
@@ -120,8 +121,8 @@ pub struct HessianSensitivity {
 
 /// The loss gradient with respect to each of `weights` (installed as the quantizable matrices),
 /// summed over `batches` with each batch weighted by its share of the scored tokens.
-fn gradients(
-    model: &mut Whisper,
+fn gradients<M: TrainModel>(
+    model: &mut M,
     weights: &[Tensor],
     batches: &[(Batch, Tensor)],
     scored_tokens: usize,
@@ -139,7 +140,7 @@ fn gradients(
         .map(|v| v.as_tensor().zeros_like())
         .collect::<candle_core::Result<_>>()?;
     for (batch, teacher) in batches {
-        let logits = forward(model, batch, &[])?.logits;
+        let logits = model.forward_train(batch, &[])?.logits;
         let share = batch.target_count() as f64 / scored_tokens.max(1) as f64;
         let loss = (kl_divergence(&logits, teacher, 1.0)? * share)?;
         let grads = loss.backward()?;
@@ -169,10 +170,10 @@ pub struct Traces {
 
 /// Hutchinson estimates of `Tr(H_i)` for every quantizable matrix of the float `model` (see the
 /// module docs; `options.candidates` and `group` are not used). `model` is left as it was.
-pub fn hutchinson_traces(
-    model: &mut Whisper,
+pub fn hutchinson_traces<M: TrainModel>(
+    model: &mut M,
     examples: &[TrainExample],
-    prompt: &Prompt,
+    context: &M::BatchContext,
     options: &HessianOptions,
     mut progress: impl FnMut(&HessianProgress),
 ) -> Result<Traces> {
@@ -189,23 +190,28 @@ pub fn hutchinson_traces(
         ));
     }
     let mut originals = Vec::new();
-    for (name, linear) in model.quantizable_mut() {
-        match &linear.weight {
-            Weight::Float(w) => originals.push((name, w.clone())),
+    for layer in model.layers() {
+        match &layer.linear.weight {
+            Weight::Float(w) => originals.push((layer.name, w.clone())),
             _ => {
                 return Err(Error::config(
-                    &name,
+                    &layer.name,
                     "is not a float weight; measure sensitivities on the original float model",
                 ))
             }
         }
     }
-    let device = model.device().clone();
+    let Some(device) = originals.first().map(|(_, w)| w.device().clone()) else {
+        return Err(Error::config(
+            "sensitivity",
+            "the model has no quantizable matrix",
+        ));
+    };
     let mut batches = Vec::new();
     for chunk in examples.chunks(options.batch_size.max(1)) {
         let refs: Vec<&TrainExample> = chunk.iter().collect();
-        let batch = make_batch(&refs, true, &model.config, prompt, &device, model.dtype)?;
-        let teacher = forward(model, &batch, &[])?.logits.detach();
+        let batch = model.make_batch(&refs, true, context)?;
+        let teacher = model.forward_train(&batch, &[])?.logits.detach();
         batches.push((batch, teacher));
     }
     let scored_tokens: usize = batches.iter().map(|(b, _)| b.target_count()).sum();
@@ -306,16 +312,16 @@ pub fn hutchinson_traces(
 
 /// [`hutchinson_traces`], then `Ω_i(b)` at each candidate (see the module docs). `model` is left
 /// as it was.
-pub fn hessian_sensitivity(
-    model: &mut Whisper,
+pub fn hessian_sensitivity<M: TrainModel>(
+    model: &mut M,
     examples: &[TrainExample],
-    prompt: &Prompt,
+    context: &M::BatchContext,
     options: &HessianOptions,
     progress: impl FnMut(&HessianProgress),
 ) -> Result<HessianSensitivity> {
     let candidates = check_candidates(&options.candidates)?;
     let originals = float_layers(model, &candidates, options.group)?;
-    let traces = hutchinson_traces(model, examples, prompt, options, progress)?;
+    let traces = hutchinson_traces(model, examples, context, options, progress)?;
     let mut layers = Vec::with_capacity(originals.len());
     for ((name, original, bytes), &trace) in originals.into_iter().zip(&traces.traces) {
         let (rows, cols) = original.dims2()?;
@@ -358,21 +364,21 @@ pub fn hessian_sensitivity(
 /// `∇L` of the distillation loss at the float weights with matrix `index`'s weight replaced by
 /// `weight`, for the exact-diagonal check of the tests: the gradient of that matrix only.
 #[doc(hidden)]
-pub fn layer_gradient(
-    model: &mut Whisper,
+pub fn layer_gradient<M: TrainModel>(
+    model: &mut M,
     examples: &[TrainExample],
-    prompt: &Prompt,
+    context: &M::BatchContext,
     index: usize,
     weight: &Tensor,
 ) -> Result<Tensor> {
-    let device = model.device().clone();
     let refs: Vec<&TrainExample> = examples.iter().collect();
-    let batch = make_batch(&refs, true, &model.config, prompt, &device, model.dtype)?;
-    let teacher = forward(model, &batch, &[])?.logits.detach();
+    let batch = model.make_batch(&refs, true, context)?;
+    let teacher = model.forward_train(&batch, &[])?.logits.detach();
     let scored = batch.target_count();
-    let layers = model.quantizable_mut().len();
-    let originals: Vec<Tensor> = (0..layers)
-        .map(|i| match &model.quantizable_mut()[i].1.weight {
+    let originals: Vec<Tensor> = model
+        .layers()
+        .iter()
+        .map(|l| match &l.linear.weight {
             Weight::Float(w) => Ok(w.clone()),
             _ => Err(Error::config("sensitivity", "the model must be float")),
         })

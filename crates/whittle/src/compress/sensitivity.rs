@@ -408,9 +408,13 @@ fn encoder_layer(name: &str) -> Option<usize> {
 }
 
 /// Sets the weight of quantizable matrix `index` and returns the previous one.
-pub(crate) fn swap_weight(model: &mut Whisper, index: usize, weight: Weight) -> Weight {
-    let mut layers = model.quantizable_mut();
-    std::mem::replace(&mut layers[index].1.weight, weight)
+pub(crate) fn swap_weight(
+    model: &mut (impl crate::models::Layers + ?Sized),
+    index: usize,
+    weight: Weight,
+) -> Weight {
+    let mut layers = model.layers_mut();
+    std::mem::replace(&mut layers[index].linear.weight, weight)
 }
 
 /// The logits of `model` on `batch`, re-running only what a change to quantizable matrix `name`
@@ -463,12 +467,12 @@ pub(crate) fn quantized_values(
 
 /// Each quantizable matrix of `model` with its float weight and its bytes at each candidate.
 pub(crate) fn float_layers(
-    model: &mut Whisper,
+    model: &(impl crate::models::Layers + ?Sized),
     candidates: &[u8],
     group: usize,
 ) -> Result<Vec<(String, Tensor, Vec<u64>)>> {
     let mut layers = Vec::new();
-    for (name, linear) in model.quantizable_mut() {
+    for crate::models::LayerRef { name, linear, .. } in model.layers() {
         let Weight::Float(w) = &linear.weight else {
             return Err(Error::config(
                 &name,
@@ -637,21 +641,7 @@ pub fn lm_kl_sensitivity(
             "no texts of two or more tokens to measure on",
         ));
     }
-    let mut originals = Vec::new();
-    for layer in model.layers() {
-        let Weight::Float(w) = &layer.linear.weight else {
-            return Err(Error::config(
-                &layer.name,
-                "is not a float weight; measure sensitivities on the float model",
-            ));
-        };
-        let (rows, cols) = w.dims2()?;
-        let bytes = candidates
-            .iter()
-            .map(|&b| candidate_bytes(&layer.name, rows, cols, b, options.group))
-            .collect::<Result<Vec<_>>>()?;
-        originals.push((layer.name, w.clone(), bytes));
-    }
+    let originals = float_layers(model, &candidates, options.group)?;
     let device = model.embed.weight.to_dense()?.device().clone();
     let inputs: Vec<Tensor> = sequences
         .iter()

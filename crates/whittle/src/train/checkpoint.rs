@@ -29,8 +29,10 @@ pub const STATE_VERSION: u32 = 1;
 pub struct Best {
     /// Optimizer step it was measured after.
     pub step: usize,
-    /// Dev WER.
-    pub wer: f64,
+    /// The dev score the run selects on, lower is better ([`super::model::DevScore::value`]:
+    /// WER for a recognizer, perplexity for a language model). Older states call it `wer`.
+    #[serde(alias = "wer")]
+    pub score: f64,
 }
 
 /// Everything besides tensors that a resumed run needs.

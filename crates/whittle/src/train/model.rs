@@ -5,7 +5,7 @@
 //! trimmed log-mels with teacher-forced decoder tokens, and its logits are those of the target
 //! tokens. The CTC families batch waveforms and take the logits of every frame of every clip.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Module, Tensor};
 
 use super::batch::{load_samples, make_batch, Batch, Prompt, TrainExample};
 use super::loss::Outputs;
@@ -13,10 +13,59 @@ use super::recipe::HiddenTap;
 use crate::data::Utterance;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalTotals};
+use crate::models::llama::{Llama, LlamaTokenizer};
 use crate::models::wav2vec2::{normalize_waveform, CtcRecognizer};
 use crate::models::whisper::{DecodeOptions, Transcriber, Whisper, WhisperTokenizer};
 use crate::models::Layers;
+use crate::perplexity::{lm_perplexity, ScoredText};
 use whittle_text::normalize::EnglishNormalizer;
+
+/// A dev result: what the trainer selects the shipped parameters on, and reports.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum DevScore {
+    /// A recognizer's transcripts scored against the references.
+    Recognition(EvalTotals),
+    /// A language model's perplexity on the dev texts.
+    Perplexity(DevPerplexity),
+}
+
+/// A language model's dev perplexity.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DevPerplexity {
+    /// Texts scored.
+    pub texts: usize,
+    /// Tokens scored.
+    pub tokens: usize,
+    /// exp(mean negative log-likelihood per token).
+    pub perplexity: f64,
+}
+
+impl DevScore {
+    /// The value selected on, lower is better: WER, or perplexity.
+    pub fn value(&self) -> f64 {
+        match self {
+            DevScore::Recognition(t) => t.wer,
+            DevScore::Perplexity(p) => p.perplexity,
+        }
+    }
+
+    /// One line for progress display.
+    pub fn describe(&self) -> String {
+        match self {
+            DevScore::Recognition(t) => format!(
+                "dev WER {:.2}% CER {:.2}% ({} utterances)",
+                100.0 * t.wer,
+                100.0 * t.cer,
+                t.utterances
+            ),
+            DevScore::Perplexity(p) => format!(
+                "dev perplexity {:.3} ({} texts, {} tokens)",
+                p.perplexity, p.texts, p.tokens
+            ),
+        }
+    }
+}
 
 /// A network the trainer can distil into a compressed student.
 pub trait TrainModel: Layers + Clone {
@@ -37,14 +86,15 @@ pub trait TrainModel: Layers + Clone {
     /// the hidden states at `taps`, through the same code as inference.
     fn forward_train(&self, batch: &Batch, taps: &[HiddenTap]) -> Result<Outputs>;
 
-    /// Transcribe and score `utterances` (the dev set); `progress` after each utterance.
+    /// Score `utterances` (the dev set: transcribe them, or for a language model score their
+    /// texts); `progress` after each utterance.
     fn score(
         &self,
         decoding: &Self::Decoding,
         utterances: &[Utterance],
         normalizer: &EnglishNormalizer,
         progress: &mut dyn FnMut(usize),
-    ) -> Result<EvalTotals>;
+    ) -> Result<DevScore>;
 }
 
 impl TrainModel for Whisper {
@@ -73,14 +123,14 @@ impl TrainModel for Whisper {
         utterances: &[Utterance],
         normalizer: &EnglishNormalizer,
         progress: &mut dyn FnMut(usize),
-    ) -> Result<EvalTotals> {
+    ) -> Result<DevScore> {
         let transcriber = Transcriber {
             model: self.clone(),
             tokenizer: tokenizer.clone(),
             options: DecodeOptions::default(),
         };
         let (_, totals) = evaluate(&transcriber, utterances, normalizer, |i, _| progress(i))?;
-        Ok(totals)
+        Ok(DevScore::Recognition(totals))
     }
 }
 
@@ -181,8 +231,119 @@ impl TrainModel for CtcRecognizer {
         utterances: &[Utterance],
         normalizer: &EnglishNormalizer,
         progress: &mut dyn FnMut(usize),
-    ) -> Result<EvalTotals> {
+    ) -> Result<DevScore> {
         let (_, totals) = evaluate(self, utterances, normalizer, |i, _| progress(i))?;
-        Ok(totals)
+        Ok(DevScore::Recognition(totals))
+    }
+}
+
+/// A language model ([`Llama`]): each example's `tokens` are a whole document as
+/// [`LlamaTokenizer::document`] encodes it (separator first). A batch holds the documents
+/// without their last token, right-padded with their first (`inputs` `[b, len]`, u32; `features`
+/// is the same tensor, the model's only input), and every position predicts the next token of
+/// its document: `positions` index `b * len`, `targets` the next tokens. The model is causal, so
+/// the padding never reaches a scored position.
+///
+/// Hidden taps: `decoder` is the final hidden state (after the final norm) at the scored
+/// positions; there is no encoder. Dev scoring is perplexity of the dev texts (lower is better).
+impl TrainModel for Llama {
+    type BatchContext = ();
+    type Decoding = LlamaTokenizer;
+
+    fn make_batch(&self, examples: &[&TrainExample], _trim: bool, _: &()) -> Result<Batch> {
+        let context = self.config.context_length;
+        for e in examples {
+            if e.tokens.len() < 2 {
+                return Err(Error::config(
+                    format!("text `{}`", e.id),
+                    "a training text needs at least one token after the separator",
+                ));
+            }
+            if e.tokens.len() > context {
+                return Err(Error::config(
+                    format!("text `{}`", e.id),
+                    format!(
+                        "{} tokens exceed the model's context of {context}",
+                        e.tokens.len()
+                    ),
+                ));
+            }
+        }
+        let len = examples
+            .iter()
+            .map(|e| e.tokens.len() - 1)
+            .max()
+            .unwrap_or(1);
+        let mut inputs = Vec::with_capacity(examples.len() * len);
+        let (mut positions, mut targets) = (Vec::new(), Vec::new());
+        for (i, e) in examples.iter().enumerate() {
+            let n = e.tokens.len() - 1;
+            inputs.extend_from_slice(&e.tokens[..n]);
+            inputs.extend(std::iter::repeat_n(e.tokens[0], len - n));
+            positions.extend((0..n).map(|j| (i * len + j) as u32));
+            targets.extend_from_slice(&e.tokens[1..]);
+        }
+        let device = self.norm.weight.device().clone();
+        let inputs = Tensor::from_vec(inputs, (examples.len(), len), &device)?;
+        let scored = targets.len();
+        Ok(Batch {
+            ids: examples.iter().map(|e| e.id.clone()).collect(),
+            features: inputs.clone(),
+            inputs,
+            positions: Tensor::from_vec(positions, scored, &device)?,
+            targets: Tensor::from_vec(targets, scored, &device)?,
+        })
+    }
+
+    fn forward_train(&self, batch: &Batch, taps: &[HiddenTap]) -> Result<Outputs> {
+        let hidden = self.hidden(&batch.inputs)?;
+        let (b, len, d) = hidden.dims3()?;
+        let rows = hidden
+            .reshape((b * len, d))?
+            .index_select(&batch.positions, 0)?;
+        let logits = match &self.output {
+            Some(out) => out.forward(&rows)?,
+            None => self.embed.forward(&rows)?,
+        };
+        let hidden = taps
+            .iter()
+            .map(|t| match t {
+                HiddenTap::Decoder => Ok(rows.clone()),
+                _ => Err(Error::config(
+                    "loss.hidden",
+                    "a language model has no encoder to tap (use `decoder`)",
+                )),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Outputs { logits, hidden })
+    }
+
+    /// Perplexity of the dev utterances' transcripts, 8 texts per forward.
+    fn score(
+        &self,
+        tokenizer: &LlamaTokenizer,
+        utterances: &[Utterance],
+        _normalizer: &EnglishNormalizer,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<DevScore> {
+        let texts: Vec<ScoredText> = utterances
+            .iter()
+            .map(|u| {
+                Ok(ScoredText {
+                    id: u.id.clone(),
+                    text: u.text.clone().ok_or_else(|| {
+                        Error::config(format!("dev text `{}`", u.id), "has no text")
+                    })?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let scores = lm_perplexity(self, tokenizer, &texts, 8, |done| {
+            progress(done.saturating_sub(1))
+        })?;
+        Ok(DevScore::Perplexity(DevPerplexity {
+            texts: texts.len(),
+            tokens: scores.utterances.iter().map(|u| u.tokens).sum(),
+            perplexity: scores.perplexity(),
+        }))
     }
 }

@@ -24,14 +24,13 @@ use super::batch::{Batch, TrainExample};
 use super::checkpoint::{self, Best, TrainState, STATE_VERSION};
 use super::loss::{qat_loss, LossParts};
 use super::method::{CompressionMethod, Extracted};
-use super::model::TrainModel;
+use super::model::{DevScore, TrainModel};
 use super::optim::{clip_global_norm, AdamW, AdamWConfig, ParamGroup};
 use super::recipe::{HiddenTap, Recipe};
 use super::schedule::lr_factor;
 use super::uniform::UniformLsq;
 use crate::data::Utterance;
 use crate::error::{Error, Result};
-use crate::eval::EvalTotals;
 use crate::models::whisper::{Whisper, WhisperTokenizer};
 use crate::nn::{LsqSpec, StepInit, Weight};
 use whittle_text::normalize::EnglishNormalizer;
@@ -239,8 +238,8 @@ pub struct StepReport {
 pub struct DevReport {
     /// Step it was measured after.
     pub step: usize,
-    /// Totals of the packed student.
-    pub totals: EvalTotals,
+    /// The packed student's score.
+    pub score: DevScore,
     /// Whether it is the best so far.
     pub best: bool,
 }
@@ -512,7 +511,7 @@ impl<M: TrainModel> Trainer<M> {
     }
 
     /// Score the student, extracted as it will ship, on the dev set.
-    pub fn evaluate_dev(&self, observer: &mut dyn TrainObserver) -> Result<Option<EvalTotals>> {
+    pub fn evaluate_dev(&self, observer: &mut dyn TrainObserver) -> Result<Option<DevScore>> {
         if self.dev.is_none() {
             return Ok(None);
         }
@@ -531,15 +530,15 @@ impl<M: TrainModel> Trainer<M> {
         &self,
         model: &M,
         observer: &mut dyn TrainObserver,
-    ) -> Result<Option<EvalTotals>> {
+    ) -> Result<Option<DevScore>> {
         let Some(dev) = &self.dev else {
             return Ok(None);
         };
         let total = dev.utterances.len();
-        let totals = model.score(&dev.tokenizer, &dev.utterances, &dev.normalizer, &mut |i| {
+        let score = model.score(&dev.tokenizer, &dev.utterances, &dev.normalizer, &mut |i| {
             observer.on_dev_progress(i + 1, total)
         })?;
-        Ok(Some(totals))
+        Ok(Some(score))
     }
 
     /// Train until the recipe's last step, checkpointing into `dir`. `stop_at` ends the session
@@ -566,16 +565,16 @@ impl<M: TrainModel> Trainer<M> {
             observer.on_step(&report);
             let step = self.state.step;
             if (train.eval_every > 0 && step.is_multiple_of(train.eval_every)) || step == steps {
-                if let Some(totals) = self.evaluate_dev(observer)? {
-                    let best = self.state.best.is_none_or(|b| totals.wer < b.wer);
+                if let Some(score) = self.evaluate_dev(observer)? {
+                    let best = self.state.best.is_none_or(|b| score.value() < b.score);
                     if best {
                         checkpoint::save_best(dir, &self.optimizer, self.method.as_ref())?;
                         self.state.best = Some(Best {
                             step,
-                            wer: totals.wer,
+                            score: score.value(),
                         });
                     }
-                    let dev = DevReport { step, totals, best };
+                    let dev = DevReport { step, score, best };
                     append_metrics(
                         &dir.join(METRICS_FILE),
                         &serde_json::json!({ "kind": "dev", "report": dev }),

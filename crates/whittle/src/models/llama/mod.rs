@@ -14,6 +14,8 @@
 
 pub mod tokenizer;
 
+use std::path::Path;
+
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::checkpoint::gguf::GgufFile;
@@ -21,6 +23,7 @@ use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
 use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
 use crate::nn::Linear;
+use crate::packed_file::{keys, PackedFile};
 
 pub use tokenizer::LlamaTokenizer;
 
@@ -201,6 +204,9 @@ pub struct Llama {
     pub output: Option<Linear>,
 }
 
+/// The `.whittle` architecture name of a Llama-family language model.
+pub const ARCHITECTURE: &str = "llama";
+
 /// The GGUF name of block `i`'s tensor `part` (`attn_q`, ...).
 fn block_name(i: usize, part: &str) -> String {
     format!("blk.{i}.{part}")
@@ -257,6 +263,50 @@ impl Llama {
         let store = file.to_store(device, |name| Some(name.to_string()))?;
         let model = Self::load(&store, &config, DType::F32)?;
         Ok((model, store))
+    }
+
+    /// The configuration and tokenizer a `.whittle` file of architecture `llama` carries in its
+    /// header (written by `whittle compress` from a GGUF model).
+    pub fn packed_header(
+        model: &Self,
+        tokenizer: &LlamaTokenizer,
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        let config = serde_json::to_value(&model.config).map_err(|e| Error::Json {
+            context: "llama config".into(),
+            source: e,
+        })?;
+        Ok(vec![
+            (keys::CONFIG.to_string(), config),
+            (keys::TOKENIZER.to_string(), tokenizer.to_header()?),
+        ])
+    }
+
+    /// Open a `.whittle` file of architecture `llama`: packed matrices stay packed, the other
+    /// tensors load as the file stores them, computed in f32.
+    pub fn open_packed(path: &Path, device: &Device) -> Result<(Self, LlamaTokenizer)> {
+        let file = PackedFile::open(path)?;
+        if file.architecture() != ARCHITECTURE {
+            return Err(Error::UnknownModel {
+                path: path.into(),
+                reason: format!(
+                    "architecture `{}` is not a language model (`{ARCHITECTURE}`)",
+                    file.architecture()
+                ),
+            });
+        }
+        let field = |key: &str| {
+            file.header_field(key)
+                .ok_or_else(|| Error::malformed(path, format!("the header has no `{key}`")))
+        };
+        let config: LlamaConfig =
+            serde_json::from_value(field(keys::CONFIG)?.clone()).map_err(|e| Error::Json {
+                context: format!("{}: header `{}`", path.display(), keys::CONFIG),
+                source: e,
+            })?;
+        let tokenizer = LlamaTokenizer::from_header(field(keys::TOKENIZER)?, path)?;
+        let store = crate::model_dir::packed_store(&file, path, device)?;
+        let model = Self::load(&store, &config, DType::F32)?;
+        Ok((model, tokenizer))
     }
 
     /// `cos` and `sin` of the rotary angles for positions `0..len`, `[len, head_dim / 2]`.

@@ -137,6 +137,50 @@ impl LlamaTokenizer {
         })
     }
 
+    /// The tokenizer as a `.whittle` header value: the rebuilt `tokenizers` JSON and the
+    /// special ids (see docs/language-models.md).
+    pub fn to_header(&self) -> Result<serde_json::Value> {
+        let json = self.inner.to_string(false).map_err(|e| Error::Tokenizer {
+            context: "serializing".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(serde_json::json!({
+            "tokenizer_json": json,
+            "bos_token_id": self.bos,
+            "eos_token_id": self.eos,
+        }))
+    }
+
+    /// The tokenizer [`LlamaTokenizer::to_header`] wrote, read from `source`'s header; ids outside
+    /// the vocabulary are refused.
+    pub fn from_header(value: &serde_json::Value, source: &std::path::Path) -> Result<Self> {
+        let fail =
+            |reason: String| Error::malformed(source, format!("header `tokenizer`: {reason}"));
+        let json = value
+            .get("tokenizer_json")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| fail("no `tokenizer_json` string".into()))?;
+        let inner = json
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| fail(e.to_string()))?;
+        let vocab = inner.get_vocab_size(true);
+        let id = |key: &str| -> Result<Option<u32>> {
+            match value.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(id) if (id as usize) < vocab => Ok(Some(id as u32)),
+                    _ => Err(fail(format!("`{key}` {v} is not an id below {vocab}"))),
+                },
+            }
+        };
+        Ok(Self {
+            bos: id("bos_token_id")?,
+            eos: id("eos_token_id")?,
+            end_of_text: inner.token_to_id("<|endoftext|>"),
+            inner,
+        })
+    }
+
     /// Token ids of `text` (no special tokens added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
