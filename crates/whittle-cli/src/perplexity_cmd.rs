@@ -10,8 +10,8 @@ use clap::Args;
 use whittle::candle::{DType, Device};
 use whittle::checkpoint::gguf::GgufFile;
 use whittle::models::llama::{Llama, LlamaTokenizer};
+use whittle::models::registry;
 use whittle::models::whisper::Transcriber;
-use whittle::models::{registry, Layers};
 use whittle::perplexity::{Perplexity, ScoredText};
 
 use crate::commands::progress_bar;
@@ -148,7 +148,10 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
             bail!("output {} must end in .json", out.display());
         }
     }
-    if GgufFile::sniff(&model) || is_packed_language_model(&model) {
+    if GgufFile::sniff(&model)
+        || is_packed_language_model(&model)
+        || whittle::models::gpt2::Gpt2::is_gpt2_folder(&model)
+    {
         return language_model(args, &model, &dataset, t0);
     }
     let mut utterances = whittle::data::load_labelled_dataset(&dataset)?;
@@ -224,6 +227,12 @@ fn language_model(
     if texts.is_empty() {
         bail!("{} has no texts to score", dataset.display());
     }
+    if whittle::models::gpt2::Gpt2::is_gpt2_folder(model_path) {
+        let (mut model, tokenizer, _) =
+            whittle::models::gpt2::Gpt2::open(model_path, &Device::Cpu)?;
+        args.ptq.apply_without_audio(&mut model, "wte")?;
+        return score_language_model(args, &model, &tokenizer, &texts, t0);
+    }
     let (model, tokenizer) = if GgufFile::sniff(model_path) {
         let file = GgufFile::read(model_path)?;
         let tokenizer = LlamaTokenizer::from_gguf(&file)?;
@@ -240,6 +249,17 @@ fn language_model(
         }
         Llama::open_packed(model_path, &Device::Cpu)?
     };
+    score_language_model(args, &model, &tokenizer, &texts, t0)
+}
+
+/// Score `texts` with `model` and report (the packed matrices' size when there are any).
+fn score_language_model<M: whittle::models::lm::CausalLm>(
+    args: PerplexityArgs,
+    model: &M,
+    tokenizer: &LlamaTokenizer,
+    texts: &[ScoredText],
+    t0: Instant,
+) -> Result<()> {
     let (mut packed, mut floats) = (0usize, 0usize);
     for layer in model.layers() {
         if let whittle::nn::Weight::Packed(_) = &layer.linear.weight {
@@ -259,9 +279,9 @@ fn language_model(
     };
     let bar = progress_bar(texts.len());
     let scores = whittle::perplexity::lm_perplexity(
-        &model,
-        &tokenizer,
-        &texts,
+        model,
+        tokenizer,
+        texts,
         usize::try_from(args.batch_size)?,
         |done| bar.set_position(done as u64),
     )?;

@@ -131,7 +131,17 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
     }
     let candidates = whittle::compress::sensitivity::check_candidates(&args.candidates)?;
     if whittle::checkpoint::gguf::GgufFile::sniff(&args.model) {
-        return language_model_sensitivity(&args, candidates, t0);
+        use whittle::checkpoint::gguf::GgufFile;
+        use whittle::models::llama::{Llama, LlamaTokenizer};
+        let file = GgufFile::read(&args.model)?;
+        let tokenizer = LlamaTokenizer::from_gguf(&file)?;
+        let (model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
+        drop(file);
+        return language_model_sensitivity(&args, model, &tokenizer, candidates, t0);
+    }
+    if whittle::models::gpt2::Gpt2::is_gpt2_folder(&args.model) {
+        let (model, tokenizer, _) = whittle::models::gpt2::Gpt2::open(&args.model, &Device::Cpu)?;
+        return language_model_sensitivity(&args, model, &tokenizer, candidates, t0);
     }
     let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
         .with_context(|| format!("loading model {}", args.model.display()))?;
@@ -311,19 +321,15 @@ fn measure_hessian<M: TrainModel>(
     ))
 }
 
-/// `sensitivity` of a GGUF language model (either metric): `--data` is a `.txt` file (one text per
+/// `sensitivity` of a language model, GGUF Llama or Hugging Face GPT-2 (either metric): `--data` is a `.txt` file (one text per
 /// line) or a manifest's transcripts, never a test set's.
-fn language_model_sensitivity(
+fn language_model_sensitivity<M: whittle::models::lm::CausalLm + TrainModel<BatchContext = ()>>(
     args: &SensitivityArgs,
+    mut model: M,
+    tokenizer: &whittle::models::llama::LlamaTokenizer,
     candidates: Vec<u8>,
     t0: Instant,
 ) -> Result<()> {
-    use whittle::checkpoint::gguf::GgufFile;
-    use whittle::models::llama::{Llama, LlamaTokenizer};
-    let file = GgufFile::read(&args.model)?;
-    let tokenizer = LlamaTokenizer::from_gguf(&file)?;
-    let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
-    drop(file);
     let mut texts = crate::perplexity_cmd::texts(&args.data)?;
     if let Some(n) = args.limit {
         texts.truncate(n);

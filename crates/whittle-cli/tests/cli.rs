@@ -1358,3 +1358,44 @@ fn compress_trains_a_gguf_language_model_on_texts() {
         stderr(&o)
     );
 }
+
+/// A Hugging Face GPT-2 folder (the transformers fixture): `perplexity` scores texts float and
+/// quantized, and `sensitivity` measures its matrices.
+#[test]
+fn perplexity_and_sensitivity_read_a_hugging_face_gpt2() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whittle/tests/fixtures/gpt2");
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "ab a b c.\nc c ab.\n").unwrap();
+    let o = whittle(&["perplexity", p(&model), p(&texts)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 texts"), "{}", stdout(&o));
+    let o = whittle(&[
+        "perplexity",
+        p(&model),
+        p(&texts),
+        "--bits",
+        "4",
+        "--group",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("smaller than fp32"), "{}", stdout(&o));
+    let sens = dir.path().join("sens.json");
+    let o = whittle(&[
+        "sensitivity",
+        p(&model),
+        "--data",
+        p(&texts),
+        "--metric",
+        "kl",
+        "--candidates",
+        "2,4",
+        "--group",
+        "32",
+        "-o",
+        p(&sens),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_json(&sens)["layers"].as_array().unwrap().len(), 9);
+}

@@ -4,7 +4,7 @@
 //! decoder-side compression of issue 13 (the mixed-precision Transformer LM papers report
 //! perplexity first): it moves smoothly with small changes of the model where WER is coarse.
 //!
-//! [`lm_perplexity`] scores plain text with a standalone language model ([`Llama`]): each text is
+//! [`lm_perplexity`] scores plain text with a standalone language model ([`CausalLm`]): each text is
 //! tokenized after the model's document separator (`<|endoftext|>`, else its BOS token), and
 //! every token of the text is scored given the ones before it. *Choice:* no end-of-sequence
 //! token is scored, since a sentence of running text does not end a document.
@@ -17,7 +17,8 @@ use candle_core::{DType, Device};
 
 use crate::data::Utterance;
 use crate::error::{Error, Result};
-use crate::models::llama::{Llama, LlamaTokenizer};
+use crate::models::llama::LlamaTokenizer;
+use crate::models::lm::CausalLm;
 use crate::models::whisper::{Whisper, WhisperTokenizer};
 use crate::train::batch::{make_batch, Prompt};
 use crate::train::{build_examples, Targets};
@@ -144,8 +145,8 @@ pub struct ScoredText {
 /// Score `texts` with a language model, `batch_size` at a time (sequences right-padded; the
 /// model is causal, so padding never changes a scored position); `progress(done)` after each
 /// batch.
-pub fn lm_perplexity(
-    model: &Llama,
+pub fn lm_perplexity<M: CausalLm>(
+    model: &M,
     tokenizer: &LlamaTokenizer,
     texts: &[ScoredText],
     batch_size: usize,
@@ -161,13 +162,13 @@ pub fn lm_perplexity(
         .iter()
         .map(|t| {
             let ids = tokenizer.document(&t.text)?;
-            if ids.len() > model.config.context_length {
+            if ids.len() > model.context_length() {
                 return Err(Error::config(
                     format!("text `{}`", t.id),
                     format!(
                         "{} tokens exceed the model's context of {}",
                         ids.len(),
-                        model.config.context_length
+                        model.context_length()
                     ),
                 ));
             }
@@ -186,7 +187,7 @@ pub fn lm_perplexity(
             })
             .collect();
         let tokens = candle_core::Tensor::from_vec(padded, (seqs.len(), len), &Device::Cpu)?;
-        let logits = model.logits(&tokens)?.to_dtype(DType::F32)?;
+        let logits = model.next_token_logits(&tokens)?.to_dtype(DType::F32)?;
         for (b, (text, ids)) in chunk.iter().zip(seqs).enumerate() {
             let rows: Vec<Vec<f32>> = logits.get(b)?.to_vec2()?;
             let mut score = UtteranceScore {

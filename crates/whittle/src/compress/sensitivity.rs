@@ -621,18 +621,17 @@ fn kl_per_candidate<M>(
     Ok(layers)
 }
 
-/// [`kl_sensitivity`] for a language model ([`crate::models::llama::Llama`]), on token
+/// [`kl_sensitivity`] for a language model ([`crate::models::lm::CausalLm`]), on token
 /// sequences: per matrix and candidate, the mean KL divergence of the next-token distributions
 /// at every position of `sequences` (each scored from its second token) with only that matrix
 /// quantized, from those of the float model. Each sequence runs alone (no padding), so the
 /// positions scored are exactly the sequences' own. `model` must be float; it is left as it was.
-pub fn lm_kl_sensitivity(
-    model: &mut crate::models::llama::Llama,
+pub fn lm_kl_sensitivity<M: crate::models::lm::CausalLm>(
+    model: &mut M,
     sequences: &[Vec<u32>],
     options: &KlOptions,
     mut progress: impl FnMut(&KlProgress),
 ) -> Result<KlSensitivity> {
-    use crate::models::Layers;
     let candidates = check_candidates(&options.candidates)?;
     let sequences: Vec<&Vec<u32>> = sequences.iter().filter(|s| s.len() > 1).collect();
     if sequences.is_empty() {
@@ -642,15 +641,18 @@ pub fn lm_kl_sensitivity(
         ));
     }
     let originals = float_layers(model, &candidates, options.group)?;
-    let device = model.embed.weight.to_dense()?.device().clone();
+    let device = model.device();
     let inputs: Vec<Tensor> = sequences
         .iter()
         .map(|s| Ok(Tensor::new(s.as_slice(), &device)?.unsqueeze(0)?))
         .collect::<Result<_>>()?;
     // Logits at the scored positions (all but the last, whose next token is not in the text).
-    let logits = |model: &crate::models::llama::Llama, input: &Tensor| -> Result<Tensor> {
+    let logits = |model: &M, input: &Tensor| -> Result<Tensor> {
         let t = input.dims2()?.1;
-        Ok(model.logits(input)?.squeeze(0)?.narrow(0, 0, t - 1)?)
+        Ok(model
+            .next_token_logits(input)?
+            .squeeze(0)?
+            .narrow(0, 0, t - 1)?)
     };
     let references: Vec<Reference> = inputs
         .iter()

@@ -4,7 +4,9 @@
 //!
 //! [`registry`] picks the family of a checkpoint folder or `.whittle` file.
 
+pub mod gpt2;
 pub mod llama;
+pub mod lm;
 pub mod registry;
 pub mod wav2vec2;
 pub mod whisper;

@@ -5,7 +5,7 @@
 //! trimmed log-mels with teacher-forced decoder tokens, and its logits are those of the target
 //! tokens. The CTC families batch waveforms and take the logits of every frame of every clip.
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 
 use super::batch::{load_samples, make_batch, Batch, Prompt, TrainExample};
 use super::loss::Outputs;
@@ -13,7 +13,9 @@ use super::recipe::HiddenTap;
 use crate::data::Utterance;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalTotals};
+use crate::models::gpt2::Gpt2;
 use crate::models::llama::{Llama, LlamaTokenizer};
+use crate::models::lm::CausalLm;
 use crate::models::wav2vec2::{normalize_waveform, CtcRecognizer};
 use crate::models::whisper::{DecodeOptions, Transcriber, Whisper, WhisperTokenizer};
 use crate::models::Layers;
@@ -237,113 +239,135 @@ impl TrainModel for CtcRecognizer {
     }
 }
 
-/// A language model ([`Llama`]): each example's `tokens` are a whole document as
-/// [`LlamaTokenizer::document`] encodes it (separator first). A batch holds the documents
-/// without their last token, right-padded with their first (`inputs` `[b, len]`, u32; `features`
-/// is the same tensor, the model's only input), and every position predicts the next token of
-/// its document: `positions` index `b * len`, `targets` the next tokens. The model is causal, so
-/// the padding never reaches a scored position.
+/// A language model ([`CausalLm`]: [`Llama`], [`Gpt2`]): each example's `tokens` are a whole
+/// document as [`LlamaTokenizer::document`] encodes it (separator first). A batch holds the
+/// documents without their last token, right-padded with their first (`inputs` `[b, len]`, u32;
+/// `features` is the same tensor, the model's only input), and every position predicts the next
+/// token of its document: `positions` index `b * len`, `targets` the next tokens. The model is
+/// causal, so the padding never reaches a scored position.
 ///
 /// Hidden taps: `decoder` is the final hidden state (after the final norm) at the scored
 /// positions; there is no encoder. Dev scoring is perplexity of the dev texts (lower is better).
-impl TrainModel for Llama {
-    type BatchContext = ();
-    type Decoding = LlamaTokenizer;
+macro_rules! language_model_trains {
+    ($model:ty) => {
+        impl TrainModel for $model {
+            type BatchContext = ();
+            type Decoding = LlamaTokenizer;
 
-    fn make_batch(&self, examples: &[&TrainExample], _trim: bool, _: &()) -> Result<Batch> {
-        let context = self.config.context_length;
-        for e in examples {
-            if e.tokens.len() < 2 {
-                return Err(Error::config(
-                    format!("text `{}`", e.id),
-                    "a training text needs at least one token after the separator",
-                ));
+            fn make_batch(&self, examples: &[&TrainExample], _: bool, _: &()) -> Result<Batch> {
+                lm_batch(self, examples)
             }
-            if e.tokens.len() > context {
-                return Err(Error::config(
-                    format!("text `{}`", e.id),
-                    format!(
-                        "{} tokens exceed the model's context of {context}",
-                        e.tokens.len()
-                    ),
-                ));
+
+            fn forward_train(&self, batch: &Batch, taps: &[HiddenTap]) -> Result<Outputs> {
+                lm_forward_train(self, batch, taps)
+            }
+
+            fn score(
+                &self,
+                tokenizer: &LlamaTokenizer,
+                utterances: &[Utterance],
+                _normalizer: &EnglishNormalizer,
+                progress: &mut dyn FnMut(usize),
+            ) -> Result<DevScore> {
+                lm_score(self, tokenizer, utterances, progress)
             }
         }
-        let len = examples
-            .iter()
-            .map(|e| e.tokens.len() - 1)
-            .max()
-            .unwrap_or(1);
-        let mut inputs = Vec::with_capacity(examples.len() * len);
-        let (mut positions, mut targets) = (Vec::new(), Vec::new());
-        for (i, e) in examples.iter().enumerate() {
-            let n = e.tokens.len() - 1;
-            inputs.extend_from_slice(&e.tokens[..n]);
-            inputs.extend(std::iter::repeat_n(e.tokens[0], len - n));
-            positions.extend((0..n).map(|j| (i * len + j) as u32));
-            targets.extend_from_slice(&e.tokens[1..]);
+    };
+}
+
+language_model_trains!(Llama);
+language_model_trains!(Gpt2);
+
+fn lm_batch(model: &impl CausalLm, examples: &[&TrainExample]) -> Result<Batch> {
+    let context = model.context_length();
+    for e in examples {
+        if e.tokens.len() < 2 {
+            return Err(Error::config(
+                format!("text `{}`", e.id),
+                "a training text needs at least one token after the separator",
+            ));
         }
-        let device = self.norm.weight.device().clone();
-        let inputs = Tensor::from_vec(inputs, (examples.len(), len), &device)?;
-        let scored = targets.len();
-        Ok(Batch {
-            ids: examples.iter().map(|e| e.id.clone()).collect(),
-            features: inputs.clone(),
-            inputs,
-            positions: Tensor::from_vec(positions, scored, &device)?,
-            targets: Tensor::from_vec(targets, scored, &device)?,
+        if e.tokens.len() > context {
+            return Err(Error::config(
+                format!("text `{}`", e.id),
+                format!(
+                    "{} tokens exceed the model's context of {context}",
+                    e.tokens.len()
+                ),
+            ));
+        }
+    }
+    let len = examples
+        .iter()
+        .map(|e| e.tokens.len() - 1)
+        .max()
+        .unwrap_or(1);
+    let mut inputs = Vec::with_capacity(examples.len() * len);
+    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    for (i, e) in examples.iter().enumerate() {
+        let n = e.tokens.len() - 1;
+        inputs.extend_from_slice(&e.tokens[..n]);
+        inputs.extend(std::iter::repeat_n(e.tokens[0], len - n));
+        positions.extend((0..n).map(|j| (i * len + j) as u32));
+        targets.extend_from_slice(&e.tokens[1..]);
+    }
+    let device = model.device();
+    let inputs = Tensor::from_vec(inputs, (examples.len(), len), &device)?;
+    let scored = targets.len();
+    Ok(Batch {
+        ids: examples.iter().map(|e| e.id.clone()).collect(),
+        features: inputs.clone(),
+        inputs,
+        positions: Tensor::from_vec(positions, scored, &device)?,
+        targets: Tensor::from_vec(targets, scored, &device)?,
+    })
+}
+
+fn lm_forward_train(model: &impl CausalLm, batch: &Batch, taps: &[HiddenTap]) -> Result<Outputs> {
+    let hidden = model.hidden(&batch.inputs)?;
+    let (b, len, d) = hidden.dims3()?;
+    let rows = hidden
+        .reshape((b * len, d))?
+        .index_select(&batch.positions, 0)?;
+    let logits = model.project(&rows)?;
+    let hidden = taps
+        .iter()
+        .map(|t| match t {
+            HiddenTap::Decoder => Ok(rows.clone()),
+            _ => Err(Error::config(
+                "loss.hidden",
+                "a language model has no encoder to tap (use `decoder`)",
+            )),
         })
-    }
+        .collect::<Result<_>>()?;
+    Ok(Outputs { logits, hidden })
+}
 
-    fn forward_train(&self, batch: &Batch, taps: &[HiddenTap]) -> Result<Outputs> {
-        let hidden = self.hidden(&batch.inputs)?;
-        let (b, len, d) = hidden.dims3()?;
-        let rows = hidden
-            .reshape((b * len, d))?
-            .index_select(&batch.positions, 0)?;
-        let logits = match &self.output {
-            Some(out) => out.forward(&rows)?,
-            None => self.embed.forward(&rows)?,
-        };
-        let hidden = taps
-            .iter()
-            .map(|t| match t {
-                HiddenTap::Decoder => Ok(rows.clone()),
-                _ => Err(Error::config(
-                    "loss.hidden",
-                    "a language model has no encoder to tap (use `decoder`)",
-                )),
+/// Perplexity of the dev utterances' texts, 8 texts per forward.
+fn lm_score(
+    model: &impl CausalLm,
+    tokenizer: &LlamaTokenizer,
+    utterances: &[Utterance],
+    progress: &mut dyn FnMut(usize),
+) -> Result<DevScore> {
+    let texts: Vec<ScoredText> = utterances
+        .iter()
+        .map(|u| {
+            Ok(ScoredText {
+                id: u.id.clone(),
+                text: u
+                    .text
+                    .clone()
+                    .ok_or_else(|| Error::config(format!("dev text `{}`", u.id), "has no text"))?,
             })
-            .collect::<Result<_>>()?;
-        Ok(Outputs { logits, hidden })
-    }
-
-    /// Perplexity of the dev utterances' transcripts, 8 texts per forward.
-    fn score(
-        &self,
-        tokenizer: &LlamaTokenizer,
-        utterances: &[Utterance],
-        _normalizer: &EnglishNormalizer,
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<DevScore> {
-        let texts: Vec<ScoredText> = utterances
-            .iter()
-            .map(|u| {
-                Ok(ScoredText {
-                    id: u.id.clone(),
-                    text: u.text.clone().ok_or_else(|| {
-                        Error::config(format!("dev text `{}`", u.id), "has no text")
-                    })?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let scores = lm_perplexity(self, tokenizer, &texts, 8, |done| {
-            progress(done.saturating_sub(1))
-        })?;
-        Ok(DevScore::Perplexity(DevPerplexity {
-            texts: texts.len(),
-            tokens: scores.utterances.iter().map(|u| u.tokens).sum(),
-            perplexity: scores.perplexity(),
-        }))
-    }
+        })
+        .collect::<Result<_>>()?;
+    let scores = lm_perplexity(model, tokenizer, &texts, 8, |done| {
+        progress(done.saturating_sub(1))
+    })?;
+    Ok(DevScore::Perplexity(DevPerplexity {
+        texts: texts.len(),
+        tokens: scores.utterances.iter().map(|u| u.tokens).sum(),
+        perplexity: scores.perplexity(),
+    }))
 }

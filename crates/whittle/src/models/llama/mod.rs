@@ -350,7 +350,7 @@ impl Llama {
         cos: &Tensor,
         sin: &Tensor,
     ) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
+        let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (
             self.config.num_heads,
             self.config.num_kv_heads,
@@ -372,13 +372,7 @@ impl Llama {
                 .reshape((b, h, t, hd))?)
         };
         let (k, v) = (repeat(k)?, repeat(v)?);
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let mask: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), x.device())?;
-        let probs = crate::nn::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let out = crate::models::lm::causal_attention(&q, &k, &v)?;
         Ok(block.o.forward(&out)?)
     }
 

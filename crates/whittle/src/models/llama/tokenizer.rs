@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 /// Token type of control tokens in `tokenizer.ggml.token_type`.
 const CONTROL: u64 = 3;
 
-/// A Llama-family tokenizer.
+/// The byte-level BPE tokenizer of a standalone language model: a GGUF file's (Llama) or a
+/// Hugging Face `tokenizer.json` (GPT-2).
 #[derive(Clone)]
 pub struct LlamaTokenizer {
     inner: tokenizers::Tokenizer,
@@ -133,6 +134,22 @@ impl LlamaTokenizer {
             bos: id("tokenizer.ggml.bos_token_id")?,
             eos: id("tokenizer.ggml.eos_token_id")?,
             end_of_text: inner.token_to_id("<|endoftext|>"),
+            inner,
+        })
+    }
+
+    /// A Hugging Face `tokenizer.json` of a GPT-2-style model: BOS and EOS are
+    /// `<|endoftext|>` when the vocabulary has it.
+    pub fn from_tokenizer_json(path: &std::path::Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            context: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let end_of_text = inner.token_to_id("<|endoftext|>");
+        Ok(Self {
+            bos: end_of_text,
+            eos: end_of_text,
+            end_of_text,
             inner,
         })
     }

@@ -1,0 +1,74 @@
+//! What every standalone language model provides ([`super::llama::Llama`] from GGUF,
+//! [`super::gpt2::Gpt2`] from Hugging Face): next-token logits of token ids, through its
+//! quantizable [`Layers`]. Perplexity, the KL sensitivity and the trainer are written once
+//! against it.
+
+use candle_core::{Device, Tensor};
+
+use super::Layers;
+use crate::error::Result;
+
+/// A causal (decoder-only) Transformer language model.
+pub trait CausalLm: Layers + Clone {
+    /// Final hidden states `[b, t, d]` of token ids `[b, t]` (u32), each sequence from position 0.
+    fn hidden(&self, tokens: &Tensor) -> Result<Tensor>;
+    /// The output projection of hidden states `[.., d]` to logits `[.., vocab]`.
+    fn project(&self, hidden: &Tensor) -> Result<Tensor>;
+    /// Longest sequence it takes.
+    fn context_length(&self) -> usize;
+    /// Where its tensors live.
+    fn device(&self) -> Device;
+
+    /// Next-token logits `[b, t, vocab]` of token ids `[b, t]`.
+    fn next_token_logits(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.project(&self.hidden(tokens)?)
+    }
+}
+
+impl CausalLm for super::llama::Llama {
+    fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
+        super::llama::Llama::hidden(self, tokens)
+    }
+    fn project(&self, hidden: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        Ok(match &self.output {
+            Some(out) => out.forward(hidden)?,
+            None => self.embed.forward(hidden)?,
+        })
+    }
+    fn context_length(&self) -> usize {
+        self.config.context_length
+    }
+    fn device(&self) -> Device {
+        self.norm.weight.device().clone()
+    }
+}
+
+impl CausalLm for super::gpt2::Gpt2 {
+    fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
+        super::gpt2::Gpt2::hidden(self, tokens)
+    }
+    fn project(&self, hidden: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        Ok(self.wte.forward(hidden)?)
+    }
+    fn context_length(&self) -> usize {
+        self.config.n_positions
+    }
+    fn device(&self) -> Device {
+        self.wpe.device().clone()
+    }
+}
+
+/// Causal scaled dot-product attention of heads `q`, `k`, `v` `[b, h, t, hd]` (as many key/value
+/// heads as query heads), the heads concatenated back: `[b, t, h * hd]`.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (b, h, t, hd) = q.dims4()?;
+    let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), q.device())?;
+    let probs = crate::nn::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+    Ok(probs.matmul(v)?.transpose(1, 2)?.reshape((b, t, h * hd))?)
+}

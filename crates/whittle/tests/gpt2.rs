@@ -1,0 +1,143 @@
+//! GPT-2 from a Hugging Face folder against transformers (issue 13 part 4: GPT-2-style
+//! safetensors LMs): the fixture of `scripts/reference/make_gpt2_fixture.py` is a tiny random
+//! `GPT2LMHeadModel` with its `tokenizer.json` and transformers' logits for three texts. The
+//! tokenizer gives transformers' ids, the forward its logits, the training forward the same
+//! logits at the scored positions, and crafted configurations are refused by name.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use whittle::models::gpt2::{Gpt2, Gpt2Config};
+use whittle::models::Layers;
+use whittle::train::{TrainExample, TrainModel};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2")
+}
+
+#[test]
+fn gpt2_matches_transformers() {
+    let (model, tokenizer, _) = Gpt2::open(&fixture(), &Device::Cpu).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
+            .unwrap();
+    let mut worst = 0f32;
+    for case in reference["cases"].as_array().unwrap() {
+        let want_ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let ids = tokenizer.document(case["text"].as_str().unwrap()).unwrap();
+        assert_eq!(ids, want_ids, "{}", case["text"]);
+        let want: Vec<Vec<f32>> = serde_json::from_value(case["logits"].clone()).unwrap();
+        let tokens = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let got: Vec<Vec<f32>> = model
+            .logits(&tokens)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in g.iter().zip(w) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-4, "largest logit difference {worst}");
+    // The token embedding and 4 matrices per block.
+    assert_eq!(model.layers().len(), 1 + 4 * 2);
+    assert_eq!(model.layers()[1].linear.weight.dims(), (96, 32));
+}
+
+/// The training forward of a batch of two texts gives each text's own logits.
+#[test]
+fn gpt2_training_forward_is_the_inference_forward() {
+    let (model, tokenizer, _) = Gpt2::open(&fixture(), &Device::Cpu).unwrap();
+    let examples: Vec<TrainExample> = ["c c.", "a ab b 2 1 c ab ab."]
+        .iter()
+        .map(|t| TrainExample {
+            id: t.to_string(),
+            audio: Default::default(),
+            tokens: tokenizer.document(t).unwrap(),
+        })
+        .collect();
+    let refs: Vec<&TrainExample> = examples.iter().collect();
+    let batch = model.make_batch(&refs, true, &()).unwrap();
+    let rows: Vec<Vec<f32>> = model
+        .forward_train(&batch, &[])
+        .unwrap()
+        .logits
+        .to_vec2()
+        .unwrap();
+    let mut k = 0;
+    for e in &examples {
+        let ids = Tensor::new(&e.tokens[..e.tokens.len() - 1], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let alone: Vec<Vec<f32>> = model
+            .logits(&ids)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for row in alone {
+            let diff = row
+                .iter()
+                .zip(&rows[k])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-4, "{}: {diff}", e.id);
+            k += 1;
+        }
+    }
+    assert_eq!(k, rows.len());
+}
+
+#[test]
+fn crafted_gpt2_configurations_are_refused() {
+    let base = std::fs::read_to_string(fixture().join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&base).unwrap();
+    for (field, value, expect) in [
+        ("n_head", serde_json::json!(5), "n_head"),
+        ("activation_function", serde_json::json!("relu"), "relu"),
+        ("n_positions", serde_json::json!(1u64 << 40), "large"),
+        ("n_embd", serde_json::json!(0), "n_embd"),
+        (
+            "scale_attn_by_inverse_layer_idx",
+            serde_json::json!(true),
+            "scale_attn",
+        ),
+        (
+            "tie_word_embeddings",
+            serde_json::json!(false),
+            "tie_word_embeddings",
+        ),
+        ("add_cross_attention", serde_json::json!(true), "cross"),
+    ] {
+        let mut c = config.clone();
+        c[field] = value;
+        let err = Gpt2Config::from_json(&c.to_string(), Path::new("cfg.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expect) && err.contains("cfg.json"),
+            "{field}: {err}"
+        );
+    }
+    // A checkpoint whose matrix has the wrong shape is refused naming the tensor.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture().join(f), dir.path().join(f)).unwrap();
+    }
+    let mut c = config.clone();
+    c["n_inner"] = serde_json::json!(64);
+    std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+    let err = match Gpt2::open(dir.path(), &Device::Cpu) {
+        Ok(_) => panic!("a 64-wide feed-forward loaded from 128-wide tensors"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("mlp.c_fc"), "{err}");
+}
