@@ -10,8 +10,8 @@ use clap::Args;
 use whittle::candle::{DType, Device};
 use whittle::checkpoint::gguf::GgufFile;
 use whittle::models::llama::{Llama, LlamaTokenizer};
-use whittle::models::registry;
 use whittle::models::whisper::Transcriber;
+use whittle::models::{registry, Layers};
 use whittle::perplexity::{Perplexity, ScoredText};
 
 use crate::commands::progress_bar;
@@ -183,6 +183,37 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     report(&args, &scores, t0, quantization)
 }
 
+/// A Llama language model: a GGUF file, quantized by `ptq` when it asks, or a `.whittle` file
+/// from `compress` (which `ptq` may not quantize again); with the packed matrices' bytes.
+pub(crate) fn open_llama(
+    path: &std::path::Path,
+    ptq: &crate::ptq_cmd::PtqArgs,
+) -> Result<(Llama, LlamaTokenizer, Option<usize>)> {
+    if GgufFile::sniff(path) {
+        let file = GgufFile::read(path)?;
+        let tokenizer = LlamaTokenizer::from_gguf(&file)?;
+        let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
+        drop(file);
+        let packed = ptq.apply_without_audio(&mut model, "token_embd")?;
+        return Ok((model, tokenizer, packed));
+    }
+    if ptq.bits.is_some() || ptq.bit_map.is_some() {
+        bail!(
+            "{} is already packed; quantize the GGUF model it came from",
+            path.display()
+        );
+    }
+    let (model, tokenizer) = Llama::open_packed(path, &Device::Cpu)
+        .with_context(|| format!("loading language model {}", path.display()))?;
+    let packed: usize = model
+        .layers()
+        .iter()
+        .filter(|l| matches!(l.linear.weight, whittle::nn::Weight::Packed(_)))
+        .map(|l| l.linear.weight.storage_bytes())
+        .sum();
+    Ok((model, tokenizer, (packed > 0).then_some(packed)))
+}
+
 /// Whether `path` is a `.whittle` file of a language model.
 fn is_packed_language_model(path: &std::path::Path) -> bool {
     path.extension().is_some_and(|e| e == "whittle")
@@ -233,22 +264,7 @@ fn language_model(
         args.ptq.apply_without_audio(&mut model, "wte")?;
         return score_language_model(args, &model, &tokenizer, &texts, t0);
     }
-    let (model, tokenizer) = if GgufFile::sniff(model_path) {
-        let file = GgufFile::read(model_path)?;
-        let tokenizer = LlamaTokenizer::from_gguf(&file)?;
-        let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
-        drop(file);
-        args.ptq.apply_without_audio(&mut model, "token_embd")?;
-        (model, tokenizer)
-    } else {
-        if args.ptq.bits.is_some() || args.ptq.bit_map.is_some() {
-            bail!(
-                "{} is already packed; quantize the GGUF model it came from",
-                model_path.display()
-            );
-        }
-        Llama::open_packed(model_path, &Device::Cpu)?
-    };
+    let (model, tokenizer, _) = open_llama(model_path, &args.ptq)?;
     score_language_model(args, &model, &tokenizer, &texts, t0)
 }
 

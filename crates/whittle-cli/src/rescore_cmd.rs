@@ -8,8 +8,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use whittle::candle::{DType, Device};
-use whittle::checkpoint::gguf::GgufFile;
-use whittle::models::llama::{Llama, LlamaTokenizer};
 use whittle::models::registry;
 use whittle::models::whisper::Transcriber;
 use whittle::rescore::{choose, lm_scores, results, tune_weight, NBestUtterance};
@@ -129,11 +127,7 @@ pub fn rescore(args: RescoreArgs) -> Result<()> {
     let (normalizer, spellings) = args.normalizer.load()?;
     let lists = read_nbest(&args.nbest)?;
     let dev = args.tune.as_deref().map(read_nbest).transpose()?;
-    let file = GgufFile::read(&args.lm)?;
-    let tokenizer = LlamaTokenizer::from_gguf(&file)?;
-    let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
-    drop(file);
-    let packed = args.ptq.apply_without_audio(&mut model, "token_embd")?;
+    let (model, tokenizer, packed) = crate::perplexity_cmd::open_llama(&args.lm, &args.ptq)?;
     let score = |lists: &[NBestUtterance], what: &str| -> Result<Vec<Vec<f64>>> {
         let bar = progress_bar(lists.len());
         bar.set_message(format!("LM scores ({what})"));

@@ -1256,8 +1256,8 @@ fn rescore_reranks_n_best_lists_with_a_gguf_lm() {
 
 /// `whittle compress` of a GGUF language model on text files: LSQ of a bit map that names the
 /// token embedding, selected on dev perplexity, written as a `.whittle` file of architecture
-/// `llama` that `perplexity` and `inspect` read; `sensitivity --metric hessian` measures the
-/// LM; pseudo-label targets are refused.
+/// `llama` that `perplexity`, `rescore` and `inspect` read; `sensitivity --metric hessian`
+/// measures the LM; pseudo-label targets are refused.
 #[test]
 fn compress_trains_a_gguf_language_model_on_texts() {
     let dir = tempfile::tempdir().unwrap();
@@ -1325,6 +1325,34 @@ fn compress_trains_a_gguf_language_model_on_texts() {
     let o = whittle(&["inspect", p(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("llama"), "{}", stdout(&o));
+    // The packed LM rescores N-best lists.
+    let lists = dir.path().join("lists.jsonl");
+    let hyps = serde_json::json!([{"text": "ab a", "tokens": 2, "sum_logprob": -1.0},
+        {"text": "c c", "tokens": 2, "sum_logprob": -1.2}]);
+    std::fs::write(
+        &lists,
+        serde_json::json!({"id": "u1", "audio": "u1.wav", "reference": "ab a",
+            "audio_seconds": 1.0, "hypotheses": hyps})
+        .to_string(),
+    )
+    .unwrap();
+    let rescored = dir.path().join("rescored");
+    let o = whittle(&[
+        "rescore",
+        p(&lists),
+        "--lm",
+        p(&out),
+        "--weight",
+        "0.5",
+        "--out",
+        p(&rescored),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        read_json(&rescored.join("summary.json"))["totals"]["utterances"],
+        1
+    );
 
     // The LM's Hessian sensitivity on the same texts.
     let sens = dir.path().join("sens.json");
