@@ -67,12 +67,13 @@ fn sq_error(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn the_projection_is_on_the_grid_and_no_worse_than_abs_max_rounding() {
+    use whittle::train::recipe::AdmmProjection::{AbsMax, LeastSquares};
     let (rows, cols) = (6, 128);
     for bits in [2u8, 3, 4, 8] {
         for (group, tied) in [(Some(32), false), (None, false), (Some(64), true)] {
             let spec = LsqSpec { bits, group };
             let v = values(rows * cols, u32::from(bits));
-            let (g, scales) = project(&v, rows, cols, spec, tied, None);
+            let (g, scales) = project(&v, rows, cols, spec, tied, None, LeastSquares);
             let glen = spec.group_len(cols);
             assert_eq!(scales.len(), rows * (cols / glen));
             if tied {
@@ -94,6 +95,12 @@ fn the_projection_is_on_the_grid_and_no_worse_than_abs_max_rounding() {
                 let a0 = half::f16::from_f32(amax / qp).to_f32();
                 rtn.push(a0 * (y / a0).round().clamp(-qp, qp));
             }
+            // The abs-max projection is exactly that rounding.
+            let (abs_max, _) = project(&v, rows, cols, spec, tied, None, AbsMax);
+            assert_eq!(
+                abs_max, rtn,
+                "{bits} bits {group:?} tied {tied}: abs-max projection"
+            );
             let (e, e_rtn) = (sq_error(&g, &v), sq_error(&rtn, &v));
             assert!(
                 e <= e_rtn * (1.0 + 1e-6),
@@ -101,7 +108,7 @@ fn the_projection_is_on_the_grid_and_no_worse_than_abs_max_rounding() {
             );
             // Projecting a point of the grid returns it, from either start.
             for start in [None, Some(&scales[..])] {
-                let (again, _) = project(&g, rows, cols, spec, tied, start);
+                let (again, _) = project(&g, rows, cols, spec, tied, start, LeastSquares);
                 assert_eq!(
                     again, g,
                     "{bits} bits {group:?}: the projection is not idempotent"

@@ -165,7 +165,12 @@ fn train(method: &str, steps: usize, dir: &Path) -> Trainer<Llama> {
 /// the lowest perplexity, and ship a student whose perplexity is that of the best step.
 #[test]
 fn lsq_and_admm_train_a_language_model_selecting_on_dev_perplexity() {
-    for (name, method, steps) in [("lsq", LSQ, 12), ("admm", ADMM, 30)] {
+    let admm_abs_max = format!("{ADMM}\nprojection = \"abs-max\"");
+    for (name, method, steps) in [
+        ("lsq", LSQ, 12),
+        ("admm", ADMM, 30),
+        ("admm-abs-max", admm_abs_max.as_str(), 30),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut trainer = trainer(method, steps);
         // LSQ: the distillation loss of the fake-quantized student; ADMM (whose float weights

@@ -25,7 +25,9 @@
 //! f16 inside the alternation (the packed format stores f16, so the packed `G` is exactly the
 //! trained `G`); the alternation starts from `max|V| / Qp` and stops after 30 rounds at most;
 //! the scale is per group of `quant.group` by default, or tied over the layer
-//! (`admm.scale = "layer"`, the literature's tied table).
+//! (`admm.scale = "layer"`, the literature's tied table); `admm.projection = "abs-max"` replaces
+//! the least-squares scale by `max|V| / Qp` (no weight clipped: for models whose outlier weights
+//! matter, as SmolLM2's do under MSE clipping).
 
 use std::collections::BTreeMap;
 
@@ -36,7 +38,7 @@ use whittle_kernels::{PackedMatrix, QuantFormat, QuantizedMatrix, Scheme};
 
 use super::method::{CompressionMethod, Extracted, LossTerm, MethodParam};
 use super::optim::ParamGroup;
-use super::recipe::{AdmmRecipe, AdmmScale};
+use super::recipe::{AdmmProjection, AdmmRecipe, AdmmScale};
 use super::uniform::LayerSelection;
 use crate::compress::bitmap::LayerFormat;
 use crate::error::{Error, Result};
@@ -83,9 +85,9 @@ pub fn fit_scale(v: &[f32], qmax: f32, start: Option<f32>) -> f32 {
 }
 
 /// The projection of a `[rows, cols]` matrix `v` (row-major) onto the grid of `spec`'s bits with
-/// one scale per group of `spec` (`tied`: one scale for the whole matrix), each alternation
-/// starting from `start`'s scale (the previous projection's, `[rows, groups]`) or from the
-/// abs-max scale. Returns the projected matrix and the scales, `[rows, groups]` row-major (a
+/// one scale per group of `spec` (`tied`: one scale for the whole matrix). `fit` least-squares:
+/// each alternation starts from `start`'s scale (the previous projection's, `[rows, groups]`) or
+/// from the abs-max scale; abs-max: the scale is `max|v| / Qp` of the group, f16-rounded. Returns the projected matrix and the scales, `[rows, groups]` row-major (a
 /// tied scale repeated).
 pub fn project(
     v: &[f32],
@@ -94,16 +96,21 @@ pub fn project(
     spec: LsqSpec,
     tied: bool,
     start: Option<&[f32]>,
+    fit: AdmmProjection,
 ) -> (Vec<f32>, Vec<f32>) {
     let qmax = spec.qp();
     let glen = spec.group_len(cols);
     let groups = cols / glen;
+    let scale = |g: &[f32], start: Option<f32>| match fit {
+        AdmmProjection::LeastSquares => fit_scale(g, qmax, start),
+        AdmmProjection::AbsMax => stored_scale(g.iter().fold(0f32, |m, x| m.max(x.abs())) / qmax),
+    };
     let scales: Vec<f32> = if tied {
-        vec![fit_scale(v, qmax, start.map(|s| s[0])); rows * groups]
+        vec![scale(v, start.map(|s| s[0])); rows * groups]
     } else {
         v.par_chunks(glen)
             .enumerate()
-            .map(|(i, g)| fit_scale(g, qmax, start.map(|s| s[i])))
+            .map(|(i, g)| scale(g, start.map(|s| s[i])))
             .collect()
     };
     let mut projected = vec![0f32; rows * cols];
@@ -138,7 +145,7 @@ impl AdmmLayer {
     /// Project `weight + multiplier / rho` onto the grid into `projected` and `scales`, from
     /// the current scales when `warm` (so `G` moves only as far as `W` does), else from the
     /// abs-max scales.
-    fn project(&mut self, rho: f64, tied: bool, warm: bool) -> Result<()> {
+    fn project(&mut self, rho: f64, tied: bool, warm: bool, fit: AdmmProjection) -> Result<()> {
         let w = self.weight.as_tensor();
         let (rows, cols) = w.dims2()?;
         let v = (w + (&self.multiplier / rho)?)?;
@@ -148,7 +155,7 @@ impl AdmmLayer {
         } else {
             None
         };
-        let (g, s) = project(&v, rows, cols, self.spec, tied, start.as_deref());
+        let (g, s) = project(&v, rows, cols, self.spec, tied, start.as_deref(), fit);
         let device = w.device();
         self.projected = Tensor::from_vec(g, (rows, cols), device)?;
         let groups = s.len() / rows;
@@ -298,7 +305,7 @@ impl CompressionMethod for Admm {
                 scales: Tensor::zeros((rows, 1), DType::F32, w.device())?,
                 weight,
             };
-            admm.project(self.rho, tied, false)?;
+            admm.project(self.rho, tied, false, self.recipe.projection)?;
             self.layers.push(admm);
         }
         if params.is_empty() {
@@ -340,9 +347,9 @@ impl CompressionMethod for Admm {
         if !done.is_multiple_of(self.recipe.update_every) {
             return Ok(());
         }
-        let (rho, tied) = (self.rho, self.tied());
+        let (rho, tied, fit) = (self.rho, self.tied(), self.recipe.projection);
         for layer in &mut self.layers {
-            layer.project(rho, tied, true)?;
+            layer.project(rho, tied, true, fit)?;
             // Detached: the multiplier is a constant of the next W-steps, not a function of W.
             let gap = (layer.weight.as_tensor().detach() - &layer.projected)?;
             layer.multiplier = (&layer.multiplier + (gap * rho)?)?;

@@ -261,6 +261,22 @@ pub struct AdmmRecipe {
     /// `"layer"` (one tied scale per layer).
     #[serde(default)]
     pub scale: AdmmScale,
+    /// How the G-step fits each scale: `"least-squares"` (the projection onto the grid) or
+    /// `"abs-max"` (`max|V| / Qp`, never clipping a weight).
+    #[serde(default)]
+    pub projection: AdmmProjection,
+}
+
+/// How the ADMM G-step fits the grid's scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmmProjection {
+    /// Alternate rounding and the least-squares scale (the Euclidean projection for the codes
+    /// found); may clip outliers.
+    #[default]
+    LeastSquares,
+    /// The abs-max scale `max|V| / Qp`, then rounding: no weight is clipped.
+    AbsMax,
 }
 
 /// Which weights share one scale of the ADMM grid.
