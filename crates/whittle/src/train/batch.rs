@@ -28,7 +28,8 @@ pub struct TrainExample {
     pub id: String,
     /// Audio file.
     pub audio: PathBuf,
-    /// Text tokens (no prompt, no end-of-text).
+    /// Text tokens: for Whisper without prompt or end-of-text; for a language model the whole
+    /// document, separator first (the audio path is then empty).
     pub tokens: Vec<u32>,
 }
 
@@ -38,7 +39,7 @@ pub struct Batch {
     /// Utterance ids, in batch order.
     pub ids: Vec<String>,
     /// Model input: log-mel `[b, n_mels, frames]` for Whisper (a waveform family batches
-    /// `[b, samples]`).
+    /// `[b, samples]`, a language model its token ids, the same tensor as `inputs`).
     pub features: Tensor,
     /// Decoder inputs `[b, len]`.
     pub inputs: Tensor,
