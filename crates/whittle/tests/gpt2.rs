@@ -4,12 +4,14 @@
 //! tokenizer gives transformers' ids, the forward its logits, the training forward the same
 //! logits at the scored positions, and crafted configurations are refused by name.
 
+mod common_lm;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use whittle::models::gpt2::{Gpt2, Gpt2Config};
 use whittle::models::Layers;
-use whittle::train::{TrainExample, TrainModel};
+use whittle::train::TrainExample;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2")
@@ -62,38 +64,7 @@ fn gpt2_training_forward_is_the_inference_forward() {
             tokens: tokenizer.document(t).unwrap(),
         })
         .collect();
-    let refs: Vec<&TrainExample> = examples.iter().collect();
-    let batch = model.make_batch(&refs, true, &()).unwrap();
-    let rows: Vec<Vec<f32>> = model
-        .forward_train(&batch, &[])
-        .unwrap()
-        .logits
-        .to_vec2()
-        .unwrap();
-    let mut k = 0;
-    for e in &examples {
-        let ids = Tensor::new(&e.tokens[..e.tokens.len() - 1], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let alone: Vec<Vec<f32>> = model
-            .logits(&ids)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
-        for row in alone {
-            let diff = row
-                .iter()
-                .zip(&rows[k])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(diff < 1e-4, "{}: {diff}", e.id);
-            k += 1;
-        }
-    }
-    assert_eq!(k, rows.len());
+    common_lm::assert_training_forward_is_inference(&model, &examples);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! and computes what the trained student computes.
 
 mod common_llama;
+mod common_lm;
 
 use std::path::Path;
 
@@ -108,36 +109,9 @@ const ADMM: &str = "method = \"admm\"\n[quant]\nbits = 3\ngroup = 32\n[admm]\nrh
 fn the_training_forward_is_the_inference_forward() {
     let (model, tokenizer, _) = load();
     let examples = examples(&tokenizer);
+    common_lm::assert_training_forward_is_inference(&model, &examples[..3]);
     let refs: Vec<&TrainExample> = examples.iter().take(3).collect();
     let batch = model.make_batch(&refs, true, &()).unwrap();
-    let out = model.forward_train(&batch, &[]).unwrap();
-    let rows: Vec<Vec<f32>> = out.logits.to_vec2().unwrap();
-    let targets: Vec<u32> = batch.targets.to_vec1().unwrap();
-    let mut k = 0;
-    for e in &refs {
-        let ids = Tensor::new(&e.tokens[..e.tokens.len() - 1], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let alone: Vec<Vec<f32>> = model
-            .logits(&ids)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
-        for (j, row) in alone.iter().enumerate() {
-            assert_eq!(targets[k], e.tokens[j + 1]);
-            let diff = row
-                .iter()
-                .zip(&rows[k])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(diff < 1e-4, "text {} position {j}: {diff}", e.id);
-            k += 1;
-        }
-    }
-    assert_eq!(k, rows.len());
     let err = model.forward_train(&batch, &[whittle::train::recipe::HiddenTap::Encoder]);
     assert!(err.unwrap_err().to_string().contains("no encoder"));
 }
@@ -301,7 +275,7 @@ fn the_packed_language_model_round_trips() {
 /// 2.1 %).
 #[test]
 fn language_model_hutchinson_trace_matches_the_exact_diagonal() {
-    use whittle::compress::hessian::{hutchinson_traces, layer_gradient, HessianOptions};
+    use whittle::compress::hessian::{hutchinson_traces, HessianOptions};
     let (mut model, tokenizer, _) = load();
     let examples = examples(&tokenizer);
     let options = HessianOptions {
@@ -314,22 +288,8 @@ fn language_model_hutchinson_trace_matches_the_exact_diagonal() {
     let names: Vec<String> = model.layers().into_iter().map(|l| l.name).collect();
     let name = "blk.1.ffn_down";
     let index = names.iter().position(|n| n == name).unwrap();
-    let Weight::Float(w) = model.layers()[index].linear.weight.clone() else {
-        panic!("float")
-    };
-    let values: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
-    let h = traces.estimate.step;
-    let mut exact = 0.0;
-    for k in 0..values.len() {
-        let mut grad_at = |sign: f64| {
-            let mut shifted = values.clone();
-            shifted[k] += (sign * h) as f32;
-            let t = Tensor::from_vec(shifted, w.shape(), w.device()).unwrap();
-            let g = layer_gradient(&mut model, &examples, &(), index, &t).unwrap();
-            g.flatten_all().unwrap().to_vec1::<f32>().unwrap()[k] as f64
-        };
-        exact += (grad_at(1.0) - grad_at(-1.0)) / (2.0 * h);
-    }
+    let exact =
+        common_lm::exact_hessian_trace(&mut model, &examples, &(), index, traces.estimate.step);
     let estimate = traces.traces[index];
     assert!(exact > 0.0, "exact trace {exact}");
     let relative = (estimate - exact).abs() / exact;

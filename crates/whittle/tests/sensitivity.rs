@@ -2,6 +2,7 @@
 //! agrees with the training forward and loss, falls with the bit width, and the allocated bit
 //! map packs to exactly the bytes the allocation counted.
 
+mod common_lm;
 mod common_wide;
 
 use common_wide::common_tiny;
@@ -11,9 +12,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use whittle::compress::allocate::{allocate, AllocationRequest};
 use whittle::compress::bitmap::{BitMap, LayerFormat};
-use whittle::compress::hessian::{
-    hessian_sensitivity, hutchinson_traces, layer_gradient, HessianOptions,
-};
+use whittle::compress::hessian::{hessian_sensitivity, hutchinson_traces, HessianOptions};
 use whittle::compress::ptq::{quantize_linears, PtqMethod};
 use whittle::compress::sensitivity::{
     kl_sensitivity, KlOptions, KlSensitivity, Metric, SensitivityFile, FORMAT,
@@ -364,23 +363,14 @@ fn hutchinson_trace_matches_the_exact_diagonal() {
         "model.encoder.layers.1.fc2",
     ] {
         let index = names.iter().position(|n| n == name).unwrap();
-        let Weight::Float(w) = model.quantizable_mut()[index].1.weight.clone() else {
-            panic!("float")
-        };
-        let values: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
         // The estimate's own step (one for every matrix).
-        let h = traces.estimate.step;
-        let mut exact = 0.0;
-        for k in 0..values.len() {
-            let mut grad_at = |sign: f64| {
-                let mut shifted = values.clone();
-                shifted[k] += (sign * h) as f32;
-                let t = Tensor::from_vec(shifted, w.shape(), w.device()).unwrap();
-                let g = layer_gradient(model, &f.examples, &f.prompt, index, &t).unwrap();
-                g.flatten_all().unwrap().to_vec1::<f32>().unwrap()[k] as f64
-            };
-            exact += (grad_at(1.0) - grad_at(-1.0)) / (2.0 * h);
-        }
+        let exact = common_lm::exact_hessian_trace(
+            model,
+            &f.examples,
+            &f.prompt,
+            index,
+            traces.estimate.step,
+        );
         let estimate = traces.traces[index];
         assert!(exact > 0.0, "{name}: exact trace {exact}");
         let relative = (estimate - exact).abs() / exact;
