@@ -184,18 +184,18 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
 }
 
 /// A Llama language model: a GGUF file, quantized by `ptq` when it asks, or a `.whittle` file
-/// from `compress` (which `ptq` may not quantize again); with the packed matrices' bytes.
+/// from `compress` (which `ptq` may not quantize again).
 pub(crate) fn open_llama(
     path: &std::path::Path,
     ptq: &crate::ptq_cmd::PtqArgs,
-) -> Result<(Llama, LlamaTokenizer, Option<usize>)> {
+) -> Result<(Llama, LlamaTokenizer)> {
     if GgufFile::sniff(path) {
         let file = GgufFile::read(path)?;
         let tokenizer = LlamaTokenizer::from_gguf(&file)?;
         let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
         drop(file);
-        let packed = ptq.apply_without_audio(&mut model, "token_embd")?;
-        return Ok((model, tokenizer, packed));
+        ptq.apply_without_audio(&mut model, "token_embd")?;
+        return Ok((model, tokenizer));
     }
     if ptq.bits.is_some() || ptq.bit_map.is_some() {
         bail!(
@@ -203,15 +203,21 @@ pub(crate) fn open_llama(
             path.display()
         );
     }
-    let (model, tokenizer) = Llama::open_packed(path, &Device::Cpu)
-        .with_context(|| format!("loading language model {}", path.display()))?;
-    let packed: usize = model
-        .layers()
-        .iter()
-        .filter(|l| matches!(l.linear.weight, whittle::nn::Weight::Packed(_)))
-        .map(|l| l.linear.weight.storage_bytes())
-        .sum();
-    Ok((model, tokenizer, (packed > 0).then_some(packed)))
+    Llama::open_packed(path, &Device::Cpu)
+        .with_context(|| format!("loading language model {}", path.display()))
+}
+
+/// `(bytes of the packed matrices, f32 bytes of every matrix)` of `model`.
+pub(crate) fn matrix_bytes(model: &dyn Layers) -> (usize, usize) {
+    let (mut packed, mut floats) = (0usize, 0usize);
+    for layer in model.layers() {
+        if let whittle::nn::Weight::Packed(_) = &layer.linear.weight {
+            packed += layer.linear.weight.storage_bytes();
+        }
+        let (r, c) = layer.linear.weight.dims();
+        floats += r * c * 4;
+    }
+    (packed, floats)
 }
 
 /// Whether `path` is a `.whittle` file of a language model.
@@ -259,12 +265,11 @@ fn language_model(
         bail!("{} has no texts to score", dataset.display());
     }
     if whittle::models::gpt2::Gpt2::is_gpt2_folder(model_path) {
-        let (mut model, tokenizer, _) =
-            whittle::models::gpt2::Gpt2::open(model_path, &Device::Cpu)?;
+        let (mut model, tokenizer) = whittle::models::gpt2::Gpt2::open(model_path, &Device::Cpu)?;
         args.ptq.apply_without_audio(&mut model, "wte")?;
         return score_language_model(args, &model, &tokenizer, &texts, t0);
     }
-    let (model, tokenizer, _) = open_llama(model_path, &args.ptq)?;
+    let (model, tokenizer) = open_llama(model_path, &args.ptq)?;
     score_language_model(args, &model, &tokenizer, &texts, t0)
 }
 
@@ -276,14 +281,7 @@ fn score_language_model<M: whittle::models::lm::CausalLm>(
     texts: &[ScoredText],
     t0: Instant,
 ) -> Result<()> {
-    let (mut packed, mut floats) = (0usize, 0usize);
-    for layer in model.layers() {
-        if let whittle::nn::Weight::Packed(_) = &layer.linear.weight {
-            packed += layer.linear.weight.storage_bytes();
-        }
-        let (r, c) = layer.linear.weight.dims();
-        floats += r * c * 4;
-    }
+    let (packed, floats) = matrix_bytes(model);
     let quantization = if packed > 0 {
         println!(
             "matrices packed into {packed} bytes, {:.2}x smaller than fp32 ({floats} bytes)",

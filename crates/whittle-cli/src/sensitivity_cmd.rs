@@ -140,7 +140,7 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
         return language_model_sensitivity(&args, model, &tokenizer, candidates, t0);
     }
     if whittle::models::gpt2::Gpt2::is_gpt2_folder(&args.model) {
-        let (model, tokenizer, _) = whittle::models::gpt2::Gpt2::open(&args.model, &Device::Cpu)?;
+        let (model, tokenizer) = whittle::models::gpt2::Gpt2::open(&args.model, &Device::Cpu)?;
         return language_model_sensitivity(&args, model, &tokenizer, candidates, t0);
     }
     let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
@@ -197,11 +197,7 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
     let bar = progress_bar(0);
     let (metric, layers, scored_tokens, hessian) = match args.metric {
         MetricArg::Kl => {
-            let options = KlOptions {
-                candidates: candidates.clone(),
-                group: args.group,
-                batch_size: args.batch_size,
-            };
+            let options = kl_options(&args, &candidates);
             bar.set_message("float logits");
             let measured =
                 kl_sensitivity(&mut model, &examples, &prompt, &options, kl_progress(&bar))?;
@@ -212,26 +208,39 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
         }
     };
     bar.finish_and_clear();
-    let seconds = t0.elapsed().as_secs_f64();
-    let file = SensitivityFile {
+    let measured = (metric, layers, scored_tokens, hessian);
+    let targets = args.targets.name();
+    let file = sensitivity_file(&args, candidates, measured, examples.len(), targets, t0);
+    write_sensitivities(&args.output, &file)
+}
+
+/// The sensitivity file of a measurement on `utterances` inputs teacher-forced on `targets`.
+fn sensitivity_file(
+    args: &SensitivityArgs,
+    candidates: Vec<u8>,
+    (metric, layers, scored_tokens, hessian): Measured,
+    utterances: usize,
+    targets: &str,
+    t0: Instant,
+) -> SensitivityFile {
+    SensitivityFile {
         format: FORMAT.to_string(),
         model: args.model.display().to_string(),
         data: args.data.display().to_string(),
         metric,
-        candidates: candidates.clone(),
+        candidates,
         group: args.group,
-        utterances: examples.len(),
-        targets: args.targets.name().to_string(),
+        utterances,
+        targets: targets.to_string(),
         scored_tokens,
         params: layers.iter().map(|l| l.params).sum(),
         float_bytes: layers.iter().map(|l| l.float_bytes).sum(),
-        seconds,
+        seconds: t0.elapsed().as_secs_f64(),
         threads: rayon::current_num_threads(),
         whittle_version: env!("CARGO_PKG_VERSION").to_string(),
         hessian,
         layers,
-    };
-    write_sensitivities(&args.output, &file)
+    }
 }
 
 fn write_sensitivities(output: &std::path::Path, file: &SensitivityFile) -> Result<()> {
@@ -249,6 +258,14 @@ fn write_sensitivities(output: &std::path::Path, file: &SensitivityFile) -> Resu
         file.threads
     );
     Ok(())
+}
+
+fn kl_options(args: &SensitivityArgs, candidates: &[u8]) -> KlOptions {
+    KlOptions {
+        candidates: candidates.to_vec(),
+        group: args.group,
+        batch_size: args.batch_size,
+    }
 }
 
 /// Progress of the `kl` metric on `bar`.
@@ -341,10 +358,10 @@ fn language_model_sensitivity<M: whittle::models::lm::CausalLm + TrainModel<Batc
     let bar = progress_bar(0);
     let (metric, layers, scored_tokens, hessian) = match args.metric {
         MetricArg::Kl => {
+            // Each text runs alone: no padding reaches a scored position.
             let options = KlOptions {
-                candidates: candidates.clone(),
-                group: args.group,
                 batch_size: 1,
+                ..kl_options(args, &candidates)
             };
             bar.set_message("float logits");
             let measured = lm_kl_sensitivity(&mut model, &sequences, &options, kl_progress(&bar))?;
@@ -365,24 +382,8 @@ fn language_model_sensitivity<M: whittle::models::lm::CausalLm + TrainModel<Batc
         }
     };
     bar.finish_and_clear();
-    let file = SensitivityFile {
-        format: FORMAT.to_string(),
-        model: args.model.display().to_string(),
-        data: args.data.display().to_string(),
-        metric,
-        candidates,
-        group: args.group,
-        utterances: sequences.len(),
-        targets: "text".to_string(),
-        scored_tokens,
-        params: layers.iter().map(|l| l.params).sum(),
-        float_bytes: layers.iter().map(|l| l.float_bytes).sum(),
-        seconds: t0.elapsed().as_secs_f64(),
-        threads: rayon::current_num_threads(),
-        whittle_version: env!("CARGO_PKG_VERSION").to_string(),
-        hessian,
-        layers,
-    };
+    let measured = (metric, layers, scored_tokens, hessian);
+    let file = sensitivity_file(args, candidates, measured, sequences.len(), "text", t0);
     write_sensitivities(&args.output, &file)
 }
 

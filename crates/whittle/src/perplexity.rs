@@ -186,7 +186,7 @@ pub fn lm_perplexity<M: CausalLm>(
                     .chain(std::iter::repeat_n(s[0], len - s.len()))
             })
             .collect();
-        let tokens = candle_core::Tensor::from_vec(padded, (seqs.len(), len), &Device::Cpu)?;
+        let tokens = candle_core::Tensor::from_vec(padded, (seqs.len(), len), &model.device())?;
         let logits = model.next_token_logits(&tokens)?.to_dtype(DType::F32)?;
         for (b, (text, ids)) in chunk.iter().zip(seqs).enumerate() {
             let rows: Vec<Vec<f32>> = logits.get(b)?.to_vec2()?;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use whittle::models::gpt2::{Gpt2, Gpt2Config};
+use whittle::models::lm::CausalLm;
 use whittle::models::Layers;
 use whittle::train::TrainExample;
 
@@ -19,7 +20,7 @@ fn fixture() -> PathBuf {
 
 #[test]
 fn gpt2_matches_transformers() {
-    let (model, tokenizer, _) = Gpt2::open(&fixture(), &Device::Cpu).unwrap();
+    let (model, tokenizer) = Gpt2::open(&fixture(), &Device::Cpu).unwrap();
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap())
             .unwrap();
@@ -34,7 +35,7 @@ fn gpt2_matches_transformers() {
             .unsqueeze(0)
             .unwrap();
         let got: Vec<Vec<f32>> = model
-            .logits(&tokens)
+            .next_token_logits(&tokens)
             .unwrap()
             .squeeze(0)
             .unwrap()
@@ -55,7 +56,7 @@ fn gpt2_matches_transformers() {
 /// The training forward of a batch of two texts gives each text's own logits.
 #[test]
 fn gpt2_training_forward_is_the_inference_forward() {
-    let (model, tokenizer, _) = Gpt2::open(&fixture(), &Device::Cpu).unwrap();
+    let (model, tokenizer) = Gpt2::open(&fixture(), &Device::Cpu).unwrap();
     let examples: Vec<TrainExample> = ["c c.", "a ab b 2 1 c ab ab."]
         .iter()
         .map(|t| TrainExample {

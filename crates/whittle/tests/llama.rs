@@ -15,6 +15,7 @@ use common_llama::common_gguf::string;
 use common_llama::*;
 use whittle::checkpoint::gguf::GgufFile;
 use whittle::models::llama::{Llama, LlamaTokenizer};
+use whittle::models::lm::CausalLm;
 use whittle::models::Layers;
 use whittle::perplexity::{lm_perplexity, ScoredText};
 
@@ -32,7 +33,7 @@ fn logits_of(model: &Llama, ids: &[u32]) -> Vec<Vec<f32>> {
         .unsqueeze(0)
         .unwrap();
     model
-        .logits(&tokens)
+        .next_token_logits(&tokens)
         .unwrap()
         .squeeze(0)
         .unwrap()
@@ -157,7 +158,7 @@ fn the_forward_matches_the_reference_and_is_causal() {
         .unsqueeze(0)
         .unwrap();
     let short: Vec<Vec<f32>> = model
-        .logits(&prefix)
+        .next_token_logits(&prefix)
         .unwrap()
         .squeeze(0)
         .unwrap()

@@ -14,6 +14,7 @@ use whittle::checkpoint::gguf::GgufFile;
 use whittle::checkpoint::TensorStore;
 use whittle::data::Utterance;
 use whittle::models::llama::{Llama, LlamaTokenizer, ARCHITECTURE};
+use whittle::models::lm::CausalLm;
 use whittle::models::Layers;
 use whittle::nn::Weight;
 use whittle::text::normalize::EnglishNormalizer;
@@ -245,7 +246,7 @@ fn the_packed_language_model_round_trips() {
     .unsqueeze(0)
     .unwrap();
     let logits = |m: &Llama| -> Vec<f32> {
-        m.logits(&ids)
+        m.next_token_logits(&ids)
             .unwrap()
             .flatten_all()
             .unwrap()

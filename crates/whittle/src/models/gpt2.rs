@@ -209,7 +209,7 @@ impl Gpt2 {
     }
 
     /// Open a Hugging Face folder: the model and its `tokenizer.json`.
-    pub fn open(dir: &Path, device: &Device) -> Result<(Self, LlamaTokenizer, TensorStore)> {
+    pub fn open(dir: &Path, device: &Device) -> Result<(Self, LlamaTokenizer)> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
         let config = Gpt2Config::from_json(&text, &config_path)?;
@@ -217,7 +217,7 @@ impl Gpt2 {
             crate::checkpoint::hf::load_safetensors(&dir.join("model.safetensors"), device)?;
         let model = Self::load(&store, &config)?;
         let tokenizer = LlamaTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"))?;
-        Ok((model, tokenizer, store))
+        Ok((model, tokenizer))
     }
 
     /// Whether `dir` holds a Hugging Face GPT-2 (`config.json`'s `model_type` is `gpt2`).
@@ -267,11 +267,6 @@ impl Gpt2 {
             x = (x + f)?;
         }
         Ok(self.ln_f.forward(&x)?)
-    }
-
-    /// Next-token logits `[b, t, vocab]` of token ids `[b, t]` (u32).
-    pub fn logits(&self, tokens: &Tensor) -> Result<Tensor> {
-        Ok(self.wte.forward(&self.hidden(tokens)?)?)
     }
 }
 

@@ -26,8 +26,8 @@
 //! trained `G`); the alternation starts from `max|V| / Qp` and stops after 30 rounds at most;
 //! the scale is per group of `quant.group` by default, or tied over the layer
 //! (`admm.scale = "layer"`, the literature's tied table); `admm.projection = "abs-max"` replaces
-//! the least-squares scale by `max|V| / Qp` (no weight clipped: for models whose outlier weights
-//! matter, as SmolLM2's do under MSE clipping).
+//! the least-squares scale by `max|V| / Qp`, so no weight is clipped (measured on SmolLM2 in
+//! BENCHMARKS.md: it did not help there).
 
 use std::collections::BTreeMap;
 
@@ -87,8 +87,9 @@ pub fn fit_scale(v: &[f32], qmax: f32, start: Option<f32>) -> f32 {
 /// The projection of a `[rows, cols]` matrix `v` (row-major) onto the grid of `spec`'s bits with
 /// one scale per group of `spec` (`tied`: one scale for the whole matrix). `fit` least-squares:
 /// each alternation starts from `start`'s scale (the previous projection's, `[rows, groups]`) or
-/// from the abs-max scale; abs-max: the scale is `max|v| / Qp` of the group, f16-rounded. Returns the projected matrix and the scales, `[rows, groups]` row-major (a
-/// tied scale repeated).
+/// from the abs-max scale; abs-max: the scale is `max|v| / Qp` of the group, f16-rounded.
+/// Returns the projected matrix and the scales, `[rows, groups]` row-major (a tied scale
+/// repeated).
 pub fn project(
     v: &[f32],
     rows: usize,

@@ -401,15 +401,6 @@ impl Llama {
         Ok(self.norm.forward(&x)?)
     }
 
-    /// Next-token logits `[b, t, vocab]` of token ids `[b, t]` (u32).
-    pub fn logits(&self, tokens: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(tokens)?;
-        Ok(match &self.output {
-            Some(out) => out.forward(&h)?,
-            None => self.embed.forward(&h)?,
-        })
-    }
-
     /// Parameters (the tied embedding counted once).
     pub fn parameter_count(&self) -> usize {
         let (d, f, v) = (
