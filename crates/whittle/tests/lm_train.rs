@@ -262,9 +262,30 @@ fn the_packed_language_model_round_trips() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("llama"), "{err}");
-    // A header without a tokenizer is refused by name.
+    // A missing file is refused naming it; a header without a tokenizer naming the key.
     let err = Llama::open_packed(Path::new("/nonexistent.whittle"), &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("nonexistent"), "{err}");
+    let bare = dir.path().join("bare.whittle");
+    let config_only: Vec<_> = header
+        .into_iter()
+        .filter(|(k, _)| k != "tokenizer")
+        .collect();
+    whittle::compress::export::write_packed(
+        &store,
+        &shipped,
+        ARCHITECTURE,
+        &config_only,
+        &[],
+        &bare,
+    )
+    .unwrap();
+    let err = Llama::open_packed(&bare, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer") && err.contains("bare.whittle"),
+        "{err}"
+    );
 }
 
 /// On the language model, Hutchinson's estimate of a block matrix's Hessian trace is within 5 %
