@@ -83,12 +83,20 @@ recipe() { # source-recipe output
     fi
 }
 
-# Time a command into FILE.seconds (only when it succeeds).
+# Time a command into NAME.seconds (wall) and NAME.cpu-seconds (user + system CPU of the
+# command and its children: less sensitive than wall time to other work on a shared machine),
+# only when it succeeds.
 timed() { # name command...
     local name=$1 start
     shift
     start=$(date +%s.%N)
-    "$@"
+    python3 -c 'import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+if rc == 0:
+    with open(sys.argv[1], "w") as f:
+        f.write(f"{used.ru_utime + used.ru_stime:.1f}\n")
+sys.exit(rc)' "$OUT/$name.cpu-seconds" "$@"
     python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)" \
         >"$OUT/$name.seconds"
 }
@@ -192,10 +200,14 @@ for row in $ROWS; do [[ -f $OUT/$row.whittle ]] && files+=("$OUT/$row.whittle");
 "$WHITTLE" report bits "${files[@]}" -o "$OUT/figures"
 "$WHITTLE" report pareto "$OUT/rows.json" --name "$MODEL-mixed-precision" -o "$OUT/figures"
 echo
-echo "Compression wall time (s; two-stage rows add stage A's sensitivity time once per row):"
+echo "Compression time, wall s / CPU s (two-stage rows add stage A's sensitivity once per row):"
 for row in $ROWS; do
-    t=$(cat "$OUT/$row.seconds" 2>/dev/null || echo "?")
-    case $row in twostage-*|gptq-*) t="$t + sens $(cat "$OUT/sens.seconds" 2>/dev/null || echo "?")" ;; esac
+    t="$(cat "$OUT/$row.seconds" 2>/dev/null || echo "?") / $(cat "$OUT/$row.cpu-seconds" 2>/dev/null || echo "?")"
+    case $row in
+        twostage-*|gptq-*)
+            t="$t + sens $(cat "$OUT/sens.seconds" 2>/dev/null || echo "?") / $(cat "$OUT/sens.cpu-seconds" 2>/dev/null || echo "?")"
+            ;;
+    esac
     bits=$(grep -o 'quantized layers [0-9.]* bits' "$OUT/$row.compress.txt" 2>/dev/null | awk '{print $3}' || true)
     echo "  $row: $t${bits:+, $bits bits per quantized weight}"
 done | tee -a "$OUT/table.md"

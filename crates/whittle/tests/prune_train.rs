@@ -155,8 +155,8 @@ fn prune_recipe_settings_are_checked() {
         ("lr_lambda1 = 0.02", "lr_lambda1 = -1.0", "prune.lr_lambda1"),
         ("lr_lambda2 = 20.0", "lr_lambda2 = 0.0", "prune.lr_lambda2"),
         (
-            "gate_heads = true\ngate_ffn = true",
-            "gate_heads = false\ngate_ffn = false",
+            "gate_heads = true\ngate_ffn = true\n# Channels of Conformer convolution modules (wav2vec2-conformer; other families have none).\ngate_conv = true",
+            "gate_heads = false\ngate_ffn = false\n# Channels of Conformer convolution modules (wav2vec2-conformer; other families have none).\ngate_conv = false",
             "prune.gate_heads",
         ),
         ("[quant]", "[quant]\nbits = 4", "quant"),

@@ -190,7 +190,7 @@ pub fn prune_whisper(model: &mut Whisper, keep: &StructureKeep) -> Result<PruneR
 }
 
 /// Check `keep` against `n` units: ascending, in range, finite scales.
-fn check_units(keep: &ModuleKeep, n: usize, at: &str) -> Result<()> {
+pub(crate) fn check_units(keep: &ModuleKeep, n: usize, at: &str) -> Result<()> {
     let mut last = None;
     for u in &keep.units {
         if u.index >= n || last.is_some_and(|l| u.index <= l) {
@@ -310,7 +310,7 @@ fn float_weight<'a>(l: &'a Linear, at: &str) -> Result<&'a Tensor> {
 }
 
 /// Keep rows `rows` of the weight and bias.
-fn select_rows(l: &mut Linear, rows: &[u32], at: &str) -> Result<()> {
+pub(crate) fn select_rows(l: &mut Linear, rows: &[u32], at: &str) -> Result<()> {
     let w = float_weight(l, at)?;
     let idx = Tensor::new(rows, w.device())?;
     l.weight = Weight::Float(w.index_select(&idx, 0)?);
@@ -321,7 +321,7 @@ fn select_rows(l: &mut Linear, rows: &[u32], at: &str) -> Result<()> {
 }
 
 /// Keep columns `cols` of the weight, scaled by `scales`, and scale the bias by `bias_scale`.
-fn select_columns(
+pub(crate) fn select_columns(
     l: &mut Linear,
     cols: &[u32],
     scales: &[f32],

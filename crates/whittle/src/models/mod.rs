@@ -84,6 +84,8 @@ pub enum UnitKind {
     Heads,
     /// Feed-forward units.
     FeedForward,
+    /// Channels of a Conformer convolution module.
+    ConvChannels,
 }
 
 /// A module whose units structured pruning may remove: attention heads or FFN units, cut

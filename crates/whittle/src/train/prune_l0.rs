@@ -254,6 +254,7 @@ impl CompressionMethod for PruneL0 {
                 let kind = match m.kind {
                     UnitKind::Heads => r.gate_heads,
                     UnitKind::FeedForward => r.gate_ffn,
+                    UnitKind::ConvChannels => r.gate_conv,
                 };
                 kind && r
                     .under
@@ -265,7 +266,7 @@ impl CompressionMethod for PruneL0 {
         if self.modules.is_empty() {
             return Err(Error::config(
                 "prune-l0",
-                "the model has no prunable module (or the recipe gates none: check gate_heads, gate_ffn and under)",
+                "the model has no prunable module (or the recipe gates none: check gate_heads, gate_ffn, gate_conv and under)",
             ));
         }
         let size = |m: &PrunableModule| m.module_parameters + m.unit_parameters * m.units;

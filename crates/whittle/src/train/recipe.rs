@@ -217,6 +217,9 @@ pub struct PruneRecipe {
     /// Gate FFN units.
     #[serde(default = "yes")]
     pub gate_ffn: bool,
+    /// Gate the channels of Conformer convolution modules (other families have none).
+    #[serde(default = "yes")]
+    pub gate_conv: bool,
     /// Gate only the modules whose path starts with this prefix (e.g. `"model.encoder."`);
     /// omitted: every prunable module. The others stay whole and count as kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -647,8 +650,11 @@ impl Recipe {
             if !(0.0..=1.0).contains(&p.warmup) {
                 return fail("prune.warmup", format!("{} must be in [0, 1]", p.warmup));
             }
-            if !p.gate_heads && !p.gate_ffn {
-                return fail("prune.gate_heads", "gate heads, FFN units or both".into());
+            if !p.gate_heads && !p.gate_ffn && !p.gate_conv {
+                return fail(
+                    "prune.gate_heads",
+                    "gate heads, FFN units, convolution channels or several".into(),
+                );
             }
             if !p.init_log_alpha.is_finite() {
                 return fail("prune.init_log_alpha", "must be finite".into());

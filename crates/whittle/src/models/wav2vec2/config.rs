@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model_dir::read_json;
@@ -236,9 +236,30 @@ pub struct Wav2Vec2Config {
     /// Conformer depthwise conv kernel width (odd).
     #[serde(default = "default_depthwise_kernel")]
     pub conv_depthwise_kernel_size: usize,
+    /// whittle's own key, written by structured pruning: each layer's shape when it differs
+    /// from the uniform one above (see [`CtcLayerShape`]); absent in Hugging Face checkpoints.
+    #[serde(default)]
+    pub whittle_layer_shapes: Option<Vec<CtcLayerShape>>,
     /// Parsed from `model_type` by [`Wav2Vec2Config::validate`].
     #[serde(skip)]
     pub family: Family,
+}
+
+/// The modules one encoder layer of a pruned CTC model holds: a count of 0 means the module is
+/// removed (no tensors, no residual branch; its layer norm stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtcLayerShape {
+    /// Self-attention heads.
+    pub attention_heads: usize,
+    /// Feed-forward width (the Conformer's first, macaron feed-forward).
+    pub ffn_dim: usize,
+    /// Conformer only: the second feed-forward's width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffn2_dim: Option<usize>,
+    /// Conformer only: channels of the convolution module (after the GLU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_channels: Option<usize>,
 }
 
 impl Wav2Vec2Config {
@@ -333,6 +354,9 @@ impl Wav2Vec2Config {
                 "conv_pos_batch_norm (a batch-normed positional conv) is not implemented".into(),
             );
         }
+        if let Some(shapes) = &self.whittle_layer_shapes {
+            self.check_layer_shapes(shapes).or_else(bad)?;
+        }
         if self.family == Family::Conformer {
             let k = self.conv_depthwise_kernel_size;
             if k.is_multiple_of(2) {
@@ -355,6 +379,58 @@ impl Wav2Vec2Config {
             }
         }
         Ok(())
+    }
+
+    /// Why `shapes` cannot be this configuration's layer shapes, if they cannot.
+    fn check_layer_shapes(&self, shapes: &[CtcLayerShape]) -> std::result::Result<(), String> {
+        if shapes.len() != self.num_hidden_layers {
+            return Err(format!(
+                "whittle_layer_shapes lists {} layers, num_hidden_layers is {}",
+                shapes.len(),
+                self.num_hidden_layers
+            ));
+        }
+        let conformer = self.family == Family::Conformer;
+        for (i, s) in shapes.iter().enumerate() {
+            let limits = [
+                (
+                    "attention_heads",
+                    Some(s.attention_heads),
+                    self.num_attention_heads,
+                ),
+                ("ffn_dim", Some(s.ffn_dim), self.intermediate_size),
+                ("ffn2_dim", s.ffn2_dim, self.intermediate_size),
+                ("conv_channels", s.conv_channels, self.hidden_size),
+            ];
+            for (name, value, limit) in limits {
+                if let Some(v) = value.filter(|&v| v > limit) {
+                    return Err(format!(
+                        "whittle_layer_shapes[{i}].{name} {v} exceeds the unpruned {limit}"
+                    ));
+                }
+            }
+            if conformer != (s.ffn2_dim.is_some() && s.conv_channels.is_some()) {
+                return Err(format!(
+                    "whittle_layer_shapes[{i}]: ffn2_dim and conv_channels are {} for this family",
+                    if conformer { "required" } else { "not allowed" }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Layer `i`'s shape: from `whittle_layer_shapes`, else the uniform one.
+    pub fn layer_shape(&self, i: usize) -> CtcLayerShape {
+        if let Some(shape) = self.whittle_layer_shapes.as_ref().and_then(|s| s.get(i)) {
+            return *shape;
+        }
+        let conformer = self.family == Family::Conformer;
+        CtcLayerShape {
+            attention_heads: self.num_attention_heads,
+            ffn_dim: self.intermediate_size,
+            ffn2_dim: conformer.then_some(self.intermediate_size),
+            conv_channels: conformer.then_some(self.hidden_size),
+        }
     }
 
     /// Width of a head.
@@ -491,6 +567,26 @@ mod tests {
             (
                 r#"{"model_type": "wav2vec2", "vocab_size": 32, "feat_extract_norm": "batch"}"#,
                 "unknown variant",
+            ),
+            (
+                r#"{"model_type": "wav2vec2", "vocab_size": 32, "num_hidden_layers": 2, "whittle_layer_shapes": [{"attention_heads": 2, "ffn_dim": 8}]}"#,
+                "lists 1 layers, num_hidden_layers is 2",
+            ),
+            (
+                r#"{"model_type": "wav2vec2", "vocab_size": 32, "num_hidden_layers": 1, "whittle_layer_shapes": [{"attention_heads": 13, "ffn_dim": 8}]}"#,
+                "attention_heads 13 exceeds the unpruned 12",
+            ),
+            (
+                r#"{"model_type": "wav2vec2", "vocab_size": 32, "num_hidden_layers": 1, "whittle_layer_shapes": [{"attention_heads": 2, "ffn_dim": 8, "conv_channels": 4}]}"#,
+                "not allowed for this family",
+            ),
+            (
+                r#"{"model_type": "wav2vec2-conformer", "vocab_size": 32, "num_hidden_layers": 1, "whittle_layer_shapes": [{"attention_heads": 2, "ffn_dim": 8}]}"#,
+                "required for this family",
+            ),
+            (
+                r#"{"model_type": "wav2vec2", "vocab_size": 32, "num_hidden_layers": 1, "whittle_layer_shapes": [{"attention_heads": 2, "ffn_dim": 8, "extra": 1}]}"#,
+                "unknown field",
             ),
         ];
         for (json, expected) in cases {

@@ -179,31 +179,45 @@ fn apply_rotary(
 #[derive(Debug, Clone)]
 pub(super) struct RelAttention {
     pub(super) projections: Projections,
-    /// `linear_pos` (relative positions only, no bias).
+    /// `linear_pos` `[heads * head_dim, hidden]` (relative positions only, no bias).
     pub(super) linear_pos: Option<Linear>,
     /// `pos_bias_u`, `pos_bias_v` `[heads, head_dim]` (relative positions only).
-    pos_bias: Option<(Tensor, Tensor)>,
+    pub(super) pos_bias: Option<(Tensor, Tensor)>,
+    /// Heads of the unpruned layer: rotary positions rotate the block's input in heads of the
+    /// configured width, whatever heads pruning left.
+    input_heads: usize,
 }
 
 impl RelAttention {
-    fn load(store: &TensorStore, prefix: &str, c: &Wav2Vec2Config, dtype: DType) -> Result<Self> {
-        let projections = Projections::load(
+    /// `None` when `heads` is 0 (pruned away).
+    fn load(
+        store: &TensorStore,
+        prefix: &str,
+        c: &Wav2Vec2Config,
+        heads: usize,
+        dtype: DType,
+    ) -> Result<Option<Self>> {
+        let Some(projections) = Projections::load(
             store,
             prefix,
             ["linear_q", "linear_k", "linear_v", "linear_out"],
             c,
+            heads,
             dtype,
-        )?;
+        )?
+        else {
+            return Ok(None);
+        };
         let (linear_pos, pos_bias) =
             if c.position_embeddings_type == Some(PositionEmbeddings::Relative) {
-                let (h, heads, hd) = (c.hidden_size, c.num_attention_heads, c.head_dim());
+                let (h, hd) = (c.hidden_size, c.head_dim());
                 let bias = |n: &str| store.get(&format!("{prefix}.{n}"), &[heads, hd], dtype);
                 (
                     Some(Linear::load(
                         store,
                         &format!("{prefix}.linear_pos"),
                         h,
-                        h,
+                        heads * hd,
                         false,
                         dtype,
                     )?),
@@ -212,18 +226,19 @@ impl RelAttention {
             } else {
                 (None, None)
             };
-        Ok(Self {
+        Ok(Some(Self {
             projections,
             linear_pos,
             pos_bias,
-        })
+            input_heads: c.num_attention_heads,
+        }))
     }
 
     fn forward(&self, x: &Tensor, tables: Option<&PositionTables>) -> candle_core::Result<Tensor> {
         let p = &self.projections;
         match (tables, &self.linear_pos, &self.pos_bias) {
             (Some(PositionTables::Rotary(cos, sin)), _, _) => {
-                let rotated = apply_rotary(x, p.heads, cos, sin)?;
+                let rotated = apply_rotary(x, self.input_heads, cos, sin)?;
                 p.self_attention(x, Some(&rotated))
             }
             (Some(PositionTables::Relative(table)), Some(linear_pos), Some((u, v_bias))) => {
@@ -271,14 +286,14 @@ pub fn fold_batch_norm(
 #[derive(Debug, Clone)]
 pub(super) struct ConvModule {
     layer_norm: LayerNorm,
-    /// `[2 d, d]` (the kernel-1 conv's weight `[2 d, d, 1]`).
+    /// `[2 c, d]` for `c` channels (`d` unpruned; the kernel-1 conv's weight `[2 c, d, 1]`).
     pub(super) pointwise_conv1: Linear,
-    /// Depthwise kernel times the batch-norm scale, `[d, k]`.
-    depthwise: Tensor,
-    /// Batch-norm shift, `[d]`.
-    depthwise_bias: Tensor,
+    /// Depthwise kernel times the batch-norm scale, `[c, k]`.
+    pub(super) depthwise: Tensor,
+    /// Batch-norm shift, `[c]`.
+    pub(super) depthwise_bias: Tensor,
     activation: Activation,
-    /// `[d, d]`.
+    /// `[d, c]`.
     pub(super) pointwise_conv2: Linear,
 }
 
@@ -303,19 +318,30 @@ fn pointwise(
 }
 
 impl ConvModule {
-    fn load(store: &TensorStore, prefix: &str, c: &Wav2Vec2Config, dtype: DType) -> Result<Self> {
+    /// `None` when `channels` is 0 (pruned away, with the module's own layer norm).
+    fn load(
+        store: &TensorStore,
+        prefix: &str,
+        c: &Wav2Vec2Config,
+        channels: usize,
+        dtype: DType,
+    ) -> Result<Option<Self>> {
+        if channels == 0 {
+            return Ok(None);
+        }
         let (d, k) = (c.hidden_size, c.conv_depthwise_kernel_size);
         let kernel = store
             .get(
                 &format!("{prefix}.depthwise_conv.weight"),
-                &[d, 1, k],
+                &[channels, 1, k],
                 DType::F32,
             )?
-            .reshape((d, k))?;
+            .reshape((channels, k))?;
         // A checkpoint has the batch norm; whittle's own export (`CtcModel::tensors`) has it
         // folded into the kernel and a depthwise-conv bias.
         let (depthwise, shift) = if store.contains(&format!("{prefix}.batch_norm.weight")) {
-            let bn = |n: &str| store.get(&format!("{prefix}.batch_norm.{n}"), &[d], DType::F32);
+            let bn =
+                |n: &str| store.get(&format!("{prefix}.batch_norm.{n}"), &[channels], DType::F32);
             let (scale, shift) = fold_batch_norm(
                 &bn("weight")?,
                 &bn("bias")?,
@@ -323,13 +349,17 @@ impl ConvModule {
                 &bn("running_var")?,
                 TORCH_NORM_EPS,
             )?;
-            (kernel.broadcast_mul(&scale.reshape((d, 1))?)?, shift)
+            (kernel.broadcast_mul(&scale.reshape((channels, 1))?)?, shift)
         } else {
-            let bias = store.get(&format!("{prefix}.depthwise_conv.bias"), &[d], DType::F32)?;
+            let bias = store.get(
+                &format!("{prefix}.depthwise_conv.bias"),
+                &[channels],
+                DType::F32,
+            )?;
             (kernel, bias)
         };
         let depthwise = depthwise.to_dtype(dtype)?;
-        Ok(Self {
+        Ok(Some(Self {
             layer_norm: layer_norm(
                 store,
                 &format!("{prefix}.layer_norm"),
@@ -341,14 +371,25 @@ impl ConvModule {
                 store,
                 &format!("{prefix}.pointwise_conv1"),
                 d,
-                2 * d,
+                2 * channels,
                 dtype,
             )?,
             depthwise,
             depthwise_bias: shift.to_dtype(dtype)?,
             activation: c.hidden_act,
-            pointwise_conv2: pointwise(store, &format!("{prefix}.pointwise_conv2"), d, d, dtype)?,
-        })
+            pointwise_conv2: pointwise(
+                store,
+                &format!("{prefix}.pointwise_conv2"),
+                channels,
+                d,
+                dtype,
+            )?,
+        }))
+    }
+
+    /// Channels (after the GLU).
+    pub(super) fn channels(&self) -> usize {
+        self.pointwise_conv2.weight.dims().1
     }
 
     /// The tensors besides the pointwise convs (see [`ConformerLayer::export`]).
@@ -398,16 +439,17 @@ pub fn depthwise_conv(x: &Tensor, kernel: &Tensor) -> candle_core::Result<Tensor
     out.ok_or_else(|| candle_core::Error::Msg("depthwise conv with an empty kernel".into()))
 }
 
-/// One Conformer block.
+/// One Conformer block. A module pruned away (`None`) adds nothing to the residual stream; the
+/// pre-norms of the feed-forward and attention modules stay.
 #[derive(Debug, Clone)]
 pub struct ConformerLayer {
     ffn1_layer_norm: LayerNorm,
-    pub(super) ffn1: FeedForward,
+    pub(super) ffn1: Option<FeedForward>,
     self_attn_layer_norm: LayerNorm,
-    pub(super) self_attn: RelAttention,
-    pub(super) conv_module: ConvModule,
+    pub(super) self_attn: Option<RelAttention>,
+    pub(super) conv_module: Option<ConvModule>,
     ffn2_layer_norm: LayerNorm,
-    pub(super) ffn2: FeedForward,
+    pub(super) ffn2: Option<FeedForward>,
     final_layer_norm: LayerNorm,
 }
 
@@ -415,20 +457,43 @@ impl ConformerLayer {
     pub(super) fn load(
         store: &TensorStore,
         prefix: &str,
+        index: usize,
         c: &Wav2Vec2Config,
         dtype: DType,
     ) -> Result<Self> {
         let d = c.hidden_size;
+        let shape = c.layer_shape(index);
         // transformers builds these norms with PyTorch's default eps, not layer_norm_eps.
         let norm = |n: &str| layer_norm(store, &format!("{prefix}.{n}"), d, TORCH_NORM_EPS, dtype);
+        let ffn = |n: &str, width: Option<usize>| {
+            FeedForward::load(
+                store,
+                &format!("{prefix}.{n}"),
+                c,
+                width.unwrap_or(0),
+                dtype,
+            )
+        };
         Ok(Self {
             ffn1_layer_norm: norm("ffn1_layer_norm")?,
-            ffn1: FeedForward::load(store, &format!("{prefix}.ffn1"), c, dtype)?,
+            ffn1: ffn("ffn1", Some(shape.ffn_dim))?,
             self_attn_layer_norm: norm("self_attn_layer_norm")?,
-            self_attn: RelAttention::load(store, &format!("{prefix}.self_attn"), c, dtype)?,
-            conv_module: ConvModule::load(store, &format!("{prefix}.conv_module"), c, dtype)?,
+            self_attn: RelAttention::load(
+                store,
+                &format!("{prefix}.self_attn"),
+                c,
+                shape.attention_heads,
+                dtype,
+            )?,
+            conv_module: ConvModule::load(
+                store,
+                &format!("{prefix}.conv_module"),
+                c,
+                shape.conv_channels.unwrap_or(0),
+                dtype,
+            )?,
             ffn2_layer_norm: norm("ffn2_layer_norm")?,
-            ffn2: FeedForward::load(store, &format!("{prefix}.ffn2"), c, dtype)?,
+            ffn2: ffn("ffn2", shape.ffn2_dim)?,
             final_layer_norm: norm("final_layer_norm")?,
         })
     }
@@ -448,12 +513,24 @@ impl ConformerLayer {
         ] {
             insert_norm(out, &format!("{prefix}.{name}"), norm);
         }
-        if let Some((u, v)) = &self.self_attn.pos_bias {
+        if let Some((u, v)) = self.self_attn.as_ref().and_then(|a| a.pos_bias.as_ref()) {
             out.insert(format!("{prefix}.self_attn.pos_bias_u"), u.clone());
             out.insert(format!("{prefix}.self_attn.pos_bias_v"), v.clone());
         }
-        self.conv_module
-            .export(&format!("{prefix}.conv_module"), out)
+        match &self.conv_module {
+            Some(conv) => conv.export(&format!("{prefix}.conv_module"), out),
+            None => Ok(()),
+        }
+    }
+
+    /// The shape this block holds.
+    pub(super) fn shape(&self) -> super::config::CtcLayerShape {
+        super::config::CtcLayerShape {
+            attention_heads: self.self_attn.as_ref().map_or(0, |a| a.projections.heads),
+            ffn_dim: self.ffn1.as_ref().map_or(0, FeedForward::width),
+            ffn2_dim: Some(self.ffn2.as_ref().map_or(0, FeedForward::width)),
+            conv_channels: Some(self.conv_module.as_ref().map_or(0, ConvModule::channels)),
+        }
     }
 
     pub(super) fn forward(
@@ -461,13 +538,20 @@ impl ConformerLayer {
         x: &Tensor,
         tables: Option<&PositionTables>,
     ) -> candle_core::Result<Tensor> {
-        let x = (x + (self.ffn1.forward(&self.ffn1_layer_norm.forward(x)?)? * 0.5)?)?;
-        let x = (&x
-            + self
-                .self_attn
-                .forward(&self.self_attn_layer_norm.forward(&x)?, tables)?)?;
-        let x = (&x + self.conv_module.forward(&x)?)?;
-        let x = (&x + (self.ffn2.forward(&self.ffn2_layer_norm.forward(&x)?)? * 0.5)?)?;
+        let half_step = |ffn: &Option<FeedForward>, norm: &LayerNorm, x: Tensor| match ffn {
+            Some(f) => x.clone() + (f.forward(&norm.forward(&x)?)? * 0.5)?,
+            None => Ok(x),
+        };
+        let x = half_step(&self.ffn1, &self.ffn1_layer_norm, x.clone())?;
+        let x = match &self.self_attn {
+            Some(a) => (&x + a.forward(&self.self_attn_layer_norm.forward(&x)?, tables)?)?,
+            None => x,
+        };
+        let x = match &self.conv_module {
+            Some(conv) => (&x + conv.forward(&x)?)?,
+            None => x,
+        };
+        let x = half_step(&self.ffn2, &self.ffn2_layer_norm, x)?;
         self.final_layer_norm.forward(&x)
     }
 }

@@ -17,7 +17,7 @@ use super::model::CtcModel;
 use crate::checkpoint::{hf, TensorStore};
 use crate::error::{Error, Result};
 use crate::model_dir::{ModelFormat, ModelLocation};
-use crate::models::{LayerMut, LayerRef, Layers, SpeechModel};
+use crate::models::{LayerMut, LayerRef, Layers, PrunableModule, SpeechModel};
 use crate::packed_file::keys;
 
 /// Header key of the vocabulary files' texts.
@@ -34,8 +34,10 @@ pub struct CtcRecognizer {
     pub vocab: CtcVocab,
     /// Normalise each clip to zero mean, unit variance before the network.
     pub normalize: bool,
-    /// Parameters the network read from its checkpoint.
+    /// Parameters the network computes with ([`CtcModel::parameter_count`]).
     pub parameters: usize,
+    /// The `config.json` document it was loaded from (a `.whittle` header keeps it whole).
+    pub config_document: serde_json::Value,
 }
 
 /// A CTC checkpoint opened: the recognizer, its tensors, and the header fields that load it
@@ -134,10 +136,11 @@ pub fn open(location: &ModelLocation, device: &Device, dtype: DType) -> Result<O
     }
     let model = CtcModel::load(&store, &config, dtype)?;
     let recognizer = CtcRecognizer {
+        parameters: model.parameter_count()?,
         model,
         vocab,
         normalize: extractor.do_normalize,
-        parameters: store.used_parameter_count(),
+        config_document: config_value.clone(),
     };
     let family_header = vec![
         (keys::CONFIG.to_string(), config_value),
@@ -183,6 +186,45 @@ impl Layers for CtcRecognizer {
 
     fn layers_mut(&mut self) -> Vec<LayerMut<'_>> {
         self.model.layers_mut()
+    }
+
+    fn held_tensors(&self) -> Result<Option<Vec<(String, Tensor)>>> {
+        self.model.held_tensors()
+    }
+
+    fn prunable_modules(&self) -> Vec<PrunableModule> {
+        self.model.prunable_modules()
+    }
+
+    fn prune_modules(
+        &mut self,
+        keep: &std::collections::BTreeMap<String, crate::compress::prune::ModuleKeep>,
+    ) -> Result<()> {
+        self.model.prune_modules(keep)?;
+        self.parameters = self.model.parameter_count()?;
+        Ok(())
+    }
+
+    /// The loaded `config.json` document with the model's `whittle_layer_shapes` (set, or
+    /// removed when every layer is whole again).
+    fn config_header(&self) -> Result<Option<serde_json::Value>> {
+        let mut document = self.config_document.clone();
+        let Some(fields) = document.as_object_mut() else {
+            return Ok(None);
+        };
+        match &self.model.config().whittle_layer_shapes {
+            Some(shapes) => {
+                let value = serde_json::to_value(shapes).map_err(|source| Error::Json {
+                    context: "whittle_layer_shapes".into(),
+                    source,
+                })?;
+                fields.insert("whittle_layer_shapes".into(), value);
+            }
+            None => {
+                fields.remove("whittle_layer_shapes");
+            }
+        }
+        Ok(Some(document))
     }
 }
 

@@ -15,8 +15,9 @@ pub mod conformer;
 pub mod ctc;
 pub mod family;
 pub mod model;
+mod prune;
 
-pub use config::{Family, FeatureExtractorConfig, Wav2Vec2Config};
+pub use config::{CtcLayerShape, Family, FeatureExtractorConfig, Wav2Vec2Config};
 pub use ctc::{normalize_waveform, CtcVocab};
 pub use family::CtcRecognizer;
 pub use model::CtcModel;

@@ -75,32 +75,43 @@ pub(super) struct FeedForward {
 }
 
 impl FeedForward {
+    /// `{prefix}.intermediate_dense` `[width, hidden]` and `{prefix}.output_dense`
+    /// `[hidden, width]`, or `None` when `width` is 0 (the module was pruned away).
     pub(super) fn load(
         store: &TensorStore,
         prefix: &str,
         config: &Wav2Vec2Config,
+        width: usize,
         dtype: DType,
-    ) -> Result<Self> {
-        let (h, f) = (config.hidden_size, config.intermediate_size);
-        Ok(Self {
+    ) -> Result<Option<Self>> {
+        if width == 0 {
+            return Ok(None);
+        }
+        let h = config.hidden_size;
+        Ok(Some(Self {
             intermediate_dense: Linear::load(
                 store,
                 &format!("{prefix}.intermediate_dense"),
                 h,
-                f,
+                width,
                 true,
                 dtype,
             )?,
             output_dense: Linear::load(
                 store,
                 &format!("{prefix}.output_dense"),
-                f,
+                width,
                 h,
                 true,
                 dtype,
             )?,
             activation: config.hidden_act,
-        })
+        }))
+    }
+
+    /// Units (the intermediate width).
+    pub(super) fn width(&self) -> usize {
+        self.output_dense.weight.dims().1
     }
 
     pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -122,23 +133,37 @@ pub(super) struct Projections {
 }
 
 impl Projections {
-    /// Load `{prefix}.{names[i]}` for q, k, v and out, each `[hidden, hidden]`.
+    /// Load `{prefix}.{names[i]}` for q, k, v (`[heads * head_dim, hidden]`) and out
+    /// (`[hidden, heads * head_dim]`), or `None` when `heads` is 0 (pruned away).
     pub(super) fn load(
         store: &TensorStore,
         prefix: &str,
         names: [&str; 4],
         config: &Wav2Vec2Config,
+        heads: usize,
         dtype: DType,
-    ) -> Result<Self> {
-        let h = config.hidden_size;
-        let load = |name: &str| Linear::load(store, &format!("{prefix}.{name}"), h, h, true, dtype);
-        Ok(Self {
-            q: load(names[0])?,
-            k: load(names[1])?,
-            v: load(names[2])?,
-            out: load(names[3])?,
-            heads: config.num_attention_heads,
-        })
+    ) -> Result<Option<Self>> {
+        if heads == 0 {
+            return Ok(None);
+        }
+        let (h, width) = (config.hidden_size, heads * config.head_dim());
+        let load = |name: &str, inputs, outputs| {
+            Linear::load(
+                store,
+                &format!("{prefix}.{name}"),
+                inputs,
+                outputs,
+                true,
+                dtype,
+            )
+        };
+        Ok(Some(Self {
+            q: load(names[0], h, width)?,
+            k: load(names[1], h, width)?,
+            v: load(names[2], h, width)?,
+            out: load(names[3], width, h)?,
+            heads,
+        }))
     }
 
     /// Plain scaled dot-product self-attention of `x` `[b, t, d]`, with `qk_input` feeding the
@@ -179,9 +204,11 @@ impl Projections {
 /// A wav2vec2 / HuBERT Transformer layer, post-LN or pre-LN.
 #[derive(Debug, Clone)]
 pub(super) struct TransformerLayer {
-    pub(super) attention: Projections,
+    /// `None`: pruned away (no residual branch).
+    pub(super) attention: Option<Projections>,
     pub(super) layer_norm: LayerNorm,
-    pub(super) feed_forward: FeedForward,
+    /// `None`: pruned away.
+    pub(super) feed_forward: Option<FeedForward>,
     pub(super) final_layer_norm: LayerNorm,
     pub(super) pre_norm: bool,
 }
@@ -190,16 +217,19 @@ impl TransformerLayer {
     fn load(
         store: &TensorStore,
         prefix: &str,
+        index: usize,
         config: &Wav2Vec2Config,
         dtype: DType,
     ) -> Result<Self> {
         let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+        let shape = config.layer_shape(index);
         Ok(Self {
             attention: Projections::load(
                 store,
                 &format!("{prefix}.attention"),
                 ["q_proj", "k_proj", "v_proj", "out_proj"],
                 config,
+                shape.attention_heads,
                 dtype,
             )?,
             layer_norm: layer_norm(store, &format!("{prefix}.layer_norm"), h, eps, dtype)?,
@@ -207,6 +237,7 @@ impl TransformerLayer {
                 store,
                 &format!("{prefix}.feed_forward"),
                 config,
+                shape.ffn_dim,
                 dtype,
             )?,
             final_layer_norm: layer_norm(
@@ -220,20 +251,28 @@ impl TransformerLayer {
         })
     }
 
+    /// A removed module adds nothing; post-LN norms sit on the residual stream, so they stay.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.pre_norm {
-            let x = (x + self
-                .attention
-                .self_attention(&self.layer_norm.forward(x)?, None)?)?;
-            &x + self
-                .feed_forward
-                .forward(&self.final_layer_norm.forward(&x)?)?
+            let x = match &self.attention {
+                Some(a) => (x + a.self_attention(&self.layer_norm.forward(x)?, None)?)?,
+                None => x.clone(),
+            };
+            match &self.feed_forward {
+                Some(f) => &x + f.forward(&self.final_layer_norm.forward(&x)?)?,
+                None => Ok(x),
+            }
         } else {
-            let x = self
-                .layer_norm
-                .forward(&(x + self.attention.self_attention(x, None)?)?)?;
-            self.final_layer_norm
-                .forward(&(&x + self.feed_forward.forward(&x)?)?)
+            let x = match &self.attention {
+                Some(a) => (x + a.self_attention(x, None)?)?,
+                None => x.clone(),
+            };
+            let x = self.layer_norm.forward(&x)?;
+            let x = match &self.feed_forward {
+                Some(f) => (&x + f.forward(&x)?)?,
+                None => x,
+            };
+            self.final_layer_norm.forward(&x)
         }
     }
 }
@@ -432,7 +471,7 @@ pub(super) enum Encoder {
 /// A wav2vec2, HuBERT or Wav2Vec2-Conformer encoder with its CTC head.
 #[derive(Debug, Clone)]
 pub struct CtcModel {
-    config: Wav2Vec2Config,
+    pub(super) config: Wav2Vec2Config,
     feature_encoder: FeatureEncoder,
     pub(super) feature_projection: FeatureProjection,
     pub(super) encoder: Encoder,
@@ -488,28 +527,32 @@ macro_rules! named_linears {
                         feed_forward,
                         ..
                     } = layer;
-                    let Projections {
+                    if let Some(Projections {
                         q, k, v, out: o, ..
-                    } = attention;
-                    out.extend([
-                        (
-                            format!("{l}.attention.q_proj"),
-                            LayerRole::AttentionQuery,
-                            q,
-                        ),
-                        (format!("{l}.attention.k_proj"), LayerRole::AttentionKey, k),
-                        (
-                            format!("{l}.attention.v_proj"),
-                            LayerRole::AttentionValue,
-                            v,
-                        ),
-                        (
-                            format!("{l}.attention.out_proj"),
-                            LayerRole::AttentionOutput,
-                            o,
-                        ),
-                    ]);
-                    ffn!(l, "feed_forward", feed_forward);
+                    }) = attention
+                    {
+                        out.extend([
+                            (
+                                format!("{l}.attention.q_proj"),
+                                LayerRole::AttentionQuery,
+                                q,
+                            ),
+                            (format!("{l}.attention.k_proj"), LayerRole::AttentionKey, k),
+                            (
+                                format!("{l}.attention.v_proj"),
+                                LayerRole::AttentionValue,
+                                v,
+                            ),
+                            (
+                                format!("{l}.attention.out_proj"),
+                                LayerRole::AttentionOutput,
+                                o,
+                            ),
+                        ]);
+                    }
+                    if let Some(f) = feed_forward {
+                        ffn!(l, "feed_forward", f);
+                    }
                 }
             }
             Encoder::Conformer { layers, .. } => {
@@ -522,60 +565,68 @@ macro_rules! named_linears {
                         ffn2,
                         ..
                     } = layer;
-                    ffn!(l, "ffn1", ffn1);
-                    let super::conformer::RelAttention {
-                        projections,
+                    if let Some(f) = ffn1 {
+                        ffn!(l, "ffn1", f);
+                    }
+                    if let Some(super::conformer::RelAttention {
+                        projections:
+                            Projections {
+                                q, k, v, out: o, ..
+                            },
                         linear_pos,
                         ..
-                    } = self_attn;
-                    let Projections {
-                        q, k, v, out: o, ..
-                    } = projections;
-                    out.extend([
-                        (
-                            format!("{l}.self_attn.linear_q"),
-                            LayerRole::AttentionQuery,
-                            q,
-                        ),
-                        (
-                            format!("{l}.self_attn.linear_k"),
-                            LayerRole::AttentionKey,
-                            k,
-                        ),
-                        (
-                            format!("{l}.self_attn.linear_v"),
-                            LayerRole::AttentionValue,
-                            v,
-                        ),
-                        (
-                            format!("{l}.self_attn.linear_out"),
-                            LayerRole::AttentionOutput,
-                            o,
-                        ),
-                    ]);
-                    if let Some(pos) = linear_pos {
-                        out.push((
-                            format!("{l}.self_attn.linear_pos"),
-                            LayerRole::AttentionPosition,
-                            pos,
-                        ));
+                    }) = self_attn
+                    {
+                        out.extend([
+                            (
+                                format!("{l}.self_attn.linear_q"),
+                                LayerRole::AttentionQuery,
+                                q,
+                            ),
+                            (
+                                format!("{l}.self_attn.linear_k"),
+                                LayerRole::AttentionKey,
+                                k,
+                            ),
+                            (
+                                format!("{l}.self_attn.linear_v"),
+                                LayerRole::AttentionValue,
+                                v,
+                            ),
+                            (
+                                format!("{l}.self_attn.linear_out"),
+                                LayerRole::AttentionOutput,
+                                o,
+                            ),
+                        ]);
+                        if let Some(pos) = linear_pos {
+                            out.push((
+                                format!("{l}.self_attn.linear_pos"),
+                                LayerRole::AttentionPosition,
+                                pos,
+                            ));
+                        }
                     }
-                    let super::conformer::ConvModule {
+                    if let Some(super::conformer::ConvModule {
                         pointwise_conv1,
                         pointwise_conv2,
                         ..
-                    } = conv_module;
-                    out.push((
-                        format!("{l}.conv_module.pointwise_conv1"),
-                        LayerRole::Pointwise,
-                        pointwise_conv1,
-                    ));
-                    out.push((
-                        format!("{l}.conv_module.pointwise_conv2"),
-                        LayerRole::Pointwise,
-                        pointwise_conv2,
-                    ));
-                    ffn!(l, "ffn2", ffn2);
+                    }) = conv_module
+                    {
+                        out.push((
+                            format!("{l}.conv_module.pointwise_conv1"),
+                            LayerRole::Pointwise,
+                            pointwise_conv1,
+                        ));
+                        out.push((
+                            format!("{l}.conv_module.pointwise_conv2"),
+                            LayerRole::Pointwise,
+                            pointwise_conv2,
+                        ));
+                    }
+                    if let Some(f) = ffn2 {
+                        ffn!(l, "ffn2", f);
+                    }
                 }
             }
         }
@@ -622,7 +673,13 @@ impl CtcModel {
                 layer_norm: layer_norm(store, &format!("{p}.encoder.layer_norm"), h, eps, dtype)?,
                 layers: (0..c.num_hidden_layers)
                     .map(|i| {
-                        TransformerLayer::load(store, &format!("{p}.encoder.layers.{i}"), c, dtype)
+                        TransformerLayer::load(
+                            store,
+                            &format!("{p}.encoder.layers.{i}"),
+                            i,
+                            c,
+                            dtype,
+                        )
                     })
                     .collect::<Result<_>>()?,
                 pre_norm: c.do_stable_layer_norm,
@@ -631,7 +688,7 @@ impl CtcModel {
                 positions: ConformerPositions::load(store, p, c)?,
                 layers: (0..c.num_hidden_layers)
                     .map(|i| {
-                        ConformerLayer::load(store, &format!("{p}.encoder.layers.{i}"), c, dtype)
+                        ConformerLayer::load(store, &format!("{p}.encoder.layers.{i}"), i, c, dtype)
                     })
                     .collect::<Result<_>>()?,
                 layer_norm: layer_norm(store, &format!("{p}.encoder.layer_norm"), h, eps, dtype)?,
@@ -758,16 +815,45 @@ impl CtcModel {
     /// positional conv's weight norm folded into `conv.weight`, the Conformer's batch norm folded
     /// into `depthwise_conv.weight` and a `depthwise_conv.bias`, pointwise convs `[out, in, 1]`.
     pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        self.tensors_except(&[])
+    }
+
+    /// Parameters the model computes with: every linear layer's weight and bias and every other
+    /// tensor [`CtcModel::tensors`] lists (weight norm and batch norm counted folded, as the
+    /// model holds them).
+    pub fn parameter_count(&self) -> Result<usize> {
+        let linears = self.linears();
+        let weights: Vec<String> = linears.iter().map(|(n, _)| format!("{n}.weight")).collect();
+        let matrices: usize = linears
+            .iter()
+            .map(|(_, l)| {
+                let (rows, cols) = l.weight.dims();
+                rows * cols
+            })
+            .sum();
+        let others: usize = self
+            .tensors_except(&weights)?
+            .values()
+            .map(Tensor::elem_count)
+            .sum();
+        Ok(matrices + others)
+    }
+
+    /// [`CtcModel::tensors`] without the tensors named in `skipped` (not even computed).
+    fn tensors_except(&self, skipped: &[String]) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for (name, linear) in self.linears() {
+            if let Some(bias) = &linear.bias {
+                out.insert(format!("{name}.bias"), bias.clone());
+            }
+            if skipped.contains(&format!("{name}.weight")) {
+                continue;
+            }
             let mut weight = linear.weight.to_dense()?.to_device(&self.device)?;
             if name.contains(".conv_module.pointwise_conv") {
                 weight = weight.unsqueeze(2)?;
             }
             out.insert(format!("{name}.weight"), weight);
-            if let Some(bias) = &linear.bias {
-                out.insert(format!("{name}.bias"), bias.clone());
-            }
         }
         let p = self.config.family.tensor_prefix();
         for (i, layer) in self.feature_encoder.layers.iter().enumerate() {
@@ -844,6 +930,28 @@ impl Layers for CtcModel {
             .into_iter()
             .map(|(name, role, linear)| LayerMut { name, role, linear })
             .collect()
+    }
+
+    /// [`CtcModel::tensors`] without the packed layer weights (export writes those packed).
+    fn held_tensors(&self) -> Result<Option<Vec<(String, Tensor)>>> {
+        let packed: Vec<String> = self
+            .layers()
+            .into_iter()
+            .filter(|l| matches!(l.linear.weight, Weight::Packed(_)))
+            .map(|l| format!("{}.weight", l.name))
+            .collect();
+        Ok(Some(self.tensors_except(&packed)?.into_iter().collect()))
+    }
+
+    fn prunable_modules(&self) -> Vec<crate::models::PrunableModule> {
+        self.prunable()
+    }
+
+    fn prune_modules(
+        &mut self,
+        keep: &BTreeMap<String, crate::compress::prune::ModuleKeep>,
+    ) -> Result<()> {
+        self.prune(keep)
     }
 }
 

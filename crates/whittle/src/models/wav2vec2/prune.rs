@@ -1,0 +1,367 @@
+//! Structured pruning of the CTC families (SEEDS.md method 3, whose literature prunes Conformer
+//! ASR): attention heads, feed-forward units and the Conformer's convolution-module channels,
+//! physically removed, with whole modules removed when no unit is left.
+//!
+//! The units are cut consistently: a head is its rows of the query, key and value projections
+//! (and of the relative-position projection and biases) and its columns of the output
+//! projection; a feed-forward unit is its row of `intermediate_dense` and column of
+//! `output_dense`; a convolution channel is its two rows of `pointwise_conv1` (the GLU's value
+//! and gate halves), its depthwise kernel and bias, and its column of `pointwise_conv2`. Each
+//! kept unit's scale (a surviving gate value) and the module's branch scale are folded into
+//! the output matrix, as for Whisper ([`crate::compress::prune`]). The per-layer shapes go
+//! into the configuration's `whittle_layer_shapes`, so the smaller model loads back.
+
+use std::collections::BTreeMap;
+
+use candle_core::Tensor;
+
+use super::config::{CtcLayerShape, Family};
+use super::conformer::{ConvModule, RelAttention};
+use super::model::{CtcModel, Encoder, FeedForward, Projections};
+use crate::compress::prune::{check_units, select_columns, select_rows, ModuleKeep};
+use crate::error::{Error, Result};
+use crate::models::{PrunableModule, UnitKind};
+
+/// The rows of a head-major matrix that `keep`'s heads own.
+fn head_rows(keep: &ModuleKeep, head_dim: usize) -> Vec<u32> {
+    keep.units
+        .iter()
+        .flat_map(|u| (u.index * head_dim..(u.index + 1) * head_dim).map(|r| r as u32))
+        .collect()
+}
+
+/// Each kept unit's scale times the branch scale, repeated `width` times.
+fn column_scales(keep: &ModuleKeep, width: usize) -> Vec<f32> {
+    keep.units
+        .iter()
+        .flat_map(|u| std::iter::repeat_n(u.scale * keep.branch_scale, width))
+        .collect()
+}
+
+/// `keep` applied to a module the model may no longer hold.
+fn held<'a, T>(
+    module: &'a mut Option<T>,
+    keep: &ModuleKeep,
+    at: &str,
+) -> Result<Option<&'a mut T>> {
+    match module {
+        Some(m) => Ok(Some(m)),
+        None if keep.units.is_empty() => Ok(None),
+        None => Err(Error::config(
+            at,
+            "keeps units of a module the model does not hold",
+        )),
+    }
+}
+
+/// Slice an attention module's heads (q/k/v rows, output columns); `names` are its four
+/// projections' names under `at`.
+fn prune_projections(
+    p: &mut Projections,
+    keep: &ModuleKeep,
+    head_dim: usize,
+    at: &str,
+    names: [&str; 4],
+) -> Result<()> {
+    let rows = head_rows(keep, head_dim);
+    for (name, l) in [
+        (names[0], &mut p.q),
+        (names[1], &mut p.k),
+        (names[2], &mut p.v),
+    ] {
+        select_rows(l, &rows, &format!("{at}.{name}"))?;
+    }
+    select_columns(
+        &mut p.out,
+        &rows,
+        &column_scales(keep, head_dim),
+        keep.branch_scale,
+        &format!("{at}.{}", names[3]),
+    )?;
+    p.heads = keep.units.len();
+    Ok(())
+}
+
+fn prune_attention(
+    module: &mut Option<Projections>,
+    keep: &ModuleKeep,
+    head_dim: usize,
+    at: &str,
+) -> Result<()> {
+    let Some(p) = held(module, keep, at)? else {
+        return Ok(());
+    };
+    check_units(keep, p.heads, at)?;
+    if keep.units.is_empty() {
+        *module = None;
+        return Ok(());
+    }
+    prune_projections(
+        p,
+        keep,
+        head_dim,
+        at,
+        ["q_proj", "k_proj", "v_proj", "out_proj"],
+    )
+}
+
+fn prune_relative_attention(
+    module: &mut Option<RelAttention>,
+    keep: &ModuleKeep,
+    head_dim: usize,
+    at: &str,
+) -> Result<()> {
+    let Some(a) = held(module, keep, at)? else {
+        return Ok(());
+    };
+    check_units(keep, a.projections.heads, at)?;
+    if keep.units.is_empty() {
+        *module = None;
+        return Ok(());
+    }
+    let names = ["linear_q", "linear_k", "linear_v", "linear_out"];
+    prune_projections(&mut a.projections, keep, head_dim, at, names)?;
+    if let Some(pos) = &mut a.linear_pos {
+        select_rows(pos, &head_rows(keep, head_dim), &format!("{at}.linear_pos"))?;
+    }
+    if let Some((u, v)) = &mut a.pos_bias {
+        let heads: Vec<u32> = keep.units.iter().map(|k| k.index as u32).collect();
+        let idx = Tensor::new(heads.as_slice(), u.device())?;
+        *u = u.index_select(&idx, 0)?;
+        *v = v.index_select(&idx, 0)?;
+    }
+    Ok(())
+}
+
+fn prune_feed_forward(module: &mut Option<FeedForward>, keep: &ModuleKeep, at: &str) -> Result<()> {
+    let Some(f) = held(module, keep, at)? else {
+        return Ok(());
+    };
+    check_units(keep, f.width(), at)?;
+    if keep.units.is_empty() {
+        *module = None;
+        return Ok(());
+    }
+    let units: Vec<u32> = keep.units.iter().map(|u| u.index as u32).collect();
+    select_rows(
+        &mut f.intermediate_dense,
+        &units,
+        &format!("{at}.intermediate_dense"),
+    )?;
+    select_columns(
+        &mut f.output_dense,
+        &units,
+        &column_scales(keep, 1),
+        keep.branch_scale,
+        &format!("{at}.output_dense"),
+    )
+}
+
+fn prune_conv_module(module: &mut Option<ConvModule>, keep: &ModuleKeep, at: &str) -> Result<()> {
+    let Some(m) = held(module, keep, at)? else {
+        return Ok(());
+    };
+    let channels = m.channels();
+    check_units(keep, channels, at)?;
+    if keep.units.is_empty() {
+        *module = None;
+        return Ok(());
+    }
+    let kept: Vec<u32> = keep.units.iter().map(|u| u.index as u32).collect();
+    // The GLU's value half first, then its gate half.
+    let rows: Vec<u32> = kept
+        .iter()
+        .copied()
+        .chain(kept.iter().map(|&c| c + channels as u32))
+        .collect();
+    select_rows(
+        &mut m.pointwise_conv1,
+        &rows,
+        &format!("{at}.pointwise_conv1"),
+    )?;
+    let idx = Tensor::new(kept.as_slice(), m.depthwise.device())?;
+    m.depthwise = m.depthwise.index_select(&idx, 0)?;
+    m.depthwise_bias = m.depthwise_bias.index_select(&idx, 0)?;
+    select_columns(
+        &mut m.pointwise_conv2,
+        &kept,
+        &column_scales(keep, 1),
+        keep.branch_scale,
+        &format!("{at}.pointwise_conv2"),
+    )
+}
+
+impl CtcModel {
+    /// The shape each encoder layer holds.
+    pub fn layer_shapes(&self) -> Vec<CtcLayerShape> {
+        match &self.encoder {
+            Encoder::Transformer { layers, .. } => layers
+                .iter()
+                .map(|l| CtcLayerShape {
+                    attention_heads: l.attention.as_ref().map_or(0, |a| a.heads),
+                    ffn_dim: l.feed_forward.as_ref().map_or(0, FeedForward::width),
+                    ffn2_dim: None,
+                    conv_channels: None,
+                })
+                .collect(),
+            Encoder::Conformer { layers, .. } => layers.iter().map(|l| l.shape()).collect(),
+        }
+    }
+
+    /// The modules structured pruning may shrink, layer by layer.
+    pub(super) fn prunable(&self) -> Vec<PrunableModule> {
+        let c = self.config();
+        let (h, hd) = (c.hidden_size, c.head_dim());
+        let relative = c.position_embeddings_type
+            == Some(super::config::PositionEmbeddings::Relative)
+            && c.family == Family::Conformer;
+        // A head: q/k/v rows with biases and output columns, plus the relative-position
+        // projection's rows and both position biases.
+        let head = 4 * h * hd + 3 * hd + if relative { h * hd + 2 * hd } else { 0 };
+        let ffn_unit = 2 * h + 1;
+        // Two rows of pointwise_conv1, the depthwise kernel and bias, a pointwise_conv2 column.
+        let channel = 3 * h + c.conv_depthwise_kernel_size + 1;
+        let prefix = c.family.tensor_prefix();
+        let mut out = Vec::new();
+        for (i, shape) in self.layer_shapes().into_iter().enumerate() {
+            let layer = format!("{prefix}.encoder.layers.{i}");
+            let module =
+                |name: &str, output: &str, kind, units, unit_width, unit, whole| PrunableModule {
+                    name: format!("{layer}.{name}"),
+                    layer: layer.clone(),
+                    output: format!("{layer}.{name}.{output}"),
+                    kind,
+                    units,
+                    unit_width,
+                    unit_parameters: unit,
+                    module_parameters: whole,
+                };
+            let ffn = |name: &str, units: usize| {
+                module(
+                    name,
+                    "output_dense",
+                    UnitKind::FeedForward,
+                    units,
+                    1,
+                    ffn_unit,
+                    h,
+                )
+            };
+            let heads = shape.attention_heads;
+            match c.family {
+                Family::Wav2Vec2 | Family::Hubert => {
+                    if heads > 0 {
+                        out.push(module(
+                            "attention",
+                            "out_proj",
+                            UnitKind::Heads,
+                            heads,
+                            hd,
+                            head,
+                            h,
+                        ));
+                    }
+                    if shape.ffn_dim > 0 {
+                        out.push(ffn("feed_forward", shape.ffn_dim));
+                    }
+                }
+                Family::Conformer => {
+                    if shape.ffn_dim > 0 {
+                        out.push(ffn("ffn1", shape.ffn_dim));
+                    }
+                    if heads > 0 {
+                        out.push(module(
+                            "self_attn",
+                            "linear_out",
+                            UnitKind::Heads,
+                            heads,
+                            hd,
+                            head,
+                            h,
+                        ));
+                    }
+                    let channels = shape.conv_channels.unwrap_or(0);
+                    if channels > 0 {
+                        // The module's own layer norm goes with it (pointwise convs have no bias).
+                        out.push(module(
+                            "conv_module",
+                            "pointwise_conv2",
+                            UnitKind::ConvChannels,
+                            channels,
+                            1,
+                            channel,
+                            2 * h,
+                        ));
+                    }
+                    let ffn2 = shape.ffn2_dim.unwrap_or(0);
+                    if ffn2 > 0 {
+                        out.push(ffn("ffn2", ffn2));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Prunable parameters the model holds.
+    pub fn prunable_parameters(&self) -> usize {
+        self.prunable()
+            .iter()
+            .map(|m| m.module_parameters + m.units * m.unit_parameters)
+            .sum()
+    }
+
+    /// Physically remove what `keep` does not list (see the module docs) and record the
+    /// per-layer shapes in the configuration.
+    pub(super) fn prune(&mut self, keep: &BTreeMap<String, ModuleKeep>) -> Result<()> {
+        let known: Vec<String> = self.prunable().into_iter().map(|m| m.name).collect();
+        if let Some(unknown) = keep.keys().find(|k| !known.contains(k)) {
+            return Err(Error::config(
+                unknown.as_str(),
+                "not a prunable module of this model",
+            ));
+        }
+        let hd = self.config().head_dim();
+        let prefix = self.config().family.tensor_prefix();
+        match &mut self.encoder {
+            Encoder::Transformer { layers, .. } => {
+                for (i, l) in layers.iter_mut().enumerate() {
+                    let at = |name: &str| format!("{prefix}.encoder.layers.{i}.{name}");
+                    if let Some(k) = keep.get(&at("attention")) {
+                        prune_attention(&mut l.attention, k, hd, &at("attention"))?;
+                    }
+                    if let Some(k) = keep.get(&at("feed_forward")) {
+                        prune_feed_forward(&mut l.feed_forward, k, &at("feed_forward"))?;
+                    }
+                }
+            }
+            Encoder::Conformer { layers, .. } => {
+                for (i, l) in layers.iter_mut().enumerate() {
+                    let at = |name: &str| format!("{prefix}.encoder.layers.{i}.{name}");
+                    let get = |name: &str| keep.get(&at(name));
+                    if let Some(k) = get("ffn1") {
+                        prune_feed_forward(&mut l.ffn1, k, &at("ffn1"))?;
+                    }
+                    if let Some(k) = get("self_attn") {
+                        prune_relative_attention(&mut l.self_attn, k, hd, &at("self_attn"))?;
+                    }
+                    if let Some(k) = get("conv_module") {
+                        prune_conv_module(&mut l.conv_module, k, &at("conv_module"))?;
+                    }
+                    if let Some(k) = get("ffn2") {
+                        prune_feed_forward(&mut l.ffn2, k, &at("ffn2"))?;
+                    }
+                }
+            }
+        }
+        let shapes = self.layer_shapes();
+        let mut unpruned = self.config.clone();
+        unpruned.whittle_layer_shapes = None;
+        let uniform = shapes
+            .iter()
+            .enumerate()
+            .all(|(i, s)| *s == unpruned.layer_shape(i));
+        self.config.whittle_layer_shapes = (!uniform).then_some(shapes);
+        Ok(())
+    }
+}
