@@ -636,6 +636,25 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
                 shapes.summary()
             );
         }
+        // ... and a pruned CTC model its own.
+        if let Some(config) = file
+            .header_field(whittle::packed_file::keys::CONFIG)
+            .filter(|c| c.get("whittle_layer_shapes").is_some())
+        {
+            use whittle::models::wav2vec2::{CtcLayerShape, Wav2Vec2Config};
+            let config = Wav2Vec2Config::from_json(&config.to_string(), &args.model)?;
+            let shapes = config.whittle_layer_shapes.unwrap_or_default();
+            let listed: Vec<String> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{i}: {}", s.summary()))
+                .collect();
+            println!(
+                "pruned      {} per layer (- = removed): {}",
+                CtcLayerShape::legend(config.family),
+                listed.join(", ")
+            );
+        }
         println!(
             "{:<60} {:>8} {:>14} {:>16} {:>7} {:>10}",
             "tensor", "kind", "shape", "format", "bits", "bytes"

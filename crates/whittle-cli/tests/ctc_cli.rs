@@ -212,3 +212,76 @@ fn compress_trains_a_ctc_checkpoint_from_the_shipped_recipe() {
     assert!(inspected.contains("sym4"), "{inspected}");
     eval(&packed, &manifest, &dir.path().join("eval"));
 }
+
+/// `whittle compress` prunes a Conformer CTC checkpoint with the shipped L0 recipe (a few steps,
+/// gates starting at keep probability 0.83 so the extraction is smaller without long training):
+/// the file holds fewer heads, units and channels, `inspect` lists them per layer, and it
+/// transcribes through `eval`.
+#[test]
+fn compress_prunes_a_conformer_with_the_shipped_l0_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = dataset(dir.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let mut text = std::fs::read_to_string(root.join("prune-l0.toml")).unwrap();
+    for (from, to) in [
+        ("init_log_alpha = 3.0\n", "init_log_alpha = 0.0\n"),
+        ("steps = 500\n", "steps = 3\n"),
+        ("warmup_steps = 20\n", "warmup_steps = 1\n"),
+        ("eval_every = 100\n", "eval_every = 0\n"),
+        ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
+        ("batch_size = 4\n", "batch_size = 2\n"),
+    ] {
+        assert!(text.contains(from), "prune-l0.toml has no `{from}`");
+        text = text.replacen(from, to, 1);
+    }
+    let recipe = dir.path().join("l0.toml");
+    std::fs::write(&recipe, &text).unwrap();
+    let model = fixture().with_file_name("conformer-relpos");
+    let pruned = dir.path().join("pruned.whittle");
+    let printed = ok(
+        &whittle(&[
+            "compress",
+            model.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--train",
+            manifest.to_str().unwrap(),
+            "--dev",
+            manifest.to_str().unwrap(),
+            "-o",
+            pruned.to_str().unwrap(),
+            "--no-spellings",
+        ]),
+        "compress",
+    );
+    assert!(printed.contains("3 steps"), "{printed}");
+    let inspected = ok(&whittle(&["inspect", pruned.to_str().unwrap()]), "inspect");
+    let line = inspected
+        .lines()
+        .find(|l| l.starts_with("pruned"))
+        .unwrap_or_else(|| panic!("inspect lists no pruned shapes: {inspected}"));
+    assert!(
+        line.contains("FFN1 units/heads/conv channels/FFN2 units") && line.contains("0: "),
+        "{line}"
+    );
+    // Every FFN and conv module keeps about 0.83 of its 32 units (fewer after the steps).
+    let (_, per_layer) = line.split_once("removed): ").unwrap();
+    for layer in per_layer.split(", ") {
+        let counts: Vec<usize> = layer[3..].split('/').map(|n| n.parse().unwrap()).collect();
+        let unpruned = [32, 4, 32, 32];
+        assert!(
+            counts.iter().zip(unpruned).all(|(&c, u)| c <= u)
+                && [0, 2, 3]
+                    .iter()
+                    .all(|&i| counts[i] < unpruned[i] && counts[i] > 16),
+            "{line}"
+        );
+    }
+    assert!(
+        std::fs::metadata(&pruned).unwrap().len()
+            < std::fs::metadata(model.join("model.safetensors"))
+                .unwrap()
+                .len()
+    );
+    eval(&pruned, &manifest, &dir.path().join("eval"));
+}

@@ -262,6 +262,37 @@ pub struct CtcLayerShape {
     pub conv_channels: Option<usize>,
 }
 
+impl CtcLayerShape {
+    /// `heads/ffn` (Conformer: `ffn1/heads/conv/ffn2`), `-` for a removed module.
+    pub fn summary(&self) -> String {
+        let n = |v: usize| {
+            if v == 0 {
+                "-".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        match (self.conv_channels, self.ffn2_dim) {
+            (Some(conv), Some(ffn2)) => format!(
+                "{}/{}/{}/{}",
+                n(self.ffn_dim),
+                n(self.attention_heads),
+                n(conv),
+                n(ffn2)
+            ),
+            _ => format!("{}/{}", n(self.attention_heads), n(self.ffn_dim)),
+        }
+    }
+
+    /// What [`CtcLayerShape::summary`] lists, for a model of `family`.
+    pub fn legend(family: Family) -> &'static str {
+        match family {
+            Family::Conformer => "FFN1 units/heads/conv channels/FFN2 units",
+            Family::Wav2Vec2 | Family::Hubert => "heads/FFN units",
+        }
+    }
+}
+
 impl Wav2Vec2Config {
     /// Read and check `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
