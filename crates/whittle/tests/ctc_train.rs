@@ -1,6 +1,7 @@
 //! The trainer on the CTC families (tiny random fixtures): uniform LSQ and one-stage mixed
 //! precision train through `TrainModel for CtcRecognizer`, score the dev set, extract packed
-//! layers and resume bit for bit; token cross-entropy is refused with the reason.
+//! layers and resume bit for bit; hyperspherical ternary and ADMM train and pack a Conformer;
+//! token cross-entropy is refused with the reason.
 
 use std::path::{Path, PathBuf};
 
@@ -201,4 +202,46 @@ fn token_cross_entropy_is_refused_for_ctc_batches() {
     .unwrap();
     let err = t.train_step().unwrap_err().to_string();
     assert!(err.contains("loss.ce") && err.contains("CTC"), "{err}");
+}
+
+const TERNARY: &str = "method = \"ternary-hq\"\n[quant]\n[ternary]\nhyperspherical = true\n\
+                       projection = \"cosine\"\ntarget_sparsity = 0.5\nprune_start = 0.0\n\
+                       prune_end = 0.5\nreinit_every = 3\nreinit_strength = 0.5\nlayout = \"sparse\"";
+const ADMM: &str =
+    "method = \"admm\"\n[quant]\nbits = 4\n[admm]\nrho_start = 1.0\nrho_end = 100.0\n\
+                    update_every = 2";
+
+/// The other training-time methods reach the CTC families through the same seam: hyperspherical
+/// ternary training packs every layer to the sparse ternary layout, ADMM to its 4-bit grid, and
+/// the packed model transcribes.
+#[test]
+fn ternary_and_admm_train_a_conformer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (examples, dev) = clips(dir.path(), 4);
+    let is_expected = |method: &str, f: &LayerFormat| match f {
+        LayerFormat::Ternary { sparse, .. } => method == TERNARY && *sparse,
+        LayerFormat::Uniform { bits: 4, .. } => method == ADMM,
+        _ => false,
+    };
+    for method in [TERNARY, ADMM] {
+        let mut t = trainer("conformer-relpos", method, &examples, &dev);
+        let work = dir.path().join(method.split('"').nth(1).unwrap());
+        t.run(&work, None, &mut Silent).unwrap();
+        let (shipped, extracted) = t.finish(&work).unwrap();
+        assert!(
+            extracted.layers.iter().all(|(_, f)| is_expected(method, f)),
+            "{method}: {:?}",
+            extracted.layers
+        );
+        assert!(shipped
+            .model
+            .linears()
+            .iter()
+            .all(|(_, l)| matches!(l.weight, whittle::nn::Weight::Packed(_))));
+        let clip: Vec<f32> = (0..4000).map(|t| (t as f32 * 0.05).sin() * 0.2).collect();
+        assert!(
+            shipped.logits(&clip).is_ok(),
+            "{method}: the packed model runs"
+        );
+    }
 }
