@@ -64,7 +64,8 @@ impl TargetsArg {
 /// `whittle sensitivity MODEL --data D --metric kl -o sens.json`
 #[derive(Args)]
 pub struct SensitivityArgs {
-    /// Float model folder (CTranslate2 or Hugging Face).
+    /// Float model: Whisper (CTranslate2 or Hugging Face folder), a CTC checkpoint folder
+    /// (wav2vec2, HuBERT, Conformer), a GGUF language model or a GPT-2 folder.
     model: PathBuf,
     /// Calibration audio: JSONL manifest or LibriSpeech-layout folder (training data, never a
     /// test set).
@@ -142,6 +143,14 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
     if whittle::models::gpt2::Gpt2::is_gpt2_folder(&args.model) {
         let (model, tokenizer) = whittle::models::gpt2::Gpt2::open(&args.model, &Device::Cpu)?;
         return language_model_sensitivity(&args, model, &tokenizer, candidates, t0);
+    }
+    let location = whittle::model_dir::ModelLocation::detect(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if location.format != ModelFormat::Whittle
+        && whittle::models::registry::Family::detect(&location)?
+            == whittle::models::registry::Family::Ctc
+    {
+        return ctc_sensitivity(&args, candidates, t0);
     }
     let checkpoint = WhisperCheckpoint::open(&args.model, &Device::Cpu)
         .with_context(|| format!("loading model {}", args.model.display()))?;
@@ -336,6 +345,60 @@ fn measure_hessian<M: TrainModel>(
         measured.scored_tokens,
         Some(measured.estimate),
     ))
+}
+
+/// `sensitivity` of a CTC checkpoint (wav2vec2, HuBERT, Conformer): `--data` is audio (the
+/// transcripts are not used: the KL compares frame posteriors, the Hessian is that of the
+/// distillation loss on them).
+fn ctc_sensitivity(args: &SensitivityArgs, candidates: Vec<u8>, t0: Instant) -> Result<()> {
+    use whittle::models::wav2vec2::CtcRecognizer;
+    let loaded = whittle::models::registry::open(&args.model, &Device::Cpu, DType::F32)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let Some(recognizer) = loaded.model.as_any().downcast_ref::<CtcRecognizer>() else {
+        bail!("{} is not a CTC model", args.model.display());
+    };
+    let mut model = recognizer.clone();
+    drop(loaded);
+    let mut utterances = whittle::data::load_dataset(&args.data)
+        .with_context(|| format!("reading {}", args.data.display()))?;
+    if let Some(n) = args.limit {
+        utterances.truncate(n);
+    }
+    if utterances.is_empty() {
+        bail!("{} has no utterances", args.data.display());
+    }
+    let bar = progress_bar(0);
+    let (metric, layers, scored_frames, hessian) = match args.metric {
+        MetricArg::Kl => {
+            let clips: Vec<Vec<f32>> = utterances
+                .iter()
+                .map(|u| whittle::train::batch::load_samples(&u.audio, &u.id))
+                .collect::<whittle::error::Result<_>>()?;
+            bar.set_message("float logits");
+            let measured = whittle::compress::sensitivity::ctc_kl_sensitivity(
+                &mut model,
+                &clips,
+                &kl_options(args, &candidates),
+                kl_progress(&bar),
+            )?;
+            (Metric::Kl, measured.layers, measured.scored_tokens, None)
+        }
+        MetricArg::Hessian => {
+            let examples: Vec<TrainExample> = utterances
+                .iter()
+                .map(|u| TrainExample {
+                    id: u.id.clone(),
+                    audio: u.audio.clone(),
+                    tokens: Vec::new(),
+                })
+                .collect();
+            measure_hessian(&mut model, &examples, &(), args, &candidates, &bar)?
+        }
+    };
+    bar.finish_and_clear();
+    let measured = (metric, layers, scored_frames, hessian);
+    let file = sensitivity_file(args, candidates, measured, utterances.len(), "frames", t0);
+    write_sensitivities(&args.output, &file)
 }
 
 /// `sensitivity` of a language model, GGUF Llama or Hugging Face GPT-2 (either metric): `--data` is a `.txt` file (one text per

@@ -285,3 +285,126 @@ fn compress_prunes_a_conformer_with_the_shipped_l0_recipe() {
     );
     eval(&pruned, &manifest, &dir.path().join("eval"));
 }
+
+/// The relative-position Conformer fixture with its last feature-encoder conv widened from 16 to
+/// 32 channels (the channels duplicated), so that every matrix's input width is a multiple of 32
+/// and a group of 32 applies to all of them.
+fn widened_conformer(dir: &Path) -> PathBuf {
+    use candle_core::{Device, Tensor};
+    let source = fixture().with_file_name("conformer-relpos");
+    let out = dir.join("conformer-wide");
+    std::fs::create_dir_all(&out).unwrap();
+    for file in [
+        "vocab.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(source.join(file), out.join(file)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap())
+            .unwrap();
+    let last = config["conv_dim"].as_array().unwrap().len() - 1;
+    config["conv_dim"][last] = 32.into();
+    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();
+    let widened: std::collections::HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let axis = if name.contains(&format!("conv_layers.{last}.")) {
+                Some(0)
+            } else if name.contains("feature_projection.projection.weight") {
+                Some(1)
+            } else if name.contains("feature_projection.layer_norm") {
+                Some(0)
+            } else {
+                None
+            };
+            let t = match axis {
+                Some(axis) => Tensor::cat(&[&t, &t], axis).unwrap(),
+                None => t,
+            };
+            (name, t)
+        })
+        .collect();
+    candle_core::safetensors::save(&widened, out.join("model.safetensors")).unwrap();
+    out
+}
+
+/// Stage A of two-stage mixed precision on a CTC checkpoint: `sensitivity` (KL of the frame
+/// posteriors, and the Hessian metric) writes a sensitivity file per matrix, `allocate` turns it
+/// into a bit map within the budget, and `quantize --bit-map` packs the model by it.
+#[test]
+fn sensitivity_and_allocation_run_on_a_ctc_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = dataset(dir.path());
+    let model = widened_conformer(dir.path());
+    // Per block: two FFNs of 2 matrices, q/k/v/out, linear_pos, 2 pointwise convs; then the
+    // feature projection and the CTC head.
+    let layers = 2 * 11 + 2;
+    for metric in ["kl", "hessian"] {
+        let sens = dir.path().join(format!("{metric}.json"));
+        ok(
+            &whittle(&[
+                "sensitivity",
+                model.to_str().unwrap(),
+                "--data",
+                manifest.to_str().unwrap(),
+                "--metric",
+                metric,
+                "--candidates",
+                "2,4,8",
+                "--group",
+                "32",
+                "--probes",
+                "4",
+                "-o",
+                sens.to_str().unwrap(),
+            ]),
+            metric,
+        );
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&sens).unwrap()).unwrap();
+        assert_eq!(file["layers"].as_array().unwrap().len(), layers, "{metric}");
+        assert_eq!(file["targets"], "frames");
+        assert!(file["scored_tokens"].as_u64().unwrap() > 0);
+        if metric == "kl" {
+            // Fewer bits never hurt less, on every matrix.
+            for layer in file["layers"].as_array().unwrap() {
+                let kl: Vec<f64> = layer["candidates"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["kl"].as_f64().unwrap())
+                    .collect();
+                assert!(kl[0] >= kl[1] && kl[1] >= kl[2] && kl[2] >= 0.0, "{layer}");
+            }
+        }
+    }
+    let map = dir.path().join("map.toml");
+    ok(
+        &whittle(&[
+            "allocate",
+            dir.path().join("kl.json").to_str().unwrap(),
+            "--budget-bits",
+            "4",
+            "-o",
+            map.to_str().unwrap(),
+        ]),
+        "allocate",
+    );
+    let packed = dir.path().join("mixed.whittle");
+    ok(
+        &whittle(&[
+            "quantize",
+            model.to_str().unwrap(),
+            "--bit-map",
+            map.to_str().unwrap(),
+            "-o",
+            packed.to_str().unwrap(),
+        ]),
+        "quantize",
+    );
+    eval(&packed, &manifest, &dir.path().join("eval"));
+}

@@ -680,6 +680,54 @@ pub fn lm_kl_sensitivity<M: crate::models::lm::CausalLm>(
     })
 }
 
+/// [`kl_sensitivity`] for a CTC model (wav2vec2, HuBERT, Conformer): per matrix and candidate,
+/// the mean KL divergence of the frame posteriors over the CTC vocabulary at every output frame
+/// of `clips` (mono 16 kHz samples, each run alone as the recognizer runs it) with only that
+/// matrix quantized, from those of the float model. `model` must be float; it is left as it was.
+pub fn ctc_kl_sensitivity(
+    model: &mut crate::models::wav2vec2::CtcRecognizer,
+    clips: &[Vec<f32>],
+    options: &KlOptions,
+    mut progress: impl FnMut(&KlProgress),
+) -> Result<KlSensitivity> {
+    let candidates = check_candidates(&options.candidates)?;
+    if clips.is_empty() {
+        return Err(Error::config("sensitivity", "no clips to measure on"));
+    }
+    let originals = float_layers(model, &candidates, options.group)?;
+    let logits = |model: &crate::models::wav2vec2::CtcRecognizer, clip: &[f32]| -> Result<Tensor> {
+        Ok(model.logits(clip)?.squeeze(0)?)
+    };
+    let references: Vec<Reference> = clips
+        .iter()
+        .map(|c| Reference::new(&logits(model, c)?))
+        .collect::<Result<_>>()?;
+    let scored_frames: usize = references.iter().map(|r| r.log_z.len()).sum();
+    let layers = kl_per_candidate(
+        model,
+        originals,
+        &candidates,
+        options.group,
+        |model, index, weight| {
+            crate::models::Layers::layers_mut(model)[index]
+                .linear
+                .weight = weight
+        },
+        |model, _| {
+            let mut sum = 0.0;
+            for (clip, reference) in clips.iter().zip(&references) {
+                sum += reference.kl_sum(&logits(model, clip)?)?;
+            }
+            Ok(sum / scored_frames as f64)
+        },
+        &mut progress,
+    )?;
+    Ok(KlSensitivity {
+        layers,
+        scored_tokens: scored_frames,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
