@@ -14,10 +14,12 @@ use whittle::models::whisper::Transcriber;
 /// `whittle prune MODEL (--magnitude SPARSITY | --keep FILE) -o OUT.whittle`
 #[derive(Args)]
 pub struct PruneArgs {
-    /// Model folder (CTranslate2 or Hugging Face) or an unquantized `.whittle` file.
+    /// Model folder (Whisper: CTranslate2 or Hugging Face; a wav2vec2, HuBERT or Conformer CTC
+    /// checkpoint) or an unquantized `.whittle` file.
     model: PathBuf,
-    /// The magnitude baseline: every attention and FFN module keeps this fraction of its heads
-    /// or units removed, those of smallest weight norm (0 <= S < 1).
+    /// The magnitude baseline: every attention, FFN (and Conformer convolution) module has this
+    /// fraction of its heads, units or channels removed, those of smallest weight norm
+    /// (0 <= S < 1).
     #[arg(
         long,
         value_name = "S",
@@ -26,7 +28,8 @@ pub struct PruneArgs {
     )]
     magnitude: Option<f64>,
     /// A keep list (JSON: the units each module keeps, with scales), as a gate method's
-    /// extraction writes it.
+    /// extraction writes it. Whisper: per encoder and decoder block; other families: a map from
+    /// module path to what it keeps.
     #[arg(long, value_name = "FILE")]
     keep: Option<PathBuf>,
     /// Also write the keep list that was applied to this JSON file.
@@ -51,12 +54,11 @@ pub fn prune(args: PruneArgs) -> Result<()> {
         );
     }
     let source_bytes = loaded.location.weights_bytes();
-    let architecture = loaded.model.architecture();
+    if loaded.family != registry::Family::Whisper {
+        return prune_modules(&args, loaded, source_bytes, t0);
+    }
     let Some(transcriber) = loaded.model.as_any_mut().downcast_mut::<Transcriber>() else {
-        bail!(
-            "{}: structured pruning is implemented for Whisper; this is a {architecture} model",
-            args.model.display()
-        );
+        bail!("{}: not a Whisper transcriber", args.model.display());
     };
     let model = &mut transcriber.model;
     let (keep, method) = match (&args.keep, args.magnitude) {
@@ -114,6 +116,99 @@ pub fn prune(args: PruneArgs) -> Result<()> {
         bytes as f64 / 1e6,
         source_bytes as f64 / 1e6,
         report.shapes
+    );
+    Ok(())
+}
+
+/// `prune` of a family other than Whisper (the CTC encoders): the keep list maps each prunable
+/// module's path to what it keeps (`{"MODULE": {"units": [...], "branch_scale": b}}`; a module
+/// not named keeps everything).
+fn prune_modules(
+    args: &PruneArgs,
+    mut loaded: registry::LoadedModel,
+    source_bytes: u64,
+    t0: Instant,
+) -> Result<()> {
+    use std::collections::BTreeMap;
+    use whittle::compress::prune::{magnitude_module_keep, ModuleKeep};
+    let prunable = |model: &dyn whittle::models::SpeechModel| -> usize {
+        model
+            .prunable_modules()
+            .iter()
+            .map(|m| m.module_parameters + m.units * m.unit_parameters)
+            .sum()
+    };
+    if loaded.model.prunable_modules().is_empty() {
+        bail!(
+            "{}: a {} model has no prunable module",
+            args.model.display(),
+            loaded.model.architecture()
+        );
+    }
+    let (keep, method) = match (&args.keep, args.magnitude) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading keep list {}", path.display()))?;
+            let keep: BTreeMap<String, ModuleKeep> = serde_json::from_str(&text)
+                .with_context(|| format!("parsing keep list {}", path.display()))?;
+            (
+                keep,
+                serde_json::json!({ "method": "keep-list", "source": path.display().to_string() }),
+            )
+        }
+        (None, Some(s)) => (
+            magnitude_module_keep(&*loaded.model, s)?,
+            serde_json::json!({ "method": "magnitude", "sparsity": s }),
+        ),
+        (None, None) => bail!("give --magnitude S or --keep FILE"),
+    };
+    let (prunable_before, parameters_before) =
+        (prunable(&*loaded.model), loaded.model.parameter_count());
+    loaded
+        .model
+        .prune_modules(&keep)
+        .with_context(|| format!("pruning {}", args.model.display()))?;
+    let (prunable_after, parameters_after) =
+        (prunable(&*loaded.model), loaded.model.parameter_count());
+    let keep_json = serde_json::to_value(&keep)?;
+    if let Some(path) = &args.keep_out {
+        whittle::fsutil::write_atomic(path, serde_json::to_string_pretty(&keep_json)?.as_bytes())?;
+    }
+    let sparsity = 1.0 - prunable_after as f64 / prunable_before.max(1) as f64;
+    let mut recipe = method;
+    recipe["kind"] = "structured-pruning".into();
+    recipe["keep"] = keep_json;
+    let report = serde_json::json!({
+        "prunable_before": prunable_before,
+        "prunable_after": prunable_after,
+        "sparsity": sparsity,
+        "parameters_before": parameters_before,
+        "parameters_after": parameters_after,
+    });
+    let header = [
+        ("recipe", recipe),
+        ("pruning", report),
+        (
+            "provenance",
+            crate::ptq_cmd::provenance(&args.model, &loaded, t0),
+        ),
+        ("results", serde_json::Value::Null),
+    ];
+    let bytes = whittle::compress::export::write_packed(
+        &loaded.store,
+        &*loaded.model,
+        loaded.model.architecture(),
+        &loaded.family_header,
+        &header,
+        &args.output,
+    )?;
+    println!(
+        "{}: prunable parameters {prunable_before} -> {prunable_after} ({:.1} % removed), all parameters {parameters_before} -> {parameters_after} ({:.1} % fewer), {bytes} bytes ({:.1} MB; source {:.1} MB)",
+        args.output.display(),
+        100.0 * sparsity,
+        100.0 * (1.0 - parameters_after as f64 / parameters_before.max(1) as f64),
+        bytes as f64 / 1e6,
+        source_bytes as f64 / 1e6,
     );
     Ok(())
 }

@@ -408,3 +408,68 @@ fn sensitivity_and_allocation_run_on_a_ctc_checkpoint() {
     );
     eval(&packed, &manifest, &dir.path().join("eval"));
 }
+
+/// `whittle prune --magnitude` on a Conformer CTC checkpoint: every module keeps half its units
+/// (by weight norm), the keep list it writes reproduces the same file through `--keep`, and the
+/// pruned file transcribes.
+#[test]
+fn magnitude_pruning_and_keep_lists_work_on_a_conformer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = dataset(dir.path());
+    let model = fixture().with_file_name("conformer-relpos");
+    let (first, second, keep) = (
+        dir.path().join("mag.whittle"),
+        dir.path().join("again.whittle"),
+        dir.path().join("keep.json"),
+    );
+    let printed = ok(
+        &whittle(&[
+            "prune",
+            model.to_str().unwrap(),
+            "--magnitude",
+            "0.5",
+            "--keep-out",
+            keep.to_str().unwrap(),
+            "-o",
+            first.to_str().unwrap(),
+        ]),
+        "prune",
+    );
+    assert!(printed.contains("% removed"), "{printed}");
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&keep).unwrap()).unwrap();
+    let ffn = &list["wav2vec2_conformer.encoder.layers.0.ffn1"]["units"];
+    assert_eq!(ffn.as_array().unwrap().len(), 16, "{list}");
+    let inspected = ok(&whittle(&["inspect", first.to_str().unwrap()]), "inspect");
+    assert!(inspected.contains("0: 16/2/16/16"), "{inspected}");
+    ok(
+        &whittle(&[
+            "prune",
+            model.to_str().unwrap(),
+            "--keep",
+            keep.to_str().unwrap(),
+            "-o",
+            second.to_str().unwrap(),
+        ]),
+        "prune --keep",
+    );
+    let (a, b) = (dir.path().join("eval-a"), dir.path().join("eval-b"));
+    eval(&first, &manifest, &a);
+    eval(&second, &manifest, &b);
+    // The transcripts, from each run's per-utterance lines.
+    let hypotheses = |d: &Path| -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "jsonl") {
+                for line in std::fs::read_to_string(path).unwrap().lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    out.push(v["hypothesis"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+        out
+    };
+    assert!(!hypotheses(&a).is_empty());
+    assert_eq!(hypotheses(&a), hypotheses(&b));
+}

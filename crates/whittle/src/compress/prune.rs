@@ -18,7 +18,10 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+
 use crate::models::whisper::{AttentionModule, Block, BlockShape, FeedForward, Whisper};
+use crate::models::Layers;
 use crate::nn::{Linear, Weight};
 
 /// A unit (head or FFN unit) kept, with the scale folded into the output matrix.
@@ -362,55 +365,63 @@ fn top_indices(scores: &[f32], keep: usize) -> Vec<usize> {
     kept
 }
 
-/// The magnitude baseline: every module keeps `round((1 - sparsity) * units)` of its units (at
-/// least one), those of largest weight norm (see the module docs). No module or layer is
-/// removed, so the prunable sparsity is close to `sparsity` but not exact.
-pub fn magnitude_keep(model: &Whisper, sparsity: f64) -> Result<StructureKeep> {
+/// The magnitude baseline on any family: every prunable module ([`Layers::prunable_modules`])
+/// keeps `round((1 - sparsity) * units)` of its units (at least one), those of largest
+/// `||V[u]|| * ||O[:, u]||` (Frobenius norms of the unit's rows of the value matrix and columns
+/// of the output matrix; see the module docs). No module or layer is removed, so the prunable
+/// sparsity is close to `sparsity` but not exact.
+pub fn magnitude_module_keep(
+    model: &(impl Layers + ?Sized),
+    sparsity: f64,
+) -> Result<BTreeMap<String, ModuleKeep>> {
     if !(0.0..1.0).contains(&sparsity) {
         return Err(Error::config(
             "magnitude pruning",
             format!("sparsity {sparsity} is outside [0, 1)"),
         ));
     }
-    let count = |n: usize| (((1.0 - sparsity) * n as f64).round() as usize).clamp(1, n);
-    let attention = |m: &Option<AttentionModule>| -> Result<ModuleKeep> {
-        let Some(m) = m else { return Ok(removed()) };
-        let h = m.attn.heads;
-        let v = slice_norms(float_weight(&m.attn.v_proj, "v_proj")?, 0, h)?;
-        let o = slice_norms(float_weight(&m.attn.out_proj, "out_proj")?, 1, h)?;
-        let scores: Vec<f32> = v.iter().zip(&o).map(|(a, b)| a * b).collect();
-        Ok(ModuleKeep::hard(top_indices(&scores, count(h))))
+    let layers = model.layers();
+    let weight = |name: &str| -> Result<&Tensor> {
+        let layer = layers
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| Error::config(name, "no such layer in the model"))?;
+        float_weight(layer.linear, name)
     };
-    let mlp = |f: &Option<FeedForward>| -> Result<ModuleKeep> {
-        let Some(f) = f else { return Ok(removed()) };
-        let n = f.width();
-        let w1 = float_weight(&f.fc1, "fc1")?.to_dtype(DType::F32)?;
-        let w2 = float_weight(&f.fc2, "fc2")?.to_dtype(DType::F32)?;
-        let r1 = w1.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
-        let c2 = w2.sqr()?.sum(0)?.sqrt()?.to_vec1::<f32>()?;
-        let scores: Vec<f32> = r1.iter().zip(&c2).map(|(a, b)| a * b).collect();
-        Ok(ModuleKeep::hard(top_indices(&scores, count(n))))
-    };
-    let block = |b: &Block| -> Result<BlockKeep> {
-        Ok(BlockKeep {
-            self_attn: attention(&b.self_attn)?,
-            cross_attn: attention(&b.encoder_attn)?,
-            mlp: mlp(&b.mlp)?,
+    model
+        .prunable_modules()
+        .into_iter()
+        .map(|m| {
+            let n = m.units;
+            let values = weight(&m.value_input)?.narrow(0, 0, n * m.unit_width)?;
+            let v = slice_norms(&values, 0, n)?;
+            let o = slice_norms(weight(&m.output)?, 1, n)?;
+            let scores: Vec<f32> = v.iter().zip(&o).map(|(a, b)| a * b).collect();
+            let kept = (((1.0 - sparsity) * n as f64).round() as usize).clamp(1, n);
+            Ok((m.name, ModuleKeep::hard(top_indices(&scores, kept))))
         })
+        .collect()
+}
+
+/// [`magnitude_module_keep`] of a Whisper model, as the per-block keep list its keep files use.
+pub fn magnitude_keep(model: &Whisper, sparsity: f64) -> Result<StructureKeep> {
+    let modules = magnitude_module_keep(model, sparsity)?;
+    let module = |path: String| modules.get(&path).cloned().unwrap_or_else(removed);
+    let blocks = |part: &str, n: usize| -> Vec<BlockKeep> {
+        (0..n)
+            .map(|i| {
+                let layer = format!("model.{part}.layers.{i}");
+                BlockKeep {
+                    self_attn: module(format!("{layer}.self_attn")),
+                    cross_attn: module(format!("{layer}.encoder_attn")),
+                    mlp: module(format!("{layer}.mlp")),
+                }
+            })
+            .collect()
     };
     Ok(StructureKeep {
-        encoder: model
-            .encoder
-            .layers
-            .iter()
-            .map(block)
-            .collect::<Result<_>>()?,
-        decoder: model
-            .decoder
-            .layers
-            .iter()
-            .map(block)
-            .collect::<Result<_>>()?,
+        encoder: blocks("encoder", model.encoder.layers.len()),
+        decoder: blocks("decoder", model.decoder.layers.len()),
     })
 }
 

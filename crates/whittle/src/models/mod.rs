@@ -101,6 +101,10 @@ pub struct PrunableModule {
     /// The matrix whose input columns are the units' outputs (the attention output
     /// projection, the second MLP matrix), by layer name.
     pub output: String,
+    /// The matrix whose output rows carry the units' values, `unit_width` rows per unit from
+    /// the first (the value projection, the first MLP matrix, the GLU's value half of a
+    /// Conformer's first pointwise conv): with `output`, what the magnitude baseline scores.
+    pub value_input: String,
     /// What its units are.
     pub kind: UnitKind,
     /// Units (heads or FFN units).

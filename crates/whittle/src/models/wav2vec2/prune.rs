@@ -225,21 +225,25 @@ impl CtcModel {
         let mut out = Vec::new();
         for (i, shape) in self.layer_shapes().into_iter().enumerate() {
             let layer = format!("{prefix}.encoder.layers.{i}");
+            // `matrices`: the output matrix, then the one whose rows carry the units' values.
             let module =
-                |name: &str, output: &str, kind, units, unit_width, unit, whole| PrunableModule {
-                    name: format!("{layer}.{name}"),
-                    layer: layer.clone(),
-                    output: format!("{layer}.{name}.{output}"),
-                    kind,
-                    units,
-                    unit_width,
-                    unit_parameters: unit,
-                    module_parameters: whole,
+                |name: &str, [output, value]: [&str; 2], kind, units, unit_width, unit, whole| {
+                    PrunableModule {
+                        name: format!("{layer}.{name}"),
+                        layer: layer.clone(),
+                        output: format!("{layer}.{name}.{output}"),
+                        value_input: format!("{layer}.{name}.{value}"),
+                        kind,
+                        units,
+                        unit_width,
+                        unit_parameters: unit,
+                        module_parameters: whole,
+                    }
                 };
             let ffn = |name: &str, units: usize| {
                 module(
                     name,
-                    "output_dense",
+                    ["output_dense", "intermediate_dense"],
                     UnitKind::FeedForward,
                     units,
                     1,
@@ -253,7 +257,7 @@ impl CtcModel {
                     if heads > 0 {
                         out.push(module(
                             "attention",
-                            "out_proj",
+                            ["out_proj", "v_proj"],
                             UnitKind::Heads,
                             heads,
                             hd,
@@ -272,7 +276,7 @@ impl CtcModel {
                     if heads > 0 {
                         out.push(module(
                             "self_attn",
-                            "linear_out",
+                            ["linear_out", "linear_v"],
                             UnitKind::Heads,
                             heads,
                             hd,
@@ -285,7 +289,7 @@ impl CtcModel {
                         // The module's own layer norm goes with it (pointwise convs have no bias).
                         out.push(module(
                             "conv_module",
-                            "pointwise_conv2",
+                            ["pointwise_conv2", "pointwise_conv1"],
                             UnitKind::ConvChannels,
                             channels,
                             1,
