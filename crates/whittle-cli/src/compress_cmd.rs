@@ -345,7 +345,8 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let (normalizer, _) = args.normalizer.load()?;
-    let language_model = GgufFile::sniff(&args.model);
+    let language_model =
+        GgufFile::sniff(&args.model) || whittle::models::gpt2::Gpt2::is_gpt2_folder(&args.model);
     if !language_model {
         let location = whittle::model_dir::ModelLocation::detect(&args.model)
             .with_context(|| format!("loading model {}", args.model.display()))?;
@@ -505,8 +506,9 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     )
 }
 
-/// `compress` of a GGUF language model: distil it into its compressed student on `train`'s
-/// texts, selecting on `dev`'s perplexity, and write a `.whittle` file of architecture `llama`.
+/// `compress` of a language model (a GGUF Llama or a GPT-2 folder): distil it into its
+/// compressed student on `train`'s texts, selecting on `dev`'s perplexity, and write a
+/// `.whittle` file of architecture `llama` or `gpt2`.
 fn train_language_model(
     run: Run<'_>,
     train: &[Utterance],
@@ -519,10 +521,48 @@ fn train_language_model(
             run.args.recipe.display()
         );
     }
+    if whittle::models::gpt2::Gpt2::is_gpt2_folder(&run.args.model) {
+        use whittle::models::gpt2::{Gpt2, ARCHITECTURE};
+        let (teacher, tokenizer) = Gpt2::open(&run.args.model, &Device::Cpu)
+            .with_context(|| format!("loading model {}", run.args.model.display()))?;
+        let family_header = teacher.packed_header(&tokenizer)?;
+        // The model writes every tensor it holds: the store only lends stored dtypes (none).
+        let store = TensorStore::new("gpt2", Default::default(), Device::Cpu);
+        let source = Source {
+            store: &store,
+            architecture: ARCHITECTURE,
+            family_header: &family_header,
+            format: "hugging-face".into(),
+        };
+        return train_text_model(run, source, teacher, tokenizer, train, dev, normalizer);
+    }
     let file = GgufFile::read(&run.args.model)?;
     let tokenizer = LlamaTokenizer::from_gguf(&file)?;
     let (teacher, store) = Llama::from_gguf(&file, &Device::Cpu)?;
     drop(file);
+    let family_header = Llama::packed_header(&teacher, &tokenizer)?;
+    let source = Source {
+        store: &store,
+        architecture: whittle::models::llama::ARCHITECTURE,
+        family_header: &family_header,
+        format: "gguf".into(),
+    };
+    train_text_model(run, source, teacher, tokenizer, train, dev, normalizer)
+}
+
+/// The family-independent part of [`train_language_model`].
+fn train_text_model<M>(
+    run: Run<'_>,
+    source: Source<'_>,
+    teacher: M,
+    tokenizer: LlamaTokenizer,
+    train: &[Utterance],
+    dev: Vec<Utterance>,
+    normalizer: whittle::text::normalize::EnglishNormalizer,
+) -> Result<()>
+where
+    M: TrainModel<BatchContext = (), Decoding = LlamaTokenizer> + Layers + Clone,
+{
     run.check_fit(&teacher)?;
     let examples = train
         .iter()
@@ -544,17 +584,10 @@ fn train_language_model(
             e.id
         );
     }
-    let family_header = Llama::packed_header(&teacher, &tokenizer)?;
     let dev_set = DevSet {
         utterances: dev,
         normalizer,
         tokenizer,
-    };
-    let source = Source {
-        store: &store,
-        architecture: whittle::models::llama::ARCHITECTURE,
-        family_header: &family_header,
-        format: "gguf".into(),
     };
     run.train_and_write(source, teacher, examples, (), dev_set)
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use whittle::candle::{DType, Device};
 use whittle::checkpoint::gguf::GgufFile;
 use whittle::models::llama::{Llama, LlamaTokenizer};
+use whittle::models::lm::AnyLm;
 use whittle::models::whisper::Transcriber;
 use whittle::models::{registry, Layers};
 use whittle::perplexity::{Perplexity, ScoredText};
@@ -183,28 +184,33 @@ pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     report(&args, &scores, t0, quantization)
 }
 
-/// A Llama language model: a GGUF file, quantized by `ptq` when it asks, or a `.whittle` file
-/// from `compress` (which `ptq` may not quantize again).
-pub(crate) fn open_llama(
+/// A language model: a GGUF file or a GPT-2 folder, quantized by `ptq` when it asks, or a
+/// `.whittle` file from `compress` (which `ptq` may not quantize again).
+pub(crate) fn open_language_model(
     path: &std::path::Path,
     ptq: &crate::ptq_cmd::PtqArgs,
-) -> Result<(Llama, LlamaTokenizer)> {
-    if GgufFile::sniff(path) {
+) -> Result<(AnyLm, LlamaTokenizer)> {
+    let (mut model, tokenizer) = if GgufFile::sniff(path) {
         let file = GgufFile::read(path)?;
         let tokenizer = LlamaTokenizer::from_gguf(&file)?;
-        let (mut model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
-        drop(file);
-        ptq.apply_without_audio(&mut model, "token_embd")?;
-        return Ok((model, tokenizer));
-    }
-    if ptq.bits.is_some() || ptq.bit_map.is_some() {
-        bail!(
-            "{} is already packed; quantize the GGUF model it came from",
-            path.display()
-        );
-    }
-    Llama::open_packed(path, &Device::Cpu)
-        .with_context(|| format!("loading language model {}", path.display()))
+        let (model, _) = Llama::from_gguf(&file, &Device::Cpu)?;
+        (AnyLm::Llama(model), tokenizer)
+    } else if whittle::models::gpt2::Gpt2::is_gpt2_folder(path) {
+        let (model, tokenizer) = whittle::models::gpt2::Gpt2::open(path, &Device::Cpu)?;
+        (AnyLm::Gpt2(model), tokenizer)
+    } else {
+        if ptq.bits.is_some() || ptq.bit_map.is_some() {
+            bail!(
+                "{} is already packed; quantize the model it came from",
+                path.display()
+            );
+        }
+        return AnyLm::open_packed(path, &Device::Cpu)
+            .with_context(|| format!("loading language model {}", path.display()));
+    };
+    let embedding = model.embedding_layer();
+    ptq.apply_without_audio(&mut model, embedding)?;
+    Ok((model, tokenizer))
 }
 
 /// `(bytes of the packed matrices, f32 bytes of every matrix)` of `model`.
@@ -223,8 +229,13 @@ pub(crate) fn matrix_bytes(model: &dyn Layers) -> (usize, usize) {
 /// Whether `path` is a `.whittle` file of a language model.
 fn is_packed_language_model(path: &std::path::Path) -> bool {
     path.extension().is_some_and(|e| e == "whittle")
-        && whittle::packed_file::PackedFile::open(path)
-            .is_ok_and(|f| f.architecture() == whittle::models::llama::ARCHITECTURE)
+        && whittle::packed_file::PackedFile::open(path).is_ok_and(|f| {
+            [
+                whittle::models::llama::ARCHITECTURE,
+                whittle::models::gpt2::ARCHITECTURE,
+            ]
+            .contains(&f.architecture())
+        })
 }
 
 /// The texts of `dataset`: a `.txt` file's non-empty lines, else a manifest's transcripts.
@@ -264,12 +275,7 @@ fn language_model(
     if texts.is_empty() {
         bail!("{} has no texts to score", dataset.display());
     }
-    if whittle::models::gpt2::Gpt2::is_gpt2_folder(model_path) {
-        let (mut model, tokenizer) = whittle::models::gpt2::Gpt2::open(model_path, &Device::Cpu)?;
-        args.ptq.apply_without_audio(&mut model, "wte")?;
-        return score_language_model(args, &model, &tokenizer, &texts, t0);
-    }
-    let (model, tokenizer) = open_llama(model_path, &args.ptq)?;
+    let (model, tokenizer) = open_language_model(model_path, &args.ptq)?;
     score_language_model(args, &model, &tokenizer, &texts, t0)
 }
 

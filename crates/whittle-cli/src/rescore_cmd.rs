@@ -127,7 +127,7 @@ pub fn rescore(args: RescoreArgs) -> Result<()> {
     let (normalizer, spellings) = args.normalizer.load()?;
     let lists = read_nbest(&args.nbest)?;
     let dev = args.tune.as_deref().map(read_nbest).transpose()?;
-    let (model, tokenizer) = crate::perplexity_cmd::open_llama(&args.lm, &args.ptq)?;
+    let (model, tokenizer) = crate::perplexity_cmd::open_language_model(&args.lm, &args.ptq)?;
     let packed = Some(crate::perplexity_cmd::matrix_bytes(&model).0).filter(|&b| b > 0);
     let score = |lists: &[NBestUtterance], what: &str| -> Result<Vec<Vec<f64>>> {
         let bar = progress_bar(lists.len());

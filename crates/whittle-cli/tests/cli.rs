@@ -1427,3 +1427,80 @@ fn perplexity_and_sensitivity_read_a_hugging_face_gpt2() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_json(&sens)["layers"].as_array().unwrap().len(), 9);
 }
+
+/// `whittle compress` of a Hugging Face GPT-2 folder: LSQ of a bit map with the tied embedding
+/// at 8 bits, written as a `.whittle` file of architecture `gpt2` that `perplexity`, `rescore`
+/// and `inspect` read.
+#[test]
+fn compress_trains_a_hugging_face_gpt2() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whittle/tests/fixtures/gpt2");
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.txt");
+    std::fs::write(
+        &train,
+        "ab a b c.\na ab 12 c b.\nc c ab a.\nb a 1 2 ab ab.\n",
+    )
+    .unwrap();
+    let dev = dir.path().join("dev.txt");
+    std::fs::write(&dev, "a b ab c.\nc 1 ab.\n").unwrap();
+    std::fs::write(
+        dir.path().join("map.toml"),
+        "[layers]\n\"wte\" = { bits = 8, group = 32 }\n\"h.*\" = { bits = 4, group = 32 }\n",
+    )
+    .unwrap();
+    let recipe = dir.path().join("lm.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"gpt2\"\nmethod = \"uniform-lsq\"\n[quant]\nbit_map = \"map.toml\"\n\
+         [loss]\nkl = 1.0\ntemperature = 1.0\nce = 0.0\ntargets = \"transcript\"\n\
+         [optim]\nlr_weights = 1e-3\nlr_scales = 1e-3\nweight_decay = 0.0\nclip_norm = 5.0\n\
+         [schedule]\nsteps = 4\nwarmup_steps = 1\nmin_lr_ratio = 0.5\n\
+         [train]\nbatch_size = 2\ngrad_accum = 1\nseed = 1\ncheckpoint_every = 2\neval_every = 2\n",
+    )
+    .unwrap();
+    let out = dir.path().join("gpt2.whittle");
+    let o = whittle(&[
+        "compress",
+        p(&model),
+        "--recipe",
+        p(&recipe),
+        "--train",
+        p(&train),
+        "--dev",
+        p(&dev),
+        "-o",
+        p(&out),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("dev perplexity"), "{}", stdout(&o));
+    let o = whittle(&["perplexity", p(&out), p(&dev)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("smaller than fp32"), "{}", stdout(&o));
+    let o = whittle(&["inspect", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("architecture gpt2"), "{}", stdout(&o));
+    let lists = dir.path().join("lists.jsonl");
+    let hyps = serde_json::json!([{"text": "ab a", "tokens": 2, "sum_logprob": -1.0},
+        {"text": "c c", "tokens": 2, "sum_logprob": -1.2}]);
+    std::fs::write(
+        &lists,
+        serde_json::json!({"id": "u1", "audio": "u1.wav", "reference": "ab a",
+            "audio_seconds": 1.0, "hypotheses": hyps})
+        .to_string(),
+    )
+    .unwrap();
+    let rescored = dir.path().join("rescored");
+    let o = whittle(&[
+        "rescore",
+        p(&lists),
+        "--lm",
+        p(&out),
+        "--weight",
+        "0.5",
+        "--out",
+        p(&rescored),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

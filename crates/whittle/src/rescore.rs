@@ -15,7 +15,7 @@ use whittle_text::wer::ErrorCounts;
 
 use crate::error::{Error, Result};
 use crate::eval::{score, UtteranceResult};
-use crate::models::llama::{Llama, LlamaTokenizer};
+use crate::models::llama::LlamaTokenizer;
 use crate::models::whisper::NBestHypothesis;
 use crate::perplexity::{lm_perplexity, ScoredText};
 
@@ -36,8 +36,8 @@ pub struct NBestUtterance {
 
 /// `log P_lm` of every hypothesis of every utterance (the sum over the text's tokens after the
 /// document separator; an empty text scores 0).
-pub fn lm_scores(
-    model: &Llama,
+pub fn lm_scores<M: crate::models::lm::CausalLm>(
+    model: &M,
     tokenizer: &LlamaTokenizer,
     utterances: &[NBestUtterance],
     batch_size: usize,

@@ -113,3 +113,55 @@ fn crafted_gpt2_configurations_are_refused() {
     };
     assert!(err.contains("mlp.c_fc"), "{err}");
 }
+
+/// A GPT-2 with packed matrices (4-bit blocks, the tied embedding at 8 bits) written to a
+/// `.whittle` file of architecture `gpt2` loads back into the same function with its tokenizer;
+/// the float tensors go back in Conv1D layout.
+#[test]
+fn packed_gpt2_round_trips_through_a_whittle_file() {
+    use whittle::compress::bitmap::{BitMap, LayerFormat};
+    use whittle::compress::ptq::{quantize_linears, PtqMethod};
+    let (mut model, tokenizer) = Gpt2::open(&fixture(), &Device::Cpu).unwrap();
+    let bit_map = BitMap::uniform(LayerFormat::uniform(4, Some(32)))
+        .with_rule("wte", LayerFormat::uniform(8, Some(32)))
+        .unwrap();
+    quantize_linears(&mut model, &bit_map, PtqMethod::Rtn, None).unwrap();
+    let ids = tokenizer.document("a ab b 2 1 c ab ab.").unwrap();
+    let tokens = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let expected = model.next_token_logits(&tokens).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpt2.whittle");
+    let store = whittle::checkpoint::TensorStore::new("gpt2", Default::default(), Device::Cpu);
+    whittle::compress::export::write_packed(
+        &store,
+        &model,
+        whittle::models::gpt2::ARCHITECTURE,
+        &model.packed_header(&tokenizer).unwrap(),
+        &[],
+        &file,
+    )
+    .unwrap();
+    let (packed, reread) = Gpt2::open_packed(&file, &Device::Cpu).unwrap();
+    assert_eq!(reread.document("a ab b 2 1 c ab ab.").unwrap(), ids);
+    assert!(packed
+        .layers()
+        .iter()
+        .all(|l| matches!(l.linear.weight, whittle::nn::Weight::Packed(_))));
+    let diff =
+        whittle::nn::max_abs_diff(&expected, &packed.next_token_logits(&tokens).unwrap()).unwrap();
+    assert!(diff < 1e-5, "packed file logits differ by {diff}");
+    // A file of another architecture is refused, naming it.
+    let other = dir.path().join("other.whittle");
+    whittle::compress::export::write_packed(&store, &model, "llama", &[], &[], &other).unwrap();
+    let err = Gpt2::open_packed(&other, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("other.whittle") && err.contains("`llama`"),
+        "{err}"
+    );
+}

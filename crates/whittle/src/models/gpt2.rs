@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::models::llama::LlamaTokenizer;
 use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
 use crate::nn::{LayerNorm, Linear, Weight};
+use crate::packed_file::{keys, PackedFile};
+
+/// Architecture name of GPT-2 `.whittle` files.
+pub const ARCHITECTURE: &str = "gpt2";
 
 /// The architecture's sizes, from Hugging Face's `config.json` (`GPT2Config`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -174,10 +178,15 @@ impl Gpt2 {
         let (d, f) = (config.n_embd, config.inner());
         let dtype = DType::F32;
         let name = |n: &str| format!("{prefix}{n}");
-        // Conv1D: weight [in, out], bias [out].
+        // Conv1D: weight [in, out], bias [out]; a packed matrix (whittle's own files) is
+        // `[out, in]` like every packed layer.
         let conv = |n: &str, inp: usize, out: usize| -> Result<Linear> {
-            let w = store.get(&name(&format!("{n}.weight")), &[inp, out], dtype)?;
+            let weight_name = name(&format!("{n}.weight"));
             let b = store.get(&name(&format!("{n}.bias")), &[out], dtype)?;
+            if let Some(packed) = store.get_packed(&weight_name, [out, inp])? {
+                return Ok(Linear::new(Weight::Packed(packed), Some(b)));
+            }
+            let w = store.get(&weight_name, &[inp, out], dtype)?;
             Ok(Linear::new(Weight::Float(w.t()?.contiguous()?), Some(b)))
         };
         let norm = |n: &str| {
@@ -198,10 +207,14 @@ impl Gpt2 {
                 })
             })
             .collect::<Result<_>>()?;
-        let wte = store.get(&name("wte.weight"), &[config.vocab_size, d], dtype)?;
+        let wte_name = name("wte.weight");
+        let wte = match store.get_packed(&wte_name, [config.vocab_size, d])? {
+            Some(packed) => Weight::Packed(packed),
+            None => Weight::Float(store.get(&wte_name, &[config.vocab_size, d], dtype)?),
+        };
         Ok(Self {
             config: config.clone(),
-            wte: Linear::new(Weight::Float(wte), None),
+            wte: Linear::new(wte, None),
             wpe: store.get(&name("wpe.weight"), &[config.n_positions, d], dtype)?,
             blocks,
             ln_f: norm("ln_f")?,
@@ -217,6 +230,47 @@ impl Gpt2 {
             crate::checkpoint::hf::load_safetensors(&dir.join("model.safetensors"), device)?;
         let model = Self::load(&store, &config)?;
         let tokenizer = LlamaTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"))?;
+        Ok((model, tokenizer))
+    }
+
+    /// The configuration and tokenizer a `.whittle` file of architecture `gpt2` carries in its
+    /// header (written by `whittle compress` from a Hugging Face folder).
+    pub fn packed_header(
+        &self,
+        tokenizer: &LlamaTokenizer,
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        let config = serde_json::to_value(&self.config).map_err(|e| Error::Json {
+            context: "gpt2 config".into(),
+            source: e,
+        })?;
+        Ok(vec![
+            (keys::CONFIG.to_string(), config),
+            (keys::TOKENIZER.to_string(), tokenizer.to_header()?),
+        ])
+    }
+
+    /// Open a `.whittle` file of architecture `gpt2`: packed matrices stay packed, the other
+    /// tensors load as the file stores them (Conv1D layout, as [`Layers::held_tensors`] writes
+    /// them), computed in f32.
+    pub fn open_packed(path: &Path, device: &Device) -> Result<(Self, LlamaTokenizer)> {
+        let file = PackedFile::open(path)?;
+        if file.architecture() != ARCHITECTURE {
+            return Err(Error::UnknownModel {
+                path: path.into(),
+                reason: format!(
+                    "architecture `{}` is not a GPT-2 language model (`{ARCHITECTURE}`)",
+                    file.architecture()
+                ),
+            });
+        }
+        let field = |key: &str| {
+            file.header_field(key)
+                .ok_or_else(|| Error::malformed(path, format!("the header has no `{key}`")))
+        };
+        let config = Gpt2Config::from_json(&field(keys::CONFIG)?.to_string(), path)?;
+        let tokenizer = LlamaTokenizer::from_header(field(keys::TOKENIZER)?, path)?;
+        let store = crate::model_dir::packed_store(&file, path, device)?;
+        let model = Self::load(&store, &config)?;
         Ok((model, tokenizer))
     }
 
@@ -271,6 +325,42 @@ impl Gpt2 {
 }
 
 impl Layers for Gpt2 {
+    /// Every tensor but the packed matrices, without the `transformer.` prefix and with float
+    /// matrices back in Hugging Face's Conv1D layout `[in, out]`, so [`Gpt2::load`] reads the
+    /// file as it reads a checkpoint.
+    fn held_tensors(&self) -> Result<Option<Vec<(String, Tensor)>>> {
+        let mut out = Vec::new();
+        let norm = |out: &mut Vec<(String, Tensor)>, name: &str, n: &LayerNorm| {
+            out.push((format!("{name}.weight"), n.weight.clone()));
+            out.push((format!("{name}.bias"), n.bias.clone()));
+        };
+        if !matches!(self.wte.weight, Weight::Packed(_)) {
+            out.push(("wte.weight".into(), self.wte.weight.to_dense()?));
+        }
+        out.push(("wpe.weight".into(), self.wpe.clone()));
+        for (i, b) in self.blocks.iter().enumerate() {
+            norm(&mut out, &format!("h.{i}.ln_1"), &b.ln_1);
+            norm(&mut out, &format!("h.{i}.ln_2"), &b.ln_2);
+            for (part, linear) in [
+                ("attn.c_attn", &b.c_attn),
+                ("attn.c_proj", &b.attn_proj),
+                ("mlp.c_fc", &b.c_fc),
+                ("mlp.c_proj", &b.mlp_proj),
+            ] {
+                let name = format!("h.{i}.{part}");
+                if !matches!(linear.weight, Weight::Packed(_)) {
+                    let w = linear.weight.to_dense()?.t()?.contiguous()?;
+                    out.push((format!("{name}.weight"), w));
+                }
+                if let Some(bias) = &linear.bias {
+                    out.push((format!("{name}.bias"), bias.clone()));
+                }
+            }
+        }
+        norm(&mut out, "ln_f", &self.ln_f);
+        Ok(Some(out))
+    }
+
     fn layers(&self) -> Vec<LayerRef<'_>> {
         let mut out = vec![LayerRef {
             name: "wte".into(),

@@ -60,6 +60,80 @@ impl CausalLm for super::gpt2::Gpt2 {
     }
 }
 
+/// Either language model family, for code that takes whichever file it is given.
+#[derive(Debug, Clone)]
+pub enum AnyLm {
+    /// A Llama-architecture model (GGUF, or whittle's `llama` files).
+    Llama(super::llama::Llama),
+    /// A GPT-2 (Hugging Face folder, or whittle's `gpt2` files).
+    Gpt2(super::gpt2::Gpt2),
+}
+
+/// `$body` with `$m` bound to the model inside an [`AnyLm`].
+macro_rules! each_lm {
+    ($lm:expr, $m:ident => $body:expr) => {
+        match $lm {
+            AnyLm::Llama($m) => $body,
+            AnyLm::Gpt2($m) => $body,
+        }
+    };
+}
+
+impl Layers for AnyLm {
+    fn layers(&self) -> Vec<super::LayerRef<'_>> {
+        each_lm!(self, m => m.layers())
+    }
+    fn layers_mut(&mut self) -> Vec<super::LayerMut<'_>> {
+        each_lm!(self, m => m.layers_mut())
+    }
+    fn held_tensors(&self) -> Result<Option<Vec<(String, Tensor)>>> {
+        each_lm!(self, m => m.held_tensors())
+    }
+}
+
+impl CausalLm for AnyLm {
+    fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
+        each_lm!(self, m => m.hidden(tokens))
+    }
+    fn project(&self, hidden: &Tensor) -> Result<Tensor> {
+        each_lm!(self, m => CausalLm::project(m, hidden))
+    }
+    fn context_length(&self) -> usize {
+        each_lm!(self, m => m.context_length())
+    }
+    fn device(&self) -> Device {
+        each_lm!(self, m => CausalLm::device(m))
+    }
+}
+
+impl AnyLm {
+    /// The name of its token embedding layer (`token_embd`, `wte`).
+    pub fn embedding_layer(&self) -> &'static str {
+        match self {
+            AnyLm::Llama(_) => "token_embd",
+            AnyLm::Gpt2(_) => "wte",
+        }
+    }
+
+    /// Open a `.whittle` language model of either architecture (`llama`, `gpt2`).
+    pub fn open_packed(
+        path: &std::path::Path,
+        device: &Device,
+    ) -> Result<(Self, super::llama::LlamaTokenizer)> {
+        let file = crate::packed_file::PackedFile::open(path)?;
+        match file.architecture() {
+            super::gpt2::ARCHITECTURE => {
+                let (m, t) = super::gpt2::Gpt2::open_packed(path, device)?;
+                Ok((AnyLm::Gpt2(m), t))
+            }
+            _ => {
+                let (m, t) = super::llama::Llama::open_packed(path, device)?;
+                Ok((AnyLm::Llama(m), t))
+            }
+        }
+    }
+}
+
 /// Causal scaled dot-product attention of heads `q`, `k`, `v` `[b, h, t, hd]` (as many key/value
 /// heads as query heads), the heads concatenated back: `[b, t, h * hd]`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
