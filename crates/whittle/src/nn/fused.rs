@@ -26,9 +26,11 @@ fn fusable(x: &Tensor) -> bool {
 /// Rows of `width` elements processed in parallel.
 const MIN_ROWS_PER_TASK: usize = 8;
 
-/// GELU with the exact erf form, `0.5 x (1 + erf(x / sqrt 2))`.
+/// GELU with the exact erf form, `0.5 x (1 + erf(x / sqrt 2))`: on the CPU in f32 the
+/// vectorised kernel of `whittle_kernels` (candle's scalar `erf` took 5 % of a wav2vec2-base
+/// forward), with its backward when the input trains.
 pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.track_op() && fusable(x) {
+    if fusable(x) {
         x.contiguous()?.apply_op1(GeluErf)
     } else {
         x.gelu_erf()
