@@ -40,7 +40,8 @@ use crate::commands::{progress_bar, NormalizerArgs};
 /// `whittle compress MODEL --recipe R --train DATA --dev DATA -o OUT.whittle`
 #[derive(Args)]
 pub struct CompressArgs {
-    /// Model folder (CTranslate2 or Hugging Face): the teacher and the student's start.
+    /// Model folder (CTranslate2 or Hugging Face): the teacher and the student's start (see
+    /// `--teacher` for a separate teacher).
     model: PathBuf,
     /// Recipe (TOML), e.g. recipes/uniform-qat-w4.toml.
     #[arg(long)]
@@ -76,6 +77,12 @@ pub struct CompressArgs {
     /// method, instead of the recipe's `quant.bits` / `quant.bit_map`.
     #[arg(long, value_name = "FILE")]
     bit_map: Option<PathBuf>,
+    /// Distil from this model instead of MODEL itself: MODEL (then a float `.whittle` file may
+    /// be given, e.g. a structurally pruned one) is the student's start, the teacher gives the
+    /// pseudo-labels, the KL and the hidden-state targets. With `method = "distill"` this is the
+    /// fine-tune after pruning; with a quantizing recipe, pruned and quantized in one run.
+    #[arg(long, value_name = "MODEL")]
+    teacher: Option<PathBuf>,
     #[command(flatten)]
     normalizer: NormalizerArgs,
 }
@@ -350,12 +357,15 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     if !language_model {
         let location = whittle::model_dir::ModelLocation::detect(&args.model)
             .with_context(|| format!("loading model {}", args.model.display()))?;
-        if location.format == ModelFormat::Whittle {
+        if location.format == ModelFormat::Whittle && args.teacher.is_none() {
             bail!(
-                "{} is already packed; train from the original model folder",
+                "{} is already packed; train from the original model folder (or give the \
+                 unpruned model as --teacher to distil this float file)",
                 args.model.display()
             );
         }
+    } else if args.teacher.is_some() {
+        bail!("--teacher: language models distil from themselves only");
     }
     // A language model trains on texts: a `.txt` file's lines or a manifest's transcripts.
     let load = |path: &Path| -> Result<Vec<Utterance>> {
@@ -388,7 +398,14 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         );
     }
     let identity = RunIdentity {
-        model: model_digest(&args.model)?,
+        model: match &args.teacher {
+            Some(teacher) => format!(
+                "{} distilled from {}",
+                model_digest(&args.model)?,
+                model_digest(teacher)?
+            ),
+            None => model_digest(&args.model)?,
+        },
         train: dataset_digest(&train),
         dev: dataset_digest(&dev),
     };
@@ -423,10 +440,47 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     }
     let loaded = registry::open(&args.model, &Device::Cpu, DType::F32)
         .with_context(|| format!("loading model {}", args.model.display()))?;
-    if let Some(transcriber) = loaded.model.as_any().downcast_ref::<Transcriber>() {
+    let teacher_loaded = match &args.teacher {
+        Some(path) => {
+            if loaded.store.packed_names().next().is_some() {
+                bail!(
+                    "{} holds quantized matrices; the student must be float (prune, then compress)",
+                    args.model.display()
+                );
+            }
+            let t = registry::open(path, &Device::Cpu, DType::F32)
+                .with_context(|| format!("loading teacher {}", path.display()))?;
+            if t.model.architecture() != loaded.model.architecture() {
+                bail!(
+                    "teacher {} is a {} model, the student {} a {} model",
+                    path.display(),
+                    t.model.architecture(),
+                    args.model.display(),
+                    loaded.model.architecture()
+                );
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    // The teacher gives the targets; the student (MODEL) is what gets written.
+    let teacher_of = teacher_loaded.as_ref().unwrap_or(&loaded);
+    if let Some(transcriber) = teacher_of.model.as_any().downcast_ref::<Transcriber>() {
         let tokenizer = transcriber.tokenizer.clone();
         let teacher = transcriber.model.clone();
-        run.check_fit(&teacher)?;
+        let student = match &teacher_loaded {
+            Some(_) => Some(
+                loaded
+                    .model
+                    .as_any()
+                    .downcast_ref::<Transcriber>()
+                    .expect("same architecture as the teacher")
+                    .model
+                    .clone(),
+            ),
+            None => None,
+        };
+        run.check_fit(student.as_ref().unwrap_or(&teacher))?;
         let mut pseudo = HashMap::new();
         if needs_pseudo_labels(run.recipe.loss.targets, &train) {
             let cache = args
@@ -435,9 +489,9 @@ pub fn compress(args: CompressArgs) -> Result<()> {
                 .unwrap_or_else(|| run.work_dir.join("pseudo-labels.jsonl"));
             // The labels are the teacher's: a cache made by another model is refused.
             let labels_identity = RunIdentity {
+                model: model_digest(args.teacher.as_ref().unwrap_or(&args.model))?,
                 train: String::new(),
                 dev: String::new(),
-                ..identity.clone()
             };
             check_identity(
                 &cache.with_extension("identity.json"),
@@ -464,9 +518,27 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             normalizer,
             tokenizer,
         };
-        return run.train_and_write(Source::of(&loaded), teacher, examples, prompt, dev_set);
+        return run.train_and_write(
+            Source::of(&loaded),
+            teacher,
+            student,
+            examples,
+            prompt,
+            dev_set,
+        );
     }
-    if let Some(recognizer) = loaded.model.as_any().downcast_ref::<CtcRecognizer>() {
+    if let Some(recognizer) = teacher_of.model.as_any().downcast_ref::<CtcRecognizer>() {
+        let student = match &teacher_loaded {
+            Some(_) => Some(
+                loaded
+                    .model
+                    .as_any()
+                    .downcast_ref::<CtcRecognizer>()
+                    .expect("same architecture as the teacher")
+                    .clone(),
+            ),
+            None => None,
+        };
         if run.recipe.loss.ce > 0.0 {
             bail!(
                 "{}: loss.ce = {} needs token targets; a {} model distils frame posteriors \
@@ -476,7 +548,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
                 recognizer.architecture()
             );
         }
-        run.check_fit(recognizer)?;
+        run.check_fit(student.as_ref().unwrap_or(recognizer))?;
         // Frame posteriors need no labels: examples carry no tokens.
         let examples = train
             .iter()
@@ -494,6 +566,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         return run.train_and_write(
             Source::of(&loaded),
             recognizer.clone(),
+            student,
             examples,
             (),
             dev_set,
@@ -589,7 +662,7 @@ where
         normalizer,
         tokenizer,
     };
-    run.train_and_write(source, teacher, examples, (), dev_set)
+    run.train_and_write(source, teacher, None, examples, (), dev_set)
 }
 
 /// What writing the packed file needs of the source model.
@@ -646,10 +719,12 @@ impl Run<'_> {
 
     /// Train `teacher`'s student on `examples`, keep the best dev checkpoint, and write the
     /// packed file with its recipe, bit map, provenance and dev result.
+    /// Train (the student starts from `student`, else from the teacher) and write the file.
     fn train_and_write<M: TrainModel>(
         self,
         source: Source<'_>,
         teacher: M,
+        student: Option<M>,
         examples: Vec<TrainExample>,
         context: M::BatchContext,
         dev_set: DevSet<M::Decoding>,
@@ -662,7 +737,13 @@ impl Run<'_> {
             work_dir,
             t0,
         } = self;
-        let mut trainer = Trainer::new(recipe.clone(), teacher, examples, context, Some(dev_set))?;
+        let dev = Some(dev_set);
+        let mut trainer = match student {
+            Some(student) => {
+                Trainer::distilling(recipe.clone(), teacher, student, examples, context, dev)?
+            }
+            None => Trainer::new(recipe.clone(), teacher, examples, context, dev)?,
+        };
         if args.resume {
             trainer.resume(&work_dir)?;
             eprintln!(

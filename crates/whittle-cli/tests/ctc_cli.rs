@@ -473,3 +473,88 @@ fn magnitude_pruning_and_keep_lists_work_on_a_conformer() {
     assert!(!hypotheses(&a).is_empty());
     assert_eq!(hypotheses(&a), hypotheses(&b));
 }
+
+/// A pruned model distilled from the unpruned one: `compress PRUNED.whittle --teacher MODEL`
+/// with the shipped `recipes/distill.toml` (float fine-tune) and with the uniform W4 recipe
+/// (pruned and quantized in one run); both files keep the pruned shapes and evaluate.
+#[test]
+fn compress_distils_a_pruned_model_from_its_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = dataset(dir.path());
+    let model = fixture().with_file_name("conformer-relpos");
+    let pruned = dir.path().join("pruned.whittle");
+    ok(
+        &whittle(&[
+            "prune",
+            model.to_str().unwrap(),
+            "--magnitude",
+            "0.5",
+            "-o",
+            pruned.to_str().unwrap(),
+        ]),
+        "prune",
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let shorten = |file: &str, extra: &[(&str, &str)]| {
+        let mut text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (from, to) in [
+            ("steps = 500\n", "steps = 3\n"),
+            ("warmup_steps = 20\n", "warmup_steps = 1\n"),
+            ("eval_every = 100\n", "eval_every = 0\n"),
+            ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
+            ("batch_size = 4\n", "batch_size = 2\n"),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            assert!(text.contains(from), "{file} has no `{from}`");
+            text = text.replacen(from, to, 1);
+        }
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let distill = shorten("distill.toml", &[]);
+    let w4 = shorten("uniform-qat-w4.toml", &[("group = 64\n", "group = 32\n")]);
+    for (recipe, out, format) in [(&distill, "distilled", "f32"), (&w4, "pruned-w4", "sym4")] {
+        let file = dir.path().join(format!("{out}.whittle"));
+        ok(
+            &whittle(&[
+                "compress",
+                pruned.to_str().unwrap(),
+                "--teacher",
+                model.to_str().unwrap(),
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--train",
+                manifest.to_str().unwrap(),
+                "--dev",
+                manifest.to_str().unwrap(),
+                "-o",
+                file.to_str().unwrap(),
+                "--no-spellings",
+            ]),
+            out,
+        );
+        let inspected = ok(&whittle(&["inspect", file.to_str().unwrap()]), "inspect");
+        assert!(inspected.contains("0: 16/2/16/16"), "{out}: {inspected}");
+        assert!(inspected.contains(format), "{out}: {inspected}");
+        eval(&file, &manifest, &dir.path().join(format!("eval-{out}")));
+    }
+    // Without a teacher a `.whittle` student is refused, naming the way out.
+    let refused = whittle(&[
+        "compress",
+        pruned.to_str().unwrap(),
+        "--recipe",
+        distill.to_str().unwrap(),
+        "--train",
+        manifest.to_str().unwrap(),
+        "--dev",
+        manifest.to_str().unwrap(),
+        "-o",
+        dir.path().join("x.whittle").to_str().unwrap(),
+        "--no-spellings",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--teacher"));
+}

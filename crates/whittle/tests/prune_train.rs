@@ -164,3 +164,74 @@ fn prune_recipe_settings_are_checked() {
     ];
     assert_recipe_errors(shipped, &cases);
 }
+
+/// The fine-tune after pruning (`method = "distill"`, `Trainer::distilling`): a student pruned
+/// by magnitude to half its units learns from the unpruned teacher (the KL on a fixed batch of
+/// all the examples falls), keeps its smaller shapes and ships float; the teacher is unchanged.
+#[test]
+fn a_pruned_student_distils_from_the_unpruned_teacher() {
+    use whittle::compress::prune::{magnitude_keep, prune_whisper};
+    use whittle::train::trainer::micro_batch_grads_with;
+    use whittle::train::TrainModel;
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = teacher();
+    let mut student = teacher.clone();
+    let keep = magnitude_keep(&student, 0.5).unwrap();
+    prune_whisper(&mut student, &keep).unwrap();
+    let shapes = student.shape_summary();
+    let steps = 30;
+    let recipe = Recipe::parse(
+        &format!(
+            "name = \"ft\"\nmethod = \"distill\"\n[quant]\n[loss]\nkl = 1.0\ntemperature = 1.0\n\
+             ce = 0.0\ntargets = \"transcript\"\n[optim]\nlr_weights = 1e-3\nlr_scales = 1e-3\n\
+             weight_decay = 0.0\nclip_norm = 5.0\n[schedule]\nsteps = {steps}\nwarmup_steps = 1\n\
+             min_lr_ratio = 0.1\n[train]\nbatch_size = 2\ngrad_accum = 2\nseed = 7\n\
+             checkpoint_every = 100\n"
+        ),
+        "test",
+    )
+    .unwrap();
+    let examples = examples(dir.path(), 4);
+    let mut t = Trainer::distilling(
+        recipe.clone(),
+        teacher.clone(),
+        student,
+        examples.clone(),
+        prompt(),
+        None,
+    )
+    .unwrap();
+    let all: Vec<&whittle::train::TrainExample> = examples.iter().collect();
+    let batch = teacher.make_batch(&all, true, &prompt()).unwrap();
+    let kl = |t: &Trainer| {
+        micro_batch_grads_with(&t.teacher, &t.student, &batch, &recipe, &[], &[], 1.0, None)
+            .unwrap()
+            .parts
+            .kl
+    };
+    let before = kl(&t);
+    while t.state.step < steps {
+        t.train_step().unwrap();
+    }
+    let after = kl(&t);
+    eprintln!(
+        "KL to the teacher on all examples: {before:.4} before, {after:.4} after {steps} steps"
+    );
+    assert!(
+        after < 0.5 * before,
+        "the KL to the teacher fell from {before} to {after} only"
+    );
+    let (shipped, extracted) = t.extract().unwrap();
+    assert_eq!(shipped.shape_summary(), shapes);
+    assert!(extracted
+        .layers
+        .iter()
+        .all(|(_, f)| *f == whittle::compress::bitmap::LayerFormat::Float));
+    assert!(shipped
+        .layers()
+        .iter()
+        .all(|l| matches!(l.linear.weight, Weight::Float(_))));
+    let (_, teacher_logits) = encoder_and_logits(&teacher);
+    let (_, still) = encoder_and_logits(&t.teacher);
+    assert_eq!(max_abs_diff(&teacher_logits, &still).unwrap(), 0.0);
+}

@@ -225,6 +225,7 @@ pub trait CompressionMethod {
 /// The method a recipe asks for. `bit_map` is the recipe's `quant.bit_map`, already read.
 pub fn from_recipe(recipe: &Recipe, bit_map: Option<BitMap>) -> Result<Box<dyn CompressionMethod>> {
     match recipe.method {
+        MethodKind::Distill => Ok(Box::new(super::distill::Distill)),
         MethodKind::Admm => {
             let admm = recipe
                 .admm

@@ -19,6 +19,7 @@
 pub mod admm;
 pub mod batch;
 pub mod checkpoint;
+pub mod distill;
 pub mod identity;
 pub mod loss;
 pub mod method;

@@ -60,6 +60,8 @@ pub enum MethodKind {
     PruneL0,
     /// Quantized training by ADMM at the fixed bit widths of `quant` (uniform, or a bit map).
     Admm,
+    /// Distillation of float weights, nothing compressed (the fine-tune after pruning).
+    Distill,
 }
 
 impl MethodKind {
@@ -71,6 +73,7 @@ impl MethodKind {
             MethodKind::TernaryHq => "ternary-hq",
             MethodKind::PruneL0 => "prune-l0",
             MethodKind::Admm => "admm",
+            MethodKind::Distill => "distill",
         }
     }
 }
@@ -678,6 +681,21 @@ impl Recipe {
         }
         match (self.method, &self.mixed_precision) {
             (MethodKind::TernaryHq | MethodKind::PruneL0, _) => {}
+            (MethodKind::Distill, Some(_)) => {
+                return fail(
+                    "mixed_precision",
+                    "only for method = \"mixed-precision\"".into(),
+                )
+            }
+            (MethodKind::Distill, None) => {
+                if self.quant.bits != 0 || self.quant.bit_map.is_some() {
+                    return fail(
+                        "quant",
+                        "method = \"distill\" trains float weights: omit quant.bits and quant.bit_map"
+                            .into(),
+                    );
+                }
+            }
             (MethodKind::UniformLsq | MethodKind::Admm, None) => {
                 let needs_bits = self.quant.bit_map.is_none() || self.quant.bits != 0;
                 if needs_bits && !(2..=8).contains(&self.quant.bits) {

@@ -67,7 +67,15 @@ pub fn wrap_student<M: TrainModel>(
     method: &mut dyn CompressionMethod,
     recipe: &Recipe,
 ) -> Result<(M, AdamW)> {
-    let mut student = teacher.clone();
+    wrap_given_student(teacher.clone(), method, recipe)
+}
+
+/// [`wrap_student`] of a given starting student (a pruned copy of the teacher, say).
+fn wrap_given_student<M: TrainModel>(
+    mut student: M,
+    method: &mut dyn CompressionMethod,
+    recipe: &Recipe,
+) -> Result<(M, AdamW)> {
     let params = method
         .wrap(&mut student)?
         .into_iter()
@@ -303,6 +311,34 @@ impl<M: TrainModel> Trainer<M> {
         prompt: M::BatchContext,
         dev: Option<DevSet<M::Decoding>>,
     ) -> Result<Self> {
+        let student = teacher.clone();
+        Self::distilling(recipe, teacher, student, examples, prompt, dev)
+    }
+
+    /// A fresh run of `method` (the recipe's `method` field is not consulted).
+    pub fn with_method(
+        recipe: Recipe,
+        method: Box<dyn CompressionMethod>,
+        teacher: M,
+        examples: Vec<TrainExample>,
+        prompt: M::BatchContext,
+        dev: Option<DevSet<M::Decoding>>,
+    ) -> Result<Self> {
+        let student = teacher.clone();
+        Self::with_student(recipe, method, teacher, student, examples, prompt, dev)
+    }
+
+    /// A fresh run of the recipe's method that starts from `student` instead of a copy of the
+    /// teacher: a structurally pruned student (its residual width and hidden taps are the
+    /// teacher's) distilled from the unpruned model, with or without quantization.
+    pub fn distilling(
+        recipe: Recipe,
+        teacher: M,
+        student: M,
+        examples: Vec<TrainExample>,
+        prompt: M::BatchContext,
+        dev: Option<DevSet<M::Decoding>>,
+    ) -> Result<Self> {
         recipe.validate("recipe")?;
         let bit_map = recipe
             .quant
@@ -311,14 +347,14 @@ impl<M: TrainModel> Trainer<M> {
             .map(crate::compress::bitmap::BitMap::from_file)
             .transpose()?;
         let method = super::method::from_recipe(&recipe, bit_map)?;
-        Self::with_method(recipe, method, teacher, examples, prompt, dev)
+        Self::with_student(recipe, method, teacher, student, examples, prompt, dev)
     }
 
-    /// A fresh run of `method` (the recipe's `method` field is not consulted).
-    pub fn with_method(
+    fn with_student(
         recipe: Recipe,
         mut method: Box<dyn CompressionMethod>,
         teacher: M,
+        student: M,
         examples: Vec<TrainExample>,
         prompt: M::BatchContext,
         dev: Option<DevSet<M::Decoding>>,
@@ -327,7 +363,7 @@ impl<M: TrainModel> Trainer<M> {
         if examples.is_empty() {
             return Err(Error::config("training data", "no training examples"));
         }
-        let (student, optimizer) = wrap_student(&teacher, method.as_mut(), &recipe)?;
+        let (student, optimizer) = wrap_given_student(student, method.as_mut(), &recipe)?;
         let taps = recipe
             .loss
             .hidden
