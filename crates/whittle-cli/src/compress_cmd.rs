@@ -550,14 +550,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         }
         run.check_fit(student.as_ref().unwrap_or(recognizer))?;
         // Frame posteriors need no labels: examples carry no tokens.
-        let examples = train
-            .iter()
-            .map(|u| TrainExample {
-                id: u.id.clone(),
-                audio: u.audio.clone(),
-                tokens: Vec::new(),
-            })
-            .collect();
+        let examples = train.iter().map(TrainExample::audio_only).collect();
         let dev_set = DevSet {
             utterances: dev,
             normalizer,

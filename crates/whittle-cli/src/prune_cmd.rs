@@ -61,48 +61,19 @@ pub fn prune(args: PruneArgs) -> Result<()> {
         bail!("{}: not a Whisper transcriber", args.model.display());
     };
     let model = &mut transcriber.model;
-    let (keep, method) = match (&args.keep, args.magnitude) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading keep list {}", path.display()))?;
-            let keep: StructureKeep = serde_json::from_str(&text)
-                .with_context(|| format!("parsing keep list {}", path.display()))?;
-            (
-                keep,
-                serde_json::json!({ "method": "keep-list", "source": path.display().to_string() }),
-            )
-        }
-        (None, Some(s)) => (
-            magnitude_keep(model, s)?,
-            serde_json::json!({ "method": "magnitude", "sparsity": s }),
-        ),
-        (None, None) => bail!("give --magnitude S or --keep FILE"),
+    let (keep, method) = match keep_list::<StructureKeep>(&args)? {
+        Some(listed) => listed,
+        None => magnitude(&args, |s| Ok(magnitude_keep(model, s)?))?,
     };
     let report =
         prune_whisper(model, &keep).with_context(|| format!("pruning {}", args.model.display()))?;
-    let keep_json = serde_json::to_value(&keep)?;
-    if let Some(path) = &args.keep_out {
-        whittle::fsutil::write_atomic(path, serde_json::to_string_pretty(&keep_json)?.as_bytes())?;
-    }
-    let mut recipe = method;
-    recipe["kind"] = "structured-pruning".into();
-    recipe["keep"] = keep_json;
-    let header = [
-        ("recipe", recipe),
-        ("pruning", serde_json::to_value(&report)?),
-        (
-            "provenance",
-            crate::ptq_cmd::provenance(&args.model, &loaded, t0),
-        ),
-        ("results", serde_json::Value::Null),
-    ];
-    let bytes = whittle::compress::export::write_packed(
-        &loaded.store,
-        &*loaded.model,
-        "whisper",
-        &loaded.family_header,
-        &header,
-        &args.output,
+    let bytes = write_pruned(
+        &args,
+        &loaded,
+        method,
+        &keep,
+        serde_json::to_value(&report)?,
+        t0,
     )?;
     println!(
         "{}: prunable parameters {} -> {} ({:.1} % removed), all parameters {} -> {} ({:.1} % fewer), {bytes} bytes ({:.1} MB; source {:.1} MB)\nshapes (heads[+cross heads]/FFN units; - = layer removed): {}",
@@ -131,13 +102,8 @@ fn prune_modules(
 ) -> Result<()> {
     use std::collections::BTreeMap;
     use whittle::compress::prune::{magnitude_module_keep, ModuleKeep};
-    let prunable = |model: &dyn whittle::models::SpeechModel| -> usize {
-        model
-            .prunable_modules()
-            .iter()
-            .map(|m| m.module_parameters + m.units * m.unit_parameters)
-            .sum()
-    };
+    let prunable =
+        |model: &dyn whittle::models::SpeechModel| whittle::models::prunable_parameter_count(model);
     if loaded.model.prunable_modules().is_empty() {
         bail!(
             "{}: a {} model has no prunable module",
@@ -145,22 +111,9 @@ fn prune_modules(
             loaded.model.architecture()
         );
     }
-    let (keep, method) = match (&args.keep, args.magnitude) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading keep list {}", path.display()))?;
-            let keep: BTreeMap<String, ModuleKeep> = serde_json::from_str(&text)
-                .with_context(|| format!("parsing keep list {}", path.display()))?;
-            (
-                keep,
-                serde_json::json!({ "method": "keep-list", "source": path.display().to_string() }),
-            )
-        }
-        (None, Some(s)) => (
-            magnitude_module_keep(&*loaded.model, s)?,
-            serde_json::json!({ "method": "magnitude", "sparsity": s }),
-        ),
-        (None, None) => bail!("give --magnitude S or --keep FILE"),
+    let (keep, method) = match keep_list::<BTreeMap<String, ModuleKeep>>(args)? {
+        Some(listed) => listed,
+        None => magnitude(args, |s| Ok(magnitude_module_keep(&*loaded.model, s)?))?,
     };
     let (prunable_before, parameters_before) =
         (prunable(&*loaded.model), loaded.model.parameter_count());
@@ -170,14 +123,7 @@ fn prune_modules(
         .with_context(|| format!("pruning {}", args.model.display()))?;
     let (prunable_after, parameters_after) =
         (prunable(&*loaded.model), loaded.model.parameter_count());
-    let keep_json = serde_json::to_value(&keep)?;
-    if let Some(path) = &args.keep_out {
-        whittle::fsutil::write_atomic(path, serde_json::to_string_pretty(&keep_json)?.as_bytes())?;
-    }
     let sparsity = 1.0 - prunable_after as f64 / prunable_before.max(1) as f64;
-    let mut recipe = method;
-    recipe["kind"] = "structured-pruning".into();
-    recipe["keep"] = keep_json;
     let report = serde_json::json!({
         "prunable_before": prunable_before,
         "prunable_after": prunable_after,
@@ -185,23 +131,7 @@ fn prune_modules(
         "parameters_before": parameters_before,
         "parameters_after": parameters_after,
     });
-    let header = [
-        ("recipe", recipe),
-        ("pruning", report),
-        (
-            "provenance",
-            crate::ptq_cmd::provenance(&args.model, &loaded, t0),
-        ),
-        ("results", serde_json::Value::Null),
-    ];
-    let bytes = whittle::compress::export::write_packed(
-        &loaded.store,
-        &*loaded.model,
-        loaded.model.architecture(),
-        &loaded.family_header,
-        &header,
-        &args.output,
-    )?;
+    let bytes = write_pruned(args, &loaded, method, &keep, report, t0)?;
     println!(
         "{}: prunable parameters {prunable_before} -> {prunable_after} ({:.1} % removed), all parameters {parameters_before} -> {parameters_after} ({:.1} % fewer), {bytes} bytes ({:.1} MB; source {:.1} MB)",
         args.output.display(),
@@ -211,4 +141,69 @@ fn prune_modules(
         source_bytes as f64 / 1e6,
     );
     Ok(())
+}
+
+/// The keep list `--keep` names, with the recipe's description of it (`None`: no `--keep`).
+fn keep_list<T: serde::de::DeserializeOwned>(
+    args: &PruneArgs,
+) -> Result<Option<(T, serde_json::Value)>> {
+    let Some(path) = &args.keep else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading keep list {}", path.display()))?;
+    let keep = serde_json::from_str(&text)
+        .with_context(|| format!("parsing keep list {}", path.display()))?;
+    let method = serde_json::json!({ "method": "keep-list", "source": path.display().to_string() });
+    Ok(Some((keep, method)))
+}
+
+/// The magnitude baseline's keep list at `--magnitude S`, with the recipe's description of it.
+fn magnitude<T>(
+    args: &PruneArgs,
+    keep: impl FnOnce(f64) -> Result<T>,
+) -> Result<(T, serde_json::Value)> {
+    let Some(s) = args.magnitude else {
+        bail!("give --magnitude S or --keep FILE");
+    };
+    Ok((
+        keep(s)?,
+        serde_json::json!({ "method": "magnitude", "sparsity": s }),
+    ))
+}
+
+/// Write the pruned model with its recipe (`method` plus the keep list applied) and `report`,
+/// and the keep list to `--keep-out` when asked. Returns the file's size.
+fn write_pruned(
+    args: &PruneArgs,
+    loaded: &registry::LoadedModel,
+    method: serde_json::Value,
+    keep: &impl serde::Serialize,
+    report: serde_json::Value,
+    t0: Instant,
+) -> Result<u64> {
+    let keep_json = serde_json::to_value(keep)?;
+    if let Some(path) = &args.keep_out {
+        whittle::fsutil::write_atomic(path, serde_json::to_string_pretty(&keep_json)?.as_bytes())?;
+    }
+    let mut recipe = method;
+    recipe["kind"] = "structured-pruning".into();
+    recipe["keep"] = keep_json;
+    let header = [
+        ("recipe", recipe),
+        ("pruning", report),
+        (
+            "provenance",
+            crate::ptq_cmd::provenance(&args.model, loaded, t0),
+        ),
+        ("results", serde_json::Value::Null),
+    ];
+    Ok(whittle::compress::export::write_packed(
+        &loaded.store,
+        &*loaded.model,
+        loaded.model.architecture(),
+        &loaded.family_header,
+        &header,
+        &args.output,
+    )?)
 }

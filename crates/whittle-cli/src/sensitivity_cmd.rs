@@ -204,7 +204,7 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
         eot: checkpoint.tokenizer.eot,
     };
     let bar = progress_bar(0);
-    let (metric, layers, scored_tokens, hessian) = match args.metric {
+    let measured: Measured = match args.metric {
         MetricArg::Kl => {
             let options = kl_options(&args, &candidates);
             bar.set_message("float logits");
@@ -217,10 +217,8 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
         }
     };
     bar.finish_and_clear();
-    let measured = (metric, layers, scored_tokens, hessian);
     let targets = args.targets.name();
-    let file = sensitivity_file(&args, candidates, measured, examples.len(), targets, t0);
-    write_sensitivities(&args.output, &file)
+    write_sensitivities(&args, candidates, measured, examples.len(), targets, t0)
 }
 
 /// The sensitivity file of a measurement on `utterances` inputs teacher-forced on `targets`.
@@ -252,7 +250,17 @@ fn sensitivity_file(
     }
 }
 
-fn write_sensitivities(output: &std::path::Path, file: &SensitivityFile) -> Result<()> {
+/// Write the [`sensitivity_file`] of a measurement to `--output` and print it.
+fn write_sensitivities(
+    args: &SensitivityArgs,
+    candidates: Vec<u8>,
+    measured: Measured,
+    inputs: usize,
+    targets: &str,
+    t0: Instant,
+) -> Result<()> {
+    let file = &sensitivity_file(args, candidates, measured, inputs, targets, t0);
+    let output = &args.output;
     let json = serde_json::to_string_pretty(file)?;
     whittle::fsutil::write_atomic(output, json.as_bytes())?;
     print_sensitivities(file);
@@ -368,7 +376,7 @@ fn ctc_sensitivity(args: &SensitivityArgs, candidates: Vec<u8>, t0: Instant) -> 
         bail!("{} has no utterances", args.data.display());
     }
     let bar = progress_bar(0);
-    let (metric, layers, scored_frames, hessian) = match args.metric {
+    let measured: Measured = match args.metric {
         MetricArg::Kl => {
             let clips: Vec<Vec<f32>> = utterances
                 .iter()
@@ -384,21 +392,13 @@ fn ctc_sensitivity(args: &SensitivityArgs, candidates: Vec<u8>, t0: Instant) -> 
             (Metric::Kl, measured.layers, measured.scored_tokens, None)
         }
         MetricArg::Hessian => {
-            let examples: Vec<TrainExample> = utterances
-                .iter()
-                .map(|u| TrainExample {
-                    id: u.id.clone(),
-                    audio: u.audio.clone(),
-                    tokens: Vec::new(),
-                })
-                .collect();
+            let examples: Vec<TrainExample> =
+                utterances.iter().map(TrainExample::audio_only).collect();
             measure_hessian(&mut model, &examples, &(), args, &candidates, &bar)?
         }
     };
     bar.finish_and_clear();
-    let measured = (metric, layers, scored_frames, hessian);
-    let file = sensitivity_file(args, candidates, measured, utterances.len(), "frames", t0);
-    write_sensitivities(&args.output, &file)
+    write_sensitivities(args, candidates, measured, utterances.len(), "frames", t0)
 }
 
 /// `sensitivity` of a language model, GGUF Llama or Hugging Face GPT-2 (either metric): `--data` is a `.txt` file (one text per
@@ -419,7 +419,7 @@ fn language_model_sensitivity<M: whittle::models::lm::CausalLm + TrainModel<Batc
         .map(|t| tokenizer.document(&t.text))
         .collect::<whittle::error::Result<_>>()?;
     let bar = progress_bar(0);
-    let (metric, layers, scored_tokens, hessian) = match args.metric {
+    let measured: Measured = match args.metric {
         MetricArg::Kl => {
             // Each text runs alone: no padding reaches a scored position.
             let options = KlOptions {
@@ -445,9 +445,7 @@ fn language_model_sensitivity<M: whittle::models::lm::CausalLm + TrainModel<Batc
         }
     };
     bar.finish_and_clear();
-    let measured = (metric, layers, scored_tokens, hessian);
-    let file = sensitivity_file(args, candidates, measured, sequences.len(), "text", t0);
-    write_sensitivities(&args.output, &file)
+    write_sensitivities(args, candidates, measured, sequences.len(), "text", t0)
 }
 
 /// One line per layer: its KL at each candidate.

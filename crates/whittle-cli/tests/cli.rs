@@ -1254,6 +1254,38 @@ fn rescore_reranks_n_best_lists_with_a_gguf_lm() {
     );
 }
 
+/// `whittle rescore` of a one-utterance N-best list in `dir` with the language model `lm`, which
+/// must succeed and score the utterance.
+fn rescore_one_list(lm: &Path, dir: &Path) {
+    let lists = dir.join("lists.jsonl");
+    let hyps = serde_json::json!([{"text": "ab a", "tokens": 2, "sum_logprob": -1.0},
+        {"text": "c c", "tokens": 2, "sum_logprob": -1.2}]);
+    std::fs::write(
+        &lists,
+        serde_json::json!({"id": "u1", "audio": "u1.wav", "reference": "ab a",
+            "audio_seconds": 1.0, "hypotheses": hyps})
+        .to_string(),
+    )
+    .unwrap();
+    let rescored = dir.join("rescored");
+    let o = whittle(&[
+        "rescore",
+        p(&lists),
+        "--lm",
+        p(lm),
+        "--weight",
+        "0.5",
+        "--out",
+        p(&rescored),
+        "--no-spellings",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        read_json(&rescored.join("summary.json"))["totals"]["utterances"],
+        1
+    );
+}
+
 /// `whittle compress` of a GGUF language model on text files: LSQ of a bit map that names the
 /// token embedding, selected on dev perplexity, written as a `.whittle` file of architecture
 /// `llama` that `perplexity`, `rescore` and `inspect` read; `sensitivity --metric hessian`
@@ -1326,33 +1358,7 @@ fn compress_trains_a_gguf_language_model_on_texts() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("llama"), "{}", stdout(&o));
     // The packed LM rescores N-best lists.
-    let lists = dir.path().join("lists.jsonl");
-    let hyps = serde_json::json!([{"text": "ab a", "tokens": 2, "sum_logprob": -1.0},
-        {"text": "c c", "tokens": 2, "sum_logprob": -1.2}]);
-    std::fs::write(
-        &lists,
-        serde_json::json!({"id": "u1", "audio": "u1.wav", "reference": "ab a",
-            "audio_seconds": 1.0, "hypotheses": hyps})
-        .to_string(),
-    )
-    .unwrap();
-    let rescored = dir.path().join("rescored");
-    let o = whittle(&[
-        "rescore",
-        p(&lists),
-        "--lm",
-        p(&out),
-        "--weight",
-        "0.5",
-        "--out",
-        p(&rescored),
-        "--no-spellings",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        read_json(&rescored.join("summary.json"))["totals"]["utterances"],
-        1
-    );
+    rescore_one_list(&out, dir.path());
 
     // The LM's Hessian sensitivity on the same texts.
     let sens = dir.path().join("sens.json");
@@ -1480,27 +1486,5 @@ fn compress_trains_a_hugging_face_gpt2() {
     let o = whittle(&["inspect", p(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("architecture gpt2"), "{}", stdout(&o));
-    let lists = dir.path().join("lists.jsonl");
-    let hyps = serde_json::json!([{"text": "ab a", "tokens": 2, "sum_logprob": -1.0},
-        {"text": "c c", "tokens": 2, "sum_logprob": -1.2}]);
-    std::fs::write(
-        &lists,
-        serde_json::json!({"id": "u1", "audio": "u1.wav", "reference": "ab a",
-            "audio_seconds": 1.0, "hypotheses": hyps})
-        .to_string(),
-    )
-    .unwrap();
-    let rescored = dir.path().join("rescored");
-    let o = whittle(&[
-        "rescore",
-        p(&lists),
-        "--lm",
-        p(&out),
-        "--weight",
-        "0.5",
-        "--out",
-        p(&rescored),
-        "--no-spellings",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    rescore_one_list(&out, dir.path());
 }

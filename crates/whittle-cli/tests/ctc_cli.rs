@@ -73,6 +73,29 @@ fn dataset(dir: &Path) -> (PathBuf, Vec<String>) {
     (manifest, texts)
 }
 
+/// A shipped recipe (`recipes/FILE`) with `replacements` applied (each must be found), written to
+/// `dir/FILE`.
+fn shipped_recipe(dir: &Path, file: &str, replacements: &[(&str, &str)]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let mut text = std::fs::read_to_string(root.join(file)).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{file} has no `{from}`");
+        text = text.replacen(from, to, 1);
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Replacements that make a shipped recipe a few-step smoke run.
+const SHORT: [(&str, &str); 5] = [
+    ("steps = 500\n", "steps = 3\n"),
+    ("warmup_steps = 20\n", "warmup_steps = 1\n"),
+    ("eval_every = 100\n", "eval_every = 0\n"),
+    ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
+    ("batch_size = 4\n", "batch_size = 2\n"),
+];
+
 #[test]
 fn a_ctc_checkpoint_goes_through_the_same_commands_as_whisper() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,19 +187,19 @@ fn a_ctc_checkpoint_goes_through_the_same_commands_as_whisper() {
 fn compress_trains_a_ctc_checkpoint_from_the_shipped_recipe() {
     let dir = tempfile::tempdir().unwrap();
     let (manifest, _) = dataset(dir.path());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
-    let mut text = std::fs::read_to_string(root.join("uniform-qat-w4.toml")).unwrap();
-    for (from, to) in [
-        ("group = 64\n", ""),
-        ("steps = 500\n", "steps = 4\n"),
-        ("warmup_steps = 20\n", "warmup_steps = 1\n"),
-        ("eval_every = 100\n", "eval_every = 2\n"),
-        ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
-        ("batch_size = 4\n", "batch_size = 2\n"),
-    ] {
-        assert!(text.contains(from), "uniform-qat-w4.toml has no `{from}`");
-        text = text.replacen(from, to, 1);
-    }
+    let recipe = shipped_recipe(
+        dir.path(),
+        "uniform-qat-w4.toml",
+        &[
+            ("group = 64\n", ""),
+            ("steps = 500\n", "steps = 4\n"),
+            ("warmup_steps = 20\n", "warmup_steps = 1\n"),
+            ("eval_every = 100\n", "eval_every = 2\n"),
+            ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
+            ("batch_size = 4\n", "batch_size = 2\n"),
+        ],
+    );
+    let text = std::fs::read_to_string(&recipe).unwrap();
     std::fs::write(dir.path().join("ctc.toml"), &text).unwrap();
     std::fs::write(
         dir.path().join("ce.toml"),
@@ -221,21 +244,11 @@ fn compress_trains_a_ctc_checkpoint_from_the_shipped_recipe() {
 fn compress_prunes_a_conformer_with_the_shipped_l0_recipe() {
     let dir = tempfile::tempdir().unwrap();
     let (manifest, _) = dataset(dir.path());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
-    let mut text = std::fs::read_to_string(root.join("prune-l0.toml")).unwrap();
-    for (from, to) in [
-        ("init_log_alpha = 3.0\n", "init_log_alpha = 0.0\n"),
-        ("steps = 500\n", "steps = 3\n"),
-        ("warmup_steps = 20\n", "warmup_steps = 1\n"),
-        ("eval_every = 100\n", "eval_every = 0\n"),
-        ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
-        ("batch_size = 4\n", "batch_size = 2\n"),
-    ] {
-        assert!(text.contains(from), "prune-l0.toml has no `{from}`");
-        text = text.replacen(from, to, 1);
-    }
-    let recipe = dir.path().join("l0.toml");
-    std::fs::write(&recipe, &text).unwrap();
+    let replacements: Vec<(&str, &str)> = [("init_log_alpha = 3.0\n", "init_log_alpha = 0.0\n")]
+        .into_iter()
+        .chain(SHORT)
+        .collect();
+    let recipe = shipped_recipe(dir.path(), "prune-l0.toml", &replacements);
     let model = fixture().with_file_name("conformer-relpos");
     let pruned = dir.path().join("pruned.whittle");
     let printed = ok(
@@ -494,28 +507,12 @@ fn compress_distils_a_pruned_model_from_its_teacher() {
         ]),
         "prune",
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
-    let shorten = |file: &str, extra: &[(&str, &str)]| {
-        let mut text = std::fs::read_to_string(root.join(file)).unwrap();
-        for (from, to) in [
-            ("steps = 500\n", "steps = 3\n"),
-            ("warmup_steps = 20\n", "warmup_steps = 1\n"),
-            ("eval_every = 100\n", "eval_every = 0\n"),
-            ("checkpoint_every = 25\n", "checkpoint_every = 2\n"),
-            ("batch_size = 4\n", "batch_size = 2\n"),
-        ]
-        .iter()
-        .chain(extra)
-        {
-            assert!(text.contains(from), "{file} has no `{from}`");
-            text = text.replacen(from, to, 1);
-        }
-        let path = dir.path().join(file);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let distill = shorten("distill.toml", &[]);
-    let w4 = shorten("uniform-qat-w4.toml", &[("group = 64\n", "group = 32\n")]);
+    let distill = shipped_recipe(dir.path(), "distill.toml", &SHORT);
+    let w4_replacements: Vec<(&str, &str)> = [("group = 64\n", "group = 32\n")]
+        .into_iter()
+        .chain(SHORT)
+        .collect();
+    let w4 = shipped_recipe(dir.path(), "uniform-qat-w4.toml", &w4_replacements);
     for (recipe, out, format) in [(&distill, "distilled", "f32"), (&w4, "pruned-w4", "sym4")] {
         let file = dir.path().join(format!("{out}.whittle"));
         ok(

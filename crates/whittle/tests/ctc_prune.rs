@@ -4,49 +4,22 @@
 //! decodes the same; L0 gates (`method = "prune-l0"`) on a Conformer, heads, feed-forward units
 //! and convolution channels, meet their sparsity target and extract the gated model's function.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod common_ctc;
 
-use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
+
+use common_ctc::{clips, fixture, open, recognizer, VARIANTS};
+
+use candle_core::Tensor;
 use whittle::compress::bitmap::{BitMap, LayerFormat};
 use whittle::compress::prune::{KeptUnit, ModuleKeep};
 use whittle::compress::ptq::{quantize_linears, PtqMethod};
-use whittle::data::Utterance;
-use whittle::models::registry::{self, LoadedModel};
 use whittle::models::wav2vec2::CtcRecognizer;
 use whittle::models::{Layers, UnitKind};
 use whittle::nn::{max_abs_diff, Weight};
 use whittle::text::normalize::EnglishNormalizer;
-use whittle::train::batch::TrainExample;
 use whittle::train::trainer::{DevSet, Trainer};
 use whittle::train::Recipe;
-
-const VARIANTS: [&str; 6] = [
-    "wav2vec2-base",
-    "wav2vec2-large",
-    "hubert-base",
-    "hubert-large",
-    "conformer-relpos",
-    "conformer-rotary",
-];
-
-fn fixture(variant: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ctc")
-        .join(variant)
-}
-
-fn open(path: &Path) -> LoadedModel {
-    registry::open(path, &Device::Cpu, DType::F32).unwrap()
-}
-
-fn recognizer(model: &LoadedModel) -> &CtcRecognizer {
-    model
-        .model
-        .as_any()
-        .downcast_ref::<CtcRecognizer>()
-        .expect("a CTC fixture loads as a CtcRecognizer")
-}
 
 /// A tone of `samples` samples with frequency step `f`.
 fn tone(samples: usize, f: f32) -> Vec<f32> {
@@ -272,31 +245,6 @@ fn keep_lists_are_checked_against_the_model() {
             "{module}: `{err}` lacks `{expected}`"
         );
     }
-}
-
-/// Tone clips as training examples (CTC distils frame posteriors: no tokens) and a dev set.
-fn clips(dir: &Path, n: usize) -> (Vec<TrainExample>, Vec<Utterance>) {
-    let mut examples = Vec::new();
-    let mut dev = Vec::new();
-    for i in 0..n {
-        let bytes: Vec<u8> = tone(3200 + 800 * i, 0.03 + 0.02 * i as f32)
-            .iter()
-            .flat_map(|s| ((s * 30000.0) as i16).to_le_bytes())
-            .collect();
-        let audio = dir.join(format!("c{i}.raw"));
-        std::fs::write(&audio, bytes).unwrap();
-        examples.push(TrainExample {
-            id: format!("c{i}"),
-            audio: audio.clone(),
-            tokens: Vec::new(),
-        });
-        dev.push(Utterance {
-            id: format!("c{i}"),
-            audio,
-            text: Some("a n".into()),
-        });
-    }
-    (examples, dev)
 }
 
 /// L0 gates on every head, feed-forward unit and convolution channel of the relative-position

@@ -1,7 +1,11 @@
 //! The CTC families through the model seam: the registry loads each fixture, post-training
 //! quantization (RTN and GPTQ) packs it, and the `.whittle` file loads back and decodes the same.
 
-use std::path::{Path, PathBuf};
+mod common_ctc;
+
+use std::path::Path;
+
+use common_ctc::{fixture, open, VARIANTS};
 
 use candle_core::{DType, Device};
 use whittle::compress::bitmap::{BitMap, LayerFormat};
@@ -10,21 +14,6 @@ use whittle::compress::ptq::{quantizable_layers, quantize_linears, PtqMethod};
 use whittle::data::Utterance;
 use whittle::models::registry::{self, Family, LoadedModel};
 use whittle::nn::Weight;
-
-const VARIANTS: [&str; 6] = [
-    "wav2vec2-base",
-    "wav2vec2-large",
-    "hubert-base",
-    "hubert-large",
-    "conformer-relpos",
-    "conformer-rotary",
-];
-
-fn fixture(variant: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ctc")
-        .join(variant)
-}
 
 /// The fixture's clips (samples in [-1, 1)) and transformers' greedy text of each.
 fn clips(variant: &str) -> Vec<(Vec<f32>, String)> {
@@ -51,10 +40,6 @@ fn clips(variant: &str) -> Vec<(Vec<f32>, String)> {
             )
         })
         .collect()
-}
-
-fn open(path: &Path) -> LoadedModel {
-    registry::open(path, &Device::Cpu, DType::F32).unwrap()
 }
 
 fn transcribe(model: &LoadedModel, clips: &[(Vec<f32>, String)]) -> Vec<String> {

@@ -3,62 +3,18 @@
 //! layers and resume bit for bit; hyperspherical ternary and ADMM train and pack a Conformer;
 //! token cross-entropy is refused with the reason.
 
-use std::path::{Path, PathBuf};
+mod common_ctc;
 
-use candle_core::{DType, Device, Tensor};
+use common_ctc::{clips, teacher};
+
+use candle_core::Tensor;
 use whittle::compress::bitmap::LayerFormat;
 use whittle::data::Utterance;
-use whittle::models::registry;
 use whittle::models::wav2vec2::CtcRecognizer;
 use whittle::text::normalize::EnglishNormalizer;
 use whittle::train::batch::TrainExample;
 use whittle::train::trainer::{DevSet, Silent, Trainer};
 use whittle::train::Recipe;
-
-fn fixture(variant: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ctc")
-        .join(variant)
-}
-
-fn teacher(variant: &str) -> CtcRecognizer {
-    let loaded = registry::open(&fixture(variant), &Device::Cpu, DType::F32).unwrap();
-    loaded
-        .model
-        .as_any()
-        .downcast_ref::<CtcRecognizer>()
-        .expect("a CTC fixture loads as a CtcRecognizer")
-        .clone()
-}
-
-/// Tone clips of different lengths (16 kHz s16le `.raw`), as training examples (no tokens: CTC
-/// distils frame posteriors) and as a dev set.
-fn clips(dir: &Path, n: usize) -> (Vec<TrainExample>, Vec<Utterance>) {
-    let mut examples = Vec::new();
-    let mut dev = Vec::new();
-    for i in 0..n {
-        let samples = 3200 + 800 * i;
-        let bytes: Vec<u8> = (0..samples)
-            .flat_map(|t| {
-                let x = ((t as f32 * (0.03 + 0.02 * i as f32)).sin() * 6000.0) as i16;
-                x.to_le_bytes()
-            })
-            .collect();
-        let audio = dir.join(format!("c{i}.raw"));
-        std::fs::write(&audio, bytes).unwrap();
-        examples.push(TrainExample {
-            id: format!("c{i}"),
-            audio: audio.clone(),
-            tokens: Vec::new(),
-        });
-        dev.push(Utterance {
-            id: format!("c{i}"),
-            audio,
-            text: Some("a n".into()),
-        });
-    }
-    (examples, dev)
-}
 
 fn recipe(method: &str, ce: f64) -> Recipe {
     Recipe::parse(

@@ -632,7 +632,6 @@ pub fn lm_kl_sensitivity<M: crate::models::lm::CausalLm>(
     options: &KlOptions,
     mut progress: impl FnMut(&KlProgress),
 ) -> Result<KlSensitivity> {
-    let candidates = check_candidates(&options.candidates)?;
     let sequences: Vec<&Vec<u32>> = sequences.iter().filter(|s| s.len() > 1).collect();
     if sequences.is_empty() {
         return Err(Error::config(
@@ -640,7 +639,6 @@ pub fn lm_kl_sensitivity<M: crate::models::lm::CausalLm>(
             "no texts of two or more tokens to measure on",
         ));
     }
-    let originals = float_layers(model, &candidates, options.group)?;
     let device = model.device();
     let inputs: Vec<Tensor> = sequences
         .iter()
@@ -654,30 +652,7 @@ pub fn lm_kl_sensitivity<M: crate::models::lm::CausalLm>(
             .squeeze(0)?
             .narrow(0, 0, t - 1)?)
     };
-    let references: Vec<Reference> = inputs
-        .iter()
-        .map(|x| Reference::new(&logits(model, x)?))
-        .collect::<Result<_>>()?;
-    let scored_tokens: usize = sequences.iter().map(|s| s.len() - 1).sum();
-    let layers = kl_per_candidate(
-        model,
-        originals,
-        &candidates,
-        options.group,
-        |model, index, weight| model.layers_mut()[index].linear.weight = weight,
-        |model, _| {
-            let mut sum = 0.0;
-            for (input, reference) in inputs.iter().zip(&references) {
-                sum += reference.kl_sum(&logits(model, input)?)?;
-            }
-            Ok(sum / scored_tokens as f64)
-        },
-        &mut progress,
-    )?;
-    Ok(KlSensitivity {
-        layers,
-        scored_tokens,
-    })
+    kl_of_whole_inputs(model, &inputs, options, logits, &mut progress)
 }
 
 /// [`kl_sensitivity`] for a CTC model (wav2vec2, HuBERT, Conformer): per matrix and candidate,
@@ -690,41 +665,51 @@ pub fn ctc_kl_sensitivity(
     options: &KlOptions,
     mut progress: impl FnMut(&KlProgress),
 ) -> Result<KlSensitivity> {
-    let candidates = check_candidates(&options.candidates)?;
     if clips.is_empty() {
         return Err(Error::config("sensitivity", "no clips to measure on"));
     }
+    let logits = |model: &crate::models::wav2vec2::CtcRecognizer,
+                  clip: &Vec<f32>|
+     -> Result<Tensor> { Ok(model.logits(clip)?.squeeze(0)?) };
+    kl_of_whole_inputs(model, clips, options, logits, &mut progress)
+}
+
+/// The KL metric for a model whose inputs each run alone, unpadded: `logits(model, input)`
+/// gives the rows `[n, vocab]` scored for one input (a text's positions, a clip's frames); each
+/// layer's KL is the mean over every scored row of every input. What the language-model and
+/// CTC metrics share.
+fn kl_of_whole_inputs<M: crate::models::Layers, I>(
+    model: &mut M,
+    inputs: &[I],
+    options: &KlOptions,
+    logits: impl Fn(&M, &I) -> Result<Tensor>,
+    progress: &mut impl FnMut(&KlProgress),
+) -> Result<KlSensitivity> {
+    let candidates = check_candidates(&options.candidates)?;
     let originals = float_layers(model, &candidates, options.group)?;
-    let logits = |model: &crate::models::wav2vec2::CtcRecognizer, clip: &[f32]| -> Result<Tensor> {
-        Ok(model.logits(clip)?.squeeze(0)?)
-    };
-    let references: Vec<Reference> = clips
+    let references: Vec<Reference> = inputs
         .iter()
-        .map(|c| Reference::new(&logits(model, c)?))
+        .map(|x| Reference::new(&logits(model, x)?))
         .collect::<Result<_>>()?;
-    let scored_frames: usize = references.iter().map(|r| r.log_z.len()).sum();
+    let scored: usize = references.iter().map(|r| r.log_z.len()).sum();
     let layers = kl_per_candidate(
         model,
         originals,
         &candidates,
         options.group,
-        |model, index, weight| {
-            crate::models::Layers::layers_mut(model)[index]
-                .linear
-                .weight = weight
-        },
+        |model, index, weight| model.layers_mut()[index].linear.weight = weight,
         |model, _| {
             let mut sum = 0.0;
-            for (clip, reference) in clips.iter().zip(&references) {
-                sum += reference.kl_sum(&logits(model, clip)?)?;
+            for (input, reference) in inputs.iter().zip(&references) {
+                sum += reference.kl_sum(&logits(model, input)?)?;
             }
-            Ok(sum / scored_frames as f64)
+            Ok(sum / scored as f64)
         },
-        &mut progress,
+        progress,
     )?;
     Ok(KlSensitivity {
         layers,
-        scored_tokens: scored_frames,
+        scored_tokens: scored,
     })
 }
 

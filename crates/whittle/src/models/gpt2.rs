@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::models::llama::LlamaTokenizer;
 use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
 use crate::nn::{LayerNorm, Linear, Weight};
-use crate::packed_file::{keys, PackedFile};
 
 /// Architecture name of GPT-2 `.whittle` files.
 pub const ARCHITECTURE: &str = "gpt2";
@@ -243,35 +242,16 @@ impl Gpt2 {
             context: "gpt2 config".into(),
             source: e,
         })?;
-        Ok(vec![
-            (keys::CONFIG.to_string(), config),
-            (keys::TOKENIZER.to_string(), tokenizer.to_header()?),
-        ])
+        super::lm::packed_header(config, tokenizer)
     }
 
     /// Open a `.whittle` file of architecture `gpt2`: packed matrices stay packed, the other
     /// tensors load as the file stores them (Conv1D layout, as [`Layers::held_tensors`] writes
     /// them), computed in f32.
     pub fn open_packed(path: &Path, device: &Device) -> Result<(Self, LlamaTokenizer)> {
-        let file = PackedFile::open(path)?;
-        if file.architecture() != ARCHITECTURE {
-            return Err(Error::UnknownModel {
-                path: path.into(),
-                reason: format!(
-                    "architecture `{}` is not a GPT-2 language model (`{ARCHITECTURE}`)",
-                    file.architecture()
-                ),
-            });
-        }
-        let field = |key: &str| {
-            file.header_field(key)
-                .ok_or_else(|| Error::malformed(path, format!("the header has no `{key}`")))
-        };
-        let config = Gpt2Config::from_json(&field(keys::CONFIG)?.to_string(), path)?;
-        let tokenizer = LlamaTokenizer::from_header(field(keys::TOKENIZER)?, path)?;
-        let store = crate::model_dir::packed_store(&file, path, device)?;
-        let model = Self::load(&store, &config)?;
-        Ok((model, tokenizer))
+        let (config, tokenizer, store) = super::lm::open_packed_parts(path, ARCHITECTURE, device)?;
+        let config = Gpt2Config::from_json(&config.to_string(), path)?;
+        Ok((Self::load(&store, &config)?, tokenizer))
     }
 
     /// Whether `dir` holds a Hugging Face GPT-2 (`config.json`'s `model_type` is `gpt2`).

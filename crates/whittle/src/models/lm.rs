@@ -134,6 +134,51 @@ impl AnyLm {
     }
 }
 
+/// The header fields of a `.whittle` language model: its configuration and tokenizer.
+pub(crate) fn packed_header(
+    config: serde_json::Value,
+    tokenizer: &super::llama::LlamaTokenizer,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    use crate::packed_file::keys;
+    Ok(vec![
+        (keys::CONFIG.to_string(), config),
+        (keys::TOKENIZER.to_string(), tokenizer.to_header()?),
+    ])
+}
+
+/// Open a `.whittle` language model of `architecture` (another is refused): its header's
+/// configuration, its tokenizer and its tensors (packed matrices stay packed).
+pub(crate) fn open_packed_parts(
+    path: &std::path::Path,
+    architecture: &str,
+    device: &Device,
+) -> Result<(
+    serde_json::Value,
+    super::llama::LlamaTokenizer,
+    crate::checkpoint::TensorStore,
+)> {
+    use crate::error::Error;
+    use crate::packed_file::keys;
+    let file = crate::packed_file::PackedFile::open(path)?;
+    if file.architecture() != architecture {
+        return Err(Error::UnknownModel {
+            path: path.into(),
+            reason: format!(
+                "architecture `{}` is not the language model `{architecture}`",
+                file.architecture()
+            ),
+        });
+    }
+    let field = |key: &str| {
+        file.header_field(key)
+            .ok_or_else(|| Error::malformed(path, format!("the header has no `{key}`")))
+    };
+    let config = field(keys::CONFIG)?.clone();
+    let tokenizer = super::llama::LlamaTokenizer::from_header(field(keys::TOKENIZER)?, path)?;
+    let store = crate::model_dir::packed_store(&file, path, device)?;
+    Ok((config, tokenizer, store))
+}
+
 /// Causal scaled dot-product attention of heads `q`, `k`, `v` `[b, h, t, hd]` (as many key/value
 /// heads as query heads), the heads concatenated back: `[b, t, h * hd]`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {

@@ -117,6 +117,15 @@ pub struct PrunableModule {
     pub module_parameters: usize,
 }
 
+/// Prunable parameters `model` holds: every prunable module's own parameters plus its units'.
+pub fn prunable_parameter_count(model: &(impl Layers + ?Sized)) -> usize {
+    model
+        .prunable_modules()
+        .iter()
+        .map(|m| m.module_parameters + m.units * m.unit_parameters)
+        .sum()
+}
+
 /// The matrices of a network that compression passes may change, in a fixed order.
 pub trait Layers {
     /// Every such matrix, read-only.

@@ -33,6 +33,18 @@ pub struct TrainExample {
     pub tokens: Vec<u32>,
 }
 
+impl TrainExample {
+    /// The utterance's audio without text tokens (what CTC models train on: they distil frame
+    /// posteriors).
+    pub fn audio_only(utterance: &crate::data::Utterance) -> Self {
+        Self {
+            id: utterance.id.clone(),
+            audio: utterance.audio.clone(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
 /// One batch, ready for the training forward.
 #[derive(Debug, Clone)]
 pub struct Batch {

@@ -23,7 +23,6 @@ use crate::checkpoint::TensorStore;
 use crate::error::{Error, Result};
 use crate::models::{LayerMut, LayerRef, LayerRole, Layers};
 use crate::nn::Linear;
-use crate::packed_file::{keys, PackedFile};
 
 pub use tokenizer::LlamaTokenizer;
 
@@ -275,36 +274,21 @@ impl Llama {
             context: "llama config".into(),
             source: e,
         })?;
-        Ok(vec![
-            (keys::CONFIG.to_string(), config),
-            (keys::TOKENIZER.to_string(), tokenizer.to_header()?),
-        ])
+        super::lm::packed_header(config, tokenizer)
     }
 
     /// Open a `.whittle` file of architecture `llama`: packed matrices stay packed, the other
     /// tensors load as the file stores them, computed in f32.
     pub fn open_packed(path: &Path, device: &Device) -> Result<(Self, LlamaTokenizer)> {
-        let file = PackedFile::open(path)?;
-        if file.architecture() != ARCHITECTURE {
-            return Err(Error::UnknownModel {
-                path: path.into(),
-                reason: format!(
-                    "architecture `{}` is not a language model (`{ARCHITECTURE}`)",
-                    file.architecture()
-                ),
-            });
-        }
-        let field = |key: &str| {
-            file.header_field(key)
-                .ok_or_else(|| Error::malformed(path, format!("the header has no `{key}`")))
-        };
-        let config: LlamaConfig =
-            serde_json::from_value(field(keys::CONFIG)?.clone()).map_err(|e| Error::Json {
-                context: format!("{}: header `{}`", path.display(), keys::CONFIG),
-                source: e,
-            })?;
-        let tokenizer = LlamaTokenizer::from_header(field(keys::TOKENIZER)?, path)?;
-        let store = crate::model_dir::packed_store(&file, path, device)?;
+        let (config, tokenizer, store) = super::lm::open_packed_parts(path, ARCHITECTURE, device)?;
+        let config: LlamaConfig = serde_json::from_value(config).map_err(|e| Error::Json {
+            context: format!(
+                "{}: header `{}`",
+                path.display(),
+                crate::packed_file::keys::CONFIG
+            ),
+            source: e,
+        })?;
         let model = Self::load(&store, &config, DType::F32)?;
         Ok((model, tokenizer))
     }

@@ -309,10 +309,7 @@ impl CtcModel {
 
     /// Prunable parameters the model holds.
     pub fn prunable_parameters(&self) -> usize {
-        self.prunable()
-            .iter()
-            .map(|m| m.module_parameters + m.units * m.unit_parameters)
-            .sum()
+        crate::models::prunable_parameter_count(self)
     }
 
     /// Physically remove what `keep` does not list (see the module docs) and record the
