@@ -162,14 +162,7 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
     }
     let mut model = Whisper::load(&checkpoint.store, &checkpoint.config, DType::F32)?;
     check_model(&mut model, &candidates, args.group)?;
-    let mut utterances = whittle::data::load_dataset(&args.data)
-        .with_context(|| format!("reading {}", args.data.display()))?;
-    if let Some(n) = args.limit {
-        utterances.truncate(n);
-    }
-    if utterances.is_empty() {
-        bail!("{} has no utterances", args.data.display());
-    }
+    let utterances = utterances(&args)?;
     let targets = args.targets.targets();
     let mut pseudo = HashMap::new();
     if needs_pseudo_labels(targets, &utterances) {
@@ -219,6 +212,19 @@ pub fn sensitivity(args: SensitivityArgs) -> Result<()> {
     bar.finish_and_clear();
     let targets = args.targets.name();
     write_sensitivities(&args, candidates, measured, examples.len(), targets, t0)
+}
+
+/// `--data`'s utterances, the first `--limit` of them.
+fn utterances(args: &SensitivityArgs) -> Result<Vec<whittle::data::Utterance>> {
+    let mut utterances = whittle::data::load_dataset(&args.data)
+        .with_context(|| format!("reading {}", args.data.display()))?;
+    if let Some(n) = args.limit {
+        utterances.truncate(n);
+    }
+    if utterances.is_empty() {
+        bail!("{} has no utterances", args.data.display());
+    }
+    Ok(utterances)
 }
 
 /// The sensitivity file of a measurement on `utterances` inputs teacher-forced on `targets`.
@@ -367,14 +373,7 @@ fn ctc_sensitivity(args: &SensitivityArgs, candidates: Vec<u8>, t0: Instant) -> 
     };
     let mut model = recognizer.clone();
     drop(loaded);
-    let mut utterances = whittle::data::load_dataset(&args.data)
-        .with_context(|| format!("reading {}", args.data.display()))?;
-    if let Some(n) = args.limit {
-        utterances.truncate(n);
-    }
-    if utterances.is_empty() {
-        bail!("{} has no utterances", args.data.display());
-    }
+    let utterances = utterances(args)?;
     let bar = progress_bar(0);
     let measured: Measured = match args.metric {
         MetricArg::Kl => {
