@@ -40,10 +40,14 @@ pub fn folder(name: &str, files: &[(&str, &[u8])]) -> PathBuf {
     dir
 }
 
-/// Opens and builds the Whisper checkpoint at `path`, as every command that loads a model does;
-/// errors are expected, panics are findings.
+/// Opens and builds the model at `path` as the commands do: a Whisper checkpoint through its
+/// builder, any `.whittle` family through the registry (Whisper, the CTC encoders with their
+/// per-layer shapes) and the language-model reader (`llama`, `gpt2`); errors are expected, panics
+/// are findings.
 pub fn load_model(path: &Path) {
     if let Ok(checkpoint) = WhisperCheckpoint::open(path, &Device::Cpu) {
         let _ = checkpoint.build(DType::F32);
     }
+    let _ = whittle::models::registry::open(path, &Device::Cpu, DType::F32);
+    let _ = whittle::models::lm::AnyLm::open_packed(path, &Device::Cpu);
 }

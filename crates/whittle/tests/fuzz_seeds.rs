@@ -1,6 +1,6 @@
-//! Writes the seed corpora of `fuzz/` from the tests' tiny random Whisper, narrowed to 16
-//! encoder positions so that each seed stays a few tens of kilobytes. Run by hand when the
-//! formats change:
+//! Writes the seed corpora of `fuzz/` from the tests' tiny random Whisper (narrowed to 16
+//! encoder positions so that each seed stays a few tens of kilobytes) and the CTC and GPT-2
+//! fixtures. Run by hand when the formats change:
 //! `FUZZ_SEEDS=$PWD/fuzz/seeds cargo test --release -p whittle --test fuzz_seeds -- --ignored`
 //! (an absolute path: the test runs in its crate folder).
 
@@ -101,6 +101,45 @@ fn write_fuzz_seeds() {
     let path = out.join("whittle_file/tiny-pruned-w4.whittle");
     whittle::compress::export::write_whisper(&ck.store, &mut model, &tokenizer, &[], &path)
         .unwrap();
+
+    // A CTC model (the relative-position Conformer fixture) pruned by magnitude to half its
+    // heads, units and convolution channels (`whittle_layer_shapes` in the header), then 8 bits
+    // per row.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut ctc = whittle::models::registry::open(
+        &fixtures.join("ctc/conformer-relpos"),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let keep = whittle::compress::prune::magnitude_module_keep(&*ctc.model, 0.5).unwrap();
+    ctc.model.prune_modules(&keep).unwrap();
+    let map = BitMap::uniform(LayerFormat::uniform(8, None));
+    quantize_linears(&mut *ctc.model, &map, PtqMethod::Rtn, None).unwrap();
+    whittle::compress::export::write_packed(
+        &ctc.store,
+        &*ctc.model,
+        ctc.model.architecture(),
+        &ctc.family_header,
+        &[],
+        &out.join("whittle_file/conformer-pruned-w8.whittle"),
+    )
+    .unwrap();
+
+    // A GPT-2 language model (the transformers fixture), 4-bit blocks of 32.
+    let (mut gpt2, gpt2_tokenizer) =
+        whittle::models::gpt2::Gpt2::open(&fixtures.join("gpt2"), &Device::Cpu).unwrap();
+    let map = BitMap::uniform(LayerFormat::uniform(4, Some(32)));
+    quantize_linears(&mut gpt2, &map, PtqMethod::Rtn, None).unwrap();
+    whittle::compress::export::write_packed(
+        &whittle::checkpoint::TensorStore::new("gpt2", Default::default(), Device::Cpu),
+        &gpt2,
+        whittle::models::gpt2::ARCHITECTURE,
+        &gpt2.packed_header(&gpt2_tokenizer).unwrap(),
+        &[],
+        &out.join("whittle_file/gpt2-w4.whittle"),
+    )
+    .unwrap();
 
     // whisper.cpp ggml: width 32 and MLP 128 (whisper.cpp's 4 x d_model, whole 32-weight
     // blocks), 4-bit matrices as q4_0. The second seed has Whisper's English vocabulary size
