@@ -353,6 +353,15 @@ impl FeatureEncoder {
         let mut x = waveform.unsqueeze(1)?;
         for layer in &self.layers {
             x = layer.conv.forward(&x)?;
+            if let ConvNorm::Group { weight, bias } = &layer.norm {
+                let gelu = self.activation == Activation::Gelu;
+                if let Some(y) =
+                    crate::nn::fused::channel_norm(&x, weight, bias, TORCH_NORM_EPS, gelu)?
+                {
+                    x = if gelu { y } else { self.activation.apply(&y)? };
+                    continue;
+                }
+            }
             x = match &layer.norm {
                 ConvNorm::None => x,
                 ConvNorm::Group { weight, bias } => {
