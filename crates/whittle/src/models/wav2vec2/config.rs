@@ -440,7 +440,8 @@ impl Wav2Vec2Config {
                     ));
                 }
             }
-            if conformer != (s.ffn2_dim.is_some() && s.conv_channels.is_some()) {
+            let conformer_fields = [s.ffn2_dim.is_some(), s.conv_channels.is_some()];
+            if conformer_fields != [conformer; 2] {
                 return Err(format!(
                     "whittle_layer_shapes[{i}]: ffn2_dim and conv_channels are {} for this family",
                     if conformer { "required" } else { "not allowed" }
