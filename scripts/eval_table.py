@@ -46,10 +46,20 @@ MP_ROWS = {
 }
 
 
+# Rows of scripts/prune_table.sh: KIND-SPARSITY -> method (each followed by the same fine-tune).
+PRUNE_ROWS = {
+    "mag": "magnitude pruning, then distillation fine-tune",
+    "l0": "L0 gates with layerwise distillation, then fine-tune",
+    "l0nolw": "L0 gates without layerwise distillation, then fine-tune",
+}
+
+
 def label(row: str) -> tuple[str, str]:
     if row in LABELS:
         return LABELS[row], "-"
     kind, _, arg = row.partition("-")
+    if kind in PRUNE_ROWS:
+        return f"{100 * float(arg):g} % of prunable parameters removed", PRUNE_ROWS[kind]
     if kind in MP_ROWS and arg.startswith("b"):
         return f"budget {arg[1:]} stored bits", MP_ROWS[kind]
     if kind == "uniform" and arg.startswith("w"):

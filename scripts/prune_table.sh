@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The structured-pruning sweep of issue 12 (docs/pruning.md): at each sparsity S of the prunable
+# parameters, three ways to prune, each followed by the same distillation fine-tune from the
+# unpruned model (recipes/distill.toml through `compress --teacher`):
+#   mag-S     the magnitude baseline (`whittle prune --magnitude S`), no gates;
+#   l0-S      L0 hard-concrete gates with layerwise distillation (recipes/prune-l0.toml, target S);
+#   l0nolw-S  the same gates without the layerwise terms (recipes/prune-l0-no-layerwise.toml).
+# Every row is written to a .whittle file, evaluated on the whole test sets and compared with the
+# float model by `whittle eval --compare` (scripts/eval_table.py); `whittle bench window` times
+# every row against the unpruned model in one invocation; `whittle report shapes` draws the
+# surviving heads and units per layer.
+#
+# Resumable: finished files and evaluations under out/prune-table/<model>/ are reused, and a
+# compression whose work folder holds a checkpoint continues with --resume. Selection (the best
+# dev checkpoint) uses synth-dev only; the test sets are never used to choose anything.
+#
+# Usage: scripts/prune_table.sh [--no-build] [--no-table] [tiny.en|base]
+# Environment:
+#   SPARSITIES ("0.2 0.35 0.5 0.6")  fractions of the prunable parameters to remove
+#   ROWS                             rows to run, in order (default: mag-S and l0-S at every S;
+#                                    l0nolw-S only when named)
+#   STEPS                            override schedule.steps of every recipe (smoke runs; the
+#                                    warm-up is capped at STEPS/10 and dev scoring at the end)
+#   TRAIN_LIMIT                      use only the first N training utterances (smoke runs)
+#   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
+#   PSEUDO_LABELS                    the teacher's pseudo-label cache (default: the MP table's, so
+#                                    the two protocols label the training set once)
+#   WHITTLE_BIN                      the whittle binary (default target/release/whittle)
+# Needs scripts/setup.sh and scripts/make_splits.sh.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BUILD=1
+TABLE=1
+MODEL=tiny.en
+for arg in "$@"; do
+    case $arg in
+        --no-build) BUILD=0 ;;
+        --no-table) TABLE=0 ;;
+        tiny.en|base) MODEL=$arg ;;
+        *) echo "usage: $0 [--no-build] [--no-table] [tiny.en|base]" >&2; exit 2 ;;
+    esac
+done
+ASSETS=${WHITTLE_ASSETS:-$ROOT/.assets}
+export WHITTLE_ASSETS=$ASSETS
+THREADS=${THREADS:-2}
+BATCH=${BATCH:-8}
+MARGIN=${MARGIN:-10}
+SPARSITIES=${SPARSITIES:-"0.2 0.35 0.5 0.6"}
+read -r -a SETS <<<"${SETS:-real synth-test-clean synth-test-other}"
+WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
+OUT=${PRUNE_TABLE_OUT:-$ROOT/out/prune-table}/$MODEL
+LABELS=${PSEUDO_LABELS:-$ROOT/out/mp-table/$MODEL/pseudo-labels.jsonl}
+die() { echo "prune_table.sh: $*" >&2; exit 1; }
+((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]] && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
+SRC=$ASSETS/models/whisper-$MODEL
+TRAIN=$ASSETS/data/synth-train/manifest.jsonl
+DEV=$ASSETS/data/synth-dev/manifest.jsonl
+[[ -f $SRC/model.bin ]] || die "no model at $SRC: run scripts/setup.sh"
+[[ -f $TRAIN && -f $DEV ]] || die "no synth-train/synth-dev: run scripts/make_splits.sh"
+manifest() {
+    case $1 in
+        real) echo "$ASSETS/data/real.jsonl" ;;
+        *) echo "$ASSETS/data/$1/manifest.jsonl" ;;
+    esac
+}
+for set in "${SETS[@]}"; do
+    [[ -f $(manifest "$set") ]] || die "no manifest for set $set: run scripts/make_splits.sh"
+done
+mkdir -p "$OUT" "$(dirname "$LABELS")"
+if [[ -z ${ROWS:-} ]]; then
+    ROWS=""
+    for s in $SPARSITIES; do ROWS+="mag-$s l0-$s "; done
+fi
+
+# A recipe with the step override (and, for the gates, the target) applied.
+recipe() { # source-recipe output [target]
+    local args=()
+    if [[ -n ${STEPS:-} ]]; then
+        args+=(-e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $((STEPS / 10))/"
+            -e "s/^eval_every = .*/eval_every = 0/")
+    fi
+    [[ -n ${3:-} ]] && args+=(-e "s/^target_sparsity = .*/target_sparsity = $3/")
+    if ((${#args[@]})); then sed "${args[@]}" "$1" >"$2"; else cp "$1" "$2"; fi
+}
+
+# Time a command into NAME.seconds (wall) and NAME.cpu-seconds (user + system CPU), only when it
+# succeeds (as scripts/mp_table.sh).
+timed() { # name command...
+    local name=$1 start
+    shift
+    start=$(date +%s.%N)
+    python3 -c 'import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+if rc == 0:
+    with open(sys.argv[1], "w") as f:
+        f.write(f"{used.ru_utime + used.ru_stime:.1f}\n")
+sys.exit(rc)' "$OUT/$name.cpu-seconds" "$@"
+    python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)" \
+        >"$OUT/$name.seconds"
+}
+
+compress() { # name model recipe [extra args]
+    local name=$1 model=$2 recipe=$3 resume=() limit=()
+    shift 3
+    [[ -n ${TRAIN_LIMIT:-} ]] && limit=(--train-limit "$TRAIN_LIMIT")
+    [[ -f $OUT/$name.whittle ]] && return
+    [[ -f $OUT/$name.work/state.json ]] && resume=(--resume)
+    echo "== $MODEL: $name (compress)" >&2
+    timed "$name" "$WHITTLE" --threads "$THREADS" compress "$model" --recipe "$recipe" --train "$TRAIN" \
+        --dev "$DEV" --pseudo-labels "$LABELS" -o "$OUT/$name.whittle" \
+        "${resume[@]}" "${limit[@]}" "$@" >"$OUT/$name.compress.txt"
+}
+
+evaluate() { # name model-path
+    for set in "${SETS[@]}"; do
+        local dir=$OUT/$1/$set
+        if [[ ! -f $dir/summary.json ]]; then
+            echo "   eval $1 on $set" >&2
+            "$WHITTLE" --threads "$THREADS" eval "$2" "$(manifest "$set")" --batch-size "$BATCH" --out "$dir" >/dev/null \
+                || die "eval $1 on $set failed"
+        fi
+    done
+}
+
+# The float baseline: reuse the MP or PTQ table's evaluation when there is one.
+for other in "$ROOT/out/mp-table/$MODEL/float" "$ROOT/out/ptq-table/$MODEL/float"; do
+    if [[ ! -e $OUT/float && -d $other ]]; then ln -s "$other" "$OUT/float"; fi
+done
+evaluate float "$SRC"
+
+recipe recipes/distill.toml "$OUT/distill.recipe.toml"
+for row in $ROWS; do
+    kind=${row%-*} s=${row##*-}
+    case $kind in
+        mag)
+            if [[ ! -f $OUT/$row.pruned.whittle ]]; then
+                echo "== $MODEL: $row (magnitude pruning)" >&2
+                timed "$row.prune" "$WHITTLE" prune "$SRC" --magnitude "$s" -o "$OUT/$row.pruned.whittle" \
+                    >"$OUT/$row.prune.txt"
+            fi
+            ;;
+        l0 | l0nolw)
+            source_recipe=recipes/prune-l0.toml
+            [[ $kind == l0nolw ]] && source_recipe=recipes/prune-l0-no-layerwise.toml
+            recipe "$source_recipe" "$OUT/$row.gates.recipe.toml" "$s"
+            compress "$row.pruned" "$SRC" "$OUT/$row.gates.recipe.toml"
+            ;;
+        *) die "unknown row $row (mag-S, l0-S or l0nolw-S)" ;;
+    esac
+    # The same fine-tune for every row: distilled from the unpruned model.
+    compress "$row" "$OUT/$row.pruned.whittle" "$OUT/distill.recipe.toml" --teacher "$SRC"
+    evaluate "$row" "$OUT/$row.whittle"
+done
+
+((TABLE)) || exit 0
+# shellcheck disable=SC2086
+python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$OUT" --sets "${SETS[@]}" \
+    --rows $ROWS --json "$OUT/rows.json" | tee "$OUT/table.md"
+files=()
+for row in $ROWS; do [[ -f $OUT/$row.whittle ]] && files+=("$OUT/$row.whittle"); done
+for f in "${files[@]}"; do "$WHITTLE" report shapes "$f" -o "$OUT/figures"; done
+"$WHITTLE" report pareto "$OUT/rows.json" --name "$MODEL-pruning" -o "$OUT/figures"
+echo
+echo "One 30 s window, pruned rows against the unpruned model (whittle bench window):" | tee -a "$OUT/table.md"
+"$WHITTLE" --threads "$THREADS" bench window "$SRC" "${files[@]}" --runs 5 --tokens 40 | tee -a "$OUT/table.md"
+echo
+echo "Compression time, wall s / CPU s (pruning or gates, then the fine-tune):" | tee -a "$OUT/table.md"
+for row in $ROWS; do
+    first=$row.prune
+    [[ -f $OUT/$first.seconds ]] || first=$row.pruned
+    echo "  $row: $(cat "$OUT/$first.seconds" 2>/dev/null || echo "?") / $(cat "$OUT/$first.cpu-seconds" 2>/dev/null || echo "?") + fine-tune $(cat "$OUT/$row.seconds" 2>/dev/null || echo "?") / $(cat "$OUT/$row.cpu-seconds" 2>/dev/null || echo "?")"
+done | tee -a "$OUT/table.md"
