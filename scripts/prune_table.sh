@@ -58,15 +58,9 @@ TRAIN=$ASSETS/data/synth-train/manifest.jsonl
 DEV=$ASSETS/data/synth-dev/manifest.jsonl
 [[ -f $SRC/model.bin ]] || die "no model at $SRC: run scripts/setup.sh"
 [[ -f $TRAIN && -f $DEV ]] || die "no synth-train/synth-dev: run scripts/make_splits.sh"
-manifest() {
-    case $1 in
-        real) echo "$ASSETS/data/real.jsonl" ;;
-        *) echo "$ASSETS/data/$1/manifest.jsonl" ;;
-    esac
-}
-for set in "${SETS[@]}"; do
-    [[ -f $(manifest "$set") ]] || die "no manifest for set $set: run scripts/make_splits.sh"
-done
+# shellcheck source=scripts/table_common.sh
+. "$ROOT/scripts/table_common.sh"
+check_sets
 mkdir -p "$OUT" "$(dirname "$LABELS")"
 if [[ -z ${ROWS:-} ]]; then
     ROWS=""
@@ -84,23 +78,6 @@ recipe() { # source-recipe output [target]
     if ((${#args[@]})); then sed "${args[@]}" "$1" >"$2"; else cp "$1" "$2"; fi
 }
 
-# Time a command into NAME.seconds (wall) and NAME.cpu-seconds (user + system CPU), only when it
-# succeeds (as scripts/mp_table.sh).
-timed() { # name command...
-    local name=$1 start
-    shift
-    start=$(date +%s.%N)
-    python3 -c 'import resource, subprocess, sys
-rc = subprocess.call(sys.argv[2:])
-used = resource.getrusage(resource.RUSAGE_CHILDREN)
-if rc == 0:
-    with open(sys.argv[1], "w") as f:
-        f.write(f"{used.ru_utime + used.ru_stime:.1f}\n")
-sys.exit(rc)' "$OUT/$name.cpu-seconds" "$@"
-    python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)" \
-        >"$OUT/$name.seconds"
-}
-
 compress() { # name model recipe [extra args]
     local name=$1 model=$2 recipe=$3 resume=() limit=()
     shift 3
@@ -111,17 +88,6 @@ compress() { # name model recipe [extra args]
     timed "$name" "$WHITTLE" --threads "$THREADS" compress "$model" --recipe "$recipe" --train "$TRAIN" \
         --dev "$DEV" --pseudo-labels "$LABELS" -o "$OUT/$name.whittle" \
         "${resume[@]}" "${limit[@]}" "$@" >"$OUT/$name.compress.txt"
-}
-
-evaluate() { # name model-path
-    for set in "${SETS[@]}"; do
-        local dir=$OUT/$1/$set
-        if [[ ! -f $dir/summary.json ]]; then
-            echo "   eval $1 on $set" >&2
-            "$WHITTLE" --threads "$THREADS" eval "$2" "$(manifest "$set")" --batch-size "$BATCH" --out "$dir" >/dev/null \
-                || die "eval $1 on $set failed"
-        fi
-    done
 }
 
 # The float baseline: reuse the MP or PTQ table's evaluation when there is one.
