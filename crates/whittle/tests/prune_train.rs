@@ -139,6 +139,42 @@ fn pruning_resumes_exactly() {
     assert_eq!(resumed.method.state(), straight.method.state());
 }
 
+/// A pruned student's fine-tune killed mid-run resumes bit for bit (weights and moments).
+#[test]
+fn the_fine_tune_of_a_pruned_student_resumes_exactly() {
+    use whittle::compress::prune::{magnitude_keep, prune_whisper};
+    let dir = tempfile::tempdir().unwrap();
+    let ex = examples(dir.path(), 5);
+    let mut student = teacher();
+    let keep = magnitude_keep(&student, 0.5).unwrap();
+    prune_whisper(&mut student, &keep).unwrap();
+    let recipe = Recipe::parse(
+        &format!("name = \"ft\"\nmethod = \"distill\"\n[quant]\n{TRAIN}"),
+        "test",
+    )
+    .unwrap();
+    let make = || {
+        Trainer::distilling(
+            recipe.clone(),
+            teacher(),
+            student.clone(),
+            ex.clone(),
+            prompt(),
+            None,
+        )
+        .unwrap()
+    };
+    let (straight, resumed) = straight_and_resumed(make, dir.path());
+    assert!(
+        trained_state(&resumed) == trained_state(&straight),
+        "parameters or optimizer moments differ after resume"
+    );
+    assert_eq!(
+        resumed.student.shape_summary(),
+        straight.student.shape_summary()
+    );
+}
+
 #[test]
 fn prune_recipe_settings_are_checked() {
     let shipped = include_str!("../../../recipes/prune-l0.toml");
