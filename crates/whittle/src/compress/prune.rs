@@ -193,7 +193,7 @@ pub fn prune_whisper(model: &mut Whisper, keep: &StructureKeep) -> Result<PruneR
 }
 
 /// Check `keep` against `n` units: ascending, in range, finite scales.
-pub(crate) fn check_units(keep: &ModuleKeep, n: usize, at: &str) -> Result<()> {
+fn check_units(keep: &ModuleKeep, n: usize, at: &str) -> Result<()> {
     let mut last = None;
     for u in &keep.units {
         if u.index >= n || last.is_some_and(|l| u.index <= l) {
@@ -219,50 +219,99 @@ pub(crate) fn check_units(keep: &ModuleKeep, n: usize, at: &str) -> Result<()> {
     Ok(())
 }
 
+/// The module `keep` slices, after the checks every family shares: `None` when the model does
+/// not hold it (and `keep` keeps nothing of it), or when `keep` removes it (it is set to `None`:
+/// no tensors, no residual branch). `units` counts the module's units.
+pub(crate) fn module_to_slice<'a, T>(
+    module: &'a mut Option<T>,
+    keep: &ModuleKeep,
+    units: impl Fn(&T) -> usize,
+    at: &str,
+) -> Result<Option<&'a mut T>> {
+    match module.as_ref() {
+        None if keep.units.is_empty() => return Ok(None),
+        None => {
+            return Err(Error::config(
+                at,
+                "keeps units of a module the model does not hold",
+            ))
+        }
+        Some(m) => check_units(keep, units(m), at)?,
+    }
+    if keep.units.is_empty() {
+        *module = None;
+        return Ok(None);
+    }
+    Ok(module.as_mut())
+}
+
+/// The rows of a head-major matrix that `keep`'s heads own.
+pub(crate) fn head_rows(keep: &ModuleKeep, head_dim: usize) -> Vec<u32> {
+    keep.units
+        .iter()
+        .flat_map(|u| (u.index * head_dim..(u.index + 1) * head_dim).map(|r| r as u32))
+        .collect()
+}
+
+/// Keep `keep`'s heads of an attention module: their rows of the query, key and value
+/// projections (`inputs`) and their columns of the output projection, scaled by the unit and
+/// branch scales. Each matrix comes with its path for errors.
+pub(crate) fn slice_heads(
+    inputs: [(&mut Linear, String); 3],
+    output: (&mut Linear, String),
+    keep: &ModuleKeep,
+    head_dim: usize,
+) -> Result<()> {
+    let rows = head_rows(keep, head_dim);
+    for (linear, at) in inputs {
+        select_rows(linear, &rows, &at)?;
+    }
+    let scales: Vec<f32> = keep
+        .units
+        .iter()
+        .flat_map(|u| std::iter::repeat_n(u.scale * keep.branch_scale, head_dim))
+        .collect();
+    select_columns(output.0, &rows, &scales, keep.branch_scale, &output.1)
+}
+
+/// Keep `keep`'s units: `input_rows` of `input` (each unit's rows, in unit order: one per unit,
+/// or more, as a GLU's value and gate rows) and one column per unit of `output`, scaled by the
+/// unit and branch scales.
+pub(crate) fn slice_units(
+    input: (&mut Linear, String),
+    input_rows: &[u32],
+    output: (&mut Linear, String),
+    keep: &ModuleKeep,
+) -> Result<()> {
+    let units: Vec<u32> = keep.units.iter().map(|u| u.index as u32).collect();
+    select_rows(input.0, input_rows, &input.1)?;
+    let scales: Vec<f32> = keep
+        .units
+        .iter()
+        .map(|u| u.scale * keep.branch_scale)
+        .collect();
+    select_columns(output.0, &units, &scales, keep.branch_scale, &output.1)
+}
+
 fn prune_attention(
     module: &mut Option<AttentionModule>,
     keep: &ModuleKeep,
     at: &str,
 ) -> Result<()> {
-    let Some(m) = module else {
-        if keep.units.is_empty() {
-            return Ok(());
-        }
-        return Err(Error::config(
-            at,
-            "keeps heads of a module the model does not hold",
-        ));
-    };
-    check_units(keep, m.attn.heads, at)?;
-    if keep.units.is_empty() {
-        *module = None;
+    let Some(m) = module_to_slice(module, keep, |m| m.attn.heads, at)? else {
         return Ok(());
-    }
+    };
     let hd = m.attn.head_dim();
-    let rows: Vec<u32> = keep
-        .units
-        .iter()
-        .flat_map(|u| (u.index * hd..(u.index + 1) * hd).map(|r| r as u32))
-        .collect();
-    let column_scales: Vec<f32> = keep
-        .units
-        .iter()
-        .flat_map(|u| std::iter::repeat_n(u.scale * keep.branch_scale, hd))
-        .collect();
     let a = &mut m.attn;
-    for (name, l) in [
-        ("q_proj", &mut a.q_proj),
-        ("k_proj", &mut a.k_proj),
-        ("v_proj", &mut a.v_proj),
-    ] {
-        select_rows(l, &rows, &format!("{at}.{name}"))?;
-    }
-    select_columns(
-        &mut a.out_proj,
-        &rows,
-        &column_scales,
-        keep.branch_scale,
-        &format!("{at}.out_proj"),
+    slice_heads(
+        [
+            (&mut a.q_proj, format!("{at}.q_proj")),
+            (&mut a.k_proj, format!("{at}.k_proj")),
+            (&mut a.v_proj, format!("{at}.v_proj")),
+        ],
+        (&mut a.out_proj, format!("{at}.out_proj")),
+        keep,
+        hd,
     )?;
     a.heads = keep.units.len();
     Ok(())
@@ -270,36 +319,17 @@ fn prune_attention(
 
 /// The MLP of the layer at path `layer` (its matrices are `{layer}.fc1` and `{layer}.fc2`).
 fn prune_mlp(module: &mut Option<FeedForward>, keep: &ModuleKeep, layer: &str) -> Result<()> {
-    let at = &format!("{layer}.mlp");
-    let Some(f) = module else {
-        if keep.units.is_empty() {
-            return Ok(());
-        }
-        return Err(Error::config(
-            at,
-            "keeps units of a module the model does not hold",
-        ));
-    };
-    check_units(keep, f.width(), at)?;
-    if keep.units.is_empty() {
-        *module = None;
+    let Some(f) = module_to_slice(module, keep, FeedForward::width, &format!("{layer}.mlp"))?
+    else {
         return Ok(());
-    }
+    };
     let units: Vec<u32> = keep.units.iter().map(|u| u.index as u32).collect();
-    let scales: Vec<f32> = keep
-        .units
-        .iter()
-        .map(|u| u.scale * keep.branch_scale)
-        .collect();
-    select_rows(&mut f.fc1, &units, &format!("{layer}.fc1"))?;
-    select_columns(
-        &mut f.fc2,
+    slice_units(
+        (&mut f.fc1, format!("{layer}.fc1")),
         &units,
-        &scales,
-        keep.branch_scale,
-        &format!("{layer}.fc2"),
-    )?;
-    Ok(())
+        (&mut f.fc2, format!("{layer}.fc2")),
+        keep,
+    )
 }
 
 fn float_weight<'a>(l: &'a Linear, at: &str) -> Result<&'a Tensor> {
@@ -324,7 +354,7 @@ pub(crate) fn select_rows(l: &mut Linear, rows: &[u32], at: &str) -> Result<()> 
 }
 
 /// Keep columns `cols` of the weight, scaled by `scales`, and scale the bias by `bias_scale`.
-pub(crate) fn select_columns(
+fn select_columns(
     l: &mut Linear,
     cols: &[u32],
     scales: &[f32],

@@ -18,44 +18,13 @@ use candle_core::Tensor;
 use super::config::{CtcLayerShape, Family};
 use super::conformer::{ConvModule, RelAttention};
 use super::model::{CtcModel, Encoder, FeedForward, Projections};
-use crate::compress::prune::{check_units, select_columns, select_rows, ModuleKeep};
+use crate::compress::prune::{
+    head_rows, module_to_slice, select_rows, slice_heads, slice_units, ModuleKeep,
+};
 use crate::error::{Error, Result};
 use crate::models::{PrunableModule, UnitKind};
 
-/// The rows of a head-major matrix that `keep`'s heads own.
-fn head_rows(keep: &ModuleKeep, head_dim: usize) -> Vec<u32> {
-    keep.units
-        .iter()
-        .flat_map(|u| (u.index * head_dim..(u.index + 1) * head_dim).map(|r| r as u32))
-        .collect()
-}
-
-/// Each kept unit's scale times the branch scale, repeated `width` times.
-fn column_scales(keep: &ModuleKeep, width: usize) -> Vec<f32> {
-    keep.units
-        .iter()
-        .flat_map(|u| std::iter::repeat_n(u.scale * keep.branch_scale, width))
-        .collect()
-}
-
-/// `keep` applied to a module the model may no longer hold.
-fn held<'a, T>(
-    module: &'a mut Option<T>,
-    keep: &ModuleKeep,
-    at: &str,
-) -> Result<Option<&'a mut T>> {
-    match module {
-        Some(m) => Ok(Some(m)),
-        None if keep.units.is_empty() => Ok(None),
-        None => Err(Error::config(
-            at,
-            "keeps units of a module the model does not hold",
-        )),
-    }
-}
-
-/// Slice an attention module's heads (q/k/v rows, output columns); `names` are its four
-/// projections' names under `at`.
+/// Slice an attention module's heads; `names` are its four projections' names under `at`.
 fn prune_projections(
     p: &mut Projections,
     keep: &ModuleKeep,
@@ -63,20 +32,16 @@ fn prune_projections(
     at: &str,
     names: [&str; 4],
 ) -> Result<()> {
-    let rows = head_rows(keep, head_dim);
-    for (name, l) in [
-        (names[0], &mut p.q),
-        (names[1], &mut p.k),
-        (names[2], &mut p.v),
-    ] {
-        select_rows(l, &rows, &format!("{at}.{name}"))?;
-    }
-    select_columns(
-        &mut p.out,
-        &rows,
-        &column_scales(keep, head_dim),
-        keep.branch_scale,
-        &format!("{at}.{}", names[3]),
+    let path = |i: usize| format!("{at}.{}", names[i]);
+    slice_heads(
+        [
+            (&mut p.q, path(0)),
+            (&mut p.k, path(1)),
+            (&mut p.v, path(2)),
+        ],
+        (&mut p.out, path(3)),
+        keep,
+        head_dim,
     )?;
     p.heads = keep.units.len();
     Ok(())
@@ -88,21 +53,11 @@ fn prune_attention(
     head_dim: usize,
     at: &str,
 ) -> Result<()> {
-    let Some(p) = held(module, keep, at)? else {
+    let Some(p) = module_to_slice(module, keep, |p| p.heads, at)? else {
         return Ok(());
     };
-    check_units(keep, p.heads, at)?;
-    if keep.units.is_empty() {
-        *module = None;
-        return Ok(());
-    }
-    prune_projections(
-        p,
-        keep,
-        head_dim,
-        at,
-        ["q_proj", "k_proj", "v_proj", "out_proj"],
-    )
+    let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
+    prune_projections(p, keep, head_dim, at, names)
 }
 
 fn prune_relative_attention(
@@ -111,17 +66,13 @@ fn prune_relative_attention(
     head_dim: usize,
     at: &str,
 ) -> Result<()> {
-    let Some(a) = held(module, keep, at)? else {
+    let Some(a) = module_to_slice(module, keep, |a| a.projections.heads, at)? else {
         return Ok(());
     };
-    check_units(keep, a.projections.heads, at)?;
-    if keep.units.is_empty() {
-        *module = None;
-        return Ok(());
-    }
     let names = ["linear_q", "linear_k", "linear_v", "linear_out"];
     prune_projections(&mut a.projections, keep, head_dim, at, names)?;
     if let Some(pos) = &mut a.linear_pos {
+        // Its output rows are head-major like a query's.
         select_rows(pos, &head_rows(keep, head_dim), &format!("{at}.linear_pos"))?;
     }
     if let Some((u, v)) = &mut a.pos_bias {
@@ -134,60 +85,41 @@ fn prune_relative_attention(
 }
 
 fn prune_feed_forward(module: &mut Option<FeedForward>, keep: &ModuleKeep, at: &str) -> Result<()> {
-    let Some(f) = held(module, keep, at)? else {
+    let Some(f) = module_to_slice(module, keep, FeedForward::width, at)? else {
         return Ok(());
     };
-    check_units(keep, f.width(), at)?;
-    if keep.units.is_empty() {
-        *module = None;
-        return Ok(());
-    }
     let units: Vec<u32> = keep.units.iter().map(|u| u.index as u32).collect();
-    select_rows(
-        &mut f.intermediate_dense,
+    slice_units(
+        (
+            &mut f.intermediate_dense,
+            format!("{at}.intermediate_dense"),
+        ),
         &units,
-        &format!("{at}.intermediate_dense"),
-    )?;
-    select_columns(
-        &mut f.output_dense,
-        &units,
-        &column_scales(keep, 1),
-        keep.branch_scale,
-        &format!("{at}.output_dense"),
+        (&mut f.output_dense, format!("{at}.output_dense")),
+        keep,
     )
 }
 
 fn prune_conv_module(module: &mut Option<ConvModule>, keep: &ModuleKeep, at: &str) -> Result<()> {
-    let Some(m) = held(module, keep, at)? else {
+    let Some(m) = module_to_slice(module, keep, ConvModule::channels, at)? else {
         return Ok(());
     };
-    let channels = m.channels();
-    check_units(keep, channels, at)?;
-    if keep.units.is_empty() {
-        *module = None;
-        return Ok(());
-    }
+    let channels = m.channels() as u32;
     let kept: Vec<u32> = keep.units.iter().map(|u| u.index as u32).collect();
     // The GLU's value half first, then its gate half.
     let rows: Vec<u32> = kept
         .iter()
         .copied()
-        .chain(kept.iter().map(|&c| c + channels as u32))
+        .chain(kept.iter().map(|&c| c + channels))
         .collect();
-    select_rows(
-        &mut m.pointwise_conv1,
-        &rows,
-        &format!("{at}.pointwise_conv1"),
-    )?;
     let idx = Tensor::new(kept.as_slice(), m.depthwise.device())?;
     m.depthwise = m.depthwise.index_select(&idx, 0)?;
     m.depthwise_bias = m.depthwise_bias.index_select(&idx, 0)?;
-    select_columns(
-        &mut m.pointwise_conv2,
-        &kept,
-        &column_scales(keep, 1),
-        keep.branch_scale,
-        &format!("{at}.pointwise_conv2"),
+    slice_units(
+        (&mut m.pointwise_conv1, format!("{at}.pointwise_conv1")),
+        &rows,
+        (&mut m.pointwise_conv2, format!("{at}.pointwise_conv2")),
+        keep,
     )
 }
 
