@@ -397,14 +397,15 @@ pub fn compress(args: CompressArgs) -> Result<()> {
             u.id
         );
     }
+    // The pseudo-labels are the teacher's; a run is identified by its student and teacher.
+    let teacher_digest = model_digest(args.teacher.as_ref().unwrap_or(&args.model))?;
     let identity = RunIdentity {
         model: match &args.teacher {
-            Some(teacher) => format!(
-                "{} distilled from {}",
-                model_digest(&args.model)?,
-                model_digest(teacher)?
+            Some(_) => format!(
+                "{} distilled from {teacher_digest}",
+                model_digest(&args.model)?
             ),
-            None => model_digest(&args.model)?,
+            None => teacher_digest.clone(),
         },
         train: dataset_digest(&train),
         dev: dataset_digest(&dev),
@@ -489,7 +490,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
                 .unwrap_or_else(|| run.work_dir.join("pseudo-labels.jsonl"));
             // The labels are the teacher's: a cache made by another model is refused.
             let labels_identity = RunIdentity {
-                model: model_digest(args.teacher.as_ref().unwrap_or(&args.model))?,
+                model: teacher_digest.clone(),
                 train: String::new(),
                 dev: String::new(),
             };
