@@ -201,17 +201,67 @@ fn admm_drives_the_weights_onto_the_grid_and_ships_the_projection() {
     assert!(dw * 3.0 < dt, "G vs W {dw}, G vs teacher {dt}");
 }
 
+/// With the penalty schedule of the shipped recipes (rho 1e-3 -> 10, far too weak for the
+/// gradient W-step under AdamW), the proximal W-step brings W onto the grid, and the gradient
+/// W-step does not.
 #[test]
-fn admm_resumes_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let make = || {
-        trainer(
-            "rho_start = 0.01\nrho_end = 10.0\nupdate_every = 2",
-            7,
+fn the_proximal_w_step_reaches_the_grid_where_the_gradient_step_stalls() {
+    let steps = 100;
+    let schedule = "rho_start = 1e-3\nrho_end = 10.0\nupdate_every = 10";
+    let run = |w_step: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = trainer(
+            &format!("{schedule}\nw_step = \"{w_step}\"\nprox_step = 1.0"),
+            steps,
             0.1,
             dir.path(),
-        )
+        );
+        let mut distances = Vec::new();
+        while t.state.step < steps {
+            distances.push(t.train_step().unwrap().method["distance"]);
+        }
+        eprintln!(
+            "{w_step}: relative |W - G| every 10 steps: {:?}, last {:?}",
+            distances.iter().step_by(10).collect::<Vec<_>>(),
+            distances.last()
+        );
+        (distances[0], *distances.last().unwrap(), t)
     };
+    let (first, proximal, t) = run("proximal");
+    assert!(
+        proximal < 0.01 * first,
+        "proximal: |W - G| / |W| went {first} -> {proximal}"
+    );
+    let (first_g, gradient, _) = run("gradient");
+    assert!(
+        gradient > 0.3 * first_g,
+        "gradient: |W - G| / |W| went {first_g} -> {gradient}; the contrast is gone"
+    );
+    // Converged, the shipped G computes what the trained W computes.
+    let (shipped, _) = t.extract().unwrap();
+    let at_g = student_at_projection(&t);
+    let (dw, dt) = (
+        max_abs_diff(&outputs(&t.student), &outputs(&at_g)).unwrap(),
+        max_abs_diff(&outputs(&t.teacher), &outputs(&at_g)).unwrap(),
+    );
+    eprintln!("logits of G: vs W {dw:.2e}, vs teacher {dt:.2e}");
+    assert!(dw * 3.0 < dt, "G vs W {dw}, G vs teacher {dt}");
+    let d = max_abs_diff(&outputs(&shipped), &outputs(&at_g)).unwrap();
+    assert!(d * 10.0 < dt, "packed vs G {d}, G vs teacher {dt}");
+}
+
+#[test]
+fn admm_resumes_exactly() {
+    for w_step in ["gradient", "proximal"] {
+        resumes_exactly(&format!(
+            "rho_start = 0.01\nrho_end = 10.0\nupdate_every = 2\nw_step = \"{w_step}\""
+        ));
+    }
+}
+
+fn resumes_exactly(admm: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let make = || trainer(admm, 7, 0.1, dir.path());
     let (straight, resumed) = straight_and_resumed(make, dir.path());
     let (a, b) = (trained_state(&straight), trained_state(&resumed));
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
@@ -260,6 +310,8 @@ fn admm_recipe_settings_are_checked() {
             ("rho_start = ", "rho_start = -", "admm.rho_start"),
             ("rho_end = ", "rho_end = -", "admm.rho_end"),
             ("update_every = ", "update_every = 0#", "admm.update_every"),
+            ("scale = \"group\"", "prox_step = 0.0", "admm.prox_step"),
+            ("scale = \"group\"", "w_step = \"newton\"", "w_step"),
             ("scale = \"group\"", "scale = \"row\"", "scale"),
             ("[admm]", "[admm]\nextra = 1", "extra"),
             ("method = \"admm\"", "method = \"uniform-lsq\"", "admm"),

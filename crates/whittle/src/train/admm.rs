@@ -9,7 +9,9 @@
 //!
 //! `L(W) + sum_i [ <Lambda_i, W_i - G_i> + rho/2 |W_i - G_i|^2 ]`
 //!
-//! (the W-step, by the trainer's AdamW with the distillation loss), and every
+//! (the W-step, by the trainer's AdamW with the distillation loss; with `admm.w_step =
+//! "proximal"` the optimizer steps on the loss alone and each weight then takes the exact
+//! proximal step of the penalty, `W <- (W + eta (rho G - Lambda)) / (1 + eta rho)`), and every
 //! `admm.update_every` steps
 //!
 //! - G-step: `G_i = project(W_i + Lambda_i / rho)`, alternating `q = clamp(round(V / alpha))`
@@ -27,7 +29,11 @@
 //! the scale is per group of `quant.group` by default, or tied over the layer
 //! (`admm.scale = "layer"`, the literature's tied table); `admm.projection = "abs-max"` replaces
 //! the least-squares scale by `max|V| / Qp`, so no weight is clipped (measured on SmolLM2 in
-//! BENCHMARKS.md: it did not help there).
+//! BENCHMARKS.md: it did not help there); the proximal W-step (the literature's W-step is
+//! SGD on the whole augmented loss): with AdamW, a weight moves about one learning rate per
+//! step whatever the penalty's size, so the gradient W-step cannot reach a grid point farther
+//! than the steps between two projections allow; the proximal step closes a fraction
+//! `eta rho / (1 + eta rho)` of the distance per step instead.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +44,7 @@ use whittle_kernels::{PackedMatrix, QuantFormat, QuantizedMatrix, Scheme};
 
 use super::method::{CompressionMethod, Extracted, LossTerm, MethodParam};
 use super::optim::ParamGroup;
-use super::recipe::{AdmmProjection, AdmmRecipe, AdmmScale};
+use super::recipe::{AdmmProjection, AdmmRecipe, AdmmScale, AdmmWStep};
 use super::uniform::LayerSelection;
 use crate::compress::bitmap::LayerFormat;
 use crate::error::{Error, Result};
@@ -161,6 +167,17 @@ impl AdmmLayer {
         self.projected = Tensor::from_vec(g, (rows, cols), device)?;
         let groups = s.len() / rows;
         self.scales = Tensor::from_vec(s, (rows, groups), device)?;
+        Ok(())
+    }
+
+    /// The exact proximal step of the penalty `<Lambda, W - G> + rho/2 |W - G|^2` with step
+    /// `eta`: `W <- argmin_X |X - W|^2 / (2 eta) + penalty(X)`
+    /// `= (W + eta (rho G - Lambda)) / (1 + eta rho)`, stable for any `eta rho`.
+    fn proximal_step(&self, rho: f64, eta: f64) -> Result<()> {
+        let w = self.weight.as_tensor().detach();
+        let target = ((&self.projected * rho)? - &self.multiplier)?;
+        let next = ((w + (target * eta)?)? / (1.0 + eta * rho))?;
+        self.weight.set(&next)?;
         Ok(())
     }
 
@@ -331,6 +348,11 @@ impl CompressionMethod for Admm {
         }
         let loss = total.expect("wrap keeps at least one layer");
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        // The proximal W-step applies the penalty itself: the optimizer sees only its value.
+        let loss = match self.recipe.w_step {
+            AdmmWStep::Gradient => loss,
+            AdmmWStep::Proximal => loss.detach(),
+        };
         Ok(vec![LossTerm {
             name: "admm".into(),
             loss,
@@ -345,10 +367,16 @@ impl CompressionMethod for Admm {
         _terms: &BTreeMap<String, f64>,
     ) -> Result<()> {
         let done = step + 1;
+        let (rho, tied, fit) = (self.rho, self.tied(), self.recipe.projection);
+        if self.recipe.w_step == AdmmWStep::Proximal {
+            let eta = self.recipe.prox_step;
+            for layer in &self.layers {
+                layer.proximal_step(rho, eta)?;
+            }
+        }
         if !done.is_multiple_of(self.recipe.update_every) {
             return Ok(());
         }
-        let (rho, tied, fit) = (self.rho, self.tied(), self.recipe.projection);
         for layer in &mut self.layers {
             layer.project(rho, tied, true, fit)?;
             // Detached: the multiplier is a constant of the next W-steps, not a function of W.

@@ -271,6 +271,26 @@ pub struct AdmmRecipe {
     /// `"abs-max"` (`max|V| / Qp`, never clipping a weight).
     #[serde(default)]
     pub projection: AdmmProjection,
+    /// How the W-step treats the penalty: `"gradient"` (its gradient joins the loss's in the
+    /// optimizer) or `"proximal"` (the optimizer steps on the loss alone, then each weight
+    /// takes the exact proximal step of the penalty with step `prox_step`).
+    #[serde(default)]
+    pub w_step: AdmmWStep,
+    /// Step `eta` of the proximal W-step: `W <- (W + eta (rho G - Lambda)) / (1 + eta rho)`
+    /// after every optimizer step (`w_step = "proximal"` only).
+    #[serde(default = "default_prox_step")]
+    pub prox_step: f64,
+}
+
+/// How the ADMM W-step handles the penalty `<Lambda, W - G> + rho/2 |W - G|^2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmmWStep {
+    /// The penalty is a loss term; the optimizer follows its gradient with the loss's.
+    #[default]
+    Gradient,
+    /// The optimizer follows the loss; the penalty is applied by its exact proximal step.
+    Proximal,
 }
 
 /// How the ADMM G-step fits the grid's scale.
@@ -304,6 +324,9 @@ fn default_rho_end() -> f64 {
 }
 fn default_admm_every() -> usize {
     10
+}
+fn default_prox_step() -> f64 {
+    1.0
 }
 
 fn default_prune_warmup() -> f64 {
@@ -678,6 +701,7 @@ impl Recipe {
             if a.update_every == 0 {
                 return fail("admm.update_every", "must be at least 1".into());
             }
+            positive("admm.prox_step", a.prox_step)?;
         }
         match (self.method, &self.mixed_precision) {
             (MethodKind::TernaryHq | MethodKind::PruneL0, _) => {}
