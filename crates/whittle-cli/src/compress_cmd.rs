@@ -223,6 +223,7 @@ fn time_steps(
             batch,
             recipe,
             &[],
+            &[],
             &var_refs,
             1.0,
             Some(&*method),

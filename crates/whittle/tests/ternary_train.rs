@@ -59,6 +59,7 @@ fn gradients_reach_latents_scales_and_the_embedding() {
             &batch,
             &trainer.recipe,
             &[],
+            &[],
             &vars,
             1.0,
             Some(trainer.method.as_ref()),

@@ -285,6 +285,7 @@ fn supernet_gradients_reach_weights_steps_and_logits() {
         &batch,
         &trainer.recipe,
         &[],
+        &[],
         &vars,
         1.0,
         Some(trainer.method.as_ref()),

@@ -24,9 +24,10 @@
 //!   gates near keep probability 0.5, where the expected sparsity meets the target while the
 //!   deterministic extraction keeps most of the model.
 //! - **Distillation** is the trainer's: KL on the decoder's token distributions and the
-//!   recipe's hidden-state terms (L1 and cosine at chosen encoder layers). The learned linear
-//!   projections of the literature's layerwise distillation are not implemented: the student
-//!   keeps the teacher's model width, so its states are compared directly.
+//!   recipe's hidden-state terms (L1 and cosine at chosen encoder layers), each optionally
+//!   through a learned linear map of the student's state (`projection = true`, CoFi's layerwise
+//!   distillation; [`crate::train::trainer::HiddenProjections`]). The student keeps the
+//!   teacher's model width, so the map starts at the identity.
 //! - **Extraction.** Deterministic gates ([`crate::nn::gate::deterministic_gates`]): each group
 //!   keeps its expected number of units, ranked by keep probability, at their mean gate value;
 //!   those values are folded into the weights and everything else is sliced away

@@ -434,6 +434,11 @@ pub struct HiddenLoss {
     pub kind: HiddenKind,
     /// Weight in the total loss.
     pub weight: f64,
+    /// Compare `P h_student` with the teacher's state, `P` a learned linear map (one per tap,
+    /// shared by the tap's terms, starting at the identity, trained with the weights and not
+    /// part of the shipped model): the layerwise distillation of CoFi (Xia et al. 2022).
+    #[serde(default)]
+    pub projection: bool,
 }
 
 /// A parsed [`HiddenLoss::at`].

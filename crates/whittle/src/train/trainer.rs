@@ -67,7 +67,7 @@ pub fn wrap_student<M: TrainModel>(
     method: &mut dyn CompressionMethod,
     recipe: &Recipe,
 ) -> Result<(M, AdamW)> {
-    wrap_given_student(teacher.clone(), method, recipe)
+    wrap_given_student(teacher.clone(), method, recipe, Vec::new())
 }
 
 /// [`wrap_student`] of a given starting student (a pruned copy of the teacher, say).
@@ -75,11 +75,13 @@ fn wrap_given_student<M: TrainModel>(
     mut student: M,
     method: &mut dyn CompressionMethod,
     recipe: &Recipe,
+    extra: NamedVars,
 ) -> Result<(M, AdamW)> {
     let params = method
         .wrap(&mut student)?
         .into_iter()
         .map(|p| (p.name, p.var, p.group))
+        .chain(extra)
         .collect();
     let optimizer = AdamW::new(
         params,
@@ -113,6 +115,83 @@ pub fn zero_filled(grads: Vec<Option<Tensor>>, vars: &[Var]) -> Result<Vec<Tenso
         .collect::<candle_core::Result<_>>()?)
 }
 
+/// `state` (`[.., d_student]`) mapped by `projection` (`[d_teacher, d_student]`).
+fn project_state(state: &Tensor, projection: &Tensor) -> Result<Tensor> {
+    let dims = state.dims().to_vec();
+    let width = *dims.last().expect("hidden states have a feature dimension");
+    let rows = state.elem_count() / width.max(1);
+    let mapped = state.reshape((rows, width))?.matmul(&projection.t()?)?;
+    let mut out = dims;
+    *out.last_mut().expect("non-empty") = projection.dim(0)?;
+    Ok(mapped.reshape(out)?)
+}
+
+/// The learned linear maps of the hidden terms that ask for one (`projection = true`): one
+/// `[d, d]` variable per tap, starting at the identity, named `distill.projection.AT` among the
+/// optimizer's weights (so checkpoints and the best parameters carry it).
+pub struct HiddenProjections {
+    /// Per hidden term of the recipe, its tap's map if the term asks for one.
+    pub per_term: Vec<Option<Var>>,
+    /// The distinct maps, named, for the optimizer.
+    pub vars: NamedVars,
+}
+
+impl HiddenProjections {
+    /// Maps for `recipe`'s hidden terms. The widths come from one forward of `teacher` and
+    /// `student` on the batch `probe` makes (they must agree: the map starts at the identity).
+    pub fn new<M: TrainModel>(
+        recipe: &Recipe,
+        taps: &[HiddenTap],
+        teacher: &M,
+        student: &M,
+        probe: impl FnOnce() -> Result<Batch>,
+    ) -> Result<Self> {
+        let terms = &recipe.loss.hidden;
+        if !terms.iter().any(|h| h.projection) {
+            return Ok(Self {
+                per_term: vec![None; terms.len()],
+                vars: Vec::new(),
+            });
+        }
+        let probe = probe()?;
+        let (t, s) = (
+            teacher.forward_train(&probe, taps)?,
+            student.forward_train(&probe, taps)?,
+        );
+        let mut by_tap: BTreeMap<String, Var> = BTreeMap::new();
+        let mut per_term = Vec::with_capacity(terms.len());
+        for (i, term) in terms.iter().enumerate() {
+            if !term.projection {
+                per_term.push(None);
+                continue;
+            }
+            let width = |x: &Tensor| x.dims().last().copied().unwrap_or(0);
+            let (dt, ds) = (width(&t.hidden[i]), width(&s.hidden[i]));
+            if dt != ds {
+                return Err(Error::config(
+                    format!("loss.hidden at `{}`", term.at),
+                    format!("student width {ds} != teacher width {dt}: a map from the identity needs equal widths"),
+                ));
+            }
+            let var = match by_tap.get(&term.at) {
+                Some(v) => v.clone(),
+                None => {
+                    let eye = Tensor::eye(dt, candle_core::DType::F32, t.hidden[i].device())?;
+                    let v = Var::from_tensor(&eye)?;
+                    by_tap.insert(term.at.clone(), v.clone());
+                    v
+                }
+            };
+            per_term.push(Some(var));
+        }
+        let vars = by_tap
+            .into_iter()
+            .map(|(at, v)| (format!("distill.projection.{at}"), v, ParamGroup::Weights))
+            .collect();
+        Ok(Self { per_term, vars })
+    }
+}
+
 /// Seconds spent in each phase of a micro-batch (for benchmarks and profiles).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PhaseSeconds {
@@ -137,7 +216,17 @@ pub fn micro_batch_grads<M: TrainModel>(
     vars: &[&Var],
     scale: f64,
 ) -> Result<(LossParts, Vec<Option<Tensor>>, PhaseSeconds)> {
-    let micro = micro_batch_grads_with(teacher, student, batch, recipe, taps, vars, scale, None)?;
+    let micro = micro_batch_grads_with(
+        teacher,
+        student,
+        batch,
+        recipe,
+        taps,
+        &[],
+        vars,
+        scale,
+        None,
+    )?;
     Ok((micro.parts, micro.grads, micro.times))
 }
 
@@ -154,7 +243,8 @@ pub struct MicroBatchGrads {
 }
 
 /// [`micro_batch_grads`] with the loss terms of `method` added to the total; also returns each
-/// term's reported value.
+/// term's reported value. `projections[i]`, where present, maps the student's state of hidden
+/// term `i` before its distance ([`HiddenProjections`]).
 #[allow(clippy::too_many_arguments)]
 pub fn micro_batch_grads_with<M: TrainModel>(
     teacher: &M,
@@ -162,6 +252,7 @@ pub fn micro_batch_grads_with<M: TrainModel>(
     batch: &Batch,
     recipe: &Recipe,
     taps: &[HiddenTap],
+    projections: &[Option<Var>],
     vars: &[&Var],
     scale: f64,
     method: Option<&dyn CompressionMethod>,
@@ -174,7 +265,12 @@ pub fn micro_batch_grads_with<M: TrainModel>(
     };
     let teacher_out = teacher.forward_train(batch, taps)?;
     let teacher_s = lap();
-    let student_out = student.forward_train(batch, taps)?;
+    let mut student_out = student.forward_train(batch, taps)?;
+    for (state, projection) in student_out.hidden.iter_mut().zip(projections) {
+        if let Some(p) = projection {
+            *state = project_state(state, p.as_tensor())?;
+        }
+    }
     let student_s = lap();
     let mut parts = qat_loss(&recipe.loss, &student_out, &teacher_out, batch)?;
     let mut terms = Vec::new();
@@ -297,6 +393,7 @@ pub struct Trainer<M: TrainModel = Whisper> {
     /// Progress and data-order state.
     pub state: TrainState,
     taps: Vec<HiddenTap>,
+    projections: Vec<Option<Var>>,
     order: Vec<usize>,
     rng: ChaCha8Rng,
 }
@@ -363,13 +460,17 @@ impl<M: TrainModel> Trainer<M> {
         if examples.is_empty() {
             return Err(Error::config("training data", "no training examples"));
         }
-        let (student, optimizer) = wrap_given_student(student, method.as_mut(), &recipe)?;
-        let taps = recipe
+        let taps: Vec<HiddenTap> = recipe
             .loss
             .hidden
             .iter()
             .map(|h| h.tap().map_err(|r| Error::config("loss.hidden", r)))
             .collect::<Result<_>>()?;
+        let probe = || teacher.make_batch(&[&examples[0]], recipe.train.trim, &prompt);
+        let projections = HiddenProjections::new(&recipe, &taps, &teacher, &student, probe)?;
+        let (student, optimizer) =
+            wrap_given_student(student, method.as_mut(), &recipe, projections.vars)?;
+        let projections = projections.per_term;
         let rng = ChaCha8Rng::seed_from_u64(recipe.train.seed);
         let state = TrainState {
             version: STATE_VERSION,
@@ -396,11 +497,17 @@ impl<M: TrainModel> Trainer<M> {
             dev,
             state,
             taps,
+            projections,
             order: Vec::new(),
             rng,
         };
         trainer.shuffle_epoch();
         Ok(trainer)
+    }
+
+    /// Per hidden term of the recipe, its learned map (`projection = true`), if any.
+    pub fn hidden_projections(&self) -> &[Option<Var>] {
+        &self.projections
     }
 
     /// Continue from the checkpoint in `dir`; `Ok(false)` when there is none.
@@ -490,6 +597,7 @@ impl<M: TrainModel> Trainer<M> {
                 &batch,
                 &self.recipe,
                 &self.taps,
+                &self.projections,
                 &var_refs,
                 1.0 / accum as f64,
                 Some(self.method.as_ref()),
