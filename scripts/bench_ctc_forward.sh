@@ -76,4 +76,7 @@ print(f"| {variant} | {threads} | {f32['seconds']} | {t:.1f} | {f32['median_ms']
       f"| {t / f32['median_ms']:.2f}x | {t / w4['median_ms']:.2f}x |")
 same = torch_["text"] == f32["text"]
 print(f"\ntranscripts: PyTorch and whittle f32 {'agree' if same else 'DIFFER'}; W4 {'agrees' if w4['text'] == torch_['text'] else 'differs'}")
+m = f32.get("machine", {})
+print(f"machine: {m.get('cpu', 'not recorded')}, flags {' '.join(m.get('flags', [])) or 'none recorded'}; "
+      f"whittle dense f32 {m.get('dense_f32_gemm', '?')}, packed {m.get('packed_kernels', '?')}")
 PY

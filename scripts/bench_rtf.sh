@@ -8,7 +8,9 @@
 # RAYON_NUM_THREADS). RTF = transcription wall seconds / audio seconds, with model loading and audio
 # file decoding excluded on both sides (mel features, encoder and decoder included). The ratio column
 # is RTF / RTF(CTranslate2 float32) of the same model: below 1 is faster than CTranslate2.
-# Prints a markdown table; raw outputs go to out/bench-rtf/MODEL/{whittle-f32,ct2-float32,ct2-int8}/.
+# Prints a markdown table and the machine it ran on (`whittle bench machine`: CPU model,
+# instruction-set extensions, the kernels whittle picks); raw outputs go to
+# out/bench-rtf/MODEL/{whittle-f32,ct2-float32,ct2-int8}/ and the machine to out/bench-rtf/machine.json.
 # ROUNDS (default 1) repeats every engine in turn that many times and keeps each engine's fastest round
 # (the one least disturbed by other processes on a shared machine).
 # Environment: THREADS, ROUNDS, WHITTLE_ASSETS, WHITTLE_VENV, WHITTLE_BIN (default target/release/whittle;
@@ -135,6 +137,9 @@ EOF
 )
 echo
 echo "Real-time factor on real-15 ($(wc -l <"$MANIFEST") utterances, $audio s), greedy, $THREADS threads, $(nproc) cores, fastest of $ROUNDS round(s)"
+echo
+echo "Machine: $("$WHITTLE" bench machine)"
+"$WHITTLE" bench machine --json >"$OUT/machine.json"
 echo
 echo "| model    | engine          | precision |    RTF | seconds | x CT2 f32 |     WER |"
 echo "|----------|-----------------|-----------|--------|---------|-----------|---------|"

@@ -13,7 +13,9 @@
 # speed relative to PyTorch (torch_ms / whittle_ms: above 1 is faster than PyTorch; the issue's target
 # is >= 0.7) and both first-step losses with their relative difference (identical weights, batch and
 # hyper-parameters give the same loss up to float rounding: a correctness check, not only a timing).
-# Raw JSON goes to out/bench-train/MODEL/{whittle,torch}.json.
+# Raw JSON goes to out/bench-train/MODEL/{whittle,torch}.json. The machine (CPU model, its
+# instruction-set extensions, the kernels whittle picks and PyTorch's CPU capability) is printed
+# under the row and stored in whittle.json: BENCHMARKS.md keeps rows per CPU family.
 # Environment: THREADS, BATCH (4), AUDIO_SECONDS (6), BITS (4), GROUP (64), STEPS (5), WARMUP (1),
 #   WHITTLE_ASSETS, WHITTLE_TORCH_VENV (default .venv-torch, made by scripts/setup_torch.sh),
 #   WHITTLE_BIN (default target/release/whittle; --no-build is implied when set).
@@ -103,5 +105,10 @@ print(f"| {model} | {mel}, {'x'.join(map(str, batch['tokens']))} | W{bits} g{gro
       f"| {w_loss:.6f} | {t_loss:.6f} | {rel:.1e} |")
 phases = ", ".join(f"{k} {v:.0f}" for k, v in torch_json["phases_ms"].items())
 print(f"\nPyTorch {torch_json['torch']} phases (median ms): {phases}")
+machine = whittle_json.get("machine", {})
+print(f"machine: {machine.get('cpu', 'not recorded')}, {machine.get('logical_cpus', '?')} logical CPUs, "
+      f"flags {' '.join(machine.get('flags', [])) or 'none recorded'}; whittle dense f32 "
+      f"{machine.get('dense_f32_gemm', '?')}, packed {machine.get('packed_kernels', '?')}; "
+      f"PyTorch CPU capability {torch_json.get('cpu_capability', 'not recorded')}")
 print(f"load average after the runs: {open('/proc/loadavg').read().split()[0]} (timings need an idle machine)")
 EOF

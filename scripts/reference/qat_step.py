@@ -681,6 +681,7 @@ def main() -> None:
     print(json.dumps({
         "engine": "pytorch",
         "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "ms_per_step": round(statistics.median(totals), 2),
         "ms_per_step_min": round(min(totals), 2),

@@ -116,6 +116,7 @@ pub fn window(args: WindowArgs) -> Result<()> {
             "encoder_ratio": e / be, "decoder_ratio": d / bd, "total_ratio": t / bt,
             "tokens": args.tokens, "runs": args.runs,
             "threads": rayon::current_num_threads(),
+            "machine": whittle::machine::Machine::detect(),
         });
         if args.json {
             println!("{report}");

@@ -106,6 +106,13 @@ enum BenchCommand {
     /// token sequence) for several models in one invocation, with ratios to the first: pruned
     /// or quantized models against their source on the same work.
     Window(crate::bench_window::WindowArgs),
+    /// The CPU (model, instruction-set extensions) and the kernels whittle picks on it: what
+    /// every benchmark records beside its figures.
+    Machine {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `whittle bench forward MODEL`
@@ -938,6 +945,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         BenchCommand::TrainStep(a) => train_step(a),
         BenchCommand::Forward(a) => forward(a),
         BenchCommand::Window(a) => crate::bench_window::window(a),
+        BenchCommand::Machine { json } => {
+            let machine = whittle::machine::Machine::detect();
+            if json {
+                println!("{}", serde_json::to_string(&machine)?);
+            } else {
+                println!("{}", machine.summary());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -988,6 +1004,7 @@ fn forward(args: ForwardArgs) -> Result<()> {
         "rtf": median / 1e3 / args.seconds,
         "load_seconds": load_seconds,
         "threads": rayon::current_num_threads(),
+        "machine": whittle::machine::Machine::detect(),
         "text": text,
     });
     if args.json {
@@ -1121,6 +1138,7 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
             "time_vs_uniform": m.median / median,
         })),
         "threads": rayon::current_num_threads(),
+        "machine": whittle::machine::Machine::detect(),
         "model": args.model.display().to_string(),
     });
     if args.json {

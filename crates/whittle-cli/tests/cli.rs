@@ -1488,3 +1488,33 @@ fn compress_trains_a_hugging_face_gpt2() {
     assert!(stdout(&o).contains("architecture gpt2"), "{}", stdout(&o));
     rescore_one_list(&out, dir.path());
 }
+
+/// `whittle bench machine` names the CPU and the kernels in use, as text and as JSON (what the
+/// benchmark scripts store beside their figures).
+#[test]
+fn bench_machine_reports_the_cpu_and_the_kernels() {
+    let out = whittle(&["bench", "machine", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "cpu",
+        "flags",
+        "packed_kernels",
+        "sparse_ternary_kernel",
+        "dense_f32_gemm",
+    ] {
+        assert!(m.get(key).is_some(), "no `{key}` in {m}");
+    }
+    assert!(m["logical_cpus"].as_u64().unwrap() >= 1);
+    let text = whittle(&["bench", "machine"]);
+    let line = String::from_utf8_lossy(&text.stdout);
+    assert!(line.starts_with(m["cpu"].as_str().unwrap()), "{line}");
+    assert!(
+        line.contains(m["dense_f32_gemm"].as_str().unwrap()),
+        "{line}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod machine;
 pub mod model_dir;
 pub mod models;
 pub mod nn;

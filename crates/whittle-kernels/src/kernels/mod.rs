@@ -64,6 +64,19 @@ pub enum Isa {
     Avx512Vnni,
 }
 
+/// The sparse ternary kernel [`Isa::detect`]'s choice runs on this CPU (the rule of the
+/// packed matrix-vector plan).
+pub fn sparse_ternary_isa() -> &'static str {
+    let isa = Isa::detect();
+    if isa == Isa::Avx512Vnni && sparse::avx512_available() {
+        "AVX-512 BW/VL opmasks"
+    } else if isa.without_vnni() == Isa::Avx2Fma && sparse::available() {
+        "AVX2+BMI2"
+    } else {
+        "scalar"
+    }
+}
+
 impl Isa {
     /// Best instruction set of this CPU.
     pub fn detect() -> Isa {
