@@ -332,6 +332,10 @@ fn shipped_language_model_recipes_train() {
     for (name, text) in [
         ("lm-lsq", include_str!("../../../recipes/lm-lsq.toml")),
         ("lm-admm", include_str!("../../../recipes/lm-admm.toml")),
+        (
+            "lm-mp-search",
+            include_str!("../../../recipes/lm-mp-search.toml"),
+        ),
     ] {
         let mut recipe = Recipe::parse(text, name).unwrap();
         recipe.quant.group = Some(32);
