@@ -241,7 +241,8 @@ pub fn float_description<M: Layers + ?Sized>(
 /// `whittle quantize MODEL (--bits B | --bit-map FILE) [--method rtn|mse|gptq] [--calib DATA] -o OUT.whittle`
 #[derive(Args)]
 pub struct QuantizeArgs {
-    /// Model folder (CTranslate2 or Hugging Face).
+    /// Model folder (CTranslate2 or Hugging Face, any family) or float `.whittle` file (a pruned
+    /// model, say).
     model: PathBuf,
     #[command(flatten)]
     ptq: PtqArgs,
