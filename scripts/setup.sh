@@ -29,7 +29,10 @@ APT_PACKAGES=(ca-certificates curl unzip python3 python3-venv python3-pip
     # alsa-utils ships 8 spoken channel-test clips (/usr/share/sounds/alsa), part of the real set.
     alsa-utils
     # whittle corpus: Austen's novels and the speech synthesizers (Debian main).
-    r-cran-janeaustenr espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+    r-cran-janeaustenr espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+    # The optional OpenBLAS backend of the dense f32 products (cargo feature `openblas`,
+    # WHITTLE_GEMM=openblas; whittle bench gemm compares it).
+    libopenblas-serial-dev)
 # Optional voices (contrib/non-free: mbrola, mbrola-us1..3, mbrola-en1, libttspico-utils) join the
 # corpus voice sets when installed; they are never required.
 

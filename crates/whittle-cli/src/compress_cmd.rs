@@ -106,6 +106,10 @@ enum BenchCommand {
     /// token sequence) for several models in one invocation, with ratios to the first: pruned
     /// or quantized models against their source on the same work.
     Window(crate::bench_window::WindowArgs),
+    /// Dense f32 products `x W^T` at Whisper's training and inference shapes on every backend
+    /// this build has (the `gemm` crate, OpenBLAS with `--features openblas`, candle's matmul,
+    /// whittle's own f32 microkernel), GFLOP/s and ratios to the `gemm` crate, one invocation.
+    Gemm(GemmArgs),
     /// The CPU (model, instruction-set extensions) and the kernels whittle picks on it: what
     /// every benchmark records beside its figures.
     Machine {
@@ -113,6 +117,25 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `whittle bench gemm`
+#[derive(Args)]
+struct GemmArgs {
+    /// Rows `m` (batch x frames): 1200 is the training batch of bench train-step (4 x 300
+    /// frames), 1500 one 30 s encoder window.
+    #[arg(long, value_delimiter = ',', default_values_t = [1200usize, 1500])]
+    rows: Vec<usize>,
+    /// `(k, n)` pairs as `KxN`: default the linear shapes of tiny.en (384, 1536) and base
+    /// (512, 2048).
+    #[arg(long, value_delimiter = ',', default_values_t = ["384x384".to_string(), "384x1536".into(), "1536x384".into(), "512x512".into(), "512x2048".into(), "2048x512".into()])]
+    shapes: Vec<String>,
+    /// Timed runs per product (the median is kept).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `whittle bench forward MODEL`
@@ -945,6 +968,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         BenchCommand::TrainStep(a) => train_step(a),
         BenchCommand::Forward(a) => forward(a),
         BenchCommand::Window(a) => crate::bench_window::window(a),
+        BenchCommand::Gemm(a) => gemm_bench(a),
         BenchCommand::Machine { json } => {
             let machine = whittle::machine::Machine::detect();
             if json {
@@ -972,6 +996,101 @@ pub(crate) fn synthetic_clip(seconds: f64) -> Vec<f32> {
             0.3 * (2.0 * std::f32::consts::PI * 220.0 * t + (3.0 * t).sin()).sin() + 0.05 * noise
         })
         .collect()
+}
+
+fn gemm_bench(args: GemmArgs) -> Result<()> {
+    use whittle::nn::gemm::{linear_product, GemmBackend};
+    let threads = rayon::current_num_threads();
+    let machine = whittle::machine::Machine::detect();
+    if !args.json {
+        println!("machine: {}", machine.summary());
+        println!(
+            "{threads} threads, median of {} runs, GFLOP/s (ratio to the gemm crate)",
+            args.runs
+        );
+        println!();
+        println!("| m | k | n | gemm crate | openblas | candle matmul | whittle f32 kernel |");
+        println!("|---|---|---|---|---|---|---|");
+    }
+    let median_ms = |f: &mut dyn FnMut()| {
+        f();
+        let mut times: Vec<f64> = (0..args.runs.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    for &m in &args.rows {
+        for shape in &args.shapes {
+            let (k, n) = shape
+                .split_once('x')
+                .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+                .filter(|&(k, n)| k > 0 && n > 0 && m > 0)
+                .ok_or_else(|| anyhow::anyhow!("--shapes: `{shape}` is not KxN with K, N > 0"))?;
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i % 89) as f32 - 44.0) / 89.0)
+                .collect();
+            let mut y = vec![0f32; m * n];
+            let gflop = 2.0 * (m * k * n) as f64 / 1e9;
+            let mut results: Vec<(String, Option<f64>)> = Vec::new();
+            for backend in [GemmBackend::GemmCrate, GemmBackend::OpenBlas] {
+                let ms = GemmBackend::available().contains(&backend).then(|| {
+                    median_ms(&mut || linear_product(backend, &x, m, &w, n, k, &mut y, threads))
+                });
+                results.push((backend.name().to_string(), ms));
+            }
+            let (xt, wt) = (
+                whittle::candle::Tensor::from_slice(&x, (m, k), &Device::Cpu)?,
+                whittle::candle::Tensor::from_slice(&w, (n, k), &Device::Cpu)?,
+            );
+            let wt_t = wt.t()?;
+            let candle = median_ms(&mut || {
+                let _ = xt.matmul(&wt_t).expect("shapes agree");
+            });
+            results.push(("candle".into(), Some(candle)));
+            let kernel = median_ms(&mut || {
+                whittle::kernels::kernels::matmul_f32(&x, m, &w, n, k, None, &mut y)
+                    .expect("shapes agree");
+            });
+            results.push(("whittle_f32_kernel".into(), Some(kernel)));
+            let base = results[0].1.expect("the gemm crate is always there");
+            if args.json {
+                let row: serde_json::Map<String, serde_json::Value> = results
+                    .iter()
+                    .map(|(name, ms)| {
+                        (
+                            name.clone(),
+                            serde_json::json!(ms.map(|ms| serde_json::json!({
+                                "ms": ms, "gflops": gflop / (ms / 1e3), "speed_vs_gemm_crate": base / ms
+                            }))),
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"m": m, "k": k, "n": n, "threads": threads,
+                        "backends": row, "machine": machine})
+                );
+            } else {
+                let cells: Vec<String> = results
+                    .iter()
+                    .map(|(_, ms)| match ms {
+                        Some(ms) => format!("{:.0} ({:.2}x)", gflop / (ms / 1e3), base / ms),
+                        None => "not built".into(),
+                    })
+                    .collect();
+                println!("| {m} | {k} | {n} | {} |", cells.join(" | "));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn forward(args: ForwardArgs) -> Result<()> {

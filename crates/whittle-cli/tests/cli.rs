@@ -1518,3 +1518,35 @@ fn bench_machine_reports_the_cpu_and_the_kernels() {
         "{line}"
     );
 }
+
+/// `whittle bench gemm` times every backend this build has at the shapes asked for, and
+/// refuses a malformed shape by naming it.
+#[test]
+fn bench_gemm_times_each_backend_and_names_a_bad_shape() {
+    let out = whittle(&[
+        "--threads",
+        "1",
+        "bench",
+        "gemm",
+        "--rows",
+        "64",
+        "--shapes",
+        "32x48",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (row["m"].as_u64(), row["k"].as_u64(), row["n"].as_u64()),
+        (Some(64), Some(32), Some(48))
+    );
+    for backend in ["gemm", "candle", "whittle_f32_kernel"] {
+        let gflops = row["backends"][backend]["gflops"].as_f64().unwrap();
+        assert!(gflops > 0.0, "{backend}: {gflops}");
+    }
+    let bad = whittle(&["bench", "gemm", "--shapes", "32by48"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("32by48"), "{}", stderr(&bad));
+}

@@ -5,7 +5,7 @@ pub mod attention;
 pub mod dense;
 pub mod fused;
 pub mod gate;
-mod gemm;
+pub mod gemm;
 pub mod lsq;
 pub mod mixed;
 pub mod ternary;
