@@ -159,6 +159,9 @@ done
 # shellcheck disable=SC2086
 python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$OUT" --sets "${SETS[@]}" \
     --rows $ROWS --json "$OUT/rows.json" | tee "$OUT/table.md"
+echo | tee -a "$OUT/table.md"
+python3 scripts/lossless_ratios.py "$OUT/rows.json" --compare onestage:uniform onestage:twostage \
+    | tee -a "$OUT/table.md"
 # The figures: each learned or allocated bit map, and WER against size for every row.
 files=()
 for row in $ROWS; do [[ -f $OUT/$row.whittle ]] && files+=("$OUT/$row.whittle"); done

@@ -124,6 +124,8 @@ done
 # shellcheck disable=SC2086
 python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$OUT" --sets "${SETS[@]}" \
     --rows $ROWS --json "$OUT/rows.json" | tee "$OUT/table.md"
+echo | tee -a "$OUT/table.md"
+python3 scripts/lossless_ratios.py "$OUT/rows.json" --compare l0:mag l0:l0nolw | tee -a "$OUT/table.md"
 files=()
 for row in $ROWS; do [[ -f $OUT/$row.whittle ]] && files+=("$OUT/$row.whittle"); done
 for f in "${files[@]}"; do "$WHITTLE" report shapes "$f" -o "$OUT/figures"; done
