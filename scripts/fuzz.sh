@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECONDS_PER_TARGET="${1:-60}"
-TARGETS=(ct2_whisper whittle_file hf_safetensors ggml_whisper audio bitmap_recipe)
+TARGETS=(ct2_whisper whittle_file hf_safetensors ggml_whisper audio bitmap_recipe gguf)
 [[ -n "${FUZZ_TARGETS:-}" ]] && read -r -a TARGETS <<<"$FUZZ_TARGETS"
 # cargo-fuzz's defaults: optimised, with debug assertions, overflow checks and AddressSanitizer.
 for t in "${TARGETS[@]}"; do cargo +nightly fuzz build "$t"; done

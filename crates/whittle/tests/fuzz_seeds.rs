@@ -1,9 +1,10 @@
 //! Writes the seed corpora of `fuzz/` from the tests' tiny random Whisper (narrowed to 16
-//! encoder positions so that each seed stays a few tens of kilobytes) and the CTC and GPT-2
-//! fixtures. Run by hand when the formats change:
+//! encoder positions so that each seed stays a few tens of kilobytes), the CTC and GPT-2
+//! fixtures and the tiny Llama GGUF. Run by hand when the formats change:
 //! `FUZZ_SEEDS=$PWD/fuzz/seeds cargo test --release -p whittle --test fuzz_seeds -- --ignored`
 //! (an absolute path: the test runs in its crate folder).
 
+mod common_llama;
 mod common_wide;
 
 use common_wide::common_tiny;
@@ -125,6 +126,10 @@ fn write_fuzz_seeds() {
         &out.join("whittle_file/conformer-pruned-w8.whittle"),
     )
     .unwrap();
+
+    // GGUF: the tiny random Llama of the language-model tests, with its vocabulary.
+    std::fs::create_dir_all(out.join("gguf")).unwrap();
+    std::fs::write(out.join("gguf/tiny-llama.gguf"), common_llama::tiny_gguf(|w| w)).unwrap();
 
     // A GPT-2 language model (the transformers fixture), 4-bit blocks of 32.
     let (mut gpt2, gpt2_tokenizer) =
