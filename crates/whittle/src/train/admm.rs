@@ -348,10 +348,11 @@ impl CompressionMethod for Admm {
         }
         let loss = total.expect("wrap keeps at least one layer");
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        // The proximal W-step applies the penalty itself: the optimizer sees only its value.
+        // The proximal W-step applies the penalty itself: the optimizer's loss leaves it out,
+        // and the step log reports its value as the `admm` term.
         let loss = match self.recipe.w_step {
             AdmmWStep::Gradient => loss,
-            AdmmWStep::Proximal => loss.detach(),
+            AdmmWStep::Proximal => loss.zeros_like()?,
         };
         Ok(vec![LossTerm {
             name: "admm".into(),
