@@ -1024,13 +1024,28 @@ fn gemm_bench(args: GemmArgs) -> Result<()> {
         times.sort_by(f64::total_cmp);
         times[times.len() / 2]
     };
-    for &m in &args.rows {
-        for shape in &args.shapes {
-            let (k, n) = shape
+    // Each operand at most 2^28 values (1 GiB of f32): a typo cannot allocate without bound.
+    const MAX_VALUES: usize = 1 << 28;
+    let shapes: Vec<(usize, usize)> = args
+        .shapes
+        .iter()
+        .map(|shape| {
+            shape
                 .split_once('x')
                 .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
-                .filter(|&(k, n)| k > 0 && n > 0 && m > 0)
-                .ok_or_else(|| anyhow::anyhow!("--shapes: `{shape}` is not KxN with K, N > 0"))?;
+                .filter(|&(k, n)| k > 0 && n > 0)
+                .ok_or_else(|| anyhow::anyhow!("--shapes: `{shape}` is not KxN with K, N > 0"))
+        })
+        .collect::<Result<_>>()?;
+    for &m in &args.rows {
+        for &(k, n) in &shapes {
+            let fits = |a: usize, b: usize| a.checked_mul(b).is_some_and(|v| v <= MAX_VALUES);
+            if m == 0 || !(fits(m, k) && fits(n, k) && fits(m, n)) {
+                bail!(
+                    "bench gemm: m = {m}, k = {k}, n = {n}: each of m, k, n must be positive and \
+                     each operand at most {MAX_VALUES} values"
+                );
+            }
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
                 .collect();

@@ -1549,4 +1549,14 @@ fn bench_gemm_times_each_backend_and_names_a_bad_shape() {
     let bad = whittle(&["bench", "gemm", "--shapes", "32by48"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("32by48"), "{}", stderr(&bad));
+    let huge = whittle(&[
+        "bench",
+        "gemm",
+        "--rows",
+        "4000000000",
+        "--shapes",
+        "4096x4096",
+    ]);
+    assert!(!huge.status.success());
+    assert!(stderr(&huge).contains("at most"), "{}", stderr(&huge));
 }

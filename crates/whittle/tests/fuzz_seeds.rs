@@ -129,7 +129,11 @@ fn write_fuzz_seeds() {
 
     // GGUF: the tiny random Llama of the language-model tests, with its vocabulary.
     std::fs::create_dir_all(out.join("gguf")).unwrap();
-    std::fs::write(out.join("gguf/tiny-llama.gguf"), common_llama::tiny_gguf(|w| w)).unwrap();
+    std::fs::write(
+        out.join("gguf/tiny-llama.gguf"),
+        common_llama::tiny_gguf(|w| w),
+    )
+    .unwrap();
 
     // A GPT-2 language model (the transformers fixture), 4-bit blocks of 32.
     let (mut gpt2, gpt2_tokenizer) =
