@@ -667,6 +667,7 @@ where
         .map(|u| {
             let text = u.text.as_deref().unwrap_or_default();
             Ok(TrainExample {
+                augmentation: None,
                 id: u.id.clone(),
                 audio: PathBuf::new(),
                 tokens: tokenizer

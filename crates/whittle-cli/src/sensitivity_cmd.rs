@@ -435,6 +435,7 @@ fn language_model_sensitivity<M: whittle::models::lm::CausalLm + TrainModel<Batc
                 .zip(sequences.iter())
                 .filter(|(_, s)| s.len() > 1)
                 .map(|(t, s)| TrainExample {
+                    augmentation: None,
                     id: t.id.clone(),
                     audio: Default::default(),
                     tokens: s.clone(),

@@ -65,6 +65,7 @@ pub fn examples(dir: &Path, n: usize) -> Vec<TrainExample> {
             let audio = dir.join(format!("u{i}.raw"));
             std::fs::write(&audio, bytes).unwrap();
             TrainExample {
+                augmentation: None,
                 id: format!("u{i}"),
                 audio,
                 tokens: (0..3 + i % 4)

@@ -60,6 +60,7 @@ fn gpt2_training_forward_is_the_inference_forward() {
     let examples: Vec<TrainExample> = ["c c.", "a ab b 2 1 c ab ab."]
         .iter()
         .map(|t| TrainExample {
+            augmentation: None,
             id: t.to_string(),
             audio: Default::default(),
             tokens: tokenizer.document(t).unwrap(),

@@ -43,6 +43,7 @@ fn examples(tokenizer: &LlamaTokenizer) -> Vec<TrainExample> {
         .iter()
         .enumerate()
         .map(|(i, t)| TrainExample {
+            augmentation: None,
             id: format!("t{i}"),
             audio: Default::default(),
             tokens: tokenizer.document(t).unwrap(),

@@ -31,6 +31,9 @@ pub struct TrainExample {
     /// Text tokens: for Whisper without prompt or end-of-text; for a language model the whole
     /// document, separator first (the audio path is then empty).
     pub tokens: Vec<u32>,
+    /// The augmentation of its audio at this draw (the trainer sets it per step from the
+    /// recipe's `[augment]`; `None`: the clean audio).
+    pub augmentation: Option<super::augment::Augmentation>,
 }
 
 impl TrainExample {
@@ -41,6 +44,7 @@ impl TrainExample {
             id: utterance.id.clone(),
             audio: utterance.audio.clone(),
             tokens: Vec::new(),
+            augmentation: None,
         }
     }
 }
@@ -85,8 +89,21 @@ pub fn load_samples(audio: &Path, id: &str) -> Result<Vec<f32>> {
     })
 }
 
-/// Build a batch from examples: the audio is read and the log-mel computed here. `trim` cuts
-/// the frames to the longest utterance, else every batch has the full 30 s window.
+/// The samples of a batch's examples, each augmented as it carries (the batch's other clean
+/// clips are the babble talkers).
+pub fn load_batch_samples(examples: &[&TrainExample]) -> Result<Vec<Vec<f32>>> {
+    let mut clips: Vec<Vec<f32>> = examples
+        .iter()
+        .map(|e| load_samples(&e.audio, &e.id))
+        .collect::<Result<_>>()?;
+    let augmentations: Vec<_> = examples.iter().map(|e| e.augmentation.as_ref()).collect();
+    super::augment::augment_batch(&mut clips, &augmentations);
+    Ok(clips)
+}
+
+/// Build a batch from examples: the audio is read (and augmented, see [`TrainExample`]) and the
+/// log-mel computed here. `trim` cuts the frames to the longest utterance, else every batch has
+/// the full 30 s window.
 pub fn make_batch(
     examples: &[&TrainExample],
     trim: bool,
@@ -95,10 +112,11 @@ pub fn make_batch(
     device: &Device,
     dtype: DType,
 ) -> Result<Batch> {
+    let clips = load_batch_samples(examples)?;
     let mels: Vec<(whittle_audio::mel::LogMel, usize)> = examples
         .iter()
-        .map(|e| {
-            let samples = load_samples(&e.audio, &e.id)?;
+        .zip(clips)
+        .map(|(e, samples)| {
             let content = samples.len() / whittle_audio::mel::HOP_LENGTH;
             if content > WINDOW_FRAMES {
                 return Err(Error::Dataset {

@@ -17,6 +17,7 @@
 //! code as the teacher and as the packed result.
 
 pub mod admm;
+pub mod augment;
 pub mod batch;
 pub mod checkpoint;
 pub mod distill;
@@ -99,6 +100,7 @@ pub fn build_examples(
                 },
             };
             Ok(TrainExample {
+                augmentation: None,
                 id: u.id.clone(),
                 audio: u.audio.clone(),
                 tokens,

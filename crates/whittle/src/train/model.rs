@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::batch::{load_samples, make_batch, Batch, Prompt, TrainExample};
+use super::batch::{load_batch_samples, make_batch, Batch, Prompt, TrainExample};
 use super::loss::Outputs;
 use super::recipe::HiddenTap;
 use crate::data::Utterance;
@@ -151,8 +151,8 @@ impl TrainModel for CtcRecognizer {
     fn make_batch(&self, examples: &[&TrainExample], _trim: bool, _: &()) -> Result<Batch> {
         let clips: Vec<Vec<f32>> = examples
             .iter()
-            .map(|e| {
-                let samples = load_samples(&e.audio, &e.id)?;
+            .zip(load_batch_samples(examples)?)
+            .map(|(e, samples)| {
                 if self.model.output_frames(samples.len()) == 0 {
                     return Err(Error::Dataset {
                         path: e.audio.clone(),

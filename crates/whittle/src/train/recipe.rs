@@ -34,6 +34,9 @@ pub struct Recipe {
     /// Settings of `method = "admm"` (required by it, refused by the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admm: Option<AdmmRecipe>,
+    /// Training-time audio augmentation (absent: the clean audio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentRecipe>,
     /// Loss terms and their weights.
     pub loss: LossRecipe,
     /// Optimizer.
@@ -291,6 +294,61 @@ pub enum AdmmWStep {
     Gradient,
     /// The optimizer follows the loss; the penalty is applied by its exact proximal step.
     Proximal,
+}
+
+/// Training-time audio augmentation (`[augment]`, see `train::augment`): each time a training
+/// utterance is drawn it may get reverb, then additive noise, both drawn from the recipe's seed,
+/// the step and its place in the batch, so a resumed run draws the same. Teacher and student see
+/// the same augmented audio; dev scoring, pseudo-labels and calibration use the clean audio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentRecipe {
+    /// Noise kinds, chosen uniformly: `"white"`, `"pink"`, `"brown"` (integrated white noise)
+    /// or `"babble"` (the batch's other utterances mixed).
+    #[serde(default = "default_augment_noise")]
+    pub noise: Vec<TrainNoise>,
+    /// Probability that an utterance gets noise.
+    #[serde(default = "default_noise_prob")]
+    pub noise_prob: f64,
+    /// Signal-to-noise ratio range in dB, drawn uniformly.
+    #[serde(default = "default_snr_db")]
+    pub snr_db: [f64; 2],
+    /// Probability that an utterance gets reverb.
+    #[serde(default = "default_reverb_prob")]
+    pub reverb_prob: f64,
+    /// Reverberation time range in seconds, drawn uniformly.
+    #[serde(default = "default_rt60_s")]
+    pub rt60_s: [f64; 2],
+}
+
+/// A kind of training noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainNoise {
+    /// Gaussian white noise.
+    White,
+    /// Pink (1/f) noise.
+    Pink,
+    /// Brown (1/f^2) noise: integrated white noise.
+    Brown,
+    /// The other utterances of the batch, each from a random offset, summed.
+    Babble,
+}
+
+fn default_augment_noise() -> Vec<TrainNoise> {
+    vec![TrainNoise::Brown, TrainNoise::Pink, TrainNoise::Babble]
+}
+fn default_noise_prob() -> f64 {
+    0.5
+}
+fn default_snr_db() -> [f64; 2] {
+    [5.0, 30.0]
+}
+fn default_reverb_prob() -> f64 {
+    0.3
+}
+fn default_rt60_s() -> [f64; 2] {
+    [0.1, 0.7]
 }
 
 /// How the ADMM G-step fits the grid's scale.
@@ -693,6 +751,34 @@ impl Recipe {
             positive("prune.lr_gates", p.lr_gates)?;
             positive("prune.lr_lambda1", p.lr_lambda1)?;
             positive("prune.lr_lambda2", p.lr_lambda2)?;
+        }
+        if let Some(a) = &self.augment {
+            let probability = |field: &str, v: f64| {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(())
+                } else {
+                    fail(field, format!("{v} is not a probability in [0, 1]"))
+                }
+            };
+            probability("augment.noise_prob", a.noise_prob)?;
+            probability("augment.reverb_prob", a.reverb_prob)?;
+            if a.noise_prob > 0.0 && a.noise.is_empty() {
+                return fail(
+                    "augment.noise",
+                    "noise_prob > 0 needs at least one kind".into(),
+                );
+            }
+            let [lo, hi] = a.snr_db;
+            if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                return fail("augment.snr_db", format!("[{lo}, {hi}] is not a range"));
+            }
+            let [lo, hi] = a.rt60_s;
+            if !(lo.is_finite() && lo > 0.0 && lo <= hi && hi <= 5.0) {
+                return fail(
+                    "augment.rt60_s",
+                    format!("[{lo}, {hi}] is not a range of seconds in (0, 5]"),
+                );
+            }
         }
         if self.admm.is_some() != (self.method == MethodKind::Admm) {
             return fail(

@@ -20,6 +20,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::augment::Augmentation;
 use super::batch::{Batch, TrainExample};
 use super::checkpoint::{self, Best, TrainState, STATE_VERSION};
 use super::loss::{qat_loss, LossParts};
@@ -578,9 +579,26 @@ impl<M: TrainModel> Trainer<M> {
         let (mut tokens, mut frames) = (0, 0);
         self.method
             .before_step(&mut self.student, self.state.step)?;
-        for _ in 0..accum {
+        for micro in 0..accum {
             let indices = self.next_indices();
-            let examples: Vec<&TrainExample> = indices.iter().map(|&i| &self.examples[i]).collect();
+            let drawn: Vec<TrainExample> = indices
+                .iter()
+                .enumerate()
+                .map(|(position, &i)| {
+                    let mut e = self.examples[i].clone();
+                    e.augmentation = self.recipe.augment.as_ref().map(|recipe| Augmentation {
+                        recipe: recipe.clone(),
+                        seed: Augmentation::seed_for(
+                            self.recipe.train.seed,
+                            self.state.step,
+                            micro,
+                            position,
+                        ),
+                    });
+                    e
+                })
+                .collect();
+            let examples: Vec<&TrainExample> = drawn.iter().collect();
             let batch = self
                 .teacher
                 .make_batch(&examples, self.recipe.train.trim, &self.prompt)?;
