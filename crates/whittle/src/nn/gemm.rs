@@ -402,15 +402,22 @@ mod tests {
             .collect()
     }
 
+    /// Operands `a` `[m, k]` and `b` `[k, n]` from `seed`, their naive product and `a`
+    /// stored transposed.
+    fn operands(m: usize, k: usize, n: usize, seed: usize) -> [Vec<f32>; 4] {
+        let a = values(m * k, seed);
+        let b = values(k * n, seed + 1);
+        let want = reference(&a, &b, m, k, n);
+        let at = transpose(&a, m, k);
+        [a, b, want, at]
+    }
+
     /// Transposed and strided operands, scaling and accumulation against the naive product.
     #[test]
     fn strided_products_match_the_naive_product() {
         let (m, k, n) = (5, 7, 3);
-        let a = values(m * k, 1);
-        let b = values(k * n, 2);
-        let want = reference(&a, &b, m, k, n);
+        let [_, b, want, at] = operands(m, k, n, 1);
         // a stored transposed, b as columns 2..5 of a wider matrix.
-        let at = transpose(&a, m, k);
         let mut wide = vec![9f32; k * 6];
         for p in 0..k {
             wide[p * 6 + 2..p * 6 + 2 + n].copy_from_slice(&b[p * n..(p + 1) * n]);
@@ -455,10 +462,7 @@ mod tests {
     fn every_backend_computes_the_product_concurrently() {
         use rayon::prelude::*;
         let (m, k, n) = (300, 70, 50);
-        let a = values(m * k, 3);
-        let b = values(k * n, 4);
-        let want = reference(&a, &b, m, k, n);
-        let at = transpose(&a, m, k);
+        let [a, b, want, at] = operands(m, k, n, 3);
         let bt = transpose(&b, k, n);
         // b with both strides 2: only the gemm crate reads it.
         let mut sparse_b = vec![0f32; 4 * k * n];
