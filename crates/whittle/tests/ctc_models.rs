@@ -2,9 +2,12 @@
 //! random checkpoints (tests/fixtures/ctc, written by scripts/reference/make_ctc_fixtures.py), and
 //! crafted `config.json` files that must be refused.
 
+mod common_ctc;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
+use common_ctc::{fixture, VARIANTS};
 use whittle::checkpoint::hf::load_safetensors;
 use whittle::error::Error;
 use whittle::models::wav2vec2::{
@@ -19,24 +22,8 @@ fn sine_wave(samples: usize, step: f32, amplitude: f32) -> Tensor {
     Tensor::from_vec(values, (1, samples), &Device::Cpu).unwrap()
 }
 
-/// The fixture folders.
-const VARIANTS: [&str; 6] = [
-    "wav2vec2-base",
-    "wav2vec2-large",
-    "hubert-base",
-    "hubert-large",
-    "conformer-relpos",
-    "conformer-rotary",
-];
-
 /// Largest |whittle - transformers| over the largest |transformers| logit.
 const RELATIVE_TOLERANCE: f32 = 1e-4;
-
-fn fixture(variant: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/ctc")
-        .join(variant)
-}
 
 /// max |actual - expected| / max |expected|.
 fn relative_error(actual: &Tensor, expected: &Tensor) -> f32 {
