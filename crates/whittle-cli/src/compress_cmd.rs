@@ -333,6 +333,18 @@ impl TrainObserver for BarObserver {
     }
 }
 
+/// With `--teacher`, the student MODEL as family `T` (the teacher's family, checked when both
+/// were loaded); without, `None` (the student starts as a copy of the teacher).
+fn student_as<T: 'static>(loaded: &LoadedModel, teacher_given: bool) -> Option<&T> {
+    teacher_given.then(|| {
+        loaded
+            .model
+            .as_any()
+            .downcast_ref::<T>()
+            .expect("same architecture as the teacher")
+    })
+}
+
 pub fn compress(args: CompressArgs) -> Result<()> {
     let t0 = Instant::now();
     if args.output.extension().is_none_or(|e| e != "whittle") {
@@ -500,18 +512,8 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     if let Some(transcriber) = teacher_of.model.as_any().downcast_ref::<Transcriber>() {
         let tokenizer = transcriber.tokenizer.clone();
         let teacher = transcriber.model.clone();
-        let student = match &teacher_loaded {
-            Some(_) => Some(
-                loaded
-                    .model
-                    .as_any()
-                    .downcast_ref::<Transcriber>()
-                    .expect("same architecture as the teacher")
-                    .model
-                    .clone(),
-            ),
-            None => None,
-        };
+        let student =
+            student_as::<Transcriber>(&loaded, teacher_loaded.is_some()).map(|t| t.model.clone());
         run.check_fit(student.as_ref().unwrap_or(&teacher))?;
         let mut pseudo = HashMap::new();
         if needs_pseudo_labels(run.recipe.loss.targets, &train) {
@@ -560,17 +562,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
         );
     }
     if let Some(recognizer) = teacher_of.model.as_any().downcast_ref::<CtcRecognizer>() {
-        let student = match &teacher_loaded {
-            Some(_) => Some(
-                loaded
-                    .model
-                    .as_any()
-                    .downcast_ref::<CtcRecognizer>()
-                    .expect("same architecture as the teacher")
-                    .clone(),
-            ),
-            None => None,
-        };
+        let student = student_as::<CtcRecognizer>(&loaded, teacher_loaded.is_some()).cloned();
         if run.recipe.loss.ce > 0.0 {
             bail!(
                 "{}: loss.ce = {} needs token targets; a {} model distils frame posteriors \
