@@ -58,12 +58,8 @@ impl Machine {
                 (key.trim() == name).then(|| value.trim().to_string())
             })
         };
-        let present: Vec<&str> = field("flags")
-            .map(|f| f.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|f| REPORTED_FLAGS.iter().find(|r| **r == f).copied())
-            .collect();
+        let line = field("flags").unwrap_or_default();
+        let present: Vec<&str> = line.split_whitespace().collect();
         let flags = REPORTED_FLAGS
             .iter()
             .filter(|r| present.contains(r))

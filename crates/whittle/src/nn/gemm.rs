@@ -12,8 +12,8 @@ use candle_core::{Storage, Tensor};
 /// The library behind the dense f32 products of the fused training ops.
 ///
 /// The `gemm` crate is the default on every CPU: on the AMD Zen 4 machine measured
-/// (BENCHMARKS.md, "Dense f32 products"), it runs Whisper's training shapes at about 93 % of the
-/// AVX2 peak, and Debian's OpenBLAS 0.3.21 is 2-20 % slower. A build with the `openblas`
+/// (BENCHMARKS.md, "Dense f32 products"), it runs Whisper's training shapes at 103-112 GFLOP/s
+/// per core, and Debian's OpenBLAS 0.3.21 is 4-10 % slower (one shape 6 % faster). A build with the `openblas`
 /// feature takes OpenBLAS when `WHITTLE_GEMM=openblas` (on a CPU where `whittle bench gemm`
 /// shows it faster); the choice is fixed for the process, so a resumed run computes as the
 /// first did when the variable is the same.
