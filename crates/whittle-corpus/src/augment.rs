@@ -265,9 +265,18 @@ pub fn pink_noise(len: usize, rng: &mut Rng) -> Vec<f32> {
 }
 
 /// Babble: `talkers` clips from `bank`, each looped from a random offset, summed.
-pub fn babble_noise(len: usize, bank: &[Vec<f32>], talkers: usize, rng: &mut Rng) -> Vec<f32> {
+pub fn babble_noise<C: AsRef<[f32]>>(
+    len: usize,
+    bank: &[C],
+    talkers: usize,
+    rng: &mut Rng,
+) -> Vec<f32> {
     let mut out = vec![0f32; len];
-    let usable: Vec<&Vec<f32>> = bank.iter().filter(|clip| !clip.is_empty()).collect();
+    let usable: Vec<&[f32]> = bank
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|clip| !clip.is_empty())
+        .collect();
     if usable.is_empty() {
         return out;
     }

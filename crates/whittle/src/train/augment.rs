@@ -88,8 +88,7 @@ impl Augmentation {
                 TrainNoise::Pink => pink_noise(len, &mut rng),
                 TrainNoise::Brown => brown_noise(len, &mut rng),
                 TrainNoise::Babble if others.iter().any(|c| !c.is_empty()) => {
-                    let bank: Vec<Vec<f32>> = others.iter().map(|c| c.to_vec()).collect();
-                    babble_noise(len, &bank, BABBLE_TALKERS, &mut rng)
+                    babble_noise(len, others, BABBLE_TALKERS, &mut rng)
                 }
                 TrainNoise::Babble => pink_noise(len, &mut rng),
             };
