@@ -6,8 +6,10 @@
 # .whittle file (wall time recorded), evaluated from the file on the whole test sets, and compared
 # with the float model by `whittle eval --compare` (scripts/eval_table.py).
 #
-# Resumable: finished files, timings and evaluations under out/mp-table/<model>/ are reused, and a
-# compression whose work folder holds a checkpoint continues with --resume. Selection (the best
+# Resumable: finished rows, timings and evaluations under results/mp-table/<model>/ are reused
+# (that folder is committed, without its .whittle files and work folders: see
+# scripts/table_common.sh), and a compression whose work folder holds a checkpoint continues with
+# --resume. Selection (the best
 # dev checkpoint) uses synth-dev only; the test sets are never used to choose anything.
 #
 # Usage: scripts/mp_table.sh [--no-build] [--no-table] [tiny.en|base]
@@ -19,7 +21,8 @@
 #                                 twostage-bX, gptq-bX (GPTQ of the two-stage map), pass2-bX (the
 #                                 one-stage map fine-tuned with the two-stage recipe; only if asked)
 #   STEPS                         override schedule.steps of every recipe (smoke runs; the
-#                                 warm-up is capped at STEPS/10 and dev scoring at the end)
+#                                 warm-up is capped at STEPS/10, settling at STEPS/5, and dev
+#                                 scoring at the end)
 #   TRAIN_LIMIT                   use only the first N training utterances (smoke runs)
 #   SENS_UTTERANCES (16)          training utterances for the KL sensitivity of stage A
 #   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
@@ -48,7 +51,7 @@ UNIFORM_BITS=${UNIFORM_BITS:-"8 6 5 4 3"}
 SENS_UTTERANCES=${SENS_UTTERANCES:-16}
 read -r -a SETS <<<"${SETS:-real synth-test-clean synth-test-other}"
 WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
-OUT=${MP_TABLE_OUT:-$ROOT/out/mp-table}/$MODEL
+OUT=${MP_TABLE_OUT:-$ROOT/results/mp-table}/$MODEL
 die() { echo "mp_table.sh: $*" >&2; exit 1; }
 ((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]] && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
 SRC=$ASSETS/models/whisper-$MODEL
@@ -60,6 +63,7 @@ DEV=$ASSETS/data/synth-dev/manifest.jsonl
 . "$ROOT/scripts/table_common.sh"
 check_sets
 mkdir -p "$OUT"
+check_assets "$SRC"
 if [[ -z ${ROWS:-} ]]; then
     ROWS=""
     for b in $UNIFORM_BITS; do ROWS+="uniform-w$b "; done
@@ -71,7 +75,8 @@ recipe() { # source-recipe output
     if [[ -n ${STEPS:-} ]]; then
         local warm=$((STEPS / 10))
         sed -e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $warm/" \
-            -e "s/^eval_every = .*/eval_every = 0/" "$1" >"$2"
+            -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/" \
+            "$1" >"$2"
     else
         cp "$1" "$2"
     fi
@@ -82,6 +87,7 @@ compress() { # name recipe [extra args]
     shift 2
     [[ -n ${TRAIN_LIMIT:-} ]] && limit=(--train-limit "$TRAIN_LIMIT")
     [[ -f $OUT/$name.whittle ]] && return
+    row_done "$name" && return
     [[ -f $OUT/$name.work/state.json ]] && resume=(--resume)
     echo "== $MODEL: $name (compress)" >&2
     timed "$name" "$WHITTLE" --threads "$THREADS" compress "$SRC" --recipe "$recipe" --train "$TRAIN" \
@@ -104,10 +110,7 @@ allocate() { # budget
     timed "allocate-b$1" "$WHITTLE" allocate "$OUT/sens.json" --budget-bits "$1" -o "$map" >"$OUT/allocate-b$1.txt"
 }
 
-# The float baseline: reuse the PTQ table's evaluation when it exists.
-if [[ ! -e $OUT/float && -d $ROOT/out/ptq-table/$MODEL/float ]]; then
-    ln -s "$ROOT/out/ptq-table/$MODEL/float" "$OUT/float"
-fi
+# The float baseline.
 evaluate float "$SRC"
 
 for row in $ROWS; do
@@ -135,7 +138,7 @@ for row in $ROWS; do
         gptq)
             budget=${arg#b}
             allocate "$budget"
-            if [[ ! -f $OUT/$row.whittle ]]; then
+            if [[ ! -f $OUT/$row.whittle ]] && ! row_done "$row"; then
                 echo "== $MODEL: $row (GPTQ of the two-stage map)" >&2
                 timed "$row" "$WHITTLE" --threads "$THREADS" quantize "$SRC" \
                     --bit-map "$OUT/twostage-b$budget.allocated.toml" --method gptq --calib "$TRAIN" \
@@ -144,15 +147,15 @@ for row in $ROWS; do
             ;;
         pass2)
             budget=${arg#b}
-            [[ -f $OUT/onestage-b$budget.whittle ]] || die "$row needs onestage-b$budget first"
             # Every compression writes its formats beside the file as a bit map.
             map=$OUT/onestage-b$budget.bitmap.toml
+            [[ -f $map ]] || die "$row needs onestage-b$budget first"
             recipe recipes/mp-twostage.toml "$OUT/$row.recipe.toml"
             compress "$row" "$OUT/$row.recipe.toml" --bit-map "$map"
             ;;
         *) die "unknown row $row" ;;
     esac
-    evaluate "$row" "$OUT/$row.whittle"
+    row_done "$row" || evaluate "$row" "$OUT/$row.whittle"
 done
 
 ((TABLE)) || exit 0
@@ -162,10 +165,17 @@ python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$O
 echo | tee -a "$OUT/table.md"
 python3 scripts/lossless_ratios.py "$OUT/rows.json" --compare onestage:uniform onestage:twostage \
     | tee -a "$OUT/table.md"
-# The figures: each learned or allocated bit map, and WER against size for every row.
+# The figures: each learned or allocated bit map (from the kept bit map where the file was made
+# on another machine), and WER against size for every row.
 files=()
-for row in $ROWS; do [[ -f $OUT/$row.whittle ]] && files+=("$OUT/$row.whittle"); done
-"$WHITTLE" report bits "${files[@]}" -o "$OUT/figures"
+for row in $ROWS; do
+    if [[ -f $OUT/$row.whittle ]]; then
+        files+=("$OUT/$row.whittle")
+    elif [[ -f $OUT/$row.bitmap.toml ]]; then
+        files+=("$OUT/$row.bitmap.toml")
+    fi
+done
+"$WHITTLE" report bits --model "$SRC" "${files[@]}" -o "$OUT/figures"
 "$WHITTLE" report pareto "$OUT/rows.json" --name "$MODEL-mixed-precision" -o "$OUT/figures"
 echo
 echo "Compression time, wall s / CPU s (two-stage rows add stage A's sensitivity once per row):"

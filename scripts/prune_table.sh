@@ -10,8 +10,9 @@
 # every row against the unpruned model in one invocation; `whittle report shapes` draws the
 # surviving heads and units per layer.
 #
-# Resumable: finished files and evaluations under out/prune-table/<model>/ are reused, and a
-# compression whose work folder holds a checkpoint continues with --resume. Selection (the best
+# Resumable: finished rows and evaluations under results/prune-table/<model>/ are reused (that
+# folder is committed, without its .whittle files and work folders: see scripts/table_common.sh),
+# and a compression whose work folder holds a checkpoint continues with --resume. Selection (the best
 # dev checkpoint) uses synth-dev only; the test sets are never used to choose anything.
 #
 # Usage: scripts/prune_table.sh [--no-build] [--no-table] [tiny.en|base]
@@ -49,8 +50,8 @@ MARGIN=${MARGIN:-10}
 SPARSITIES=${SPARSITIES:-"0.2 0.35 0.5 0.6"}
 read -r -a SETS <<<"${SETS:-real synth-test-clean synth-test-other}"
 WHITTLE=${WHITTLE_BIN:-$ROOT/target/release/whittle}
-OUT=${PRUNE_TABLE_OUT:-$ROOT/out/prune-table}/$MODEL
-LABELS=${PSEUDO_LABELS:-$ROOT/out/mp-table/$MODEL/pseudo-labels.jsonl}
+OUT=${PRUNE_TABLE_OUT:-$ROOT/results/prune-table}/$MODEL
+LABELS=${PSEUDO_LABELS:-$ROOT/results/mp-table/$MODEL/pseudo-labels.jsonl}
 die() { echo "prune_table.sh: $*" >&2; exit 1; }
 ((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]] && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
 SRC=$ASSETS/models/whisper-$MODEL
@@ -62,6 +63,7 @@ DEV=$ASSETS/data/synth-dev/manifest.jsonl
 . "$ROOT/scripts/table_common.sh"
 check_sets
 mkdir -p "$OUT" "$(dirname "$LABELS")"
+check_assets "$SRC"
 if [[ -z ${ROWS:-} ]]; then
     ROWS=""
     for s in $SPARSITIES; do ROWS+="mag-$s l0-$s "; done
@@ -83,6 +85,7 @@ compress() { # name model recipe [extra args]
     shift 3
     [[ -n ${TRAIN_LIMIT:-} ]] && limit=(--train-limit "$TRAIN_LIMIT")
     [[ -f $OUT/$name.whittle ]] && return
+    row_done "$name" && return
     [[ -f $OUT/$name.work/state.json ]] && resume=(--resume)
     echo "== $MODEL: $name (compress)" >&2
     timed "$name" "$WHITTLE" --threads "$THREADS" compress "$model" --recipe "$recipe" --train "$TRAIN" \
@@ -90,15 +93,17 @@ compress() { # name model recipe [extra args]
         "${resume[@]}" "${limit[@]}" "$@" >"$OUT/$name.compress.txt"
 }
 
-# The float baseline: reuse the MP or PTQ table's evaluation when there is one.
-for other in "$ROOT/out/mp-table/$MODEL/float" "$ROOT/out/ptq-table/$MODEL/float"; do
-    if [[ ! -e $OUT/float && -d $other ]]; then ln -s "$other" "$OUT/float"; fi
-done
+# The float baseline: a copy of the MP table's evaluation when it is there (same model and sets).
+if [[ ! -e $OUT/float && -d $ROOT/results/mp-table/$MODEL/float ]] \
+    && cmp -s "$ROOT/results/mp-table/$MODEL/assets.sha256" "$OUT/assets.sha256"; then
+    cp -r "$ROOT/results/mp-table/$MODEL/float" "$OUT/float"
+fi
 evaluate float "$SRC"
 
 recipe recipes/distill.toml "$OUT/distill.recipe.toml"
 for row in $ROWS; do
     kind=${row%-*} s=${row##*-}
+    row_done "$row" && continue
     case $kind in
         mag)
             if [[ ! -f $OUT/$row.pruned.whittle ]]; then

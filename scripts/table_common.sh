@@ -1,6 +1,12 @@
 # Shared by scripts/mp_table.sh and scripts/prune_table.sh, sourced once they have set ASSETS,
 # OUT, SETS, WHITTLE, THREADS and BATCH and defined `die`: the test sets' manifests, timing of a
-# command, and evaluation of a row on every set.
+# command, evaluation of a row on every set, and the check that results kept from another machine
+# were made on the same model and audio.
+#
+# The tables' folders live under results/ and are committed: evaluations, timings, logs, recipes,
+# bit maps and pseudo-labels (small text), while .whittle files and training work folders are
+# git-ignored. A session on a fresh machine therefore keeps every finished row and reruns only
+# unfinished ones (a row is finished once it is evaluated on every set).
 
 # The manifest of test set $1.
 manifest() {
@@ -47,4 +53,56 @@ evaluate() { # name model-path
                 || die "eval $1 on $set failed"
         fi
     done
+}
+
+# Row $1 is evaluated on every set.
+row_done() { # name
+    local set
+    for set in "${SETS[@]}"; do [[ -f $OUT/$1/$set/summary.json ]] || return 1; done
+}
+
+# The model file and every audio file of the training, dev and test sets, hashed into
+# OUT/assets.sha256 on the first run; later runs (on this or a fresh machine, after
+# scripts/setup.sh and scripts/make_splits.sh) must find the same hashes, or the kept
+# evaluations and pseudo-labels would describe other data.
+check_assets() { # model-folder
+    local now
+    now=$(ASSETS=$ASSETS python3 - "$1" "$ASSETS/data/synth-train/manifest.jsonl" "$ASSETS/data/synth-dev/manifest.jsonl" \
+        "${SETS[@]/#/set:}" <<'PY'
+import hashlib, json, os, sys
+assets = os.environ["ASSETS"]
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+def manifest(name):
+    return os.path.join(assets, "data", "real.jsonl") if name == "real" else \
+        os.path.join(assets, "data", name, "manifest.jsonl")
+model, *manifests = sys.argv[1:]
+manifests = [manifest(m[4:]) if m.startswith("set:") else m for m in manifests]
+lines = [f"{digest(os.path.join(model, 'model.bin'))}  model.bin"]
+for m in manifests:
+    h = hashlib.sha256()
+    base = os.path.dirname(m)
+    with open(m) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            audio = entry["audio"]
+            h.update(f"{entry.get('id', n)}\t{entry.get('text', '')}\t".encode())
+            h.update(digest(audio if os.path.isabs(audio) else os.path.join(base, audio)).encode())
+    lines.append(f"{h.hexdigest()}  {os.path.relpath(m, assets)}")
+print("\n".join(lines))
+PY
+) || die "could not hash the model and sets"
+    if [[ -f $OUT/assets.sha256 ]]; then
+        [[ $now == "$(cat "$OUT/assets.sha256")" ]] || die "$OUT holds results made on another model or audio \
+(OUT/assets.sha256 differs from this machine's assets: $(diff <(echo "$now") "$OUT/assets.sha256" | tr '\n' ' ')); \
+move that folder away or rebuild the assets with scripts/setup.sh and scripts/make_splits.sh"
+    else
+        echo "$now" >"$OUT/assets.sha256"
+    fi
 }

@@ -1219,6 +1219,7 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
                 lr_arch: 0.01,
                 lr_multiplier: 0.5,
                 penalty: 1.0,
+                settle_steps: 0,
             };
             let mut method = MixedPrecision::new(
                 mp,

@@ -405,6 +405,92 @@ fn mixed_precision_resumes_exactly() {
     );
 }
 
+/// With `settle_steps`, the map is fixed (within the budget) when the last steps start: those
+/// steps forward the chosen candidates alone and add no size term, extraction writes exactly the
+/// settled map, and a run resumed from a checkpoint taken while settled ends identical.
+#[test]
+fn a_settled_map_is_trained_extracted_and_resumed_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = examples(dir.path(), 5);
+    let settled_recipe = || {
+        let mut recipe = mixed_recipe(7.0, 7);
+        recipe.mixed_precision.as_mut().unwrap().settle_steps = 4;
+        recipe
+    };
+    let make = || Trainer::new(settled_recipe(), teacher(), ex.clone(), prompt(), None).unwrap();
+    let mut trainer = make();
+    let mut map_at_settle = None;
+    while trainer.state.step < 7 {
+        let r = trainer.train_step().unwrap();
+        let settled = trainer.method.state()["settled"].clone();
+        if r.step <= 3 {
+            assert!(settled.is_null(), "settled at step {}: {settled}", r.step);
+            assert!(r.terms.contains_key("size"));
+        } else {
+            assert!(!settled.is_null(), "not settled at step {}", r.step);
+            assert!(!r.terms.contains_key("size"), "size term while settled");
+            let map = map_at_settle.get_or_insert_with(|| settled.clone());
+            assert_eq!(&settled, map, "the settled map changed");
+            // The forward mixes the settled candidate alone.
+            let choice: Vec<usize> = serde_json::from_value(settled).unwrap();
+            let mut student = trainer.student.clone();
+            for ((name, linear), &k) in student.quantizable_mut().into_iter().zip(&choice) {
+                let Weight::Mixed(m) = &linear.weight else {
+                    panic!("{name}: not a supernet weight");
+                };
+                let mut expected = vec![0f32; m.candidates.len()];
+                expected[k] = 1.0;
+                assert_eq!(flat(&m.mixture().unwrap()), expected, "{name}");
+            }
+        }
+    }
+    let settled: Vec<usize> = serde_json::from_value(map_at_settle.unwrap()).unwrap();
+    let (_, extracted) = trainer.extract().unwrap();
+    assert_eq!(extracted.report["settled"], true);
+    let written: Vec<usize> = extracted.report["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| [2, 4, 8].iter().position(|&b| b == c["bits"]).unwrap())
+        .collect();
+    assert_eq!(written, settled, "extraction differs from the settled map");
+    let achieved = extracted.report["achieved_bits"].as_f64().unwrap();
+    assert!(
+        achieved <= 7.0 + 1e-9,
+        "settled map over budget: {achieved}"
+    );
+
+    let (straight, resumed) = straight_and_resumed(make, dir.path());
+    assert!(!straight.method.state()["settled"].is_null());
+    assert_eq!(resumed.method.state(), straight.method.state());
+    assert!(
+        trained_state(&resumed) == trained_state(&straight),
+        "parameters differ after a resume inside the settled steps"
+    );
+}
+
+/// A checkpoint's settled map that does not fit the model is refused, naming the field.
+#[test]
+fn a_settled_map_of_another_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::new(
+        mixed_recipe(7.0, 7),
+        teacher(),
+        examples(dir.path(), 2),
+        prompt(),
+        None,
+    )
+    .unwrap();
+    for bad in [serde_json::json!([0]), serde_json::json!(vec![9; 64])] {
+        let err = trainer
+            .method
+            .restore(&serde_json::json!({ "multiplier": 0.0, "settled": bad }))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("settled"), "{err}");
+    }
+}
+
 /// The dev path of a run: the extracted student is scored every `eval_every` steps and at the
 /// end, the best result is kept (state and `best.safetensors`), and `finish` restores exactly
 /// those parameters before extracting.

@@ -56,6 +56,9 @@ pub struct MixedWeight {
     /// used twice in one forward (the tied embedding: lookup and logits) is mixed once; cleared
     /// by [`MixedWeight::end_step`] when the variables change.
     pub step_weight: Option<Tensor>,
+    /// A settled choice: the forward uses this candidate alone (no noise, no gradient to the
+    /// logits) and [`MixedWeight::chosen`] returns it.
+    pub frozen: Option<usize>,
 }
 
 impl MixedWeight {
@@ -110,6 +113,7 @@ impl MixedWeight {
                 hard: false,
             },
             step_weight: None,
+            frozen: None,
         })
     }
 
@@ -136,6 +140,9 @@ impl MixedWeight {
 
     /// The mixture weights `pi [K]` of the current step, differentiable in the logits.
     pub fn mixture(&self) -> candle_core::Result<Tensor> {
+        if let Some(k) = self.frozen {
+            return one_hot(k, self.candidates.len(), self.logits.device());
+        }
         let z = ((self.logits.as_tensor() + &self.noise)? / self.relaxation.tau)?;
         let soft = softmax_1d(&z)?;
         if !self.relaxation.hard {
@@ -152,8 +159,11 @@ impl MixedWeight {
     }
 
     /// The index of the largest logit (the candidate extraction writes; ties go to the lower
-    /// index).
+    /// index), or the settled choice.
     pub fn chosen(&self) -> candle_core::Result<usize> {
+        if let Some(k) = self.frozen {
+            return Ok(k);
+        }
         self.argmax_of(self.logits.as_tensor())
     }
 

@@ -24,8 +24,12 @@
 //!   architecture search of Xu et al. 2021 (arXiv 2112.11540, eq. 11 of its sibling paper,
 //!   `beta = 0.5`), with no budget and no multiplier; the argmax is extracted as it is.
 //!
+//! - **Settling.** With `settle_steps = S`, the map is fixed at step `steps - S` by the
+//!   extraction rule (argmax fitted to the budget), and the last `S` steps train each layer's
+//!   chosen candidate alone (whittle's choice: a late argmax flip once broke extraction).
+//!
 //! Gumbel noise depends only on the seed and the step, so a resumed run draws the same noise;
-//! the multiplier is the method's checkpointed state.
+//! the multiplier and the settled map are the method's checkpointed state.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +71,8 @@ pub struct MixedPrecision {
     layers: Vec<SearchedLayer>,
     /// Lagrange multiplier of the size constraint.
     multiplier: f64,
+    /// The settled candidate of every searched layer, once settling started.
+    settled: Option<Vec<usize>>,
 }
 
 /// Stored bytes (codes + f16 scales) of a `rows x cols` matrix at `spec`.
@@ -103,7 +109,37 @@ impl MixedPrecision {
             steps,
             layers: Vec::new(),
             multiplier: 0.0,
+            settled: None,
         }
+    }
+
+    /// The first step trained on the settled map (`None`: no settling).
+    fn settle_start(&self) -> Option<usize> {
+        let settle = self.recipe.settle_steps;
+        (settle > 0).then(|| self.steps.saturating_sub(settle))
+    }
+
+    /// Argmax of every searched layer, fitted to the budget (the map extraction writes).
+    fn fitted_choice(&self, model: &dyn Layers) -> Result<(Vec<usize>, usize)> {
+        let searched = self.searched(model);
+        let mut logits = Vec::with_capacity(searched.len());
+        let mut choice = Vec::with_capacity(searched.len());
+        for m in &searched {
+            logits.push(
+                m.logits
+                    .as_tensor()
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?,
+            );
+            choice.push(m.chosen()?);
+        }
+        let snapped = match self.recipe.objective {
+            SizeObjective::Budget => {
+                snap_to_budget(&self.layers, &logits, &mut choice, self.budget_bytes())
+            }
+            SizeObjective::SqrtBits => 0,
+        };
+        Ok((choice, snapped))
     }
 
     /// Temperature at `step` (exponential from `tau_start` to `tau_end`).
@@ -225,6 +261,17 @@ impl CompressionMethod for MixedPrecision {
     }
 
     fn before_step(&mut self, student: &mut dyn Layers, step: usize) -> Result<()> {
+        if self.settled.is_none() && self.settle_start().is_some_and(|start| step >= start) {
+            let (choice, _) = self.fitted_choice(student)?;
+            tracing::info!(step, "mixed precision: bit map settled");
+            self.settled = Some(choice);
+        }
+        if let Some(choice) = &self.settled {
+            // Idempotent, so a resumed run (whose layers start unsettled) settles them here.
+            for (m, &k) in searched_mut(student).into_iter().zip(choice) {
+                m.frozen = Some(k);
+            }
+        }
         let relaxation = Relaxation {
             tau: self.temperature(step),
             hard: self.recipe.hard,
@@ -255,6 +302,10 @@ impl CompressionMethod for MixedPrecision {
     }
 
     fn loss_terms(&self, student: &dyn Layers) -> Result<Vec<LossTerm>> {
+        if self.settled.is_some() {
+            // The map is fixed within the budget: nothing left to constrain.
+            return Ok(Vec::new());
+        }
         if self.recipe.objective == SizeObjective::SqrtBits {
             return self.sqrt_bits_term(student);
         }
@@ -324,33 +375,43 @@ impl CompressionMethod for MixedPrecision {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::json!({ "multiplier": self.multiplier })
+        serde_json::json!({ "multiplier": self.multiplier, "settled": self.settled })
     }
 
     fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
         self.multiplier = state["multiplier"].as_f64().ok_or_else(|| {
             Error::config("checkpoint", "mixed-precision state has no `multiplier`")
         })?;
+        self.settled = match state.get("settled") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => {
+                let choice: Vec<usize> = serde_json::from_value(v.clone()).map_err(|e| {
+                    Error::config("checkpoint", format!("mixed-precision `settled`: {e}"))
+                })?;
+                if choice.len() != self.layers.len()
+                    || choice.iter().any(|&k| k >= self.candidates.len())
+                {
+                    return Err(Error::config(
+                        "checkpoint",
+                        format!(
+                            "mixed-precision `settled` holds {} choices for {} searched layers \
+                             of {} candidates",
+                            choice.len(),
+                            self.layers.len(),
+                            self.candidates.len()
+                        ),
+                    ));
+                }
+                Some(choice)
+            }
+        };
         Ok(())
     }
 
     fn extract(&self, shipped: &mut dyn Layers) -> Result<Extracted> {
-        let budget = self.budget_bytes();
-        let searched = self.searched(shipped);
-        let mut logits = Vec::with_capacity(searched.len());
-        let mut choice = Vec::with_capacity(searched.len());
-        for m in &searched {
-            logits.push(
-                m.logits
-                    .as_tensor()
-                    .to_dtype(DType::F32)?
-                    .to_vec1::<f32>()?,
-            );
-            choice.push(m.chosen()?);
-        }
-        let snapped = match self.recipe.objective {
-            SizeObjective::Budget => snap_to_budget(&self.layers, &logits, &mut choice, budget),
-            SizeObjective::SqrtBits => 0,
+        let (choice, snapped) = match &self.settled {
+            Some(choice) => (choice.clone(), 0),
+            None => self.fitted_choice(shipped)?,
         };
         let mut layers = Vec::new();
         let mut choices = Vec::new();
@@ -392,10 +453,23 @@ impl CompressionMethod for MixedPrecision {
                 "multiplier": self.multiplier,
                 "candidates": self.recipe.candidates,
                 "snapped_layers": snapped,
+                "settled": self.settled.is_some(),
                 "choices": choices,
             }),
         })
     }
+}
+
+/// The supernet weights of `model`'s searched layers, mutably, in layer order.
+fn searched_mut(model: &mut dyn Layers) -> Vec<&mut MixedWeight> {
+    model
+        .layers_mut()
+        .into_iter()
+        .filter_map(|layer| match &mut layer.linear.weight {
+            Weight::Mixed(m) => Some(m),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Fit the argmax choice to the budget: while it exceeds the budget, step a layer down to a

@@ -169,6 +169,13 @@ pub struct MixedPrecisionRecipe {
     /// damps the oscillation of weights and multiplier around the budget (0: plain Lagrangian).
     #[serde(default)]
     pub penalty: f64,
+    /// Last steps of the run trained on a settled bit map (0: none). At the first of them the
+    /// map is fixed as extraction would write it (argmax, fitted to the budget), and from then
+    /// on each layer forwards its chosen candidate alone, so the weights adapt to the map that
+    /// ships and a late change of the argmax cannot break extraction (whittle's choice, see
+    /// docs/mixed-precision.md).
+    #[serde(default)]
+    pub settle_steps: usize,
 }
 
 /// Ternary training of every block linear layer (`method = "ternary-hq"`, see
