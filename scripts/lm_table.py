@@ -13,22 +13,16 @@ Usage: lm_table.py --whittle BIN --root DIR --texts T1 T2 ... --rows R1 R2 ... [
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 
-CHANGE = re.compile(r": ([+-][0-9.]+) % \[([+-][0-9.]+), ([+-][0-9.]+)\] .*?, (worse|better|equivalent|inconclusive)")
-
-
 def compare(whittle: str, a: str, b: str, margin: float) -> tuple[float, float, float, str]:
-    out = subprocess.run([whittle, "perplexity", "--compare", a, b, "--margin", str(margin)],
+    out = subprocess.run([whittle, "perplexity", "--compare", a, b, "--margin", str(margin), "--json"],
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"lm_table.py: whittle perplexity --compare {a} {b} failed: {out.stderr.strip()}")
-    m = CHANGE.search(out.stdout)
-    if not m:
-        sys.exit(f"lm_table.py: cannot read the comparison of {b}: {out.stdout.strip()}")
-    return float(m[1]), float(m[2]), float(m[3]), m[4]
+    v = json.loads(out.stdout)
+    return v["change_percent"], v["ci95_percent"][0], v["ci95_percent"][1], v["verdict"]
 
 
 def seconds(root: str, name: str) -> float | None:

@@ -37,6 +37,10 @@ pub struct PerplexityArgs {
     /// With --compare: equivalence margin in percent of perplexity.
     #[arg(long, default_value_t = 5.0, requires = "compare")]
     margin: f64,
+    /// With --compare: print the comparison as one JSON object (perplexities, texts, tokens,
+    /// change and interval in percent, verdict, margin) instead of a sentence.
+    #[arg(long, requires = "compare")]
+    json: bool,
     /// Score only the first N utterances.
     #[arg(long)]
     limit: Option<usize>,
@@ -83,7 +87,7 @@ fn read_scores(path: &std::path::Path) -> Result<(f64, Vec<TextScore>)> {
     Ok((ppl, rows))
 }
 
-fn compare(a: &std::path::Path, b: &std::path::Path, margin: f64) -> Result<()> {
+fn compare(a: &std::path::Path, b: &std::path::Path, margin: f64, json: bool) -> Result<()> {
     let ((ppl_a, rows_a), (ppl_b, rows_b)) = (read_scores(a)?, read_scores(b)?);
     if rows_a.len() != rows_b.len() {
         bail!(
@@ -125,6 +129,22 @@ fn compare(a: &std::path::Path, b: &std::path::Path, margin: f64) -> Result<()> 
     } else {
         "inconclusive"
     };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "baseline_perplexity": ppl_a,
+                "perplexity": ppl_b,
+                "texts": tokens.len(),
+                "tokens": tokens.iter().sum::<usize>(),
+                "change_percent": 100.0 * change.estimate,
+                "ci95_percent": [100.0 * change.lower, 100.0 * change.upper],
+                "verdict": verdict,
+                "margin_percent": margin,
+            })
+        );
+        return Ok(());
+    }
     println!(
         "perplexity {ppl_a:.4} -> {ppl_b:.4} over {} texts ({} tokens): {:+.2} % [{:+.2}, {:+.2}] (95 % bootstrap over texts), {verdict} (margin {margin} %)",
         tokens.len(),
@@ -139,7 +159,7 @@ fn compare(a: &std::path::Path, b: &std::path::Path, margin: f64) -> Result<()> 
 pub fn perplexity(args: PerplexityArgs) -> Result<()> {
     let t0 = Instant::now();
     if let Some(pair) = &args.compare {
-        return compare(&pair[0], &pair[1], args.margin);
+        return compare(&pair[0], &pair[1], args.margin, args.json);
     }
     let (Some(model), Some(dataset)) = (args.model.clone(), args.dataset.clone()) else {
         bail!("perplexity needs MODEL DATASET (or --compare A B)");

@@ -1560,3 +1560,42 @@ fn bench_gemm_times_each_backend_and_names_a_bad_shape() {
     assert!(!huge.status.success());
     assert!(stderr(&huge).contains("at most"), "{}", stderr(&huge));
 }
+
+/// `perplexity --compare --json` gives the same comparison as the sentence: B's change of
+/// perplexity with its interval and verdict; B uniformly 10 % more likely per token is
+/// "better" against A, and A against itself is "equivalent" with a zero change.
+#[test]
+fn perplexity_compare_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let scores = |name: &str, nll_per_token: f64| {
+        let texts: Vec<_> = (0..40)
+            .map(|i| {
+                let tokens = 10 + i % 7;
+                serde_json::json!({ "id": format!("line {}", i + 1), "tokens": tokens,
+                    "nll": nll_per_token * tokens as f64 * (1.0 + 0.01 * (i % 3) as f64) })
+            })
+            .collect();
+        let tokens: u64 = texts.iter().map(|t| t["tokens"].as_u64().unwrap()).sum();
+        let nll: f64 = texts.iter().map(|t| t["nll"].as_f64().unwrap()).sum();
+        let path = dir.path().join(name);
+        let doc = serde_json::json!({ "perplexity": (nll / tokens as f64).exp(), "texts": texts });
+        std::fs::write(&path, doc.to_string()).unwrap();
+        path
+    };
+    let (a, b) = (scores("a.json", 4.0), scores("b.json", 4.0 + (0.9f64).ln()));
+    let json = |x: &std::path::Path, y: &std::path::Path| {
+        let o = whittle(&["perplexity", "--compare", p(x), p(y), "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let v = json(&a, &b);
+    assert_eq!(v["verdict"], "better", "{v}");
+    assert_eq!(v["texts"], 40);
+    let change = v["change_percent"].as_f64().unwrap();
+    assert!((change + 10.0).abs() < 1.0, "{v}");
+    let ci = v["ci95_percent"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= change && change <= ci[1].as_f64().unwrap());
+    let same = json(&a, &a);
+    assert_eq!(same["verdict"], "equivalent", "{same}");
+    assert_eq!(same["change_percent"], 0.0);
+}
