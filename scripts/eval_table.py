@@ -54,9 +54,22 @@ PRUNE_ROWS = {
 }
 
 
+# Combined rows of scripts/prune_table.sh: ROW+ptqB, ROW+mpX (a pruned row compressed further).
+def combined(combo: str) -> str:
+    if combo.startswith("ptq"):
+        return f"then GPTQ W{combo[3:]} g64 + embedding W8 g64"
+    if combo.startswith("mp"):
+        return f"then one-stage mixed precision at {combo[2:]} stored bits"
+    return f"then {combo}"
+
+
 def label(row: str) -> tuple[str, str]:
     if row in LABELS:
         return LABELS[row], "-"
+    if "+" in row:
+        base, combo = row.split("+", 1)
+        fmt, method = label(base)
+        return fmt, f"{method}, {combined(combo)}"
     kind, _, arg = row.partition("-")
     if kind in PRUNE_ROWS:
         return f"{100 * float(arg):g} % of prunable parameters removed", PRUNE_ROWS[kind]

@@ -23,6 +23,10 @@ NOT_WORSE = {"equivalent", "better"}
 
 
 def method(name: str) -> str:
+    # A combined row (ROW+COMBO, scripts/prune_table.sh) is its own method: KIND+COMBO.
+    if "+" in name:
+        base, combo = name.split("+", 1)
+        return f"{method(base)}+{combo}"
     return name.rsplit("-", 1)[0] if "-" in name else name
 
 

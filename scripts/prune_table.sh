@@ -2,9 +2,14 @@
 # The structured-pruning sweep of issue 12 (docs/pruning.md): at each sparsity S of the prunable
 # parameters, three ways to prune, each followed by the same distillation fine-tune from the
 # unpruned model (recipes/distill.toml through `compress --teacher`):
-#   mag-S     the magnitude baseline (`whittle prune --magnitude S`), no gates;
+#   mag-S     the magnitude baseline (`whittle prune --magnitude S --align 64`), no gates;
 #   l0-S      L0 hard-concrete gates with layerwise distillation (recipes/prune-l0.toml, target S);
-#   l0nolw-S  the same gates without the layerwise terms (recipes/prune-l0-no-layerwise.toml).
+#   l0nolw-S  the same gates without the layerwise terms (recipes/prune-l0-no-layerwise.toml);
+# and the combined rows, which compress a fine-tuned pruned row ROW further into one file:
+#   ROW+ptqB  GPTQ of every linear layer at B bits (group 64) and the token embedding at 8 bits
+#   ROW+mpX   one-stage learned mixed precision (recipes/mp-onestage.toml, budget X stored bits,
+#             distilled from the unpruned model)
+# (a combined row needs ROW's .whittle file, so it runs in the session that made ROW).
 # Every row is written to a .whittle file, evaluated on the whole test sets and compared with the
 # float model by `whittle eval --compare` (scripts/eval_table.py); `whittle bench window` times
 # every row against the unpruned model in one invocation; `whittle report shapes` draws the
@@ -19,7 +24,7 @@
 # Environment:
 #   SPARSITIES ("0.2 0.35 0.5 0.6")  fractions of the prunable parameters to remove
 #   ROWS                             rows to run, in order (default: mag-S and l0-S at every S;
-#                                    l0nolw-S only when named)
+#                                    l0nolw-S and the combined rows only when named)
 #   STEPS                            override schedule.steps of every recipe (smoke runs; the
 #                                    warm-up is capped at STEPS/10 and dev scoring at the end)
 #   TRAIN_LIMIT                      use only the first N training utterances (smoke runs)
@@ -74,7 +79,7 @@ recipe() { # source-recipe output [target]
     local args=()
     if [[ -n ${STEPS:-} ]]; then
         args+=(-e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $((STEPS / 10))/"
-            -e "s/^eval_every = .*/eval_every = 0/")
+            -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/")
     fi
     [[ -n ${3:-} ]] && args+=(-e "s/^target_sparsity = .*/target_sparsity = $3/")
     if ((${#args[@]})); then sed "${args[@]}" "$1" >"$2"; else cp "$1" "$2"; fi
@@ -101,14 +106,42 @@ fi
 evaluate float "$SRC"
 
 recipe recipes/distill.toml "$OUT/distill.recipe.toml"
+# A fine-tuned pruned row compressed further (ROW+ptqB, ROW+mpX).
+combined() { # row
+    local row=$1 base=${1%%+*} combo=${1#*+}
+    [[ -f $OUT/$base.whittle ]] || die "$row needs $base.whittle: run $base in the same session \
+(its file is not kept in results/)"
+    case $combo in
+        ptq[2-8])
+            if [[ ! -f $OUT/$row.whittle ]]; then
+                echo "== $MODEL: $row (GPTQ of $base)" >&2
+                timed "$row" "$WHITTLE" --threads "$THREADS" quantize "$OUT/$base.whittle" --bits "${combo#ptq}" \
+                    --group 64 --embedding-bits 8 --method gptq --calib "$TRAIN" --calib-limit 32 \
+                    -o "$OUT/$row.whittle" >"$OUT/$row.quantize.txt"
+            fi
+            ;;
+        mp*)
+            sed -e "s/^budget_bits = .*/budget_bits = ${combo#mp}/" recipes/mp-onestage.toml >"$OUT/$row.source.toml"
+            recipe "$OUT/$row.source.toml" "$OUT/$row.recipe.toml"
+            compress "$row" "$OUT/$base.whittle" "$OUT/$row.recipe.toml" --teacher "$SRC"
+            ;;
+        *) die "unknown combined row $row (ROW+ptqB or ROW+mpX)" ;;
+    esac
+}
+
 for row in $ROWS; do
-    kind=${row%-*} s=${row##*-}
     row_done "$row" && continue
+    if [[ $row == *+* ]]; then
+        combined "$row"
+        evaluate "$row" "$OUT/$row.whittle"
+        continue
+    fi
+    kind=${row%-*} s=${row##*-}
     case $kind in
         mag)
             if [[ ! -f $OUT/$row.pruned.whittle ]]; then
                 echo "== $MODEL: $row (magnitude pruning)" >&2
-                timed "$row.prune" "$WHITTLE" prune "$SRC" --magnitude "$s" -o "$OUT/$row.pruned.whittle" \
+                timed "$row.prune" "$WHITTLE" prune "$SRC" --magnitude "$s" --align 64 -o "$OUT/$row.pruned.whittle" \
                     >"$OUT/$row.prune.txt"
             fi
             ;;
@@ -131,6 +164,7 @@ python3 scripts/eval_table.py --whittle "$WHITTLE" --margin "$MARGIN" --root "$O
     --rows $ROWS --json "$OUT/rows.json" | tee "$OUT/table.md"
 echo | tee -a "$OUT/table.md"
 python3 scripts/lossless_ratios.py "$OUT/rows.json" --compare l0:mag l0:l0nolw | tee -a "$OUT/table.md"
+# (combined rows are their own methods there, e.g. `mag+ptq4` or `l0+mp3.5`.)
 files=()
 for row in $ROWS; do [[ -f $OUT/$row.whittle ]] && files+=("$OUT/$row.whittle"); done
 for f in "${files[@]}"; do "$WHITTLE" report shapes "$f" -o "$OUT/figures"; done
@@ -141,6 +175,7 @@ echo "One 30 s window, pruned rows against the unpruned model (whittle bench win
 echo
 echo "Compression time, wall s / CPU s (pruning or gates, then the fine-tune):" | tee -a "$OUT/table.md"
 for row in $ROWS; do
+    [[ $row == *+* ]] && { echo "  $row: $(cat "$OUT/$row.seconds" 2>/dev/null || echo "?") / $(cat "$OUT/$row.cpu-seconds" 2>/dev/null || echo "?") after ${row%%+*}"; continue; }
     first=$row.prune
     [[ -f $OUT/$first.seconds ]] || first=$row.pruned
     echo "  $row: $(cat "$OUT/$first.seconds" 2>/dev/null || echo "?") / $(cat "$OUT/$first.cpu-seconds" 2>/dev/null || echo "?") + fine-tune $(cat "$OUT/$row.seconds" 2>/dev/null || echo "?") / $(cat "$OUT/$row.cpu-seconds" 2>/dev/null || echo "?")"

@@ -27,6 +27,13 @@ pub struct PruneArgs {
         required_unless_present = "keep"
     )]
     magnitude: Option<f64>,
+    /// With --magnitude: keep each module's width (kept units x unit width) a whole multiple of
+    /// this many features, the nearest one to the fraction asked (64 keeps pruned FFN widths
+    /// divisible by a quantizer group of 64, so the pruned model can be trained by group-wise
+    /// QAT or mixed precision; 1: the nearest unit count).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "magnitude",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    align: u64,
     /// A keep list (JSON: the units each module keeps, with scales), as a gate method's
     /// extraction writes it. Whisper: per encoder and decoder block; other families: a map from
     /// module path to what it keeps.
@@ -63,7 +70,7 @@ pub fn prune(args: PruneArgs) -> Result<()> {
     let model = &mut transcriber.model;
     let (keep, method) = match keep_list::<StructureKeep>(&args)? {
         Some(listed) => listed,
-        None => magnitude(&args, |s| Ok(magnitude_keep(model, s)?))?,
+        None => magnitude(&args, |s, align| Ok(magnitude_keep(model, s, align)?))?,
     };
     let report =
         prune_whisper(model, &keep).with_context(|| format!("pruning {}", args.model.display()))?;
@@ -113,7 +120,9 @@ fn prune_modules(
     }
     let (keep, method) = match keep_list::<BTreeMap<String, ModuleKeep>>(args)? {
         Some(listed) => listed,
-        None => magnitude(args, |s| Ok(magnitude_module_keep(&*loaded.model, s)?))?,
+        None => magnitude(args, |s, align| {
+            Ok(magnitude_module_keep(&*loaded.model, s, align)?)
+        })?,
     };
     let (prunable_before, parameters_before) =
         (prunable(&*loaded.model), loaded.model.parameter_count());
@@ -161,14 +170,15 @@ fn keep_list<T: serde::de::DeserializeOwned>(
 /// The magnitude baseline's keep list at `--magnitude S`, with the recipe's description of it.
 fn magnitude<T>(
     args: &PruneArgs,
-    keep: impl FnOnce(f64) -> Result<T>,
+    keep: impl FnOnce(f64, usize) -> Result<T>,
 ) -> Result<(T, serde_json::Value)> {
     let Some(s) = args.magnitude else {
         bail!("give --magnitude S or --keep FILE");
     };
+    let align = usize::try_from(args.align).context("--align is too large")?;
     Ok((
-        keep(s)?,
-        serde_json::json!({ "method": "magnitude", "sparsity": s }),
+        keep(s, align)?,
+        serde_json::json!({ "method": "magnitude", "sparsity": s, "align": align }),
     ))
 }
 

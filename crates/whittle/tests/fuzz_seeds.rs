@@ -95,7 +95,7 @@ fn write_fuzz_seeds() {
     // magnitude), then 4 bits per row.
     let mut model =
         whittle::models::whisper::Whisper::load(&ck.store, &ck.config, DType::F32).unwrap();
-    let keep = whittle::compress::prune::magnitude_keep(&model, 0.5).unwrap();
+    let keep = whittle::compress::prune::magnitude_keep(&model, 0.5, 1).unwrap();
     whittle::compress::prune::prune_whisper(&mut model, &keep).unwrap();
     let map = BitMap::uniform(LayerFormat::uniform(4, None));
     quantize_linears(&mut model, &map, PtqMethod::Rtn, None).unwrap();
@@ -113,7 +113,7 @@ fn write_fuzz_seeds() {
         DType::F32,
     )
     .unwrap();
-    let keep = whittle::compress::prune::magnitude_module_keep(&*ctc.model, 0.5).unwrap();
+    let keep = whittle::compress::prune::magnitude_module_keep(&*ctc.model, 0.5, 1).unwrap();
     ctc.model.prune_modules(&keep).unwrap();
     let map = BitMap::uniform(LayerFormat::uniform(8, None));
     quantize_linears(&mut *ctc.model, &map, PtqMethod::Rtn, None).unwrap();

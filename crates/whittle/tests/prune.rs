@@ -366,7 +366,7 @@ fn magnitude_keeps_the_units_of_largest_norm() {
     cols[7] = 10.0;
     scale_columns(&mut f.fc2, &cols, 1.0);
 
-    let keep = magnitude_keep(&m, 0.75).unwrap();
+    let keep = magnitude_keep(&m, 0.75, 1).unwrap();
     let indices = |k: &ModuleKeep| k.units.iter().map(|u| u.index).collect::<Vec<_>>();
     assert_eq!(indices(&keep.encoder[0].self_attn), vec![2]);
     assert!(indices(&keep.decoder[1].mlp).contains(&7));
@@ -378,7 +378,27 @@ fn magnitude_keeps_the_units_of_largest_norm() {
         "sparsity {}",
         report.sparsity
     );
-    assert!(magnitude_keep(&m, 1.0).is_err());
+    assert!(magnitude_keep(&m, 1.0, 1).is_err());
+}
+
+/// With an alignment, every module keeps a width that is a whole multiple of it, the multiple
+/// nearest to the fraction asked: FFN units in blocks of 8, and heads of D / PRUNE_HEADS
+/// features in whole numbers whose width is a multiple of 8.
+#[test]
+fn aligned_magnitude_pruning_keeps_whole_blocks() {
+    let m = model();
+    let hd = D / PRUNE_HEADS;
+    for sparsity in [0.2, 0.35, 0.6] {
+        let keep = magnitude_keep(&m, sparsity, 8).unwrap();
+        for block in keep.encoder.iter().chain(&keep.decoder) {
+            let ffn = block.mlp.units.len();
+            assert_eq!(ffn % 8, 0, "FFN keeps {ffn} units");
+            let nearest = ((1.0 - sparsity) * FFN as f64 / 8.0).round() as usize * 8;
+            assert_eq!(ffn, nearest.max(8));
+            let heads = block.self_attn.units.len();
+            assert_eq!((heads * hd) % 8, 0, "{heads} heads of width {hd}");
+        }
+    }
 }
 
 #[test]

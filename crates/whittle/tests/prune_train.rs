@@ -61,6 +61,9 @@ fn the_lagrangian_meets_the_target_and_extraction_computes_the_gated_model() {
         // Only the decoder's modules are gated: the encoder keeps every unit.
         ("under = \"model.decoder.\"", 0.4..0.65),
         ("gate_modules = true\ngate_layers = true", 0.1..0.6),
+        // Widths in whole multiples of 8 features: FFN units in blocks of 8, 4-wide heads in
+        // pairs.
+        ("align = 8", 0.3..0.7),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let steps = 150;
@@ -95,6 +98,18 @@ fn the_lagrangian_meets_the_target_and_extraction_computes_the_gated_model() {
             "the model holds {after} of {before} prunable parameters, the report says {sparsity}"
         );
         assert!(shipped.config.layer_shapes.is_some());
+        if gates.contains("align") {
+            let shapes = shipped.config.layer_shapes.as_ref().unwrap();
+            for b in shapes.encoder.iter().chain(&shapes.decoder) {
+                assert_eq!(b.ffn_dim % 8, 0, "FFN width {} not aligned", b.ffn_dim);
+                assert_eq!(
+                    b.self_attention_heads % 2,
+                    0,
+                    "{} heads not aligned",
+                    b.self_attention_heads
+                );
+            }
+        }
         if gates.contains("model.decoder.") {
             let shapes = shipped.config.layer_shapes.as_ref().unwrap();
             assert!(shapes
@@ -147,7 +162,7 @@ fn the_fine_tune_of_a_pruned_student_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let ex = examples(dir.path(), 5);
     let mut student = teacher();
-    let keep = magnitude_keep(&student, 0.5).unwrap();
+    let keep = magnitude_keep(&student, 0.5, 1).unwrap();
     prune_whisper(&mut student, &keep).unwrap();
     let recipe = Recipe::parse(
         &format!("name = \"ft\"\nmethod = \"distill\"\n[quant]\n{TRAIN}"),
@@ -213,7 +228,7 @@ fn a_pruned_student_distils_from_the_unpruned_teacher() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = teacher();
     let mut student = teacher.clone();
-    let keep = magnitude_keep(&student, 0.5).unwrap();
+    let keep = magnitude_keep(&student, 0.5, 1).unwrap();
     prune_whisper(&mut student, &keep).unwrap();
     let shapes = student.shape_summary();
     let steps = 30;

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::models::whisper::{AttentionModule, Block, BlockShape, FeedForward, Whisper};
 use crate::models::Layers;
+use crate::nn::gate::{aligned_count, unit_multiple};
 use crate::nn::{Linear, Weight};
 
 /// A unit (head or FFN unit) kept, with the scale folded into the output matrix.
@@ -396,13 +397,16 @@ fn top_indices(scores: &[f32], keep: usize) -> Vec<usize> {
 }
 
 /// The magnitude baseline on any family: every prunable module ([`Layers::prunable_modules`])
-/// keeps `round((1 - sparsity) * units)` of its units (at least one), those of largest
+/// keeps `round((1 - sparsity) * units)` of its units (at least one; with `align` > 1 the
+/// nearest count whose width is a whole multiple of `align` features, at least one such
+/// block), those of largest
 /// `||V[u]|| * ||O[:, u]||` (Frobenius norms of the unit's rows of the value matrix and columns
 /// of the output matrix; see the module docs). No module or layer is removed, so the prunable
 /// sparsity is close to `sparsity` but not exact.
 pub fn magnitude_module_keep(
     model: &(impl Layers + ?Sized),
     sparsity: f64,
+    align: usize,
 ) -> Result<BTreeMap<String, ModuleKeep>> {
     if !(0.0..1.0).contains(&sparsity) {
         return Err(Error::config(
@@ -427,15 +431,19 @@ pub fn magnitude_module_keep(
             let v = slice_norms(&values, 0, n)?;
             let o = slice_norms(weight(&m.output)?, 1, n)?;
             let scores: Vec<f32> = v.iter().zip(&o).map(|(a, b)| a * b).collect();
-            let kept = (((1.0 - sparsity) * n as f64).round() as usize).clamp(1, n);
+            // The nearest whole multiple of `align` features, and at least one block.
+            let multiple = unit_multiple(align, m.unit_width);
+            let kept = aligned_count((1.0 - sparsity) * n as f64, n, multiple)
+                .max(multiple.min(n))
+                .max(1);
             Ok((m.name, ModuleKeep::hard(top_indices(&scores, kept))))
         })
         .collect()
 }
 
 /// [`magnitude_module_keep`] of a Whisper model, as the per-block keep list its keep files use.
-pub fn magnitude_keep(model: &Whisper, sparsity: f64) -> Result<StructureKeep> {
-    let modules = magnitude_module_keep(model, sparsity)?;
+pub fn magnitude_keep(model: &Whisper, sparsity: f64, align: usize) -> Result<StructureKeep> {
+    let modules = magnitude_module_keep(model, sparsity, align)?;
     let module = |path: String| modules.get(&path).cloned().unwrap_or_else(removed);
     let blocks = |part: &str, n: usize| -> Vec<BlockKeep> {
         (0..n)

@@ -55,17 +55,74 @@ pub fn sample_gates(log_alpha: &Tensor, noise: &Tensor) -> candle_core::Result<T
         .minimum(1.0)
 }
 
+/// How many of `n` units to keep for an expected count `expected`, in whole multiples of
+/// `multiple` (the nearest multiple, at most `n`; `multiple` <= 1, or above `n`: the nearest
+/// count).
+pub fn aligned_count(expected: f64, n: usize, multiple: usize) -> usize {
+    if multiple <= 1 || multiple > n {
+        return (expected.max(0.0).round() as usize).min(n);
+    }
+    let blocks = (expected.max(0.0) / multiple as f64).round() as usize;
+    (blocks * multiple).min(n)
+}
+
+/// Units per kept block so that `units x unit_width` features are a multiple of `align`
+/// features (1 when `align` <= 1).
+pub fn unit_multiple(align: usize, unit_width: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    if align <= 1 {
+        return 1;
+    }
+    align / gcd(align, unit_width.max(1))
+}
+
 /// The deterministic gates of one group: keep `round(sum P(z != 0))` units, those of largest
 /// `log_alpha` (ties: lower index), at their clipped mean value; 0 for the others.
 pub fn deterministic_gates(log_alpha: &[f32]) -> Vec<f32> {
-    let expected: f32 = log_alpha.iter().map(|&a| keep_probability_of(a)).sum();
-    let keep = (expected.round() as usize).min(log_alpha.len());
+    deterministic_gates_in_multiples(log_alpha, 1)
+}
+
+/// [`deterministic_gates`] keeping a whole multiple of `multiple` units
+/// ([`aligned_count`] of the expected count).
+pub fn deterministic_gates_in_multiples(log_alpha: &[f32], multiple: usize) -> Vec<f32> {
+    kept_gates(log_alpha, multiple)
+        .into_iter()
+        .map(|v| v.unwrap_or(0.0))
+        .collect()
+}
+
+/// The units [`deterministic_gates_in_multiples`] keeps, with their values (`None`: removed).
+/// With `multiple` > 1 a kept unit may hold 0 (its mean gate is clamped): it stays, as a zero,
+/// so the kept width remains a whole multiple; with `multiple` 1 such a unit is removed.
+pub fn kept_gates(log_alpha: &[f32], multiple: usize) -> Vec<Option<f32>> {
+    let values = ranked_gates(log_alpha, multiple);
+    let keep_zeros = multiple > 1;
+    values
+        .into_iter()
+        .map(|v| v.filter(|&z| z > 0.0 || keep_zeros))
+        .collect()
+}
+
+/// The `aligned_count` units of largest `log_alpha` with their clipped mean values.
+fn ranked_gates(log_alpha: &[f32], multiple: usize) -> Vec<Option<f32>> {
+    let expected: f64 = log_alpha
+        .iter()
+        .map(|&a| f64::from(keep_probability_of(a)))
+        .sum();
+    let keep = aligned_count(expected, log_alpha.len(), multiple);
     let mut order: Vec<usize> = (0..log_alpha.len()).collect();
     order.sort_by(|&a, &b| log_alpha[b].total_cmp(&log_alpha[a]).then(a.cmp(&b)));
-    let mut values = vec![0f32; log_alpha.len()];
+    let mut values = vec![None; log_alpha.len()];
     for &i in &order[..keep] {
         let mean = 1.0 / (1.0 + (-(log_alpha[i] as f64)).exp());
-        values[i] = (mean * (STRETCH_HIGH - STRETCH_LOW) + STRETCH_LOW).clamp(0.0, 1.0) as f32;
+        values[i] =
+            Some((mean * (STRETCH_HIGH - STRETCH_LOW) + STRETCH_LOW).clamp(0.0, 1.0) as f32);
     }
     values
 }
@@ -78,6 +135,8 @@ pub struct Gate {
     pub log_alpha: Var,
     /// Uniform noise `[n]` for the current step, or `None`.
     pub noise: Option<Tensor>,
+    /// The deterministic gates keep a whole multiple of this many units (1: any count).
+    pub multiple: usize,
 }
 
 impl Gate {
@@ -90,7 +149,28 @@ impl Gate {
         Ok(Self {
             log_alpha: Var::from_tensor(&Tensor::full(log_alpha as f32, n, device)?)?,
             noise: None,
+            multiple: 1,
         })
+    }
+
+    /// The deterministic gate values (0 for a removed unit).
+    pub fn deterministic(&self) -> candle_core::Result<Vec<f32>> {
+        let la = self
+            .log_alpha
+            .as_tensor()
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        Ok(deterministic_gates_in_multiples(&la, self.multiple))
+    }
+
+    /// The units extraction keeps, with their values ([`kept_gates`]).
+    pub fn kept(&self) -> candle_core::Result<Vec<Option<f32>>> {
+        let la = self
+            .log_alpha
+            .as_tensor()
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        Ok(kept_gates(&la, self.multiple))
     }
 
     /// The gate values `[n]`: sampled with the step's noise, or deterministic.
@@ -98,10 +178,7 @@ impl Gate {
         let la = self.log_alpha.as_tensor();
         match &self.noise {
             Some(noise) => sample_gates(la, noise),
-            None => {
-                let values = deterministic_gates(&la.to_dtype(DType::F32)?.to_vec1::<f32>()?);
-                Tensor::from_vec(values, la.dims(), la.device())
-            }
+            None => Tensor::from_vec(self.deterministic()?, la.dims(), la.device()),
         }
     }
 }
@@ -210,6 +287,27 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap()[0];
         assert!((from_tensor - p).abs() < 1e-6);
+    }
+
+    #[test]
+    fn aligned_counts_round_to_the_nearest_whole_multiple() {
+        assert_eq!(aligned_count(1228.8, 1536, 64), 1216);
+        assert_eq!(aligned_count(1250.0, 1536, 64), 1280);
+        assert_eq!(aligned_count(1228.8, 1536, 1), 1229);
+        assert_eq!(aligned_count(20.0, 1536, 64), 0);
+        assert_eq!(aligned_count(1530.0, 1536, 64), 1536);
+        // Fewer units than one block: the nearest count.
+        assert_eq!(aligned_count(7.4, 16, 64), 7);
+        assert_eq!(unit_multiple(64, 1), 64);
+        assert_eq!(unit_multiple(64, 64), 1);
+        assert_eq!(unit_multiple(64, 96), 2);
+        assert_eq!(unit_multiple(1, 1), 1);
+        let la: Vec<f32> = (0..256).map(|i| if i < 100 { 9.0 } else { -9.0 }).collect();
+        let kept = |m| kept_gates(&la, m).iter().filter(|z| z.is_some()).count();
+        assert_eq!((kept(1), kept(64), kept(32)), (100, 128, 96));
+        // The 28 units beyond the 100 likely ones are kept as zeros.
+        let values = deterministic_gates_in_multiples(&la, 64);
+        assert_eq!(values.iter().filter(|&&z| z > 0.0).count(), 100);
     }
 
     #[test]

@@ -76,7 +76,10 @@ impl LsqSpec {
         if let Some(g) = self.group {
             self.granularity().validate().map_err(|e| e.to_string())?;
             if !cols.is_multiple_of(self.group_len(cols)) {
-                return Err(format!("group {g} does not divide {cols} input features"));
+                return Err(format!(
+                    "group {g} does not divide {cols} input features (a pruned width? prune \
+                     with `--align {g}` or the recipe's `prune.align = {g}`)"
+                ));
             }
         }
         Ok(())

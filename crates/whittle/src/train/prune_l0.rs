@@ -53,7 +53,7 @@ use crate::compress::bitmap::LayerFormat;
 use crate::compress::prune::{KeptUnit, ModuleKeep};
 use crate::error::{Error, Result};
 use crate::models::{LayerRole, Layers, PrunableModule, UnitKind};
-use crate::nn::gate::{deterministic_gates, keep_probability, Gate, GatedWeight};
+use crate::nn::gate::{deterministic_gates, keep_probability, unit_multiple, Gate, GatedWeight};
 use crate::nn::Weight;
 
 /// Name of the sparsity term in step reports (its value is `s - t`).
@@ -156,15 +156,17 @@ impl PruneL0 {
         let mut out = BTreeMap::new();
         for (m, g) in self.modules.iter().zip(self.gated(model)?) {
             let branch = first(&g.module)? * first(&g.layer)?;
-            let units = deterministic_gates(&g.units.log_alpha.as_tensor().to_vec1::<f32>()?);
-            let kept: Vec<KeptUnit> = if branch == 0.0 {
+            let units = g.units.kept()?;
+            // A module whose kept units are all 0 is removed, bias included, as the
+            // deterministic gated forward removes it.
+            let all_zero = units.iter().flatten().all(|&z| z == 0.0);
+            let kept: Vec<KeptUnit> = if branch == 0.0 || all_zero {
                 Vec::new()
             } else {
                 units
                     .iter()
                     .enumerate()
-                    .filter(|(_, &z)| z > 0.0)
-                    .map(|(index, &scale)| KeptUnit { index, scale })
+                    .filter_map(|(index, z)| z.map(|scale| KeptUnit { index, scale }))
                     .collect()
             };
             out.insert(
@@ -293,7 +295,8 @@ impl CompressionMethod for PruneL0 {
                 continue;
             };
             let device = w.device();
-            let units = Gate::new(m.units, r.init_log_alpha, device)?;
+            let mut units = Gate::new(m.units, r.init_log_alpha, device)?;
+            units.multiple = unit_multiple(r.align, m.unit_width);
             gate_params.push(MethodParam {
                 name: format!("{}.unit_gates", m.name),
                 var: units.log_alpha.clone(),

@@ -256,6 +256,12 @@ pub struct PruneRecipe {
     /// Gradient-ascent rate of the quadratic multiplier `lambda2` (on `(s - t)^2`).
     #[serde(default = "default_lr_lambda2")]
     pub lr_lambda2: f64,
+    /// Extraction keeps each module's width (kept units x unit width) a multiple of this many
+    /// features, rounding the expected count to the nearest such multiple (1: the expected
+    /// count itself). 64 keeps pruned FFN widths divisible by the quantizers' group of 64, so
+    /// the pruned model can be trained by group-wise QAT or mixed precision.
+    #[serde(default = "one")]
+    pub align: usize,
 }
 
 /// Quantized training by ADMM (`method = "admm"`, see `train::admm`): the float weights `W`
@@ -758,6 +764,12 @@ impl Recipe {
             positive("prune.lr_gates", p.lr_gates)?;
             positive("prune.lr_lambda1", p.lr_lambda1)?;
             positive("prune.lr_lambda2", p.lr_lambda2)?;
+            if p.align == 0 {
+                return fail(
+                    "prune.align",
+                    "must be at least 1 (1: keep the expected count)".into(),
+                );
+            }
         }
         if let Some(a) = &self.augment {
             let probability = |field: &str, v: f64| {
