@@ -82,22 +82,12 @@ else
     echo "$now" >"$OUT/assets.sha256"
 fi
 
-# Time a command into OUT/NAME.seconds and OUT/NAME.cpu-seconds (scripts/table_common.sh).
-timed() { # name command...
-    local name=$1 start
-    shift
-    start=$(date +%s.%N)
-    python3 -c 'import resource, subprocess, sys
-rc = subprocess.call(sys.argv[2:])
-used = resource.getrusage(resource.RUSAGE_CHILDREN)
-if rc == 0:
-    with open(sys.argv[1], "w") as f:
-        f.write(f"{used.ru_utime + used.ru_stime:.1f}\n")
-sys.exit(rc)' "$OUT/$name.cpu-seconds" "$@"
-    python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)" \
-        >"$OUT/$name.seconds"
-}
+# `timed`: a command's wall and CPU seconds into OUT/NAME.seconds and OUT/NAME.cpu-seconds.
+# shellcheck source=scripts/table_common.sh
+. "$ROOT/scripts/table_common.sh"
 
+# (table_common.sh's row_done counts speech evaluations; an LM row is done once every text is
+# scored.)
 row_done() { # row
     local t
     for t in "${TEXTS[@]}"; do [[ -f $OUT/$1/$t.json ]] || return 1; done
