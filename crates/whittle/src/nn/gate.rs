@@ -155,12 +155,7 @@ impl Gate {
 
     /// The deterministic gate values (0 for a removed unit).
     pub fn deterministic(&self) -> candle_core::Result<Vec<f32>> {
-        let la = self
-            .log_alpha
-            .as_tensor()
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?;
-        Ok(deterministic_gates_in_multiples(&la, self.multiple))
+        Ok(self.kept()?.into_iter().map(|v| v.unwrap_or(0.0)).collect())
     }
 
     /// The units extraction keeps, with their values ([`kept_gates`]).
