@@ -7,13 +7,15 @@
 #   synth-test-other  40 min held-out sentences, the same natural voices plus two held-out
 #                             espeak-ng voices (en-us+klatt, en-gb+m7), noise at 12-24 dB SNR on
 #                             every utterance and reverb (RT60 0.2-0.5 s) on half of them
+#   synth-dev-other   15 min dev sentences, eight held-out espeak-ng voices (in no other split):
+#                             the selection set of the training protocols
 # plus .assets/data/leak-check.txt (Sense and Sensibility chapter 1, kept out of every split) and
 # .assets/data/splits.json: words, hours and voices per split, and the check that test voices
 # (by recorded speaker) and test sentences are disjoint from train/dev and that each test split has
 # at least 6,000 reference words. The build fails when that check fails.
 #
 # Sizes and seed come from the environment: TRAIN_HOURS DEV_HOURS TEST_CLEAN_HOURS
-# TEST_OTHER_HOURS SEED JOBS OUT; extra arguments go to `whittle corpus splits` (e.g.
+# TEST_OTHER_HOURS DEV_OTHER_HOURS SEED JOBS OUT; extra arguments go to `whittle corpus splits` (e.g.
 # --only synth-test-clean). An interrupted build resumes where it stopped; a finished split is
 # reused as is. Same seed and same engine versions give identical files.
 #
@@ -29,6 +31,7 @@ TRAIN_HOURS="${TRAIN_HOURS:-2}"
 DEV_HOURS="${DEV_HOURS:-0.25}"
 TEST_CLEAN_HOURS="${TEST_CLEAN_HOURS:-0.6666666667}"
 TEST_OTHER_HOURS="${TEST_OTHER_HOURS:-0.6666666667}"
+DEV_OTHER_HOURS="${DEV_OTHER_HOURS:-0.25}"
 SEED="${SEED:-0}"
 JOBS="${JOBS:-0}"
 
@@ -51,6 +54,7 @@ target/release/whittle corpus splits \
     --dev-hours "$DEV_HOURS" \
     --test-clean-hours "$TEST_CLEAN_HOURS" \
     --test-other-hours "$TEST_OTHER_HOURS" \
+    --dev-other-hours "$DEV_OTHER_HOURS" \
     --seed "$SEED" \
     --jobs "$JOBS" \
     "$@"

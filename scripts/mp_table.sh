@@ -10,7 +10,7 @@
 # (that folder is committed, without its .whittle files and work folders: see
 # scripts/table_common.sh), and a compression whose work folder holds a checkpoint continues with
 # --resume. Selection (the best
-# dev checkpoint) uses synth-dev only; the test sets are never used to choose anything.
+# dev checkpoint) uses DEV_SET only; the test sets are never used to choose anything.
 #
 # Usage: scripts/mp_table.sh [--no-build] [--no-table] [tiny.en|base]
 # Environment:
@@ -25,6 +25,10 @@
 #                                 scoring at the end)
 #   TRAIN_LIMIT                   use only the first N training utterances (smoke runs)
 #   SENS_UTTERANCES (16)          training utterances for the KL sensitivity of stage A
+#   DEV_SET (synth-dev-other)     the selection set: dev sentences in voices held out from
+#                                 training (synth-dev, in the training voices, rewarded adapting
+#                                 to them: docs/evaluation.md)
+#   DEV_LIMIT (80)                dev utterances scored at each evaluation (spread over DEV_SET)
 #   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
 #   WHITTLE_BIN                   the whittle binary (default target/release/whittle)
 # Needs scripts/setup.sh and scripts/make_splits.sh.
@@ -56,9 +60,11 @@ die() { echo "mp_table.sh: $*" >&2; exit 1; }
 ((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]] && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
 SRC=$ASSETS/models/whisper-$MODEL
 TRAIN=$ASSETS/data/synth-train/manifest.jsonl
-DEV=$ASSETS/data/synth-dev/manifest.jsonl
+DEV_SET=${DEV_SET:-synth-dev-other}
+DEV_LIMIT=${DEV_LIMIT:-80}
+DEV=$ASSETS/data/$DEV_SET/manifest.jsonl
 [[ -f $SRC/model.bin ]] || die "no model at $SRC: run scripts/setup.sh"
-[[ -f $TRAIN && -f $DEV ]] || die "no synth-train/synth-dev: run scripts/make_splits.sh"
+[[ -f $TRAIN && -f $DEV ]] || die "no synth-train/$DEV_SET: run scripts/make_splits.sh"
 # shellcheck source=scripts/table_common.sh
 . "$ROOT/scripts/table_common.sh"
 check_sets
@@ -70,16 +76,14 @@ if [[ -z ${ROWS:-} ]]; then
     for x in $BUDGETS; do ROWS+="onestage-b$x twostage-b$x gptq-b$x "; done
 fi
 
-# A recipe with the step override applied.
+# A recipe with the dev limit and the step override applied.
 recipe() { # source-recipe output
+    local args=(-e "s/^dev_limit = .*/dev_limit = $DEV_LIMIT/")
     if [[ -n ${STEPS:-} ]]; then
-        local warm=$((STEPS / 10))
-        sed -e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $warm/" \
-            -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/" \
-            "$1" >"$2"
-    else
-        cp "$1" "$2"
+        args+=(-e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $((STEPS / 10))/"
+            -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/")
     fi
+    sed "${args[@]}" "$1" >"$2"
 }
 
 compress() { # name recipe [extra args]

@@ -18,7 +18,7 @@
 # Resumable: finished rows and evaluations under results/prune-table/<model>/ are reused (that
 # folder is committed, without its .whittle files and work folders: see scripts/table_common.sh),
 # and a compression whose work folder holds a checkpoint continues with --resume. Selection (the best
-# dev checkpoint) uses synth-dev only; the test sets are never used to choose anything.
+# dev checkpoint) uses DEV_SET only; the test sets are never used to choose anything.
 #
 # Usage: scripts/prune_table.sh [--no-build] [--no-table] [tiny.en|base]
 # Environment:
@@ -28,6 +28,10 @@
 #   STEPS                            override schedule.steps of every recipe (smoke runs; the
 #                                    warm-up is capped at STEPS/10 and dev scoring at the end)
 #   TRAIN_LIMIT                      use only the first N training utterances (smoke runs)
+#   DEV_SET (synth-dev-other)        the selection set: dev sentences in voices held out from
+#                                    training (synth-dev, in the training voices, rewarded adapting
+#                                    to them: docs/evaluation.md)
+#   DEV_LIMIT (80)                   dev utterances scored at each evaluation (spread over DEV_SET)
 #   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
 #   PSEUDO_LABELS                    the teacher's pseudo-label cache (default: the MP table's, so
 #                                    the two protocols label the training set once)
@@ -61,9 +65,11 @@ die() { echo "prune_table.sh: $*" >&2; exit 1; }
 ((BUILD)) && [[ -z ${WHITTLE_BIN:-} ]] && { cargo build --release -q -p whittle-cli || die "cargo build failed"; }
 SRC=$ASSETS/models/whisper-$MODEL
 TRAIN=$ASSETS/data/synth-train/manifest.jsonl
-DEV=$ASSETS/data/synth-dev/manifest.jsonl
+DEV_SET=${DEV_SET:-synth-dev-other}
+DEV_LIMIT=${DEV_LIMIT:-80}
+DEV=$ASSETS/data/$DEV_SET/manifest.jsonl
 [[ -f $SRC/model.bin ]] || die "no model at $SRC: run scripts/setup.sh"
-[[ -f $TRAIN && -f $DEV ]] || die "no synth-train/synth-dev: run scripts/make_splits.sh"
+[[ -f $TRAIN && -f $DEV ]] || die "no synth-train/$DEV_SET: run scripts/make_splits.sh"
 # shellcheck source=scripts/table_common.sh
 . "$ROOT/scripts/table_common.sh"
 check_sets
@@ -74,15 +80,15 @@ if [[ -z ${ROWS:-} ]]; then
     for s in $SPARSITIES; do ROWS+="mag-$s l0-$s "; done
 fi
 
-# A recipe with the step override (and, for the gates, the target) applied.
+# A recipe with the dev limit, the step override and (for the gates) the target applied.
 recipe() { # source-recipe output [target]
-    local args=()
+    local args=(-e "s/^dev_limit = .*/dev_limit = $DEV_LIMIT/")
     if [[ -n ${STEPS:-} ]]; then
         args+=(-e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $((STEPS / 10))/"
             -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/")
     fi
     [[ -n ${3:-} ]] && args+=(-e "s/^target_sparsity = .*/target_sparsity = $3/")
-    if ((${#args[@]})); then sed "${args[@]}" "$1" >"$2"; else cp "$1" "$2"; fi
+    sed "${args[@]}" "$1" >"$2"
 }
 
 compress() { # name model recipe [extra args]

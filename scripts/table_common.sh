@@ -1,5 +1,5 @@
 # Shared by scripts/mp_table.sh and scripts/prune_table.sh, sourced once they have set ASSETS,
-# OUT, SETS, WHITTLE, THREADS and BATCH and defined `die`: the test sets' manifests, timing of a
+# OUT, SETS, DEV, WHITTLE, THREADS and BATCH and defined `die`: the test sets' manifests, timing of a
 # command, evaluation of a row on every set, and the check that results kept from another machine
 # were made on the same model and audio. (scripts/lm_table.sh sources it for `timed` alone.)
 #
@@ -67,7 +67,7 @@ row_done() { # name
 # evaluations and pseudo-labels would describe other data.
 check_assets() { # model-folder
     local now
-    now=$(ASSETS=$ASSETS python3 - "$1" "$ASSETS/data/synth-train/manifest.jsonl" "$ASSETS/data/synth-dev/manifest.jsonl" \
+    now=$(ASSETS=$ASSETS python3 - "$1" "$ASSETS/data/synth-train/manifest.jsonl" "$DEV" \
         "${SETS[@]/#/set:}" <<'PY'
 import hashlib, json, os, sys
 assets = os.environ["ASSETS"]

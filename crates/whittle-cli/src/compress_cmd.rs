@@ -431,7 +431,7 @@ pub fn compress(args: CompressArgs) -> Result<()> {
     }
     let mut dev = load(&args.dev)?;
     if let Some(n) = recipe.train.dev_limit {
-        dev.truncate(n);
+        dev = whittle::data::evenly_spaced(dev, n);
     }
     if let Some(u) = dev.iter().find(|u| u.text.is_none()) {
         bail!(

@@ -148,6 +148,9 @@ pub struct SplitsArgs {
     /// Hours of synth-test-other.
     #[arg(long, default_value_t = SplitSizes::default().test_other)]
     test_other_hours: f64,
+    /// Hours of synth-dev-other (dev sentences, held-out voices: the selection set).
+    #[arg(long, default_value_t = SplitSizes::default().dev_other)]
+    dev_other_hours: f64,
     /// Base seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -304,6 +307,7 @@ fn splits(args: SplitsArgs) -> Result<()> {
         dev: args.dev_hours,
         test_clean: args.test_clean_hours,
         test_other: args.test_other_hours,
+        dev_other: args.dev_other_hours,
     };
     let bar = Bar::new();
     let reports = build_standard_splits(

@@ -2,7 +2,8 @@
 //! `<root>/splits.json` beside them.
 //!
 //! For every split it records utterances, hours, reference words and voices. For every test split
-//! (`synth-test-*`) against every training split (`synth-train`, `synth-dev`) it records:
+//! (`synth-test-*`) against every training split (`synth-train`, `synth-dev`, `synth-dev-other`),
+//! and for the held-out dev split `synth-dev-other` against `synth-train`, it records:
 //! - voices shared, by *speaker identity*: flite and festival voices built from the same recorded
 //!   person are one speaker (`flite:kal`, `flite:kal16` and `festival:kal` are all `kal`;
 //!   `festival:slt-hts` and `flite:slt` are both `slt`), while each espeak-ng accent+variant and
@@ -48,7 +49,7 @@ pub struct SplitTotals {
 /// What one test split shares with one training split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Overlap {
-    /// The test split.
+    /// The test split (or the held-out dev split).
     pub test: String,
     /// The training split.
     pub training: String,
@@ -102,7 +103,18 @@ fn is_test(name: &str) -> bool {
 }
 
 fn is_training(name: &str) -> bool {
-    name == "synth-train" || name == "synth-dev"
+    name == "synth-train" || name.starts_with("synth-dev")
+}
+
+/// The dev split whose voices are held out from training (selection on unseen voices).
+const HELD_OUT_DEV: &str = "synth-dev-other";
+
+/// Whether `held_out`'s speakers and sentences must be disjoint from `training`'s: every test split
+/// from every training split, and the held-out dev split from the training split (it shares the
+/// dev sentence pool with `synth-dev` by design).
+fn must_be_disjoint(held_out: &str, training: &str) -> bool {
+    (is_test(held_out) && is_training(training))
+        || (held_out == HELD_OUT_DEV && training == "synth-train")
 }
 
 /// The source sentence of an utterance: its `source` without a `.piece` suffix.
@@ -165,12 +177,13 @@ pub fn check_splits(root: &Path, leak_check: &[String]) -> Result<SplitsCheck> {
         }
     }
     let mut overlaps = Vec::new();
-    for (test, test_entries) in manifests.iter().filter(|(n, _)| is_test(n)) {
+    for (test, test_entries) in &manifests {
         let test_split = splits
             .iter()
             .find(|s| &s.name == test)
             .expect("listed above");
-        for (training, train_entries) in manifests.iter().filter(|(n, _)| is_training(n)) {
+        for (training, train_entries) in manifests.iter().filter(|(n, _)| must_be_disjoint(test, n))
+        {
             let train_split = splits
                 .iter()
                 .find(|s| &s.name == training)
@@ -348,5 +361,35 @@ mod tests {
         assert!(check.passed(), "{:?}", check.problems);
         write_splits_check(root, &check).unwrap();
         assert_eq!(read_splits_check(root).unwrap(), check);
+    }
+
+    #[test]
+    fn held_out_dev_must_not_share_training_voices_but_may_share_dev_sentences() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_split(
+            root,
+            "synth-train",
+            &[entry("1-1-1", "A B", "espeak-ng:en-us+m3", "emma/1/1/1")],
+        );
+        write_split(
+            root,
+            "synth-dev",
+            &[entry("1-1-1", "C D", "flite:awb", "emma/5/1/1")],
+        );
+        write_split(
+            root,
+            "synth-dev-other",
+            &[
+                entry("1-1-1", "C D", "espeak-ng:en-us+m6", "emma/5/1/1"),
+                entry("1-1-2", "E F", "espeak-ng:en-us+m3", "emma/5/1/2"),
+            ],
+        );
+        let check = check_splits(root, &[]).unwrap();
+        assert_eq!(check.problems.len(), 1, "{:?}", check.problems);
+        assert!(check.problems[0].contains("synth-dev-other shares speakers with synth-train"));
+        // Compared with synth-train only: the shared dev sentence is allowed.
+        assert_eq!(check.overlaps.len(), 1);
+        assert_eq!(check.overlaps[0].shared_sentences, 0);
     }
 }

@@ -21,6 +21,7 @@ fn published_test_splits_have_power_and_are_disjoint_from_training() {
         "synth-dev",
         "synth-test-clean",
         "synth-test-other",
+        "synth-dev-other",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
@@ -36,8 +37,8 @@ fn published_test_splits_have_power_and_are_disjoint_from_training() {
             split.words
         );
     }
-    // Each test split against each of train and dev.
-    assert_eq!(check.overlaps.len(), 4);
+    // Each test split against each of train, dev and dev-other, and dev-other against train.
+    assert_eq!(check.overlaps.len(), 7);
     for o in &check.overlaps {
         assert!(o.shared_speakers.is_empty(), "{o:?}");
         assert_eq!((o.shared_sentences, o.shared_transcripts), (0, 0), "{o:?}");

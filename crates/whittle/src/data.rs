@@ -181,6 +181,30 @@ pub fn librispeech(root: &Path) -> Result<Vec<Utterance>> {
     Ok(out)
 }
 
+/// `n` items spread evenly over `items` (every `len/n`-th, in order), or all of them when `n` is not
+/// smaller. A dev subset taken this way covers every voice of a manifest grouped by speaker, where
+/// its first `n` lines may hold only a few voices.
+pub fn evenly_spaced<T>(items: Vec<T>, n: usize) -> Vec<T> {
+    let len = items.len();
+    if n >= len {
+        return items;
+    }
+    let mut next = 0;
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| {
+            // Item i is taken when it is the first at or past the next chosen position.
+            let take = next < n && i * n >= next * len;
+            if take {
+                next += 1;
+            }
+            take
+        })
+        .map(|(_, item)| item)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +281,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("19-198-0001"));
+    }
+
+    #[test]
+    fn evenly_spaced_covers_the_whole_list() {
+        assert_eq!(evenly_spaced((0..10).collect(), 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(evenly_spaced((0..10).collect(), 3), vec![0, 4, 7]);
+        assert_eq!(evenly_spaced((0..4).collect(), 9), vec![0, 1, 2, 3]);
+        assert!(evenly_spaced((0..4).collect::<Vec<_>>(), 0).is_empty());
+        // 126 utterances of 8 voices in blocks: 40 of them reach every block.
+        let picked = evenly_spaced((0..126).collect::<Vec<usize>>(), 40);
+        assert_eq!(picked.len(), 40);
+        let blocks: std::collections::BTreeSet<usize> =
+            picked.iter().map(|i| i * 8 / 126).collect();
+        assert_eq!(blocks.len(), 8);
     }
 }

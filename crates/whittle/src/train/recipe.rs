@@ -613,7 +613,8 @@ pub struct TrainRecipe {
     /// Dev WER every this many optimizer steps (and at the end); 0 = only at the end.
     #[serde(default)]
     pub eval_every: usize,
-    /// Evaluate on the first N dev utterances only.
+    /// Evaluate on N dev utterances only, spread evenly over the dev set (so a manifest grouped by
+    /// voice keeps every voice).
     #[serde(default)]
     pub dev_limit: Option<usize>,
     /// Checkpoint every this many optimizer steps (and at the end).
