@@ -94,7 +94,7 @@ pub struct SynthArgs {
     /// Text: `austen`, `austen:emma,persuasion`, `austen-except:sensesensibility`, or a UTF-8 text file.
     #[arg(long, value_name = "SRC")]
     text: String,
-    /// Voices: a set (`A`, `clean`, `other`) or comma-separated `engine:voice` specs such as
+    /// Voices: a set (`A`, `clean`, `other`, `dev-other`) or comma-separated `engine:voice` specs such as
     /// `flite:slt,espeak-ng:en-gb-scotland+f2,festival:slt-hts`.
     #[arg(long, value_name = "SET", default_value = "A")]
     voices: String,
