@@ -94,8 +94,8 @@ pub struct SynthArgs {
     /// Text: `austen`, `austen:emma,persuasion`, `austen-except:sensesensibility`, or a UTF-8 text file.
     #[arg(long, value_name = "SRC")]
     text: String,
-    /// Voices: a set (`A`, `clean`, `other`, `dev-other`) or comma-separated `engine:voice` specs such as
-    /// `flite:slt,espeak-ng:en-gb-scotland+f2,festival:slt-hts`.
+    /// Voices: a set (`A`, `clean`, `other`, `dev-other`) or comma-separated `engine:voice` specs
+    /// such as `flite:slt,espeak-ng:en-gb-scotland+f2,festival:slt-hts`.
     #[arg(long, value_name = "SET", default_value = "A")]
     voices: String,
     /// Hours of audio to produce.
