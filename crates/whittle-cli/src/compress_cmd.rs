@@ -325,7 +325,13 @@ impl TrainObserver for BarObserver {
             "step {}: {}{}",
             r.step,
             r.score.describe(),
-            if r.best { " best" } else { "" }
+            if r.best {
+                " best"
+            } else if !r.eligible {
+                " (before the target: not eligible)"
+            } else {
+                ""
+            }
         ));
     }
     fn on_dev_progress(&mut self, done: usize, total: usize) {

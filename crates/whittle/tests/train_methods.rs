@@ -44,6 +44,8 @@ struct Recording {
     calls: Rc<RefCell<Calls>>,
     history: f64,
     penalised: Option<candle_core::Var>,
+    /// `ready_to_ship` from this many steps done.
+    ready_from: usize,
 }
 
 impl CompressionMethod for Recording {
@@ -93,6 +95,9 @@ impl CompressionMethod for Recording {
         self.calls.borrow_mut().extract += 1;
         self.inner.extract(shipped)
     }
+    fn ready_to_ship(&self, steps_done: usize) -> bool {
+        steps_done >= self.ready_from
+    }
 }
 
 fn uniform_recipe() -> Recipe {
@@ -116,6 +121,7 @@ fn recording_trainer(ex: &[TrainExample]) -> (Trainer, Rc<RefCell<Calls>>) {
         calls: calls.clone(),
         history: 0.0,
         penalised: None,
+        ready_from: 0,
     };
     let trainer = Trainer::with_method(
         uniform_recipe(),
@@ -562,6 +568,119 @@ fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
 /// architecture search): a large `beta` drives every layer to the narrowest candidate, a tiny
 /// one leaves the task loss in charge; the price term is `beta sum_l sum_n a_n sqrt(n)`; the
 /// shipped recipe parses, and a budget is refused with it.
+/// A dev result from before the method's schedule reached its target (a sparsity ramp, say) is
+/// scored and logged but never kept as the best: only eligible results, and the last step, may
+/// choose the parameters that ship.
+#[test]
+fn dev_results_before_the_target_are_not_kept_as_best() {
+    use whittle::data::Utterance;
+    use whittle::train::DevSet;
+    let dir = tempfile::tempdir().unwrap();
+    let ex = examples(dir.path(), 4);
+    let dev = || DevSet {
+        utterances: ex
+            .iter()
+            .map(|e| Utterance {
+                id: e.id.clone(),
+                audio: e.audio.clone(),
+                text: Some("w1 w2".into()),
+            })
+            .collect(),
+        normalizer: whittle::text::normalize::EnglishNormalizer::without_spellings(),
+        tokenizer: WhisperTokenizer::from_json(&tokenizer_json(), "tiny").unwrap(),
+    };
+    let recipe = || {
+        Recipe::parse(
+            &format!(
+                "name = \"ready\"\n[quant]\nbits = 3\n{}",
+                TRAIN.replace("seed = 7\n", "seed = 7\neval_every = 2\n")
+            ),
+            "test",
+        )
+        .unwrap()
+    };
+    let run = |ready_from: usize, name: &str| {
+        let method = Recording {
+            inner: UniformLsq::uniform(
+                LsqSpec {
+                    bits: 3,
+                    group: None,
+                },
+                StepInit::Lsq,
+            ),
+            calls: Rc::new(RefCell::new(Calls::default())),
+            history: 0.0,
+            penalised: None,
+            ready_from,
+        };
+        let work = dir.path().join(name);
+        let mut trainer = Trainer::with_method(
+            recipe(),
+            Box::new(method),
+            teacher(),
+            ex.clone(),
+            prompt(),
+            Some(dev()),
+        )
+        .unwrap();
+        trainer.run(&work, None, &mut Silent).unwrap();
+        let devs: Vec<(u64, f64, bool, bool)> = std::fs::read_to_string(work.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "dev")
+            .map(|v| {
+                let r = &v["report"];
+                (
+                    r["step"].as_u64().unwrap(),
+                    r["score"]["wer"].as_f64().unwrap(),
+                    r["eligible"].as_bool().unwrap(),
+                    r["best"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        (trainer.state.best.expect("a best dev result"), devs)
+    };
+    // Eligible from step 6: steps 2 and 4 are scored, never best.
+    let (best, devs) = run(6, "late");
+    assert_eq!(
+        devs.iter().map(|d| (d.0, d.2)).collect::<Vec<_>>(),
+        vec![(2, false), (4, false), (6, true), (7, true)]
+    );
+    assert!(devs[..2].iter().all(|d| !d.3));
+    let want = if devs[3].1 < devs[2].1 {
+        devs[3]
+    } else {
+        devs[2]
+    };
+    assert_eq!((best.step as u64, best.score), (want.0, want.1));
+    // Never eligible: the last step is kept all the same.
+    let (best, devs) = run(usize::MAX, "never");
+    assert_eq!(best.step, 7);
+    assert!(devs.last().unwrap().3);
+    assert!(devs[..3].iter().all(|d| !d.2 && !d.3));
+}
+
+/// The shipped ramped recipes are eligible for selection only once their ramp has finished: the
+/// L0 gates after the target warm-up (half of 500 steps), hyperspherical ternary after its
+/// sparsity ramp (60 % of 300 steps); mixed precision, whose extraction always fits the budget,
+/// from the start.
+#[test]
+fn ramped_methods_are_ready_to_ship_after_their_ramps() {
+    let recipes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let method = |file: &str| {
+        let recipe = Recipe::load(&recipes.join(file)).unwrap();
+        whittle::train::method::from_recipe(&recipe, None).unwrap()
+    };
+    let gates = method("prune-l0.toml");
+    assert!(!gates.ready_to_ship(100) && !gates.ready_to_ship(250));
+    assert!(gates.ready_to_ship(251) && gates.ready_to_ship(500));
+    let ternary = method("ternary-hq.toml");
+    assert!(!ternary.ready_to_ship(100) && !ternary.ready_to_ship(180));
+    assert!(ternary.ready_to_ship(181) && ternary.ready_to_ship(300));
+    assert!(method("mp-onestage.toml").ready_to_ship(1));
+}
+
 #[test]
 fn the_sqrt_bits_price_pulls_the_search_toward_narrow_widths() {
     let search = |beta: f64, steps: usize| {

@@ -14,7 +14,10 @@
 //!    [`CompressionMethod::state_tensors`] / [`CompressionMethod::restore_tensors`]: its own
 //!    state beyond the optimizer's parameters (plain data, and tensors), saved in every
 //!    checkpoint so a resumed run is bit-exact, and tensors with the best parameters;
-//! 6. [`CompressionMethod::extract`]: the packed model and the format of every layer.
+//! 6. [`CompressionMethod::extract`]: the packed model and the format of every layer;
+//! 7. [`CompressionMethod::ready_to_ship`]: whether its schedule has reached the compression the
+//!    recipe asks for, so that a dev result may choose the parameters that ship (a checkpoint
+//!    from a sparsity ramp's first half is better on dev because it is larger).
 //!
 //! Methods see the student only through [`Layers`] (its matrices with names and roles), so one
 //! method serves every model family.
@@ -220,6 +223,13 @@ pub trait CompressionMethod {
     /// Turn `shipped` (a copy of the trained student) into the model as it ships, in place:
     /// packed weights where the method quantized.
     fn extract(&self, shipped: &mut dyn Layers) -> Result<Extracted>;
+
+    /// Whether the student after `steps_done` optimizer steps is compressed as far as the recipe
+    /// asks (its ramps finished), so it may be kept as the best dev checkpoint. The last step is
+    /// always eligible; methods whose extraction always meets the target keep the default.
+    fn ready_to_ship(&self, _steps_done: usize) -> bool {
+        true
+    }
 }
 
 /// The method a recipe asks for. `bit_map` is the recipe's `quant.bit_map`, already read.

@@ -349,6 +349,11 @@ impl CompressionMethod for PruneL0 {
         }
     }
 
+    fn ready_to_ship(&self, steps_done: usize) -> bool {
+        // The last trained step (index steps_done - 1) held the full target.
+        self.target_at(steps_done.saturating_sub(1)) >= self.recipe.target_sparsity
+    }
+
     fn before_step(&mut self, student: &mut dyn Layers, step: usize) -> Result<()> {
         self.step = step;
         self.set_noise(student, Some(step))

@@ -139,6 +139,13 @@ impl CompressionMethod for TernaryHq {
         Ok(params)
     }
 
+    fn ready_to_ship(&self, steps_done: usize) -> bool {
+        // The last trained step (index steps_done - 1) held the full sparsity cap.
+        self.recipe
+            .sparsity_at(steps_done.saturating_sub(1), self.steps)
+            >= self.recipe.target_sparsity
+    }
+
     fn before_step(&mut self, student: &mut dyn Layers, step: usize) -> Result<()> {
         self.apply_cap(student, step)?;
         let every = self.recipe.reinit_every;

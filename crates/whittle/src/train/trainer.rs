@@ -345,8 +345,11 @@ pub struct DevReport {
     pub step: usize,
     /// The packed student's score.
     pub score: DevScore,
-    /// Whether it is the best so far.
+    /// Whether it is the best so far (among eligible results).
     pub best: bool,
+    /// Whether the method's schedule had reached its target here
+    /// ([`super::method::CompressionMethod::ready_to_ship`]); only then may it be the best.
+    pub eligible: bool,
 }
 
 /// Callbacks for progress display (the library draws nothing itself).
@@ -728,7 +731,8 @@ impl<M: TrainModel> Trainer<M> {
             let step = self.state.step;
             if (train.eval_every > 0 && step.is_multiple_of(train.eval_every)) || step == steps {
                 if let Some(score) = self.evaluate_dev(observer)? {
-                    let best = self.state.best.is_none_or(|b| score.value() < b.score);
+                    let eligible = step == steps || self.method.ready_to_ship(step);
+                    let best = eligible && self.state.best.is_none_or(|b| score.value() < b.score);
                     if best {
                         checkpoint::save_best(dir, &self.optimizer, self.method.as_ref())?;
                         self.state.best = Some(Best {
@@ -736,7 +740,12 @@ impl<M: TrainModel> Trainer<M> {
                             score: score.value(),
                         });
                     }
-                    let dev = DevReport { step, score, best };
+                    let dev = DevReport {
+                        step,
+                        score,
+                        best,
+                        eligible,
+                    };
                     append_metrics(
                         &dir.join(METRICS_FILE),
                         &serde_json::json!({ "kind": "dev", "report": dev }),
