@@ -497,19 +497,12 @@ fn a_settled_map_of_another_model_is_refused() {
     }
 }
 
-/// The dev path of a run: the extracted student is scored every `eval_every` steps and at the
-/// end, the best result is kept (state and `best.safetensors`), and `finish` restores exactly
-/// those parameters before extracting.
-#[test]
-fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
-    use whittle::data::Utterance;
-    use whittle::train::DevSet;
-    let dir = tempfile::tempdir().unwrap();
-    let ex = examples(dir.path(), 4);
-    let dev = DevSet {
+/// A dev set of the training clips, each transcribed `w1 w2`.
+fn dev_set(ex: &[TrainExample]) -> whittle::train::DevSet {
+    whittle::train::DevSet {
         utterances: ex
             .iter()
-            .map(|e| Utterance {
+            .map(|e| whittle::data::Utterance {
                 id: e.id.clone(),
                 audio: e.audio.clone(),
                 text: Some("w1 w2".into()),
@@ -517,7 +510,17 @@ fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
             .collect(),
         normalizer: whittle::text::normalize::EnglishNormalizer::without_spellings(),
         tokenizer: WhisperTokenizer::from_json(&tokenizer_json(), "tiny").unwrap(),
-    };
+    }
+}
+
+/// The dev path of a run: the extracted student is scored every `eval_every` steps and at the
+/// end, the best result is kept (state and `best.safetensors`), and `finish` restores exactly
+/// those parameters before extracting.
+#[test]
+fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = examples(dir.path(), 4);
+    let dev = dev_set(&ex);
     let recipe = Recipe::parse(
         &format!(
             "name = \"dev\"\n[quant]\nbits = 3\n{}",
@@ -573,22 +576,9 @@ fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
 /// choose the parameters that ship.
 #[test]
 fn dev_results_before_the_target_are_not_kept_as_best() {
-    use whittle::data::Utterance;
-    use whittle::train::DevSet;
     let dir = tempfile::tempdir().unwrap();
     let ex = examples(dir.path(), 4);
-    let dev = || DevSet {
-        utterances: ex
-            .iter()
-            .map(|e| Utterance {
-                id: e.id.clone(),
-                audio: e.audio.clone(),
-                text: Some("w1 w2".into()),
-            })
-            .collect(),
-        normalizer: whittle::text::normalize::EnglishNormalizer::without_spellings(),
-        tokenizer: WhisperTokenizer::from_json(&tokenizer_json(), "tiny").unwrap(),
-    };
+    let dev = || dev_set(&ex);
     let recipe = || {
         Recipe::parse(
             &format!(
