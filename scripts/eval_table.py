@@ -76,7 +76,9 @@ def label(row: str) -> tuple[str, str]:
     if kind in MP_ROWS and arg.startswith("b"):
         return f"budget {arg[1:]} stored bits", MP_ROWS[kind]
     if kind == "uniform" and arg.startswith("w"):
-        return f"W{arg[1:]} g64", "uniform LSQ QAT"
+        bits, _, embedding = arg[1:].partition("e")
+        fmt = f"W{bits} g64" + (f" + embedding W{embedding} g64" if embedding else "")
+        return fmt, "uniform LSQ QAT"
     fmt, _, method = row.rpartition("-")
     pretty = (fmt.upper().replace("G", " g").replace("TERNARY", "ternary g64 (1.6 bit)")
               .replace("E8", " + embedding W8 g64"))

@@ -15,9 +15,10 @@
 # Usage: scripts/mp_table.sh [--no-build] [--no-table] [tiny.en|base]
 # Environment:
 #   BUDGETS ("3.0 3.5 4.0 5.0")   average stored bits per quantized weight (codes + scales)
-#   UNIFORM_BITS ("8 6 5 4 3")    uniform QAT rows (group 64)
+#   UNIFORM_BITS ("8 6 5 4 3")    uniform QAT rows (group 64; `4e8` = W4 with the token embedding
+#                                 at W8, as the demo's file)
 #   ROWS                          rows to run, in order (default: every uniform, one-stage,
-#                                 two-stage and GPTQ row); names: uniform-wB, onestage-bX,
+#                                 two-stage and GPTQ row); names: uniform-wB[eE], onestage-bX,
 #                                 twostage-bX, gptq-bX (GPTQ of the two-stage map), pass2-bX (the
 #                                 one-stage map fine-tuned with the two-stage recipe; only if asked)
 #   STEPS                         override schedule.steps of every recipe (smoke runs; the
@@ -121,11 +122,18 @@ for row in $ROWS; do
     kind=${row%-*} arg=${row##*-}
     case $kind in
         uniform)
-            bits=${arg#w}
+            # wB: every linear layer at B bits, the embedding float; wBeE: the embedding at E bits too.
+            spec=${arg#w} embedding=()
+            bits=${spec%%e*}
             sed -e "s/^bits = .*/bits = $bits/" -e "s/^name = .*/name = \"uniform-qat-w$bits\"/" \
                 recipes/uniform-qat-w4.toml >"$OUT/$row.source.toml"
             recipe "$OUT/$row.source.toml" "$OUT/$row.recipe.toml"
-            compress "$row" "$OUT/$row.recipe.toml"
+            if [[ $spec == *e* ]]; then
+                printf 'default = { bits = %s, group = 64 }\n[layers]\n"decoder.embed_tokens" = { bits = %s, group = 64 }\n' \
+                    "$bits" "${spec#*e}" >"$OUT/$row.map.toml"
+                embedding=(--bit-map "$OUT/$row.map.toml")
+            fi
+            compress "$row" "$OUT/$row.recipe.toml" "${embedding[@]}"
             ;;
         onestage)
             budget=${arg#b}
