@@ -8,8 +8,8 @@
 //! | `synth-test-clean` | test-clean pool, all six novels | set `clean` (held out) | none |
 //! | `synth-test-other` | test-other pool, all six novels | set `other` (held out) | noise 12-24 dB, reverb on half |
 //!
-//! `synth-dev-other` is the selection set for training runs: its voices are in no other split, so it
-//! measures what a held-out evaluation measures (a compressed model that adapts to the training
+//! `synth-dev-other` is the selection set for training runs: its voices are in no other split, so
+//! it measures what a held-out evaluation measures (a compressed model that adapts to the training
 //! voices scores better on `synth-dev` and worse on unseen voices). It is built last, so adding it
 //! left the seeds, and therefore the audio, of the other four splits unchanged.
 //!
@@ -85,8 +85,8 @@ pub const VOICE_SET_DEV_OTHER: (&[&str], &[&str]) = (
     &[],
 );
 
-/// Resolves `--voices`: a set name (`A`, `clean`, `other`, `dev-other`) or comma-separated voice specs.
-/// Optional voices of a set are kept only when installed.
+/// Resolves `--voices`: a set name (`A`, `clean`, `other`, `dev-other`) or comma-separated voice
+/// specs. Optional voices of a set are kept only when installed.
 pub fn resolve_voices(spec: &str, paths: &EnginePaths) -> Result<Vec<Voice>> {
     let set = match spec {
         "A" | "a" => Some(VOICE_SET_A),
@@ -142,8 +142,8 @@ pub struct SplitSizes {
 }
 
 impl Default for SplitSizes {
-    /// 2 h train, 15 min for each dev split, 40 min for each test split: at about 10,500 words an hour, over
-    /// [`crate::split_check::MIN_TEST_WORDS`] reference words each.
+    /// 2 h train, 15 min for each dev split, 40 min for each test split: at about 10,500 words an
+    /// hour, over [`crate::split_check::MIN_TEST_WORDS`] reference words each.
     fn default() -> Self {
         SplitSizes {
             train: 2.0,

@@ -108,7 +108,8 @@ fn uniform_recipe() -> Recipe {
     .unwrap()
 }
 
-fn recording_trainer(ex: &[TrainExample]) -> (Trainer, Rc<RefCell<Calls>>) {
+/// A recording W3 method, ready to ship from `ready_from` steps done.
+fn recording(ready_from: usize) -> (Recording, Rc<RefCell<Calls>>) {
     let calls = Rc::new(RefCell::new(Calls::default()));
     let method = Recording {
         inner: UniformLsq::uniform(
@@ -121,8 +122,13 @@ fn recording_trainer(ex: &[TrainExample]) -> (Trainer, Rc<RefCell<Calls>>) {
         calls: calls.clone(),
         history: 0.0,
         penalised: None,
-        ready_from: 0,
+        ready_from,
     };
+    (method, calls)
+}
+
+fn recording_trainer(ex: &[TrainExample]) -> (Trainer, Rc<RefCell<Calls>>) {
+    let (method, calls) = recording(0);
     let trainer = Trainer::with_method(
         uniform_recipe(),
         Box::new(method),
@@ -567,10 +573,6 @@ fn dev_scoring_keeps_the_best_parameters_and_finish_restores_them() {
     }
 }
 
-/// The search variant (`objective = "sqrt-bits"`, the fixed size price of issue 13's
-/// architecture search): a large `beta` drives every layer to the narrowest candidate, a tiny
-/// one leaves the task loss in charge; the price term is `beta sum_l sum_n a_n sqrt(n)`; the
-/// shipped recipe parses, and a budget is refused with it.
 /// A dev result from before the method's schedule reached its target (a sparsity ramp, say) is
 /// scored and logged but never kept as the best: only eligible results, and the last step, may
 /// choose the parameters that ship.
@@ -590,19 +592,7 @@ fn dev_results_before_the_target_are_not_kept_as_best() {
         .unwrap()
     };
     let run = |ready_from: usize, name: &str| {
-        let method = Recording {
-            inner: UniformLsq::uniform(
-                LsqSpec {
-                    bits: 3,
-                    group: None,
-                },
-                StepInit::Lsq,
-            ),
-            calls: Rc::new(RefCell::new(Calls::default())),
-            history: 0.0,
-            penalised: None,
-            ready_from,
-        };
+        let (method, _) = recording(ready_from);
         let work = dir.path().join(name);
         let mut trainer = Trainer::with_method(
             recipe(),
@@ -671,6 +661,10 @@ fn ramped_methods_are_ready_to_ship_after_their_ramps() {
     assert!(method("mp-onestage.toml").ready_to_ship(1));
 }
 
+/// The search variant (`objective = "sqrt-bits"`, the fixed size price of issue 13's
+/// architecture search): a large `beta` drives every layer to the narrowest candidate, a tiny
+/// one leaves the task loss in charge; the price term is `beta sum_l sum_n a_n sqrt(n)`; the
+/// shipped recipe parses, and a budget is refused with it.
 #[test]
 fn the_sqrt_bits_price_pulls_the_search_toward_narrow_widths() {
     let search = |beta: f64, steps: usize| {
