@@ -9,7 +9,8 @@ use whittle::train::trainer::Trainer;
 use whittle::train::Recipe;
 
 const AUGMENT: &str = "[augment]\nnoise = [\"brown\", \"babble\"]\nnoise_prob = 1.0\n\
-                       snr_db = [5.0, 15.0]\nreverb_prob = 0.5\nrt60_s = [0.2, 0.4]\n";
+                       snr_db = [5.0, 15.0]\nreverb_prob = 0.5\nrt60_s = [0.2, 0.4]\n\
+                       speed_prob = 0.5\nspeed = [0.85, 1.15]\n";
 
 fn recipe(augment: &str) -> Recipe {
     Recipe::parse(
@@ -51,6 +52,9 @@ fn augment_settings_are_checked() {
         ("[augment]\nreverb_prob = -0.1\n", "augment.reverb_prob"),
         ("[augment]\nsnr_db = [30.0, 5.0]\n", "augment.snr_db"),
         ("[augment]\nrt60_s = [0.0, 0.5]\n", "augment.rt60_s"),
+        ("[augment]\nspeed_prob = 2.0\n", "augment.speed_prob"),
+        ("[augment]\nspeed = [1.2, 0.8]\n", "augment.speed"),
+        ("[augment]\nspeed = [0.1, 1.0]\n", "augment.speed"),
         ("[augment]\nnoise = []\n", "augment.noise"),
         ("[augment]\nnoise = [\"purple\"]\n", "purple"),
         ("[augment]\ngain = 2.0\n", "gain"),

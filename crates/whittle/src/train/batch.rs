@@ -97,7 +97,10 @@ pub fn load_batch_samples(examples: &[&TrainExample]) -> Result<Vec<Vec<f32>>> {
         .map(|e| load_samples(&e.audio, &e.id))
         .collect::<Result<_>>()?;
     let augmentations: Vec<_> = examples.iter().map(|e| e.augmentation.as_ref()).collect();
-    super::augment::augment_batch(&mut clips, &augmentations);
+    super::augment::augment_batch(&mut clips, &augmentations).map_err(|(i, e)| Error::Dataset {
+        path: examples[i].audio.clone(),
+        reason: format!("utterance `{}`: augmentation failed: {e}", examples[i].id),
+    })?;
     Ok(clips)
 }
 

@@ -310,9 +310,10 @@ pub enum AdmmWStep {
 }
 
 /// Training-time audio augmentation (`[augment]`, see `train::augment`): each time a training
-/// utterance is drawn it may get reverb, then additive noise, both drawn from the recipe's seed,
-/// the step and its place in the batch, so a resumed run draws the same. Teacher and student see
-/// the same augmented audio; dev scoring, pseudo-labels and calibration use the clean audio.
+/// utterance is drawn it may be sped up or slowed down, then get reverb, then additive noise, all
+/// drawn from the recipe's seed, the step and its place in the batch, so a resumed run draws the
+/// same. Teacher and student see the same augmented audio; dev scoring, pseudo-labels and
+/// calibration use the clean audio.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentRecipe {
@@ -332,6 +333,13 @@ pub struct AugmentRecipe {
     /// Reverberation time range in seconds, drawn uniformly.
     #[serde(default = "default_rt60_s")]
     pub rt60_s: [f64; 2],
+    /// Probability that an utterance is speed-perturbed (tempo and pitch together, as played
+    /// faster or slower); 0, the default, draws nothing and leaves older recipes' draws as they were.
+    #[serde(default)]
+    pub speed_prob: f64,
+    /// Speed factor range, drawn uniformly and rounded to 0.01 (1.1 is 10 % faster and shorter).
+    #[serde(default = "default_speed")]
+    pub speed: [f64; 2],
 }
 
 /// A kind of training noise.
@@ -362,6 +370,9 @@ fn default_reverb_prob() -> f64 {
 }
 fn default_rt60_s() -> [f64; 2] {
     [0.1, 0.7]
+}
+fn default_speed() -> [f64; 2] {
+    [0.9, 1.1]
 }
 
 /// How the ADMM G-step fits the grid's scale.
@@ -782,6 +793,14 @@ impl Recipe {
             };
             probability("augment.noise_prob", a.noise_prob)?;
             probability("augment.reverb_prob", a.reverb_prob)?;
+            probability("augment.speed_prob", a.speed_prob)?;
+            let [lo, hi] = a.speed;
+            if !(lo.is_finite() && hi.is_finite() && 0.5 <= lo && lo <= hi && hi <= 2.0) {
+                return fail(
+                    "augment.speed",
+                    format!("[{lo}, {hi}] is not a range of speed factors in [0.5, 2]"),
+                );
+            }
             if a.noise_prob > 0.0 && a.noise.is_empty() {
                 return fail(
                     "augment.noise",
