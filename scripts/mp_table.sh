@@ -30,6 +30,9 @@
 #                                 training (synth-dev, in the training voices, rewarded adapting
 #                                 to them: docs/evaluation.md)
 #   DEV_LIMIT (80)                dev utterances scored at each evaluation (spread over DEV_SET)
+#   SPEED_PROB                    speed perturbation in every recipe's [augment] at this
+#                                 probability (docs/augmentation.md): another protocol, so give it
+#                                 its own MP_TABLE_OUT
 #   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
 #   WHITTLE_BIN                   the whittle binary (default target/release/whittle)
 # Needs scripts/setup.sh and scripts/make_splits.sh.
@@ -76,16 +79,6 @@ if [[ -z ${ROWS:-} ]]; then
     for b in $UNIFORM_BITS; do ROWS+="uniform-w$b "; done
     for x in $BUDGETS; do ROWS+="onestage-b$x twostage-b$x gptq-b$x "; done
 fi
-
-# A recipe with the dev limit and the step override applied.
-recipe() { # source-recipe output
-    local args=(-e "s/^dev_limit = .*/dev_limit = $DEV_LIMIT/")
-    if [[ -n ${STEPS:-} ]]; then
-        args+=(-e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $((STEPS / 10))/"
-            -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/")
-    fi
-    sed "${args[@]}" "$1" >"$2"
-}
 
 compress() { # name recipe [extra args]
     local name=$1 recipe=$2 resume=() limit=()

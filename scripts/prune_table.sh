@@ -32,6 +32,9 @@
 #                                    training (synth-dev, in the training voices, rewarded adapting
 #                                    to them: docs/evaluation.md)
 #   DEV_LIMIT (80)                   dev utterances scored at each evaluation (spread over DEV_SET)
+#   SPEED_PROB                       speed perturbation in every recipe's [augment] at this
+#                                    probability (docs/augmentation.md): another protocol, so give
+#                                    it its own PRUNE_TABLE_OUT
 #   SETS ("real synth-test-clean synth-test-other"), BATCH (8), THREADS (2), MARGIN (10)
 #   PSEUDO_LABELS                    the teacher's pseudo-label cache (default: the MP table's, so
 #                                    the two protocols label the training set once)
@@ -79,17 +82,6 @@ if [[ -z ${ROWS:-} ]]; then
     ROWS=""
     for s in $SPARSITIES; do ROWS+="mag-$s l0-$s "; done
 fi
-
-# A recipe with the dev limit, the step override and (for the gates) the target applied.
-recipe() { # source-recipe output [target]
-    local args=(-e "s/^dev_limit = .*/dev_limit = $DEV_LIMIT/")
-    if [[ -n ${STEPS:-} ]]; then
-        args+=(-e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $((STEPS / 10))/"
-            -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/")
-    fi
-    [[ -n ${3:-} ]] && args+=(-e "s/^target_sparsity = .*/target_sparsity = $3/")
-    sed "${args[@]}" "$1" >"$2"
-}
 
 compress() { # name model recipe [extra args]
     local name=$1 model=$2 recipe=$3 resume=() limit=()
@@ -154,7 +146,7 @@ for row in $ROWS; do
         l0 | l0nolw)
             source_recipe=recipes/prune-l0.toml
             [[ $kind == l0nolw ]] && source_recipe=recipes/prune-l0-no-layerwise.toml
-            recipe "$source_recipe" "$OUT/$row.gates.recipe.toml" "$s"
+            recipe "$source_recipe" "$OUT/$row.gates.recipe.toml" "s/^target_sparsity = .*/target_sparsity = $s/"
             compress "$row.pruned" "$SRC" "$OUT/$row.gates.recipe.toml"
             ;;
         *) die "unknown row $row (mag-S, l0-S or l0nolw-S)" ;;

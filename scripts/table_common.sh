@@ -1,6 +1,6 @@
 # Shared by scripts/mp_table.sh and scripts/prune_table.sh, sourced once they have set ASSETS,
-# OUT, SETS, DEV, WHITTLE, THREADS and BATCH and defined `die`: the test sets' manifests, timing of a
-# command, evaluation of a row on every set, and the check that results kept from another machine
+# OUT, SETS, DEV, DEV_LIMIT, WHITTLE, THREADS and BATCH and defined `die`: the test sets' manifests,
+# the recipes as run, timing of a command, evaluation of a row on every set, and the check that results kept from another machine
 # were made on the same model and audio. (scripts/lm_table.sh sources it for `timed` alone.)
 #
 # The tables' folders live under results/ and are committed: evaluations, timings, logs, recipes,
@@ -14,6 +14,25 @@ manifest() {
         real) echo "$ASSETS/data/real.jsonl" ;;
         *) echo "$ASSETS/data/$1/manifest.jsonl" ;;
     esac
+}
+
+# A training recipe as a table runs it: the dev limit (DEV_LIMIT), speed perturbation in
+# [augment] when SPEED_PROB is set (docs/augmentation.md), the step override of smoke runs (STEPS:
+# warm-up capped at STEPS/10, settling at STEPS/5, dev scoring only at the end) and any further
+# sed expressions the caller gives.
+recipe() { # source-recipe output [sed-expression...]
+    local from=$1 to=$2 args=(-e "s/^dev_limit = .*/dev_limit = $DEV_LIMIT/")
+    shift 2
+    if [[ -n ${SPEED_PROB:-} ]]; then
+        args+=(-e "/^\[augment\]/a speed_prob = $SPEED_PROB")
+    fi
+    if [[ -n ${STEPS:-} ]]; then
+        args+=(-e "s/^steps = .*/steps = $STEPS/" -e "s/^warmup_steps = .*/warmup_steps = $((STEPS / 10))/"
+            -e "s/^eval_every = .*/eval_every = 0/" -e "s/^settle_steps = .*/settle_steps = $((STEPS / 5))/")
+    fi
+    local expr
+    for expr in "$@"; do args+=(-e "$expr"); done
+    sed "${args[@]}" "$from" >"$to"
 }
 
 # Every set of SETS has its manifest.

@@ -214,6 +214,10 @@ struct TrainStepArgs {
     /// never trains it).
     #[arg(long, requires = "mixed_precision")]
     mp_no_embedding: bool,
+    /// Also time QAT of this bit map (the two-stage baseline's stage B, which may train the
+    /// token embedding too) on the same batch, and print its time relative to the uniform step.
+    #[arg(long, value_name = "FILE")]
+    bit_map: Option<PathBuf>,
 }
 
 /// Median and all step times (ms), per-phase times, first and last KL of timed steps.
@@ -1245,6 +1249,21 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         }
         None => None,
     };
+    let mapped = match &args.bit_map {
+        Some(path) => {
+            let map = whittle::compress::bitmap::BitMap::from_file(path)?;
+            let mut method = UniformLsq::with_bit_map(map, recipe.quant.init);
+            Some(time_steps(
+                &teacher,
+                &mut method,
+                &batch,
+                &recipe,
+                args.warmup,
+                args.steps,
+            )?)
+        }
+        None => None,
+    };
     let (median, losses) = (times.median, &times.losses);
     let summary = serde_json::json!({
         "ms_per_step": median,
@@ -1265,6 +1284,14 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         "mixed_precision": mixed.as_ref().map(|m| serde_json::json!({
             "candidates": args.mixed_precision,
             "embedding": !args.mp_no_embedding,
+            "ms_per_step": m.median,
+            "ms_per_step_all": m.all,
+            "phase_ms": m.phases,
+            "trainable_params": m.params,
+            "time_vs_uniform": m.median / median,
+        })),
+        "bit_map": mapped.as_ref().map(|m| serde_json::json!({
+            "file": args.bit_map.as_ref().map(|p| p.display().to_string()),
             "ms_per_step": m.median,
             "ms_per_step_all": m.all,
             "phase_ms": m.phases,
@@ -1300,6 +1327,15 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
                 "mixed-precision supernet step ({:?}, embedding {}): {:.1} ms/step median of {}, {:.2}x the uniform step",
                 args.mixed_precision.as_deref().unwrap_or_default(),
                 if args.mp_no_embedding { "float" } else { "searched" },
+                m.median,
+                m.all.len(),
+                m.median / median
+            );
+        }
+        if let Some(m) = &mapped {
+            println!(
+                "bit-map step ({}): {:.1} ms/step median of {}, {:.2}x the uniform step",
+                args.bit_map.as_deref().unwrap_or(Path::new("")).display(),
                 m.median,
                 m.all.len(),
                 m.median / median

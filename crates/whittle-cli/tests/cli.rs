@@ -654,6 +654,35 @@ fn compress_trains_a_bit_map_given_on_the_command_line() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("bitmap.toml"), "{}", stderr(&o));
+
+    // The benchmark times that map's step beside the uniform one (timing the two-stage
+    // baseline's stage B); the map also trains the embedding, so more values train.
+    let o = whittle(&[
+        "bench",
+        "train-step",
+        p(&model),
+        "--bit-map",
+        p(&map),
+        "--batch",
+        "2",
+        "--seconds",
+        "1",
+        "--tokens",
+        "3",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let mapped = &report["bit_map"];
+    assert!(mapped["time_vs_uniform"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        mapped["trainable_params"].as_u64() > report["trainable_params"].as_u64(),
+        "{report}"
+    );
 }
 
 /// sensitivity -> allocate -> quantize --bit-map on a tiny model: the packed file holds several
