@@ -678,7 +678,10 @@ fn compress_trains_a_bit_map_given_on_the_command_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let mapped = &report["bit_map"];
-    assert!(mapped["time_vs_uniform"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        mapped["time_vs_uniform"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert!(
         mapped["trainable_params"].as_u64() > report["trainable_params"].as_u64(),
         "{report}"
