@@ -1205,15 +1205,13 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         .collect();
         whittle::checkpoint::hf::save_safetensors(path, &tensors)?;
     }
-    let mut uniform = UniformLsq::uniform(recipe.quant.spec(), recipe.quant.init);
-    let times = time_steps(
-        &teacher,
-        &mut uniform,
-        &batch,
-        &recipe,
-        args.warmup,
-        args.steps,
-    )?;
+    let time = |method: &mut dyn CompressionMethod| {
+        time_steps(&teacher, method, &batch, &recipe, args.warmup, args.steps)
+    };
+    let times = time(&mut UniformLsq::uniform(
+        recipe.quant.spec(),
+        recipe.quant.init,
+    ))?;
     let mixed = match &args.mixed_precision {
         Some(candidates) => {
             let mp = MixedPrecisionRecipe {
@@ -1231,36 +1229,20 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
                 penalty: 1.0,
                 settle_steps: 0,
             };
-            let mut method = MixedPrecision::new(
+            Some(time(&mut MixedPrecision::new(
                 mp,
                 args.group,
                 recipe.quant.init,
                 0,
                 args.warmup + args.steps,
-            );
-            Some(time_steps(
-                &teacher,
-                &mut method,
-                &batch,
-                &recipe,
-                args.warmup,
-                args.steps,
-            )?)
+            ))?)
         }
         None => None,
     };
     let mapped = match &args.bit_map {
         Some(path) => {
             let map = whittle::compress::bitmap::BitMap::from_file(path)?;
-            let mut method = UniformLsq::with_bit_map(map, recipe.quant.init);
-            Some(time_steps(
-                &teacher,
-                &mut method,
-                &batch,
-                &recipe,
-                args.warmup,
-                args.steps,
-            )?)
+            Some(time(&mut UniformLsq::with_bit_map(map, recipe.quant.init))?)
         }
         None => None,
     };
