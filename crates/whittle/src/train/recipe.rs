@@ -334,7 +334,7 @@ pub struct AugmentRecipe {
     #[serde(default = "default_rt60_s")]
     pub rt60_s: [f64; 2],
     /// Probability that an utterance is speed-perturbed (tempo and pitch together, as played
-    /// faster or slower); 0, the default, draws nothing and leaves older recipes' draws as they were.
+    /// faster or slower); 0, the default, draws nothing, so older recipes draw as they did.
     #[serde(default)]
     pub speed_prob: f64,
     /// Speed factor range, drawn uniformly and rounded to 0.01 (1.1 is 10 % faster and shorter).
