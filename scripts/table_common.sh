@@ -1,7 +1,8 @@
 # Shared by scripts/mp_table.sh and scripts/prune_table.sh, sourced once they have set ASSETS,
-# OUT, SETS, DEV, DEV_LIMIT, WHITTLE, THREADS and BATCH and defined `die`: the test sets' manifests,
-# the recipes as run, timing of a command, evaluation of a row on every set, and the check that results kept from another machine
-# were made on the same model and audio. (scripts/lm_table.sh sources it for `timed` alone.)
+# OUT, SETS, DEV, DEV_LIMIT, WHITTLE, THREADS and BATCH and defined `die`: the test sets'
+# manifests, the recipes as run, timing of a command, evaluation of a row on every set, and the
+# check that results kept from another machine were made on the same model and audio.
+# (scripts/lm_table.sh sources it for `timed` alone.)
 #
 # The tables' folders live under results/ and are committed: evaluations, timings, logs, recipes,
 # bit maps and pseudo-labels (small text), while .whittle files and training work folders are
