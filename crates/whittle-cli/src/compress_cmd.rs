@@ -229,6 +229,18 @@ struct StepTimes {
     params: usize,
 }
 
+impl StepTimes {
+    /// This method's times beside the uniform step's median, added to `fields`.
+    fn relative_to(&self, uniform_median: f64, mut fields: serde_json::Value) -> serde_json::Value {
+        fields["ms_per_step"] = self.median.into();
+        fields["ms_per_step_all"] = serde_json::json!(self.all);
+        fields["phase_ms"] = serde_json::json!(self.phases);
+        fields["trainable_params"] = self.params.into();
+        fields["time_vs_uniform"] = (self.median / uniform_median).into();
+        fields
+    }
+}
+
 /// Time `warmup + steps` optimizer steps of `student` on `batch`: forward, loss (with the
 /// method's terms), backward and AdamW with the method's learning rates.
 fn time_steps(
@@ -1263,23 +1275,13 @@ fn train_step(args: TrainStepArgs) -> Result<()> {
         "lr_scales": recipe.optim.lr_scales,
         "weight_decay": recipe.optim.weight_decay,
         "trainable_params": times.params,
-        "mixed_precision": mixed.as_ref().map(|m| serde_json::json!({
+        "mixed_precision": mixed.as_ref().map(|m| m.relative_to(median, serde_json::json!({
             "candidates": args.mixed_precision,
             "embedding": !args.mp_no_embedding,
-            "ms_per_step": m.median,
-            "ms_per_step_all": m.all,
-            "phase_ms": m.phases,
-            "trainable_params": m.params,
-            "time_vs_uniform": m.median / median,
-        })),
-        "bit_map": mapped.as_ref().map(|m| serde_json::json!({
+        }))),
+        "bit_map": mapped.as_ref().map(|m| m.relative_to(median, serde_json::json!({
             "file": args.bit_map.as_ref().map(|p| p.display().to_string()),
-            "ms_per_step": m.median,
-            "ms_per_step_all": m.all,
-            "phase_ms": m.phases,
-            "trainable_params": m.params,
-            "time_vs_uniform": m.median / median,
-        })),
+        }))),
         "threads": rayon::current_num_threads(),
         "machine": whittle::machine::Machine::detect(),
         "model": args.model.display().to_string(),
